@@ -1,0 +1,156 @@
+//! Response bodies: host lists, the service summary and the peer table.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Port, RepoName, Revision, ServiceName, Tags, ValidationError};
+
+/// Whether a host takes new traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    /// Serving (the default).
+    #[default]
+    Up,
+    /// Finishing its work; proxies send it no new requests.
+    Draining,
+}
+
+impl HostStatus {
+    /// Parses `up` or `draining`.
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        match s {
+            "up" => Ok(HostStatus::Up),
+            "draining" => Ok(HostStatus::Draining),
+            _ => Err(ValidationError::invalid(
+                "status",
+                format!("must be \"up\" or \"draining\", got {s:?}"),
+            )),
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Up => "up",
+            HostStatus::Draining => "draining",
+        }
+    }
+}
+
+/// One live host as the registry serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// The service it belongs to.
+    pub service: ServiceName,
+    /// Its address.
+    pub ip_address: IpAddr,
+    /// Its port.
+    pub port: Port,
+    /// The revision it runs.
+    pub revision: Revision,
+    /// Its repository, `""` when absent.
+    #[serde(default = "RepoName::empty")]
+    pub service_repo_name: RepoName,
+    /// When a node last took its heartbeat: RFC 3339 UTC with microseconds.
+    pub last_check_in: String,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: Tags,
+    /// `up` or `draining`.
+    #[serde(default)]
+    pub status: HostStatus,
+    /// The effective weight: the operator override, else the tag, else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing_weight: Option<u8>,
+    /// Its time to live in seconds, after clamping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+/// `GET /v1/registration/{service}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostsResponse {
+    /// The service asked for.
+    pub service: String,
+    /// The registry's environment (`--env`).
+    pub env: String,
+    /// The live hosts, sorted by address and port.
+    pub hosts: Vec<Host>,
+}
+
+/// `GET /v1/registration/repo/{service_repo_name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoHostsResponse {
+    /// The repository asked for.
+    pub service_repo_name: String,
+    /// The registry's environment (`--env`).
+    pub env: String,
+    /// The live hosts of every service built from it.
+    pub hosts: Vec<Host>,
+}
+
+/// One row of `GET /v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    /// The service's name.
+    pub service: String,
+    /// Every host served, stale ones included.
+    pub hosts: u64,
+    /// Hosts kept past their TTL by the expiry guard.
+    pub stale: u64,
+    /// The service's change index on this node.
+    pub index: u64,
+}
+
+/// `GET /v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicesResponse {
+    /// The registry's environment (`--env`).
+    pub env: String,
+    /// Every service this node holds, sorted by name.
+    pub services: Vec<ServiceSummary>,
+}
+
+/// A peer's health as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Exchanges succeed.
+    Alive,
+    /// Recent exchanges failed.
+    Suspect,
+    /// No exchange has succeeded for a long time.
+    Dead,
+}
+
+/// One row of `GET /v1/peers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's base URL.
+    pub address: String,
+    /// The peer's node id, once known.
+    pub node_id: Option<String>,
+    /// Alive, suspect or dead.
+    pub state: PeerState,
+    /// The last successful exchange, RFC 3339, if any.
+    pub last_success: Option<String>,
+    /// Seconds since the last successful exchange, if any.
+    pub last_success_age_secs: Option<f64>,
+    /// How many changes this node holds that the peer had not acknowledged at the last exchange.
+    pub behind: u64,
+    /// Consecutive failed exchanges.
+    pub failures: u64,
+}
+
+/// `GET /v1/peers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeersResponse {
+    /// This node's id.
+    pub node_id: String,
+    /// Whether this node holds a usable state.
+    pub ready: bool,
+    /// The peers this node knows.
+    pub peers: Vec<PeerInfo>,
+}
