@@ -1,1 +1,59 @@
-//! placeholder
+//! The client library of the `discovery` registry: keep a host registered, and keep a
+//! service's host list up to date, through registry outages.
+//!
+//! - [`Registry`]: the HTTP API over several registry nodes, failing over between them.
+//! - [`Heartbeater`]: re-sends a host's registration every interval (with jitter), backs
+//!   off while no node answers, marks the host `draining` and deregisters it on
+//!   [`Heartbeater::shutdown`].
+//! - [`HostWatcher`]: follows a service with long polls and keeps the last good list on
+//!   any failure, optionally in a cache file it can start from; refuses a drastically
+//!   smaller list until it is confirmed for a grace period ([`ShrinkPolicy`]); hands out
+//!   lock-free snapshots and change notifications ([`HostList`]).
+//!
+//! The wire types come from [`discovery_api`] (re-exported as [`api`]), so client and
+//! server share one definition of the format and its validation rules. Plain HTTP only.
+//!
+//! ```no_run
+//! use discovery_client::{
+//!     HeartbeatConfig, Heartbeater, HostWatcher, Registration, Registry, ServiceName,
+//!     WatcherConfig,
+//! };
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = Registry::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+//!
+//! // Announce this host.
+//! let me = Registration::from_json(br#"{"ip": "10.0.0.7", "port": 8080, "revision": "4f2a9c1"}"#)?;
+//! let payments = ServiceName::parse("payments")?;
+//! let heartbeater =
+//!     Heartbeater::spawn(registry.clone(), payments, me, HeartbeatConfig::default())?;
+//!
+//! // Follow a dependency.
+//! let billing = ServiceName::parse("billing")?;
+//! let mut watcher = HostWatcher::spawn(registry, billing, WatcherConfig::default())?;
+//! let hosts = watcher.changed().await; // the first list
+//! if let Some(host) = hosts.first() {
+//!     println!("calling billing at {}:{}", host.ip_address, host.port);
+//! }
+//!
+//! watcher.shutdown().await;
+//! heartbeater.shutdown().await?; // draining, then deregistered
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod backoff;
+mod cache;
+mod error;
+mod heartbeat;
+mod registry;
+mod shrink_guard;
+mod watcher;
+
+pub use discovery_api as api;
+pub use discovery_api::{Host, HostStatus, HostsResponse, Port, Registration, ServiceName};
+pub use error::{Error, Failure};
+pub use heartbeat::{HeartbeatConfig, HeartbeatOutcome, Heartbeater};
+pub use registry::{Registry, RegistryBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use shrink_guard::ShrinkPolicy;
+pub use watcher::{HeldBack, HostList, HostWatcher, ListSource, WatcherConfig, WatcherStatus};

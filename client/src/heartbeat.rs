@@ -1,0 +1,258 @@
+//! [`Heartbeater`]: keeps one host registered by re-sending its registration, and takes it
+//! out of rotation cleanly on shutdown.
+//!
+//! The background task is one `select!` loop over its timer and a cancellation token: send
+//! a heartbeat (to whichever node answers, see [`Registry`]), publish the outcome, sleep
+//! `interval` with jitter, or a growing backoff when no node took it. Dropping the handle
+//! stops the heartbeats (the host then expires by its TTL); [`Heartbeater::shutdown`]
+//! marks the host `draining` and then deregisters it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use discovery_api::{HostStatus, Registration, ServiceName};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::{jitter, Backoff};
+use crate::{Error, Registry};
+
+/// Settings of a [`Heartbeater`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatConfig {
+    /// Time between two heartbeats. Default 10 s. Keep it well under the host's TTL
+    /// (default 600 s on the registry) so that a few lost heartbeats do not expire it.
+    pub interval: Duration,
+    /// Each wait is moved at random by up to this fraction of itself (default 0.1, so
+    /// ±10%), so that hosts started together spread their heartbeats.
+    pub jitter: f64,
+    /// The first wait after a heartbeat no node took; it doubles with each further
+    /// failure, up to `interval`. Default 500 ms.
+    pub min_backoff: Duration,
+    /// On shutdown, the time between the `draining` heartbeat and the deregistration, for
+    /// proxies to see the host draining and stop sending it new work. Default zero.
+    pub drain_period: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_secs(10),
+            jitter: 0.1,
+            min_backoff: Duration::from_millis(500),
+            drain_period: Duration::ZERO,
+        }
+    }
+}
+
+/// What happened to the latest heartbeat.
+#[derive(Debug, Clone)]
+pub enum HeartbeatOutcome {
+    /// None has been sent yet.
+    Pending,
+    /// A registry node took it.
+    Sent {
+        /// The base URL of the node that took it.
+        registry: String,
+        /// When it was acknowledged.
+        at: SystemTime,
+    },
+    /// No node took it; the heartbeater backs off and retries.
+    Failed {
+        /// Why, for every node tried.
+        error: Arc<Error>,
+        /// How many heartbeats in a row have failed.
+        consecutive_failures: u32,
+        /// When the last attempt ended.
+        at: SystemTime,
+    },
+}
+
+/// The handle of a background task that keeps a host registered. See the module docs.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), discovery_client::Error> {
+/// use discovery_client::{HeartbeatConfig, Heartbeater, Registration, Registry, ServiceName};
+///
+/// let registry = Registry::new(["http://10.0.0.1:8080,http://10.0.0.2:8080"])?;
+/// let registration = Registration::from_json(
+///     br#"{"ip": "10.0.0.7", "port": 8080, "revision": "4f2a9c1"}"#,
+/// ).expect("a valid registration");
+/// let service = ServiceName::parse("payments").expect("a valid name");
+/// let heartbeater =
+///     Heartbeater::spawn(registry, service, registration, HeartbeatConfig::default())?;
+/// // ... serve ...
+/// heartbeater.shutdown().await?; // draining, then deregistered
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Heartbeater {
+    registry: Registry,
+    service: ServiceName,
+    registration: Registration,
+    drain_period: Duration,
+    outcome_rx: watch::Receiver<HeartbeatOutcome>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Heartbeater {
+    /// Starts heartbeating at once, in a task on the current tokio runtime (so this must be
+    /// called inside one). Fails only on bad settings: a zero interval, a jitter outside
+    /// 0..1, or a registration with no `ip` and no `auto_ip`.
+    pub fn spawn(
+        registry: Registry,
+        service: ServiceName,
+        registration: Registration,
+        config: HeartbeatConfig,
+    ) -> Result<Self, Error> {
+        if config.interval.is_zero() {
+            return Err(Error::Config(
+                "the heartbeat interval must not be zero".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&config.jitter) {
+            return Err(Error::Config(format!(
+                "the heartbeat jitter must be a fraction from 0 to 1, got {}",
+                config.jitter
+            )));
+        }
+        if registration.ip.is_none() && !registration.auto_ip {
+            return Err(Error::Config(
+                "the registration needs an ip, or auto_ip to let the registry see it".into(),
+            ));
+        }
+        let (outcome_tx, outcome_rx) = watch::channel(HeartbeatOutcome::Pending);
+        let cancel = CancellationToken::new();
+        let beat = Beat {
+            registry: registry.clone(),
+            service: service.clone(),
+            registration: registration.clone(),
+            config: config.clone(),
+            outcome_tx,
+        };
+        let task = tokio::spawn(beat.run(cancel.clone()));
+        Ok(Heartbeater {
+            registry,
+            service,
+            registration,
+            drain_period: config.drain_period,
+            outcome_rx,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// The outcome of the latest heartbeat.
+    pub fn last_outcome(&self) -> HeartbeatOutcome {
+        self.outcome_rx.borrow().clone()
+    }
+
+    /// A receiver that sees every new outcome (`changed().await`).
+    pub fn outcomes(&self) -> watch::Receiver<HeartbeatOutcome> {
+        self.outcome_rx.clone()
+    }
+
+    /// Stops heartbeating, sends one heartbeat with status `draining`, waits
+    /// `drain_period`, then deletes the host (`DELETE /v1/registration/{service}/{ip}?port=`).
+    ///
+    /// Returns the deregistration's error, if it failed. A host registered with `auto_ip`
+    /// and no `ip` cannot be deleted (its address is only known to the registry): it is
+    /// left draining and expires by its TTL.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            // The task only ends by cancellation; a panic in it is not ours to re-raise.
+            let _ = task.await;
+        }
+        let mut draining = self.registration.clone();
+        draining.status = HostStatus::Draining;
+        let drained = self.registry.register(&self.service, &draining).await;
+        if let Err(error) = &drained {
+            tracing::warn!(service = %self.service, %error, "could not mark the host draining");
+        }
+        let Some(ip) = self.registration.ip else {
+            tracing::info!(service = %self.service, "no ip to deregister (auto_ip): the host expires by its TTL");
+            return drained;
+        };
+        if drained.is_ok() && !self.drain_period.is_zero() {
+            tokio::time::sleep(self.drain_period).await;
+        }
+        let removed = self
+            .registry
+            .deregister(&self.service, ip, Some(self.registration.port))
+            .await?;
+        tracing::info!(service = %self.service, %ip, port = %self.registration.port, removed, "deregistered");
+        Ok(())
+    }
+}
+
+impl Drop for Heartbeater {
+    fn drop(&mut self) {
+        // Without `shutdown()` the heartbeats just stop; nothing can be awaited here.
+        self.cancel.cancel();
+    }
+}
+
+/// The task's state.
+struct Beat {
+    registry: Registry,
+    service: ServiceName,
+    registration: Registration,
+    config: HeartbeatConfig,
+    outcome_tx: watch::Sender<HeartbeatOutcome>,
+}
+
+impl Beat {
+    async fn run(self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(self.config.min_backoff, self.config.interval);
+        let mut consecutive_failures = 0u32;
+        loop {
+            // Cancelling mid-request is fine: the draining heartbeat that follows a
+            // shutdown is newer and wins on the registry.
+            let sent = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                sent = self.registry.register_via(&self.service, &self.registration) => sent,
+            };
+            let delay = match sent {
+                Ok(registry) => {
+                    if consecutive_failures > 0 {
+                        tracing::info!(service = %self.service, %registry, "heartbeats go through again");
+                    }
+                    consecutive_failures = 0;
+                    backoff.reset();
+                    self.outcome_tx.send_replace(HeartbeatOutcome::Sent {
+                        registry,
+                        at: SystemTime::now(),
+                    });
+                    self.config.interval
+                }
+                Err(error) => {
+                    consecutive_failures = consecutive_failures.saturating_add(1);
+                    tracing::warn!(service = %self.service, %error, consecutive_failures, "heartbeat failed");
+                    let delay = match &error {
+                        // The request itself is wrong: retrying sooner cannot help.
+                        Error::Rejected { .. } => self.config.interval,
+                        _ => backoff
+                            .next_delay()
+                            .max(error.retry_after().unwrap_or_default())
+                            .min(self.config.interval),
+                    };
+                    self.outcome_tx.send_replace(HeartbeatOutcome::Failed {
+                        error: Arc::new(error),
+                        consecutive_failures,
+                        at: SystemTime::now(),
+                    });
+                    delay
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(jitter(delay, self.config.jitter)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! [`Registry`]: the HTTP client of the registry API over a list of registry nodes, with
+//! failover.
+//!
+//! Every call tries the node that answered last, then the others in turn. A node that
+//! cannot be reached, times out, answers a 5xx (503 while it is not ready), 408 or 429, or
+//! sends a body that is not a valid answer is skipped; the first usable answer ends the
+//! call and its node becomes the first choice for the next one. A 4xx is the answer to a
+//! wrong request, not a sign of a broken node, so it ends the call with
+//! [`Error::Rejected`]. One call tries each node at most once and never sleeps: backing off
+//! between rounds is the job of the loops built on it ([`crate::Heartbeater`],
+//! [`crate::HostWatcher`]).
+//!
+//! This module owns the URLs, paths, headers and status codes of the API on the client
+//! side. It does not hold any state but the preferred node.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use discovery_api::{
+    ErrorBody, HostsResponse, PeersResponse, Port, Registration, ServiceName, ServicesResponse,
+    INDEX_HEADER,
+};
+use reqwest::header::{HeaderMap, ETAG, IF_NONE_MATCH, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Failure};
+
+/// How long a connection attempt to one node may take, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one request to one node may take, by default (long polls get their `wait` on
+/// top of it).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cheap-to-clone client of a set of registry nodes that fails over between them.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), discovery_client::Error> {
+/// use discovery_client::{Registry, ServiceName};
+///
+/// let registry = Registry::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+/// let service = ServiceName::parse("payments").expect("a valid name");
+/// for host in registry.hosts(&service).await?.hosts {
+///     println!("{}:{}", host.ip_address, host.port);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Base URLs without a trailing `/`.
+    urls: Vec<String>,
+    /// The index in `urls` of the node that answered last; calls start there. An atomic
+    /// because calls run concurrently and a stale read only costs one failed attempt.
+    preferred: AtomicUsize,
+    http: reqwest::Client,
+    request_timeout: Duration,
+    write_token: Option<String>,
+    read_token: Option<String>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are left out on purpose: they must never reach a log.
+        f.debug_struct("Registry")
+            .field("urls", &self.inner.urls)
+            .field("preferred", &self.preferred_url())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a [`Registry`]; from [`Registry::builder`].
+#[derive(Debug, Clone)]
+pub struct RegistryBuilder {
+    urls: Vec<String>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    write_token: Option<String>,
+    read_token: Option<String>,
+}
+
+impl RegistryBuilder {
+    /// How long a connection attempt to one node may take before the next node is tried.
+    /// Default [`DEFAULT_CONNECT_TIMEOUT`]: short, because a dead node should cost little.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one request to one node may take before the next node is tried. Default
+    /// [`DEFAULT_REQUEST_TIMEOUT`]. Long polls are given their `wait` on top of it.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The token sent as `Authorization: Bearer` with heartbeats and deletes (the
+    /// registry's `--write-token`). None by default.
+    pub fn write_token(mut self, token: impl Into<String>) -> Self {
+        self.write_token = Some(token.into());
+        self
+    }
+
+    /// The token sent as `Authorization: Bearer` with reads (the registry's
+    /// `--read-token`). None by default.
+    pub fn read_token(mut self, token: impl Into<String>) -> Self {
+        self.read_token = Some(token.into());
+        self
+    }
+
+    /// Checks the URLs and builds the client.
+    pub fn build(self) -> Result<Registry, Error> {
+        let urls = self
+            .urls
+            .iter()
+            .map(|u| normalize_url(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err(Error::NoRegistries);
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::Config("timeouts must be longer than zero".into()));
+        }
+        // No proxy: the registry lives on the same private network as its clients, and an
+        // HTTP_PROXY meant for the outside world must not sit between them.
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .no_proxy()
+            .build()
+            .map_err(Error::Http)?;
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                urls,
+                preferred: AtomicUsize::new(0),
+                http,
+                request_timeout: self.request_timeout,
+                write_token: self.write_token,
+                read_token: self.read_token,
+            }),
+        })
+    }
+}
+
+/// `http://host:port[/prefix]` without a trailing `/`; anything else is refused with a
+/// reason, since this client speaks plain HTTP only.
+fn normalize_url(raw: &str) -> Result<String, Error> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(invalid(
+                "https is not supported: this client speaks plain HTTP (put TLS in a sidecar)",
+            ))
+        }
+        _ => return Err(invalid("expected http://HOST:PORT")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("a base URL takes no query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Which token a request carries.
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// A complete answer from one node, before it is decoded.
+struct Reply {
+    url: String,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Why an answer was not taken: try the next node, or stop with this error.
+enum Miss {
+    Next(Failure),
+    Stop(Error),
+}
+
+/// What a host-list poll asks for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostsPoll {
+    /// The node the `index` and `etag` came from: both are only meaningful to that node
+    /// (an index counts one node's changes), so another node gets a plain read.
+    pub(crate) origin: Option<String>,
+    /// Long poll: answer once the service's index exceeds this.
+    pub(crate) index: Option<u64>,
+    /// How long the long poll may wait.
+    pub(crate) wait: Duration,
+    /// Conditional read: `If-None-Match`.
+    pub(crate) etag: Option<String>,
+}
+
+/// A host-list poll's result.
+#[derive(Debug)]
+pub(crate) enum Polled {
+    /// A full host list.
+    Hosts {
+        url: String,
+        response: HostsResponse,
+        index: Option<u64>,
+        etag: Option<String>,
+    },
+    /// `304`: the list did not change since `etag`.
+    NotModified { url: String },
+}
+
+impl Registry {
+    /// A client of these registry nodes with default settings. Each item is a base URL
+    /// (`http://10.0.0.1:8080`); an item may also hold several, separated by commas, the
+    /// way `--registry` takes them.
+    pub fn new<I>(urls: I) -> Result<Self, Error>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Registry::builder(urls).build()
+    }
+
+    /// Settings for a client of these registry nodes (see [`Registry::new`]).
+    pub fn builder<I>(urls: I) -> RegistryBuilder
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let urls = urls
+            .into_iter()
+            .flat_map(|item| {
+                item.as_ref()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        RegistryBuilder {
+            urls,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            write_token: None,
+            read_token: None,
+        }
+    }
+
+    /// The base URLs, in the order given.
+    pub fn urls(&self) -> &[String] {
+        &self.inner.urls
+    }
+
+    /// The node the next call tries first: the one that answered last.
+    pub fn preferred_url(&self) -> &str {
+        &self.inner.urls[self.inner.preferred.load(Ordering::Relaxed) % self.inner.urls.len()]
+    }
+
+    /// Registers or refreshes a host: one heartbeat (`POST /v1/registration/{service}`).
+    pub async fn register(
+        &self,
+        service: &ServiceName,
+        registration: &Registration,
+    ) -> Result<(), Error> {
+        self.register_via(service, registration).await.map(drop)
+    }
+
+    /// [`Registry::register`], telling which node took the heartbeat.
+    pub(crate) async fn register_via(
+        &self,
+        service: &ServiceName,
+        registration: &Registration,
+    ) -> Result<String, Error> {
+        let path = format!("/v1/registration/{service}");
+        self.call(
+            |url| {
+                self.request(Method::POST, url, &path, Access::Write)
+                    .json(registration)
+            },
+            |reply| {
+                if reply.status.is_success() {
+                    Ok(reply.url)
+                } else {
+                    Err(unexpected(reply))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Removes the service's hosts at `ip` (`DELETE /v1/registration/{service}/{ip}`), only
+    /// the one on `port` when given. Returns whether anything was removed: `false` when the
+    /// registry held no such host (it answers 400 then).
+    pub async fn deregister(
+        &self,
+        service: &ServiceName,
+        ip: IpAddr,
+        port: Option<Port>,
+    ) -> Result<bool, Error> {
+        let path = match port {
+            Some(port) => format!("/v1/registration/{service}/{ip}?port={port}"),
+            None => format!("/v1/registration/{service}/{ip}"),
+        };
+        self.call(
+            |url| self.request(Method::DELETE, url, &path, Access::Write),
+            |reply| match reply.status {
+                s if s.is_success() => Ok(true),
+                StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => Ok(false),
+                _ => Err(unexpected(reply)),
+            },
+        )
+        .await
+    }
+
+    /// The live hosts of a service (`GET /v1/registration/{service}`), from the first node
+    /// that answers. To follow a service over time use [`crate::HostWatcher`].
+    pub async fn hosts(&self, service: &ServiceName) -> Result<HostsResponse, Error> {
+        match self.poll_hosts(service, &HostsPoll::default()).await? {
+            Polled::Hosts { response, .. } => Ok(response),
+            // Unreachable without an ETag in the request; a server that answers 304 anyway
+            // is broken.
+            Polled::NotModified { url } => Err(Error::Unavailable(vec![Failure::Decode {
+                url,
+                reason: "304 Not Modified to an unconditional request".into(),
+            }])),
+        }
+    }
+
+    /// Every service the answering node holds (`GET /v1/services`).
+    pub async fn services(&self) -> Result<ServicesResponse, Error> {
+        self.get_json("/v1/services").await
+    }
+
+    /// The answering node's view of the cluster (`GET /v1/peers`).
+    pub async fn peers(&self) -> Result<PeersResponse, Error> {
+        self.get_json("/v1/peers").await
+    }
+
+    /// One read of a host list: a long poll, a conditional read or a plain read, depending
+    /// on what `poll` carries and on which node answers.
+    pub(crate) async fn poll_hosts(
+        &self,
+        service: &ServiceName,
+        poll: &HostsPoll,
+    ) -> Result<Polled, Error> {
+        let path = format!("/v1/registration/{service}");
+        self.call(
+            |url| {
+                let same_node = poll.origin.as_deref() == Some(url);
+                match poll.index.filter(|_| same_node) {
+                    Some(index) => {
+                        let wait = wait_param(poll.wait);
+                        let long_poll = format!("{path}?index={index}&wait={wait}");
+                        self.request(Method::GET, url, &long_poll, Access::Read)
+                            .timeout(self.inner.request_timeout + poll.wait)
+                    }
+                    None => {
+                        let req = self.request(Method::GET, url, &path, Access::Read);
+                        match poll.etag.as_ref().filter(|_| same_node) {
+                            Some(etag) => req.header(IF_NONE_MATCH, etag),
+                            None => req,
+                        }
+                    }
+                }
+            },
+            |reply| match reply.status {
+                StatusCode::NOT_MODIFIED => Ok(Polled::NotModified { url: reply.url }),
+                StatusCode::OK => {
+                    let response: HostsResponse = decode(&reply)?;
+                    let index = header_str(&reply.headers, INDEX_HEADER)
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    let etag = header_str(&reply.headers, ETAG.as_str()).map(str::to_owned);
+                    Ok(Polled::Hosts {
+                        url: reply.url,
+                        response,
+                        index,
+                        etag,
+                    })
+                }
+                _ => Err(unexpected(reply)),
+            },
+        )
+        .await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.call(
+            |url| self.request(Method::GET, url, path, Access::Read),
+            |reply| {
+                if reply.status == StatusCode::OK {
+                    decode(&reply)
+                } else {
+                    Err(unexpected(reply))
+                }
+            },
+        )
+        .await
+    }
+
+    fn request(&self, method: Method, base: &str, path: &str, access: Access) -> RequestBuilder {
+        let req = self
+            .inner
+            .http
+            .request(method, format!("{base}{path}"))
+            .timeout(self.inner.request_timeout);
+        let token = match access {
+            Access::Read => &self.inner.read_token,
+            // The write token also covers reads on the server only if it is the admin
+            // token, so each kind of request carries its own.
+            Access::Write => &self.inner.write_token,
+        };
+        match token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
+    /// The failover loop: tries every node once, starting with the preferred one, until
+    /// `accept` takes an answer. Statuses that say "this node cannot serve now" never reach
+    /// `accept`; a 4xx does, so that a caller can give it a meaning (see `deregister`).
+    async fn call<T>(
+        &self,
+        build: impl Fn(&str) -> RequestBuilder,
+        accept: impl Fn(Reply) -> Result<T, Miss>,
+    ) -> Result<T, Error> {
+        let urls = &self.inner.urls;
+        let first = self.inner.preferred.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for i in (0..urls.len()).map(|k| (first + k) % urls.len()) {
+            let url = &urls[i];
+            let response = match build(url).send().await {
+                Ok(response) => response,
+                Err(source) => {
+                    tracing::debug!(%url, error = %source, "registry unreachable");
+                    failures.push(Failure::Transport {
+                        url: url.clone(),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = match response.bytes().await {
+                Ok(body) => body.to_vec(),
+                Err(source) => {
+                    failures.push(Failure::Transport {
+                        url: url.clone(),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            let reply = Reply {
+                url: url.clone(),
+                status,
+                headers,
+                body,
+            };
+            if node_cannot_serve(status) {
+                let failure = Failure::Status {
+                    url: url.clone(),
+                    status: status.as_u16(),
+                    message: error_message(&reply.body),
+                    retry_after: header_str(&reply.headers, RETRY_AFTER.as_str())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs),
+                };
+                tracing::debug!(%failure, "registry cannot serve");
+                failures.push(failure);
+                continue;
+            }
+            match accept(reply) {
+                Ok(value) => {
+                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(Miss::Next(failure)) => {
+                    tracing::debug!(%failure, "unusable answer");
+                    failures.push(failure);
+                }
+                Err(Miss::Stop(error)) => return Err(error),
+            }
+        }
+        Err(Error::Unavailable(failures))
+    }
+}
+
+/// A long poll's `wait` in a form the registry parses (`30s`, `1500ms`).
+fn wait_param(wait: Duration) -> String {
+    if wait.subsec_millis() == 0 {
+        format!("{}s", wait.as_secs())
+    } else {
+        format!("{}ms", wait.as_millis())
+    }
+}
+
+/// Statuses after which another node is worth asking.
+fn node_cannot_serve(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// The verdict on an answer the caller has no use for: a 4xx refuses the request, anything
+/// else (a redirect, an odd 2xx) means the node is not the registry we expect.
+fn unexpected(reply: Reply) -> Miss {
+    if reply.status.is_client_error() {
+        let message = error_message(&reply.body).unwrap_or_else(|| {
+            reply
+                .status
+                .canonical_reason()
+                .unwrap_or("no reason")
+                .to_owned()
+        });
+        Miss::Stop(Error::Rejected {
+            url: reply.url,
+            status: reply.status.as_u16(),
+            message,
+        })
+    } else {
+        Miss::Next(Failure::Decode {
+            url: reply.url,
+            reason: format!("unexpected status {}", reply.status),
+        })
+    }
+}
+
+fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, Miss> {
+    serde_json::from_slice(&reply.body).map_err(|e| {
+        Miss::Next(Failure::Decode {
+            url: reply.url.clone(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+/// The `error` of an `{"error": ...}` body, if the body is one.
+fn error_message(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|b| b.error)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_normalized_and_https_is_refused_with_a_reason() {
+        assert_eq!(
+            normalize_url("http://10.0.0.1:8080/").unwrap(),
+            "http://10.0.0.1:8080"
+        );
+        assert_eq!(
+            normalize_url(" http://registry/prefix/ ").unwrap(),
+            "http://registry/prefix"
+        );
+        let err = normalize_url("https://registry").unwrap_err().to_string();
+        assert!(err.contains("plain HTTP"), "{err}");
+        assert!(normalize_url("registry:8080").is_err());
+        assert!(normalize_url("http://registry/?a=1").is_err());
+    }
+
+    #[test]
+    fn comma_separated_lists_are_split_like_the_registry_flag() {
+        let registry = Registry::new(["http://a:1,http://b:2", " http://c:3 "]).unwrap();
+        assert_eq!(registry.urls(), ["http://a:1", "http://b:2", "http://c:3"]);
+        assert_eq!(registry.preferred_url(), "http://a:1");
+        assert!(matches!(
+            Registry::new(Vec::<String>::new()),
+            Err(Error::NoRegistries)
+        ));
+    }
+
+    #[test]
+    fn debug_output_never_shows_tokens() {
+        let registry = Registry::builder(["http://a:1"])
+            .write_token("s3cret")
+            .build()
+            .unwrap();
+        assert!(!format!("{registry:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn wait_is_sent_in_whole_units() {
+        assert_eq!(wait_param(Duration::from_secs(30)), "30s");
+        assert_eq!(wait_param(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn only_node_trouble_is_failed_over() {
+        assert!(node_cannot_serve(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(node_cannot_serve(StatusCode::BAD_GATEWAY));
+        assert!(node_cannot_serve(StatusCode::TOO_MANY_REQUESTS));
+        assert!(!node_cannot_serve(StatusCode::BAD_REQUEST));
+        assert!(!node_cannot_serve(StatusCode::UNAUTHORIZED));
+    }
+}

@@ -1,0 +1,458 @@
+//! [`HostWatcher`]: keeps an up-to-date host list of one service, and keeps the last good
+//! one whenever the registry cannot give a better one.
+//!
+//! The background task is one `select!` loop: a long poll
+//! (`GET /v1/registration/{service}?index=N&wait=30s`) that the registry answers as soon
+//! as the service changes; conditional polls (`If-None-Match`) every `poll_interval` when
+//! the registry sends no `X-Discovery-Index`; a growing backoff after failures. Failures
+//! (no node answers, 503 while nodes are not ready) never touch the list. Each answer
+//! passes the [`ShrinkGuard`] before it replaces the list, and each replacement is written
+//! to the optional cache file. With no list yet and no registry answering, the cache file
+//! is loaded.
+//!
+//! Readers get the list from an [`ArcSwap`]: a snapshot `Arc`, no lock held by anyone.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use discovery_api::{Host, HostsResponse, ServiceName};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::{jitter, Backoff};
+use crate::registry::{HostsPoll, Polled};
+use crate::shrink_guard::{ShrinkGuard, Verdict};
+use crate::{cache, Error, Registry, ShrinkPolicy};
+
+/// Settings of a [`HostWatcher`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatcherConfig {
+    /// How long one long poll may wait for a change. Default 30 s; the registry caps it at
+    /// 5 minutes. Longer means fewer requests, not slower updates.
+    pub wait: Duration,
+    /// Time between two polls when the registry sends no change index (so no long poll is
+    /// possible). Default 5 s.
+    pub poll_interval: Duration,
+    /// Where to keep the last good list, if anywhere. Default none.
+    pub cache_file: Option<PathBuf>,
+    /// When a smaller answer is held back. Default [`ShrinkPolicy::default`].
+    pub shrink: ShrinkPolicy,
+    /// The first wait after a poll no node answered; it doubles with each further failure
+    /// up to `max_backoff`. Default 500 ms.
+    pub min_backoff: Duration,
+    /// The longest wait between failed polls. Default 30 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> Self {
+        WatcherConfig {
+            wait: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(5),
+            cache_file: None,
+            shrink: ShrinkPolicy::default(),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where the current list came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListSource {
+    /// No list yet: no registry has answered and no cache file was loaded.
+    None,
+    /// The cache file, because no registry answered.
+    CacheFile,
+    /// A registry node.
+    Registry,
+}
+
+/// A smaller answer the shrink guard keeps from replacing the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldBack {
+    /// The number of hosts in the held-back answer.
+    pub hosts: usize,
+    /// Since when drastically smaller answers have been coming.
+    pub since: Instant,
+    /// When such an answer will be taken, if they keep coming.
+    pub until: Instant,
+}
+
+/// How a [`HostWatcher`] is doing.
+#[derive(Debug, Clone)]
+pub struct WatcherStatus {
+    /// Where the current list came from.
+    pub source: ListSource,
+    /// The node that answered last.
+    pub registry: Option<String>,
+    /// When a node last answered.
+    pub last_success: Option<SystemTime>,
+    /// How many polls in a row no node answered.
+    pub consecutive_failures: u32,
+    /// Why the latest failed poll failed (kept after a success, for inspection).
+    pub last_error: Option<Arc<Error>>,
+    /// A smaller answer being held back, if any.
+    pub held_back: Option<HeldBack>,
+}
+
+/// The handle of a background task that follows one service's host list. See the module
+/// docs. Other tasks read the list through [`HostList`] handles from
+/// [`HostWatcher::list`].
+///
+/// ```no_run
+/// # async fn example() -> Result<(), discovery_client::Error> {
+/// use discovery_client::{HostWatcher, Registry, ServiceName, WatcherConfig};
+///
+/// let registry = Registry::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+/// let config = WatcherConfig {
+///     cache_file: Some("/var/cache/payments.json".into()),
+///     ..WatcherConfig::default()
+/// };
+/// let service = ServiceName::parse("payments").expect("a valid name");
+/// let mut watcher = HostWatcher::spawn(registry, service, config)?;
+/// loop {
+///     let hosts = watcher.changed().await;
+///     println!("payments now has {} hosts", hosts.len());
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct HostWatcher {
+    list: HostList,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The read side of a [`HostWatcher`]: a cheap `Clone` handle that gives the current list
+/// and waits for changes. It keeps the last list readable after the watcher stopped.
+#[derive(Debug, Clone)]
+pub struct HostList {
+    shared: Arc<Shared>,
+    version_rx: watch::Receiver<u64>,
+}
+
+/// What the task publishes and every handle reads.
+#[derive(Debug)]
+struct Shared {
+    hosts: ArcSwap<Vec<Host>>,
+    status: ArcSwap<WatcherStatus>,
+    /// Counts list replacements. The sender lives here, not in the task, so receivers stay
+    /// open as long as a handle does.
+    version_tx: watch::Sender<u64>,
+}
+
+impl HostWatcher {
+    /// Starts following `service` at once, in a task on the current tokio runtime (so this
+    /// must be called inside one). Fails only on bad settings.
+    pub fn spawn(
+        registry: Registry,
+        service: ServiceName,
+        config: WatcherConfig,
+    ) -> Result<Self, Error> {
+        if config.wait.is_zero() || config.poll_interval.is_zero() {
+            return Err(Error::Config(
+                "the watcher's wait and poll_interval must not be zero".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&config.shrink.min_ratio) {
+            return Err(Error::Config(format!(
+                "the shrink guard's min_ratio must be a fraction from 0 to 1, got {}",
+                config.shrink.min_ratio
+            )));
+        }
+        let (version_tx, version_rx) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            hosts: ArcSwap::from_pointee(Vec::new()),
+            status: ArcSwap::from_pointee(WatcherStatus {
+                source: ListSource::None,
+                registry: None,
+                last_success: None,
+                consecutive_failures: 0,
+                last_error: None,
+                held_back: None,
+            }),
+            version_tx,
+        });
+        let cancel = CancellationToken::new();
+        let follow = Follow {
+            guard: ShrinkGuard::new(config.shrink),
+            backoff: Backoff::new(config.min_backoff, config.max_backoff),
+            registry,
+            service,
+            config,
+            shared: shared.clone(),
+            poll: HostsPoll::default(),
+            held: None,
+            cache_tried: false,
+        };
+        let task = tokio::spawn(follow.run(cancel.clone()));
+        Ok(HostWatcher {
+            list: HostList { shared, version_rx },
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// A read handle for another task.
+    pub fn list(&self) -> HostList {
+        self.list.clone()
+    }
+
+    /// See [`HostList::current`].
+    pub fn current(&self) -> Arc<Vec<Host>> {
+        self.list.current()
+    }
+
+    /// See [`HostList::status`].
+    pub fn status(&self) -> Arc<WatcherStatus> {
+        self.list.status()
+    }
+
+    /// See [`HostList::changed`].
+    pub async fn changed(&mut self) -> Arc<Vec<Host>> {
+        self.list.changed().await
+    }
+
+    /// Stops following the service and waits for the task to end. [`HostList`] handles
+    /// keep the last list.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for HostWatcher {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl HostList {
+    /// The current host list: a snapshot, cheap to take, that nothing changes under the
+    /// caller. Empty until a registry answered or the cache file was loaded (see
+    /// [`HostList::status`]).
+    pub fn current(&self) -> Arc<Vec<Host>> {
+        self.shared.hosts.load_full()
+    }
+
+    /// How the watcher is doing: where the list came from, failures, a held-back answer.
+    pub fn status(&self) -> Arc<WatcherStatus> {
+        self.shared.status.load_full()
+    }
+
+    /// Waits until the list is replaced, then returns the new one. Returns at once if it
+    /// was replaced since this handle last looked (a new handle has seen none).
+    pub async fn changed(&mut self) -> Arc<Vec<Host>> {
+        // The sender lives in `shared`, which `self` holds: the channel cannot close.
+        let _ = self.version_rx.changed().await;
+        self.version_rx.borrow_and_update();
+        self.current()
+    }
+}
+
+/// The extra time given to a held-back answer's confirming poll, so that it arrives after
+/// the grace period ends rather than just before.
+const CONFIRM_MARGIN: Duration = Duration::from_millis(50);
+
+/// The task's state.
+struct Follow {
+    registry: Registry,
+    service: ServiceName,
+    config: WatcherConfig,
+    shared: Arc<Shared>,
+    guard: ShrinkGuard,
+    backoff: Backoff,
+    /// What the next request asks for.
+    poll: HostsPoll,
+    /// The answer the shrink guard holds back: a `304` to the next poll confirms it.
+    held: Option<HostsResponse>,
+    /// Whether the cache file was already tried (it is read once, at cold start).
+    cache_tried: bool,
+}
+
+impl Follow {
+    async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            let polled = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                polled = self.registry.poll_hosts(&self.service, &self.poll) => polled,
+            };
+            let delay = match polled {
+                Ok(polled) => self.on_answer(polled).await,
+                Err(error) => Some(self.on_failure(error).await),
+            };
+            if let Some(delay) = delay {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+
+    /// Takes an answer; returns how long to wait before the next poll (none: long-poll
+    /// again at once).
+    async fn on_answer(&mut self, polled: Polled) -> Option<Duration> {
+        self.backoff.reset();
+        let (url, long_poll) = match polled {
+            Polled::Hosts {
+                url,
+                response,
+                index,
+                etag,
+            } => {
+                self.poll = HostsPoll {
+                    origin: Some(url.clone()),
+                    index,
+                    wait: self.config.wait,
+                    etag,
+                };
+                self.offer(response).await;
+                (url, index.is_some())
+            }
+            Polled::NotModified { url } => {
+                // Still the answer held back, if any: that confirms it.
+                if let Some(held) = self.held.take() {
+                    self.offer(held).await;
+                }
+                (url, false)
+            }
+        };
+        let held_until = self.shared.status.load().held_back.map(|h| h.until);
+        let was_failing = self.shared.status.load().consecutive_failures > 0;
+        if was_failing {
+            tracing::info!(service = %self.service, registry = %url, "host list polls go through again");
+        }
+        self.update_status(|s| {
+            s.registry = Some(url);
+            s.last_success = Some(SystemTime::now());
+            s.consecutive_failures = 0;
+        });
+        // While an answer is held back, ask again right when the grace period ends, so
+        // that a confirmed shrink is taken on time rather than at the next change.
+        let until_confirm = held_until
+            .map(|until| until.saturating_duration_since(Instant::now()) + CONFIRM_MARGIN);
+        if long_poll {
+            if let Some(d) = until_confirm {
+                self.poll.wait = self.poll.wait.min(d);
+            }
+            None
+        } else {
+            let interval = jitter(self.config.poll_interval, 0.1);
+            Some(until_confirm.map_or(interval, |d| interval.min(d)))
+        }
+    }
+
+    /// Counts a failed poll, loads the cache file at a cold start, and returns the backoff.
+    async fn on_failure(&mut self, error: Error) -> Duration {
+        // An index or ETag is only worth something to the node that gave it, and that
+        // node may have restarted: start over with a plain read.
+        self.poll = HostsPoll::default();
+        self.held = None;
+        let failures = self.shared.status.load().consecutive_failures + 1;
+        if failures == 1 {
+            tracing::warn!(service = %self.service, %error, "no registry answered; keeping the last host list");
+        } else {
+            tracing::debug!(service = %self.service, %error, failures, "no registry answered");
+        }
+        let delay = self
+            .backoff
+            .next_delay()
+            .max(error.retry_after().unwrap_or_default());
+        let error = Arc::new(error);
+        self.update_status(|s| {
+            s.consecutive_failures = failures;
+            s.last_error = Some(error);
+        });
+        if !self.cache_tried && self.shared.status.load().source == ListSource::None {
+            self.cache_tried = true;
+            self.load_cache().await;
+        }
+        jitter(delay, 0.1)
+    }
+
+    /// Passes an answer through the shrink guard and, if taken, publishes it.
+    async fn offer(&mut self, response: HostsResponse) {
+        let current = self.shared.hosts.load_full();
+        let verdict = self
+            .guard
+            .judge(current.len(), response.hosts.len(), Instant::now());
+        match verdict {
+            Verdict::HoldBack { since, until } => {
+                if self.shared.status.load().held_back.is_none() {
+                    tracing::warn!(
+                        service = %self.service,
+                        current = current.len(),
+                        answer = response.hosts.len(),
+                        "holding back a drastically smaller host list until it is confirmed"
+                    );
+                }
+                let held_back = HeldBack {
+                    hosts: response.hosts.len(),
+                    since,
+                    until,
+                };
+                self.update_status(|s| s.held_back = Some(held_back));
+                self.held = Some(response);
+            }
+            Verdict::Accept => {
+                self.held = None;
+                let changed = *current != response.hosts;
+                self.update_status(|s| {
+                    s.held_back = None;
+                    s.source = ListSource::Registry;
+                });
+                if changed {
+                    self.publish(Arc::new(response.hosts.clone()));
+                    self.store_cache(&response).await;
+                }
+            }
+        }
+    }
+
+    fn publish(&self, hosts: Arc<Vec<Host>>) {
+        self.shared.hosts.store(hosts);
+        self.shared.version_tx.send_modify(|v| *v += 1);
+    }
+
+    async fn load_cache(&mut self) {
+        let Some(path) = &self.config.cache_file else {
+            return;
+        };
+        match cache::load(path, &self.service).await {
+            Ok(response) => {
+                tracing::info!(service = %self.service, path = %path.display(), hosts = response.hosts.len(), "starting from the cache file");
+                self.guard.reset();
+                self.update_status(|s| s.source = ListSource::CacheFile);
+                self.publish(Arc::new(response.hosts));
+            }
+            Err(error) => {
+                tracing::warn!(service = %self.service, %error, "cannot start from the cache file")
+            }
+        }
+    }
+
+    async fn store_cache(&self, response: &HostsResponse) {
+        if let Some(path) = &self.config.cache_file {
+            if let Err(error) = cache::store(path, response).await {
+                tracing::warn!(service = %self.service, %error, "cannot write the cache file");
+            }
+        }
+    }
+
+    /// Publishes a changed copy of the status. Only this task writes it, so a
+    /// load-modify-store cannot lose a concurrent update.
+    fn update_status(&self, change: impl FnOnce(&mut WatcherStatus)) {
+        let mut status = WatcherStatus::clone(&self.shared.status.load());
+        change(&mut status);
+        self.shared.status.store(Arc::new(status));
+    }
+}

@@ -1,0 +1,550 @@
+//! The core: every host the node knows, the merge rules, expiry and the prepared views.
+//!
+//! Pure and synchronous: no tokio, no sockets, no clock reads. Every method that depends on
+//! time takes `now` (microseconds since the epoch) and returns what changed, so the HTTP
+//! layer can wake long polls and the gossip layer can ship deltas. Tests drive it directly.
+//!
+//! State is sharded by service in a `DashMap`: a heartbeat locks one shard for the length of
+//! a map update, and reads clone an `Arc` of a prepared view, so readers never wait on a
+//! global lock and heartbeats to different services proceed in parallel.
+
+mod clock;
+mod record;
+mod replication;
+mod service;
+mod sweep;
+mod view;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use discovery_api::{Port, Registration, RepoName, ServiceName, ServiceSummary, Weight};
+use parking_lot::Mutex;
+
+pub use clock::{rfc3339, Micros, NodeId, Stamp, SECOND};
+pub use record::{Beat, Merged, Origin, Record, Routing, Version};
+pub use replication::{Delta, Digest, Replica, Span};
+pub use sweep::SweepReport;
+pub use view::ServiceView;
+
+use service::{Entry, ServiceState};
+
+/// The registry's rules, validated by `config.rs`.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// `--env`, echoed in host lists.
+    pub env: String,
+    /// This node's id.
+    pub node: NodeId,
+    /// This incarnation of the node (its start time), for replication identities.
+    pub generation: u64,
+    /// TTL in seconds of a heartbeat that names none.
+    pub host_ttl: u32,
+    /// Smallest TTL in seconds a heartbeat may ask for.
+    pub min_ttl: u32,
+    /// Largest TTL in seconds a heartbeat may ask for.
+    pub max_ttl: u32,
+    /// Fraction of overdue hosts above which the expiry guard holds them (0 = off).
+    pub expiry_guard: f64,
+    /// How long the guard may hold a silent host, in seconds; `None` = three times its TTL.
+    pub max_stale: Option<u32>,
+    /// Most hosts in all; past it, new hosts are refused.
+    pub max_hosts: usize,
+}
+
+impl RegistryConfig {
+    /// A single-node configuration with the defaults of SPEC section 7.
+    pub fn new(env: &str, node: &str) -> Self {
+        RegistryConfig {
+            env: env.to_owned(),
+            node: NodeId::new(node),
+            generation: 0,
+            host_ttl: 600,
+            min_ttl: 5,
+            max_ttl: 3600,
+            expiry_guard: 0.5,
+            max_stale: None,
+            max_hosts: 1_000_000,
+        }
+    }
+
+    fn clamp_ttl(&self, requested: Option<u64>) -> u32 {
+        let ttl = requested.unwrap_or(u64::from(self.host_ttl));
+        ttl.clamp(u64::from(self.min_ttl), u64::from(self.max_ttl)) as u32
+    }
+
+    /// How long the guard may hold a host with this TTL, in microseconds.
+    fn max_stale_for(&self, ttl: u32) -> Micros {
+        u64::from(self.max_stale.unwrap_or(ttl.saturating_mul(3))) * SECOND
+    }
+
+    /// How long a tombstone is kept: longer than any copy of the host can live anywhere.
+    fn tombstone_ttl(&self) -> Micros {
+        u64::from(self.max_ttl) * SECOND + self.max_stale_for(self.max_ttl) + 60 * SECOND
+    }
+
+    /// A refresh of an unchanged host is shipped to peers again after a third of its TTL, so
+    /// copies elsewhere never expire while the host heartbeats at least that often.
+    fn reship_after(ttl: u32) -> Micros {
+        u64::from(ttl) * SECOND / 3
+    }
+}
+
+/// A host's identity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostKey {
+    /// Its service.
+    pub service: ServiceName,
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its port.
+    pub port: u16,
+}
+
+/// A routing change: a service's host list moved to a new index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The service.
+    pub service: ServiceName,
+    /// Its new index.
+    pub index: u64,
+}
+
+/// What a heartbeat did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The host was not live before.
+    pub created: bool,
+    /// Set when consumers must look again.
+    pub change: Option<Change>,
+}
+
+/// Why a write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// `--max-hosts` is reached and the host is new.
+    #[error("the registry holds its maximum of {0} hosts; new hosts are refused")]
+    Full(usize),
+    /// No live host matches.
+    #[error("no such host")]
+    NotFound,
+}
+
+/// Every host this node knows. See the module docs.
+pub struct Registry {
+    config: RegistryConfig,
+    origin: Arc<Origin>,
+    clock: clock::Hlc,
+    /// The last seq minted by this incarnation.
+    seq: AtomicU64,
+    services: DashMap<ServiceName, ServiceState>,
+    /// One entry per host (and tombstone) at the time it must next be looked at; heartbeats
+    /// do not touch it, the sweeper reschedules entries whose host was refreshed.
+    expiry: Mutex<BinaryHeap<Reverse<(Micros, HostKey)>>>,
+    /// Hosts held by the expiry guard.
+    stale_keys: Mutex<HashSet<HostKey>>,
+    live: AtomicUsize,
+    stale: AtomicUsize,
+    guard_engaged: AtomicBool,
+    /// Per foreign origin, the seq up to which this node holds everything (or newer).
+    known: Mutex<HashMap<Arc<Origin>, u64>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(config: RegistryConfig) -> Self {
+        let origin = Arc::new(Origin {
+            node: config.node.clone(),
+            generation: config.generation,
+        });
+        Registry {
+            config,
+            origin,
+            clock: clock::Hlc::default(),
+            seq: AtomicU64::new(0),
+            services: DashMap::new(),
+            expiry: Mutex::new(BinaryHeap::new()),
+            stale_keys: Mutex::new(HashSet::new()),
+            live: AtomicUsize::new(0),
+            stale: AtomicUsize::new(0),
+            guard_engaged: AtomicBool::new(false),
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The rules this registry runs with.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// Live hosts in all, stale ones included.
+    pub fn host_count(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Hosts held by the expiry guard.
+    pub fn stale_count(&self) -> usize {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// Services with at least one live host.
+    pub fn service_count(&self) -> usize {
+        self.services.iter().filter(|s| s.live > 0).count()
+    }
+
+    /// Whether the expiry guard held hosts at the last sweep.
+    pub fn guard_engaged(&self) -> bool {
+        self.guard_engaged.load(Ordering::Relaxed)
+    }
+
+    fn mint(&self) -> Version {
+        Version {
+            origin: self.origin.clone(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    fn schedule(&self, at: Micros, key: HostKey) {
+        self.expiry.lock().push(Reverse((at, key)));
+    }
+
+    fn unstale(&self, key: &HostKey, entry: &mut Entry, svc_stale: &mut usize) {
+        if entry.stale {
+            entry.stale = false;
+            *svc_stale -= 1;
+            self.stale.fetch_sub(1, Ordering::Relaxed);
+            self.stale_keys.lock().remove(key);
+        }
+    }
+
+    /// Takes a heartbeat (SPEC 3.1) for `ip` (the registration's, or the peer's with
+    /// `auto_ip`).
+    pub fn heartbeat(
+        &self,
+        service: &ServiceName,
+        ip: IpAddr,
+        reg: &Registration,
+        now: Micros,
+    ) -> Result<Heartbeat, RegistryError> {
+        let ttl = self.config.clamp_ttl(reg.ttl);
+        let tags: Box<str> = serde_json::to_string(&reg.tags)
+            .unwrap_or_else(|_| "{}".into())
+            .into();
+        let port = reg.port.get();
+        let mut svc = self
+            .services
+            .entry(service.clone())
+            .or_insert_with(|| ServiceState::new(service.clone(), &self.config.env));
+        let svc = &mut *svc;
+        let key = HostKey {
+            service: service.clone(),
+            ip,
+            port,
+        };
+        let is_live = svc
+            .hosts
+            .get(&(ip, port))
+            .is_some_and(|e| !e.record.is_deleted());
+        if !is_live && self.live.load(Ordering::Relaxed) >= self.config.max_hosts {
+            return Err(RegistryError::Full(self.config.max_hosts));
+        }
+        let ts = self.clock.tick(now);
+        let hb = Stamp {
+            ts,
+            node: self.config.node.clone(),
+        };
+        let same_routing = |r: &Routing| {
+            r.revision == reg.revision
+                && r.service_repo_name == reg.service_repo_name
+                && r.tags == tags
+                && r.status == reg.status
+        };
+        if is_live {
+            let entry = svc.hosts.get_mut(&(ip, port)).expect("checked live above");
+            let old_ttl = entry.record.ttl();
+            let unchanged = entry.record.routing().is_some_and(|r| same_routing(r));
+            entry.record.hb = hb;
+            if !unchanged {
+                entry.record.beat = Beat::Live {
+                    routing: Arc::new(Routing {
+                        revision: reg.revision.clone(),
+                        service_repo_name: reg.service_repo_name.clone(),
+                        tags,
+                        status: reg.status,
+                    }),
+                    ttl,
+                };
+            } else if let Beat::Live { ttl: t, .. } = &mut entry.record.beat {
+                *t = ttl;
+            }
+            let reship = !unchanged
+                || ttl != old_ttl
+                || ts.saturating_sub(entry.shipped_ts) >= RegistryConfig::reship_after(ttl);
+            if reship {
+                entry.version = self.mint();
+                entry.shipped_ts = ts;
+            }
+            let was_stale = entry.stale;
+            self.unstale(&key, entry, &mut svc.stale);
+            let version = entry.version.clone();
+            if ttl < old_ttl || was_stale {
+                self.schedule(ts + u64::from(ttl) * SECOND, key);
+            }
+            service::note_version(&mut svc.max_seq, &version);
+            let change = if unchanged {
+                svc.refresh_dirty = true;
+                None
+            } else {
+                Some(Change {
+                    service: service.clone(),
+                    index: svc.routing_changed(),
+                })
+            };
+            return Ok(Heartbeat {
+                created: false,
+                change,
+            });
+        }
+        let version = self.mint();
+        let routing = Arc::new(Routing {
+            revision: reg.revision.clone(),
+            service_repo_name: reg.service_repo_name.clone(),
+            tags,
+            status: reg.status,
+        });
+        let beat = Beat::Live { routing, ttl };
+        match svc.hosts.get_mut(&(ip, port)) {
+            Some(tomb) => {
+                tomb.record.hb = hb;
+                tomb.record.beat = beat;
+                tomb.version = version.clone();
+                tomb.shipped_ts = ts;
+            }
+            None => {
+                svc.hosts.insert(
+                    (ip, port),
+                    Entry {
+                        record: Record {
+                            hb,
+                            beat,
+                            weight: None,
+                            cleared: None,
+                        },
+                        version: version.clone(),
+                        shipped_ts: ts,
+                        stale: false,
+                    },
+                );
+            }
+        }
+        service::note_version(&mut svc.max_seq, &version);
+        svc.live += 1;
+        self.live.fetch_add(1, Ordering::Relaxed);
+        let index = svc.routing_changed();
+        self.schedule(ts + u64::from(ttl) * SECOND, key);
+        Ok(Heartbeat {
+            created: true,
+            change: Some(Change {
+                service: service.clone(),
+                index,
+            }),
+        })
+    }
+
+    /// Deletes the live hosts of `service` at `ip` (every port, or only `port`), leaving
+    /// tombstones so that no older copy brings them back.
+    pub fn delete(
+        &self,
+        service: &ServiceName,
+        ip: IpAddr,
+        port: Option<Port>,
+        now: Micros,
+    ) -> Result<Change, RegistryError> {
+        let mut svc = self
+            .services
+            .get_mut(service)
+            .ok_or(RegistryError::NotFound)?;
+        let svc = &mut *svc;
+        let ports: Vec<u16> = svc
+            .hosts
+            .range((ip, 0)..=(ip, u16::MAX))
+            .filter(|(k, e)| !e.record.is_deleted() && port.is_none_or(|p| p.get() == k.1))
+            .map(|(k, _)| k.1)
+            .collect();
+        if ports.is_empty() {
+            return Err(RegistryError::NotFound);
+        }
+        for p in ports {
+            let key = HostKey {
+                service: service.clone(),
+                ip,
+                port: p,
+            };
+            let ts = self.clock.tick(now);
+            let stamp = Stamp {
+                ts,
+                node: self.config.node.clone(),
+            };
+            let version = self.mint();
+            let entry = svc.hosts.get_mut(&(ip, p)).expect("collected above");
+            self.unstale(&key, entry, &mut svc.stale);
+            entry.record.hb = stamp.clone();
+            entry.record.beat = Beat::Deleted;
+            entry.record.cleared = Some(stamp);
+            entry.version = version.clone();
+            entry.shipped_ts = ts;
+            service::note_version(&mut svc.max_seq, &version);
+            svc.live -= 1;
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            self.schedule(ts + self.config.tombstone_ttl(), key);
+        }
+        Ok(Change {
+            service: service.clone(),
+            index: svc.routing_changed(),
+        })
+    }
+
+    /// Sets the operator's weight override on the live hosts of `service` at `ip` (or on all
+    /// of them). It survives heartbeats until the host expires or is deleted.
+    pub fn set_weight(
+        &self,
+        service: &ServiceName,
+        ip: Option<IpAddr>,
+        weight: Weight,
+        now: Micros,
+    ) -> Result<Option<Change>, RegistryError> {
+        let mut svc = self
+            .services
+            .get_mut(service)
+            .ok_or(RegistryError::NotFound)?;
+        let svc = &mut *svc;
+        let mut matched = false;
+        let mut moved = false;
+        for ((host_ip, _), entry) in svc.hosts.iter_mut() {
+            if entry.record.is_deleted() || ip.is_some_and(|ip| ip != *host_ip) {
+                continue;
+            }
+            matched = true;
+            let before = entry.record.weight_override();
+            let stamp = Stamp {
+                ts: self.clock.tick(now),
+                node: self.config.node.clone(),
+            };
+            entry.record.weight = Some((weight, stamp));
+            entry.version = self.mint();
+            service::note_version(&mut svc.max_seq, &entry.version);
+            moved |= before != Some(weight);
+        }
+        if !matched {
+            return Err(RegistryError::NotFound);
+        }
+        Ok(moved.then(|| Change {
+            service: service.clone(),
+            index: svc.routing_changed(),
+        }))
+    }
+
+    /// The service's current change index (0 for a service never seen).
+    pub fn index(&self, service: &str) -> u64 {
+        self.services.get(service).map_or(0, |s| s.index)
+    }
+
+    /// The prepared host list of a service, rebuilt first if it changed. An unknown service
+    /// gets an empty list (rendered, not stored, so lookups of arbitrary names cost no memory).
+    pub fn view(&self, service: &ServiceName, now: Micros) -> Arc<ServiceView> {
+        match self.services.get(service) {
+            Some(svc) if !svc.needs_rebuild(now) => return svc.view.clone(),
+            Some(_) => {}
+            None => return Arc::new(self.empty_view(service)),
+        }
+        match self.services.get_mut(service) {
+            Some(mut svc) => {
+                if svc.needs_rebuild(now) {
+                    svc.rebuild(&self.config.env, now);
+                }
+                svc.view.clone()
+            }
+            None => Arc::new(self.empty_view(service)),
+        }
+    }
+
+    fn empty_view(&self, service: &ServiceName) -> ServiceView {
+        let mut body = Vec::new();
+        view::open_list(&mut body, "service", service.as_str(), &self.config.env);
+        view::close_list(&mut body);
+        let hash = view::ContentHasher::default().finish();
+        ServiceView {
+            index: 0,
+            etag: view::etag(hash),
+            content_hash: hash,
+            body: body.into(),
+            built_at: 0,
+            hosts: 0,
+        }
+    }
+
+    /// The live hosts of every service built from `repo`, ordered by service, address and
+    /// port. Rendered per call: this is an operator's query, not a proxy's hot path.
+    pub fn repo_hosts(&self, repo: &RepoName) -> Bytes {
+        let mut services: Vec<(ServiceName, Vec<u8>)> = Vec::new();
+        for svc in self.services.iter() {
+            let mut hosts = Vec::new();
+            for ((ip, port), entry) in &svc.hosts {
+                if entry
+                    .record
+                    .routing()
+                    .is_some_and(|r| r.service_repo_name == *repo)
+                {
+                    if !hosts.is_empty() {
+                        hosts.push(b',');
+                    }
+                    view::write_host(&mut hosts, svc.name.as_str(), *ip, *port, &entry.record);
+                }
+            }
+            if !hosts.is_empty() {
+                services.push((svc.name.clone(), hosts));
+            }
+        }
+        services.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut body = Vec::new();
+        view::open_list(
+            &mut body,
+            "service_repo_name",
+            repo.as_str(),
+            &self.config.env,
+        );
+        for (i, (_, hosts)) in services.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(hosts);
+        }
+        view::close_list(&mut body);
+        body.into()
+    }
+
+    /// Every service with live hosts, sorted by name.
+    pub fn services(&self) -> Vec<ServiceSummary> {
+        let mut out: Vec<ServiceSummary> = self
+            .services
+            .iter()
+            .filter(|s| s.live > 0)
+            .map(|s| ServiceSummary {
+                service: s.name.to_string(),
+                hosts: s.live as u64,
+                stale: s.stale as u64,
+                index: s.index,
+            })
+            .collect();
+        out.sort_by(|a, b| a.service.cmp(&b.service));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

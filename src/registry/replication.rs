@@ -1,0 +1,325 @@
+//! What the gossip layer exchanges: digests, deltas and their merge into the registry.
+//!
+//! Every write that peers must learn gets a [`Version`] minted by the node that took it: its
+//! origin (node and incarnation) and a counter. A peer's [`Digest`] says, per origin, the seq
+//! up to which it holds everything (or something newer for the same key), so a [`Delta`] for it
+//! carries only records minted after that: a round grows with what changed, not with the size
+//! of the registry. [`Span`]s tell the receiver how far it may advance its digest, so a delta
+//! cut short by the size limit, or a push that skipped a gap, never claims more than it holds.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use discovery_api::{ServiceName, Tags};
+use serde::{Deserialize, Serialize};
+
+use super::clock::Micros;
+use super::record::{Beat, Merged, Origin, Record, Routing, Version};
+use super::service::{note_version, Entry, ServiceState};
+use super::{Change, HostKey, Registry, SECOND};
+
+/// Per origin, the seq up to which a node holds everything.
+pub type Digest = HashMap<Arc<Origin>, u64>;
+
+/// One host key's record as it travels between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// The host's service.
+    pub service: ServiceName,
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// Where this content was minted.
+    pub version: Version,
+    /// The content.
+    pub record: Record,
+}
+
+/// "After applying this delta, if your digest for `origin` was at least `after`, it is now
+/// `upto`."
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// The origin.
+    pub origin: Arc<Origin>,
+    /// The digest the sender assumed.
+    pub after: u64,
+    /// How far the receiver is complete after applying.
+    pub upto: u64,
+}
+
+/// Records a peer lacks, and how far they bring it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The records, ordered by origin and seq.
+    pub records: Vec<Replica>,
+    /// How far each origin's stream is complete after these records.
+    pub spans: Vec<Span>,
+    /// The size limit cut the delta short: ask again.
+    pub truncated: bool,
+}
+
+/// What applying a delta did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Applied {
+    /// Records that changed something here.
+    pub changed: usize,
+    /// Records refused: invalid, or already expired (they must not come back).
+    pub refused: usize,
+    /// Services whose host list changed.
+    pub changes: Vec<Change>,
+}
+
+impl Registry {
+    /// This node's digest: how far it holds each origin's stream, its own included.
+    pub fn digest(&self) -> Digest {
+        let mut digest = self.known.lock().clone();
+        digest.insert(self.origin.clone(), self.seq.load(Ordering::Relaxed));
+        digest
+    }
+
+    /// This node's replication origin.
+    pub fn origin(&self) -> &Arc<Origin> {
+        &self.origin
+    }
+
+    /// The records a peer with digest `since` lacks, at most `limit` of them.
+    pub fn delta(&self, since: &Digest, limit: usize) -> Delta {
+        // The digest is read before the scan: a record minted after this point may or may not
+        // be sent, but no span claims it.
+        let held = self.digest();
+        let behind = |origin: &Arc<Origin>, seq: u64| since.get(origin).copied().unwrap_or(0) < seq;
+        let mut records = Vec::new();
+        for svc in self.services.iter() {
+            if !svc.max_seq.iter().any(|(o, s)| behind(o, *s)) {
+                continue;
+            }
+            for ((ip, port), entry) in &svc.hosts {
+                if behind(&entry.version.origin, entry.version.seq) {
+                    records.push(Replica {
+                        service: svc.name.clone(),
+                        ip: *ip,
+                        port: *port,
+                        version: entry.version.clone(),
+                        record: entry.record.clone(),
+                    });
+                }
+            }
+        }
+        records.sort_by(|a, b| a.version.cmp(&b.version));
+        let cut = (records.len() > limit).then(|| {
+            records.truncate(limit.max(1));
+            records.last().map(|r| r.version.clone())
+        });
+        let truncated = cut.is_some();
+        let cut = cut.flatten();
+        let mut spans = Vec::new();
+        for (origin, upto) in held {
+            let after = since.get(&origin).copied().unwrap_or(0);
+            let upto = match &cut {
+                Some(cut) if origin > cut.origin => continue,
+                Some(cut) if origin == cut.origin => upto.min(cut.seq),
+                _ => upto,
+            };
+            if upto > after {
+                spans.push(Span {
+                    origin,
+                    after,
+                    upto,
+                });
+            }
+        }
+        spans.sort_by(|a, b| a.origin.cmp(&b.origin));
+        Delta {
+            records,
+            spans,
+            truncated,
+        }
+    }
+
+    /// How many records this node holds that a peer with digest `since` lacks, by the spans
+    /// alone (cheap: no scan).
+    pub fn behind(&self, since: &Digest) -> u64 {
+        self.digest()
+            .iter()
+            .map(|(o, seq)| seq.saturating_sub(since.get(o).copied().unwrap_or(0)))
+            .sum()
+    }
+
+    /// Merges a delta from a peer (SPEC 4.2). Invalid or expired records are refused and
+    /// counted, never trusted.
+    pub fn apply(&self, delta: Delta, now: Micros) -> Applied {
+        let mut applied = Applied::default();
+        for replica in delta.records {
+            match self.apply_one(replica, now) {
+                Some(Some(change)) => {
+                    applied.changed += 1;
+                    applied.changes.push(change);
+                }
+                Some(None) => applied.changed += 1,
+                None => applied.refused += 1,
+            }
+        }
+        applied.changes.sort_by(|a, b| a.service.cmp(&b.service));
+        applied.changes.dedup_by(|a, b| {
+            if a.service == b.service {
+                b.index = b.index.max(a.index);
+                true
+            } else {
+                false
+            }
+        });
+        let mut known = self.known.lock();
+        for span in delta.spans {
+            if span.origin == self.origin {
+                continue;
+            }
+            let have = known.entry(span.origin).or_insert(0);
+            if *have >= span.after && span.upto > *have {
+                *have = span.upto;
+            }
+        }
+        applied
+    }
+
+    /// Checks a peer's record; `None` when it must be refused.
+    fn sanitize(&self, mut replica: Replica, now: Micros) -> Option<Replica> {
+        match &mut replica.record.beat {
+            Beat::Live { routing, ttl } => {
+                let tags = Tags::from_json_str(&routing.tags).ok()?;
+                let canonical = serde_json::to_string(&tags).ok()?;
+                if *ttl == 0 || *ttl > 7 * 24 * 3600 {
+                    return None;
+                }
+                if *canonical != *routing.tags {
+                    let mut fixed = Routing::clone(routing);
+                    fixed.tags = canonical.into();
+                    *routing = Arc::new(fixed);
+                }
+                if replica.record.deadline() <= now {
+                    return None;
+                }
+            }
+            Beat::Deleted => {
+                if replica.record.hb.ts + self.config.tombstone_ttl() <= now {
+                    return None;
+                }
+                if replica.record.cleared.as_ref() < Some(&replica.record.hb) {
+                    replica.record.cleared = Some(replica.record.hb.clone());
+                }
+            }
+        }
+        Some(replica)
+    }
+
+    /// Merges one record. `None`: refused; `Some(change)`: applied.
+    fn apply_one(&self, replica: Replica, now: Micros) -> Option<Option<Change>> {
+        let replica = self.sanitize(replica, now)?;
+        self.clock.observe(replica.record.hb.ts);
+        if let Some((_, at)) = &replica.record.weight {
+            self.clock.observe(at.ts);
+        }
+        let Replica {
+            service,
+            ip,
+            port,
+            version,
+            record,
+        } = replica;
+        let key = HostKey {
+            service: service.clone(),
+            ip,
+            port,
+        };
+        let mut guard = self
+            .services
+            .entry(service.clone())
+            .or_insert_with(|| ServiceState::new(service.clone(), &self.config.env));
+        let svc = &mut *guard;
+        let Some(entry) = svc.hosts.get_mut(&(ip, port)) else {
+            let live = !record.is_deleted();
+            let at = if live {
+                record.deadline()
+            } else {
+                record.hb.ts + self.config.tombstone_ttl()
+            };
+            note_version(&mut svc.max_seq, &version);
+            svc.hosts.insert(
+                (ip, port),
+                Entry {
+                    shipped_ts: record.hb.ts,
+                    record,
+                    version,
+                    stale: false,
+                },
+            );
+            drop(guard);
+            self.schedule(at, key);
+            if !live {
+                return Some(None);
+            }
+            let mut svc = self.services.get_mut(&service)?;
+            svc.live += 1;
+            self.live.fetch_add(1, Ordering::Relaxed);
+            let index = svc.routing_changed();
+            return Some(Some(Change { service, index }));
+        };
+        let was_live = !entry.record.is_deleted();
+        let old_ttl = entry.record.ttl();
+        let old_hb = entry.record.hb.ts;
+        match entry.record.merge(&record) {
+            Merged::Unchanged => return Some(None),
+            merged => {
+                entry.version = if entry.record == record {
+                    version
+                } else {
+                    // Content that no single peer minted: give it an identity of our own so
+                    // that it travels on.
+                    self.mint()
+                };
+                entry.shipped_ts = entry.record.hb.ts;
+                note_version(&mut svc.max_seq, &entry.version);
+                let is_live = !entry.record.is_deleted();
+                let mut reschedule = None;
+                if was_live && (entry.record.hb.ts != old_hb) {
+                    self.unstale(&key, entry, &mut svc.stale);
+                }
+                if is_live && (!was_live || entry.record.ttl() < old_ttl) {
+                    reschedule = Some(entry.record.deadline());
+                } else if was_live && !is_live {
+                    reschedule = Some(entry.record.hb.ts + self.config.tombstone_ttl());
+                }
+                let index = match (was_live, is_live) {
+                    (false, true) => {
+                        svc.live += 1;
+                        self.live.fetch_add(1, Ordering::Relaxed);
+                        Some(svc.routing_changed())
+                    }
+                    (true, false) => {
+                        svc.live -= 1;
+                        self.live.fetch_sub(1, Ordering::Relaxed);
+                        Some(svc.routing_changed())
+                    }
+                    (true, true) if merged == Merged::Routing => Some(svc.routing_changed()),
+                    (true, true) => {
+                        svc.refresh_dirty = true;
+                        None
+                    }
+                    (false, false) => None,
+                };
+                drop(guard);
+                if let Some(at) = reschedule {
+                    self.schedule(at, key);
+                }
+                Some(index.map(|index| Change { service, index }))
+            }
+        }
+    }
+}
+
+/// Seconds, for log lines about replication lag.
+pub fn micros_to_secs(m: Micros) -> f64 {
+    m as f64 / SECOND as f64
+}

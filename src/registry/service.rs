@@ -1,0 +1,122 @@
+//! One service's hosts: the records, the change index and the prepared view.
+//!
+//! A `ServiceState` lives inside the registry's sharded map and is only touched under its
+//! shard lock. It knows nothing about other services, the clock or replication peers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use discovery_api::ServiceName;
+
+use super::clock::Micros;
+use super::record::{Origin, Record, Version};
+use super::view::{self, ContentHasher, ServiceView};
+
+/// A record with the local bookkeeping around it.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub record: Record,
+    /// Its replication identity.
+    pub version: Version,
+    /// `hb.ts` when `version` was minted: refreshes are shipped again only after a while.
+    pub shipped_ts: Micros,
+    /// Held past its TTL by the expiry guard.
+    pub stale: bool,
+}
+
+/// Raises a service's highest seq for the version's origin.
+pub(crate) fn note_version(max_seq: &mut HashMap<Arc<Origin>, u64>, version: &Version) {
+    let max = max_seq.entry(version.origin.clone()).or_insert(0);
+    *max = (*max).max(version.seq);
+}
+
+/// The hosts of one service, live ones and tombstones, by `(ip, port)`.
+#[derive(Debug)]
+pub(crate) struct ServiceState {
+    pub name: ServiceName,
+    pub hosts: BTreeMap<(IpAddr, u16), Entry>,
+    /// Live hosts (tombstones excluded).
+    pub live: usize,
+    /// Live hosts held by the expiry guard.
+    pub stale: usize,
+    /// Grows with every routing change.
+    pub index: u64,
+    /// The routing content changed since `view` was built.
+    pub routing_dirty: bool,
+    /// Only `last_check_in` values changed since `view` was built.
+    pub refresh_dirty: bool,
+    pub view: Arc<ServiceView>,
+    /// The highest seq held per origin, to skip this service quickly when a peer has it all.
+    pub max_seq: HashMap<Arc<Origin>, u64>,
+}
+
+impl ServiceState {
+    pub fn new(name: ServiceName, env: &str) -> Self {
+        let mut state = ServiceState {
+            name,
+            hosts: BTreeMap::new(),
+            live: 0,
+            stale: 0,
+            index: 0,
+            routing_dirty: false,
+            refresh_dirty: false,
+            view: Arc::new(ServiceView {
+                index: 0,
+                etag: String::new(),
+                content_hash: 0,
+                body: Default::default(),
+                built_at: 0,
+                hosts: 0,
+            }),
+            max_seq: HashMap::new(),
+        };
+        state.rebuild(env, 0);
+        state
+    }
+
+    /// Records that something consumers route on changed.
+    pub fn routing_changed(&mut self) -> u64 {
+        self.index += 1;
+        self.routing_dirty = true;
+        self.index
+    }
+
+    /// Whether the view must be rebuilt before it is served at `now`.
+    pub fn needs_rebuild(&self, now: Micros) -> bool {
+        self.routing_dirty
+            || (self.refresh_dirty
+                && now.saturating_sub(self.view.built_at) >= super::clock::SECOND)
+    }
+
+    /// Renders the host list body.
+    pub fn rebuild(&mut self, env: &str, now: Micros) {
+        let mut body = Vec::with_capacity(64 + self.live * 260);
+        view::open_list(&mut body, "service", self.name.as_str(), env);
+        let mut hasher = ContentHasher::default();
+        let mut first = true;
+        for ((ip, port), entry) in &self.hosts {
+            if entry.record.is_deleted() {
+                continue;
+            }
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            view::write_host(&mut body, self.name.as_str(), *ip, *port, &entry.record);
+            hasher.host(*ip, *port, &entry.record);
+        }
+        view::close_list(&mut body);
+        let content_hash = hasher.finish();
+        self.view = Arc::new(ServiceView {
+            index: self.index,
+            etag: view::etag(content_hash),
+            content_hash,
+            body: body.into(),
+            built_at: now,
+            hosts: self.live,
+        });
+        self.routing_dirty = false;
+        self.refresh_dirty = false;
+    }
+}

@@ -1,0 +1,482 @@
+//! Unit tests of the core: no IO, no sleeping; time is an argument.
+
+use std::net::IpAddr;
+
+use discovery_api::{
+    HostStatus, HostsResponse, Port, Registration, RepoName, ServiceName, Tags, Weight,
+};
+
+use super::*;
+
+const T0: Micros = 1_800_000_000 * SECOND;
+
+fn svc(name: &str) -> ServiceName {
+    ServiceName::parse(name).unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn reg(port: u16, revision: &str) -> Registration {
+    Registration {
+        ip: None,
+        port: Port::new(port.into()).unwrap(),
+        revision: discovery_api::Revision::parse(revision).unwrap(),
+        service_repo_name: RepoName::empty(),
+        tags: Tags::default(),
+        ttl: Some(60),
+        status: HostStatus::Up,
+        auto_ip: false,
+    }
+}
+
+fn registry(node: &str) -> Registry {
+    Registry::new(RegistryConfig::new("test", node))
+}
+
+fn hosts(r: &Registry, service: &str, now: Micros) -> HostsResponse {
+    serde_json::from_slice(&r.view(&svc(service), now).body).unwrap()
+}
+
+#[test]
+fn heartbeat_registers_a_host_served_sorted_by_address_and_port() {
+    let r = registry("a");
+    let s = svc("payments");
+    for (addr, port) in [
+        ("10.0.0.9", 80),
+        ("10.0.0.10", 81),
+        ("10.0.0.10", 80),
+        ("::1", 1),
+    ] {
+        let hb = r.heartbeat(&s, ip(addr), &reg(port, "r1"), T0).unwrap();
+        assert!(hb.created);
+    }
+    let body = hosts(&r, "payments", T0);
+    let order: Vec<String> = body
+        .hosts
+        .iter()
+        .map(|h| format!("{}:{}", h.ip_address, h.port))
+        .collect();
+    assert_eq!(
+        order,
+        ["10.0.0.9:80", "10.0.0.10:80", "10.0.0.10:81", "::1:1"]
+    );
+    assert_eq!(body.env, "test");
+    assert_eq!(body.hosts[0].last_check_in, rfc3339(T0));
+    assert_eq!(r.index("payments"), 4);
+    assert_eq!(r.host_count(), 4);
+}
+
+#[test]
+fn unknown_service_is_an_empty_list_and_not_stored() {
+    let r = registry("a");
+    let body = hosts(&r, "nobody", T0);
+    assert!(body.hosts.is_empty());
+    assert_eq!(r.index("nobody"), 0);
+    assert!(r.services().is_empty());
+}
+
+#[test]
+fn refresh_only_heartbeat_moves_neither_index_nor_etag_and_body_lags_at_most_a_second() {
+    let r = registry("a");
+    let s = svc("web");
+    r.heartbeat(&s, ip("10.0.0.1"), &reg(80, "r1"), T0).unwrap();
+    let v1 = r.view(&s, T0);
+    let hb = r
+        .heartbeat(&s, ip("10.0.0.1"), &reg(80, "r1"), T0 + SECOND / 2)
+        .unwrap();
+    assert_eq!(hb.change, None);
+    let v2 = r.view(&s, T0 + SECOND / 2);
+    assert_eq!((v2.index, &v2.etag), (v1.index, &v1.etag));
+    assert!(Arc::ptr_eq(&v1, &v2), "no rebuild within the second");
+    let v3 = r.view(&s, T0 + SECOND);
+    assert_eq!((v3.index, &v3.etag), (v1.index, &v1.etag));
+    let body: HostsResponse = serde_json::from_slice(&v3.body).unwrap();
+    assert_eq!(body.hosts[0].last_check_in, rfc3339(T0 + SECOND / 2));
+}
+
+#[test]
+fn routing_changes_move_the_index_and_etag() {
+    let r = registry("a");
+    let s = svc("web");
+    let a = ip("10.0.0.1");
+    r.heartbeat(&s, a, &reg(80, "r1"), T0).unwrap();
+    let mut last = r.view(&s, T0);
+    let mut changes: Vec<Registration> = Vec::new();
+    changes.push(reg(80, "r2"));
+    let mut tagged = reg(80, "r2");
+    tagged.tags = Tags::from_pairs([("az", "z1")]).unwrap();
+    changes.push(tagged.clone());
+    tagged.status = HostStatus::Draining;
+    changes.push(tagged);
+    for (i, change) in changes.iter().enumerate() {
+        let now = T0 + (i as u64 + 1) * SECOND;
+        let hb = r.heartbeat(&s, a, change, now).unwrap();
+        assert!(hb.change.is_some(), "change {i} must move the index");
+        let v = r.view(&s, now);
+        assert!(v.index > last.index);
+        assert_ne!(v.etag, last.etag);
+        last = v;
+    }
+    assert_eq!(
+        hosts(&r, "web", T0 + 9 * SECOND).hosts[0].status,
+        HostStatus::Draining
+    );
+}
+
+#[test]
+fn ttl_is_clamped_and_defaults_to_host_ttl() {
+    let r = registry("a");
+    let s = svc("web");
+    let mut short = reg(1, "r");
+    short.ttl = Some(1);
+    let mut long = reg(2, "r");
+    long.ttl = Some(1_000_000);
+    let mut default = reg(3, "r");
+    default.ttl = None;
+    for x in [&short, &long, &default] {
+        r.heartbeat(&s, ip("10.0.0.1"), x, T0).unwrap();
+    }
+    let ttls: Vec<Option<u64>> = hosts(&r, "web", T0).hosts.iter().map(|h| h.ttl).collect();
+    assert_eq!(ttls, [Some(5), Some(3600), Some(600)]);
+}
+
+#[test]
+fn delete_removes_every_port_or_one_and_reports_nothing_matched() {
+    let r = registry("a");
+    let s = svc("web");
+    for port in [80, 81, 82] {
+        r.heartbeat(&s, ip("10.0.0.1"), &reg(port, "r"), T0)
+            .unwrap();
+    }
+    r.heartbeat(&s, ip("10.0.0.2"), &reg(80, "r"), T0).unwrap();
+    r.delete(&s, ip("10.0.0.1"), Some(Port::new(81).unwrap()), T0)
+        .unwrap();
+    assert_eq!(hosts(&r, "web", T0).hosts.len(), 3);
+    r.delete(&s, ip("10.0.0.1"), None, T0).unwrap();
+    assert_eq!(hosts(&r, "web", T0).hosts.len(), 1);
+    assert_eq!(
+        r.delete(&s, ip("10.0.0.1"), None, T0),
+        Err(RegistryError::NotFound)
+    );
+    assert_eq!(
+        r.delete(&svc("other"), ip("10.0.0.1"), None, T0),
+        Err(RegistryError::NotFound)
+    );
+    assert_eq!(r.host_count(), 1);
+    // A new heartbeat registers it again.
+    assert!(
+        r.heartbeat(&s, ip("10.0.0.1"), &reg(80, "r"), T0 + 1)
+            .unwrap()
+            .created
+    );
+}
+
+#[test]
+fn weight_override_survives_heartbeats_until_delete() {
+    let r = registry("a");
+    let s = svc("web");
+    let mut tagged = reg(80, "r");
+    tagged.tags = Tags::from_pairs([("load_balancing_weight", "7")]).unwrap();
+    r.heartbeat(&s, ip("10.0.0.1"), &tagged, T0).unwrap();
+    r.heartbeat(&s, ip("10.0.0.2"), &reg(80, "r"), T0).unwrap();
+    assert_eq!(hosts(&r, "web", T0).hosts[0].load_balancing_weight, Some(7));
+    let w = Weight::new(40).unwrap();
+    assert!(r
+        .set_weight(&s, Some(ip("10.0.0.1")), w, T0)
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        r.set_weight(&s, Some(ip("10.0.0.1")), w, T0).unwrap(),
+        None,
+        "same weight: no change"
+    );
+    r.heartbeat(&s, ip("10.0.0.1"), &tagged, T0 + SECOND)
+        .unwrap();
+    let body = hosts(&r, "web", T0 + SECOND);
+    assert_eq!(body.hosts[0].load_balancing_weight, Some(40));
+    assert_eq!(body.hosts[1].load_balancing_weight, None);
+    r.set_weight(&s, None, Weight::new(3).unwrap(), T0 + SECOND)
+        .unwrap();
+    assert!(hosts(&r, "web", T0 + SECOND)
+        .hosts
+        .iter()
+        .all(|h| h.load_balancing_weight == Some(3)));
+    r.delete(&s, ip("10.0.0.1"), None, T0 + 2 * SECOND).unwrap();
+    r.heartbeat(&s, ip("10.0.0.1"), &tagged, T0 + 3 * SECOND)
+        .unwrap();
+    assert_eq!(
+        hosts(&r, "web", T0 + 3 * SECOND).hosts[0].load_balancing_weight,
+        Some(7)
+    );
+    assert_eq!(
+        r.set_weight(&s, Some(ip("10.9.9.9")), w, T0),
+        Err(RegistryError::NotFound)
+    );
+}
+
+#[test]
+fn hosts_expire_after_their_ttl_and_refreshed_ones_stay() {
+    let r = registry("a");
+    let s = svc("web");
+    r.heartbeat(&s, ip("10.0.0.1"), &reg(80, "r"), T0).unwrap();
+    r.heartbeat(&s, ip("10.0.0.2"), &reg(80, "r"), T0).unwrap();
+    r.heartbeat(&s, ip("10.0.0.2"), &reg(80, "r"), T0 + 30 * SECOND)
+        .unwrap();
+    assert_eq!(r.sweep(T0 + 59 * SECOND).expired, 0);
+    let report = r.sweep(T0 + 60 * SECOND);
+    assert_eq!(report.expired, 1);
+    assert_eq!(report.changes.len(), 1);
+    assert_eq!(hosts(&r, "web", T0 + 60 * SECOND).hosts.len(), 1);
+    assert_eq!(r.sweep(T0 + 90 * SECOND).expired, 1);
+    assert_eq!(r.host_count(), 0);
+    assert!(r.services().is_empty());
+}
+
+#[test]
+fn expiry_guard_holds_a_mass_expiry_and_drops_after_max_stale() {
+    let r = registry("a");
+    let s = svc("web");
+    for i in 0..20 {
+        r.heartbeat(&s, ip(&format!("10.0.0.{i}")), &reg(80, "r"), T0)
+            .unwrap();
+    }
+    // 12 of 20 fall silent together: more than half, so this node assumes it is the one cut off.
+    for i in 12..20 {
+        r.heartbeat(
+            &s,
+            ip(&format!("10.0.0.{i}")),
+            &reg(80, "r"),
+            T0 + 50 * SECOND,
+        )
+        .unwrap();
+    }
+    let report = r.sweep(T0 + 61 * SECOND);
+    assert!(report.guard_engaged && report.guard_toggled);
+    assert_eq!((report.expired, report.newly_stale), (0, 12));
+    assert_eq!(r.stale_count(), 12);
+    assert_eq!(r.services()[0].stale, 12);
+    assert_eq!(hosts(&r, "web", T0 + 61 * SECOND).hosts.len(), 20);
+    // A held host that heartbeats again is no longer stale.
+    r.heartbeat(&s, ip("10.0.0.0"), &reg(80, "r"), T0 + 62 * SECOND)
+        .unwrap();
+    assert_eq!(r.stale_count(), 11);
+    // The 8 others keep heartbeating; the held ones go after three TTLs of silence.
+    for t in [100, 140, 170] {
+        for i in 12..20 {
+            r.heartbeat(
+                &s,
+                ip(&format!("10.0.0.{i}")),
+                &reg(80, "r"),
+                T0 + t * SECOND,
+            )
+            .unwrap();
+        }
+        r.heartbeat(&s, ip("10.0.0.0"), &reg(80, "r"), T0 + t * SECOND)
+            .unwrap();
+        assert!(r.sweep(T0 + t * SECOND).guard_engaged);
+    }
+    assert_eq!(r.stale_count(), 11);
+    // (The clock gave the 20 heartbeats taken "at T0" distinct microseconds.)
+    let report = r.sweep(T0 + 180 * SECOND + 100);
+    assert_eq!(report.expired, 11);
+    assert_eq!(r.stale_count(), 0);
+    assert_eq!(r.host_count(), 9);
+}
+
+#[test]
+fn hosts_dying_a_few_at_a_time_expire_normally() {
+    let r = registry("a");
+    let s = svc("web");
+    for i in 0..20 {
+        r.heartbeat(&s, ip(&format!("10.0.0.{i}")), &reg(80, "r"), T0)
+            .unwrap();
+    }
+    for i in 3..20 {
+        r.heartbeat(
+            &s,
+            ip(&format!("10.0.0.{i}")),
+            &reg(80, "r"),
+            T0 + 30 * SECOND,
+        )
+        .unwrap();
+    }
+    let report = r.sweep(T0 + 61 * SECOND);
+    assert_eq!((report.expired, report.newly_stale), (3, 0));
+    assert!(!report.guard_engaged);
+}
+
+#[test]
+fn guard_set_to_zero_is_off_and_small_registries_are_never_held() {
+    let mut config = RegistryConfig::new("test", "a");
+    config.expiry_guard = 0.0;
+    let r = Registry::new(config);
+    let small = registry("b");
+    for i in 0..20 {
+        r.heartbeat(&svc("web"), ip(&format!("10.0.0.{i}")), &reg(80, "r"), T0)
+            .unwrap();
+    }
+    for i in 0..9 {
+        small
+            .heartbeat(&svc("web"), ip(&format!("10.0.0.{i}")), &reg(80, "r"), T0)
+            .unwrap();
+    }
+    assert_eq!(r.sweep(T0 + 61 * SECOND).expired, 20);
+    assert_eq!(small.sweep(T0 + 61 * SECOND).expired, 9);
+}
+
+#[test]
+fn max_hosts_refuses_new_hosts_but_refreshes_existing_ones() {
+    let mut config = RegistryConfig::new("test", "a");
+    config.max_hosts = 2;
+    let r = Registry::new(config);
+    let s = svc("web");
+    r.heartbeat(&s, ip("10.0.0.1"), &reg(80, "r"), T0).unwrap();
+    r.heartbeat(&s, ip("10.0.0.2"), &reg(80, "r"), T0).unwrap();
+    assert_eq!(
+        r.heartbeat(&s, ip("10.0.0.3"), &reg(80, "r"), T0),
+        Err(RegistryError::Full(2))
+    );
+    assert!(r.heartbeat(&s, ip("10.0.0.1"), &reg(80, "r2"), T0).is_ok());
+    assert_eq!(r.host_count(), 2);
+}
+
+#[test]
+fn repo_query_collects_hosts_across_services() {
+    let r = registry("a");
+    let mut x = reg(80, "r");
+    x.service_repo_name = RepoName::parse("shop").unwrap();
+    r.heartbeat(&svc("b-api"), ip("10.0.0.1"), &x, T0).unwrap();
+    r.heartbeat(&svc("a-web"), ip("10.0.0.2"), &x, T0).unwrap();
+    r.heartbeat(&svc("c"), ip("10.0.0.3"), &reg(80, "r"), T0)
+        .unwrap();
+    let body: discovery_api::RepoHostsResponse =
+        serde_json::from_slice(&r.repo_hosts(&RepoName::parse("shop").unwrap())).unwrap();
+    let names: Vec<&str> = body.hosts.iter().map(|h| h.service.as_str()).collect();
+    assert_eq!(names, ["a-web", "b-api"]);
+}
+
+/// Brings `to` up to date with `from`, the way one gossip pull does.
+fn pull(to: &Registry, from: &Registry, now: Micros) -> usize {
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let delta = from.delta(&to.digest(), 3);
+        let truncated = delta.truncated;
+        to.apply(delta, now);
+        if !truncated {
+            return rounds;
+        }
+    }
+}
+
+fn state(r: &Registry, now: Micros) -> Vec<(String, String, String)> {
+    r.services()
+        .iter()
+        .flat_map(|s| hosts(r, &s.service, now).hosts)
+        .map(|h| {
+            (
+                h.service.to_string(),
+                format!("{}:{}", h.ip_address, h.port),
+                h.revision.to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn replicas_converge_through_deltas_even_when_cut_short() {
+    let a = registry("a");
+    let b = registry("b");
+    for i in 0..10 {
+        a.heartbeat(&svc("web"), ip(&format!("10.0.0.{i}")), &reg(80, "r"), T0)
+            .unwrap();
+    }
+    b.heartbeat(&svc("api"), ip("10.0.1.1"), &reg(80, "r"), T0)
+        .unwrap();
+    assert!(pull(&b, &a, T0) > 1, "the limit of 3 cuts the delta");
+    pull(&a, &b, T0);
+    assert_eq!(state(&a, T0), state(&b, T0));
+    assert_eq!(a.host_count(), 11);
+    // Nothing new: the next delta is empty.
+    assert!(a.delta(&b.digest(), 100).records.is_empty());
+    assert_eq!(a.behind(&b.digest()), 0);
+}
+
+#[test]
+fn a_delete_travels_and_older_copies_do_not_resurrect_the_host() {
+    let a = registry("a");
+    let b = registry("b");
+    let c = registry("c");
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    let old = a.delta(&Digest::new(), 100);
+    pull(&b, &a, T0);
+    b.delete(&svc("web"), ip("10.0.0.1"), None, T0 + SECOND)
+        .unwrap();
+    pull(&a, &b, T0 + SECOND);
+    assert!(state(&a, T0 + SECOND).is_empty());
+    // A third node that only ever saw the old heartbeat passes it on late.
+    c.apply(old.clone(), T0 + SECOND);
+    a.apply(old, T0 + 2 * SECOND);
+    pull(&a, &c, T0 + 2 * SECOND);
+    assert!(state(&a, T0 + 2 * SECOND).is_empty());
+    pull(&c, &a, T0 + 2 * SECOND);
+    assert!(state(&c, T0 + 2 * SECOND).is_empty());
+}
+
+#[test]
+fn expired_hosts_are_refused_from_peers() {
+    let a = registry("a");
+    let b = registry("b");
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    let applied = b.apply(a.delta(&Digest::new(), 100), T0 + 61 * SECOND);
+    assert_eq!(applied.refused, 1);
+    assert_eq!(b.host_count(), 0);
+}
+
+#[test]
+fn a_weight_merged_into_a_newer_heartbeat_still_reaches_third_nodes() {
+    let a = registry("a");
+    let b = registry("b");
+    let c = registry("c");
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    pull(&b, &a, T0);
+    pull(&c, &a, T0);
+    b.set_weight(&svc("web"), None, Weight::new(9).unwrap(), T0 + 1)
+        .unwrap();
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r2"), T0 + 2)
+        .unwrap();
+    pull(&a, &b, T0 + 3); // a now holds its own heartbeat plus b's weight
+    pull(&c, &a, T0 + 3);
+    let h = &hosts(&c, "web", T0 + 3).hosts[0];
+    assert_eq!(
+        (h.revision.as_str(), h.load_balancing_weight),
+        ("r2", Some(9))
+    );
+}
+
+#[test]
+fn refreshes_are_coalesced_in_the_replication_stream() {
+    let a = registry("a");
+    let b = registry("b");
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    pull(&b, &a, T0);
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0 + 5 * SECOND)
+        .unwrap();
+    assert!(
+        a.delta(&b.digest(), 100).records.is_empty(),
+        "a 5 s refresh of a 60 s TTL waits"
+    );
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0 + 20 * SECOND)
+        .unwrap();
+    assert_eq!(
+        a.delta(&b.digest(), 100).records.len(),
+        1,
+        "after a third of the TTL it ships"
+    );
+}
