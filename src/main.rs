@@ -1,2 +1,48 @@
-mod registry;
-fn main() {}
+//! The `discovery` binary: clap parsing, logging, then the chosen subcommand. The only place
+//! that uses `anyhow`.
+
+use clap::{Parser, Subcommand};
+use discovery::cli;
+use discovery::config::{LogFormat, ServeArgs};
+use tracing_subscriber::EnvFilter;
+
+/// An eventually consistent service discovery registry.
+#[derive(Parser)]
+#[command(name = "discovery", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a registry node.
+    Serve(ServeArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("DISCOVERY_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.log_format);
+            runtime.block_on(cli::serve::run(args))?;
+        }
+    }
+    Ok(())
+}

@@ -9,6 +9,7 @@
 //! global lock and heartbeats to different services proceed in parallel.
 
 mod clock;
+mod envoy;
 mod record;
 mod replication;
 mod service;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::Micros;
 use super::record::{Beat, Merged, Origin, Record, Routing, Version};
 use super::service::{note_version, Entry, ServiceState};
-use super::{Change, HostKey, Registry, SECOND};
+use super::{Change, HostKey, Registry};
 
 /// Per origin, the seq up to which a node holds everything.
 pub type Digest = HashMap<Arc<Origin>, u64>;
@@ -270,7 +270,7 @@ impl Registry {
         let old_ttl = entry.record.ttl();
         let old_hb = entry.record.hb.ts;
         match entry.record.merge(&record) {
-            Merged::Unchanged => return Some(None),
+            Merged::Unchanged => Some(None),
             merged => {
                 entry.version = if entry.record == record {
                     version
@@ -317,9 +317,4 @@ impl Registry {
             }
         }
     }
-}
-
-/// Seconds, for log lines about replication lag.
-pub fn micros_to_secs(m: Micros) -> f64 {
-    m as f64 / SECOND as f64
 }

@@ -1,0 +1,4 @@
+//! The subcommands of the `discovery` binary, one file each. Thin: parse, call the library,
+//! print.
+
+pub mod serve;

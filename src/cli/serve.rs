@@ -1,0 +1,55 @@
+//! `discovery serve`: runs a registry node until SIGTERM or SIGINT.
+
+use std::io::Write;
+
+use crate::config::{Config, ConfigError, ServeArgs};
+use crate::server::Server;
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A flag is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listener could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the node. Prints `listening on http://ADDR` on stdout once bound, for scripts and
+/// tests that start it on port 0.
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let config = Config::from_args(args)?;
+    let server = Server::start(config).await?;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "listening on http://{}", server.local_addr());
+    let _ = stdout.flush();
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

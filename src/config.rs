@@ -1,0 +1,328 @@
+//! Raw `serve` flags (clap, each also from `DISCOVERY_<FLAG>`) and their validation into a
+//! [`Config`] with real types. Nothing else in the server parses flags or reads the
+//! environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::registry::{NodeId, RegistryConfig};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The flags of `discovery serve`, as given.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is logged).
+    #[arg(long, env = "DISCOVERY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Environment name echoed in host lists.
+    #[arg(long, env = "DISCOVERY_ENV", default_value = "development")]
+    pub env: String,
+    /// This node's id (default: random each start).
+    #[arg(long, env = "DISCOVERY_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Peer base URLs, comma-separated (e.g. http://10.0.0.2:8080).
+    #[arg(long, env = "DISCOVERY_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// A DNS name resolving to the peers, with their port (NAME:PORT); re-resolved periodically.
+    #[arg(long, env = "DISCOVERY_PEERS_DNS")]
+    pub peers_dns: Option<String>,
+    /// Time between anti-entropy rounds.
+    #[arg(long, env = "DISCOVERY_GOSSIP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub gossip_interval: Duration,
+    /// TTL of a heartbeat that names none.
+    #[arg(long, env = "DISCOVERY_HOST_TTL", default_value = "600s", value_parser = humantime::parse_duration)]
+    pub host_ttl: Duration,
+    /// Smallest TTL a heartbeat may ask for.
+    #[arg(long, env = "DISCOVERY_MIN_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub min_ttl: Duration,
+    /// Largest TTL a heartbeat may ask for.
+    #[arg(long, env = "DISCOVERY_MAX_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_ttl: Duration,
+    /// Fraction of hosts overdue at one sweep above which they are held (0 turns the guard off).
+    #[arg(long, env = "DISCOVERY_EXPIRY_GUARD", default_value_t = 0.5)]
+    pub expiry_guard: f64,
+    /// How long the guard may hold a silent host (default: three times its TTL).
+    #[arg(long, env = "DISCOVERY_MAX_STALE", value_parser = humantime::parse_duration)]
+    pub max_stale: Option<Duration>,
+    /// How long an empty node with no reachable peer waits for heartbeats before it reports
+    /// ready (default: 30s with peers, 0 alone).
+    #[arg(long, env = "DISCOVERY_WARMUP", value_parser = humantime::parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Token required for registration writes.
+    #[arg(long, env = "DISCOVERY_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<String>,
+    /// Token required for load-balancing overrides (accepted for writes and reads too).
+    #[arg(long, env = "DISCOVERY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Token required between nodes for gossip.
+    #[arg(long, env = "DISCOVERY_PEER_TOKEN", hide_env_values = true)]
+    pub peer_token: Option<String>,
+    /// Token required for every read (dashboard and metrics included).
+    #[arg(long, env = "DISCOVERY_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+    /// Most hosts in all; past it, new hosts get 503.
+    #[arg(long, env = "DISCOVERY_MAX_HOSTS", default_value_t = 1_000_000)]
+    pub max_hosts: usize,
+    /// Largest request body.
+    #[arg(long, env = "DISCOVERY_MAX_BODY", default_value = "64KiB", value_parser = parse_size)]
+    pub max_body: usize,
+    /// Most long polls waiting at once; past it, polls answer at once.
+    #[arg(long, env = "DISCOVERY_MAX_LONG_POLLS", default_value_t = 10_000)]
+    pub max_long_polls: usize,
+    /// Most open client connections; past it, new ones wait to be accepted.
+    #[arg(long, env = "DISCOVERY_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Log format.
+    #[arg(long, env = "DISCOVERY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("KiB") {
+        (n, 1024)
+    } else if let Some(n) = s.strip_suffix("MiB") {
+        (n, 1024 * 1024)
+    } else {
+        (s, 1)
+    };
+    num.trim()
+        .parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{s:?} is not a size (e.g. 65536, 64KiB, 1MiB)"))
+}
+
+/// Access tokens (SPEC 3.4); `None` leaves that class of request open.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    /// For `POST`/`DELETE` on `/v1/registration/...`.
+    pub write: Option<String>,
+    /// For `/v1/loadbalancing/...`; also accepted for writes and reads.
+    pub admin: Option<String>,
+    /// For the gossip endpoints.
+    pub peer: Option<String>,
+    /// For every read except `/healthz` and `/readyz`.
+    pub read: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are never logged: show only which are set.
+        f.debug_struct("Tokens")
+            .field("write", &self.write.is_some())
+            .field("admin", &self.admin.is_some())
+            .field("peer", &self.peer.is_some())
+            .field("read", &self.read.is_some())
+            .finish()
+    }
+}
+
+/// Request limits (SPEC 8).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body in bytes (default 64 KiB).
+    pub max_body: usize,
+    /// Longest long poll (5 minutes).
+    pub max_wait: Duration,
+    /// Most long polls waiting at once (default 10,000); more answer at once.
+    pub max_long_polls: usize,
+    /// Most open connections (default 20,000); more wait in the accept queue.
+    pub max_connections: usize,
+    /// Longest time to receive a request's headers or body (10 s): stalled clients are cut.
+    pub read_timeout: Duration,
+}
+
+/// Cluster settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Static peers' base URLs, normalized without a trailing slash.
+    pub peers: Vec<String>,
+    /// `NAME:PORT` re-resolved for peers.
+    pub peers_dns: Option<(String, u16)>,
+    /// Time between anti-entropy rounds (default 1 s).
+    pub gossip_interval: Duration,
+    /// How long an empty node with no reachable peer waits before reporting ready.
+    pub warmup: Duration,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The registry's rules.
+    pub registry: RegistryConfig,
+    /// Access tokens.
+    pub tokens: Tokens,
+    /// Request limits.
+    pub limits: Limits,
+    /// Cluster settings.
+    pub cluster: ClusterConfig,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// A flag with a value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {reason}")]
+pub struct ConfigError {
+    flag: &'static str,
+    reason: String,
+}
+
+fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+fn secs(flag: &'static str, d: Duration) -> Result<u32, ConfigError> {
+    let s = d.as_secs();
+    if s == 0 || s > u64::from(u32::MAX) || d.subsec_nanos() != 0 {
+        return Err(bad(flag, "must be a whole number of seconds, at least 1s"));
+    }
+    Ok(s as u32)
+}
+
+fn token(flag: &'static str, t: Option<String>) -> Result<Option<String>, ConfigError> {
+    match t {
+        Some(t) if t.is_empty() => Err(bad(flag, "must not be empty")),
+        Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+            Err(bad(flag, "must be printable ASCII without spaces"))
+        }
+        t => Ok(t),
+    }
+}
+
+/// Normalizes a peer base URL: `host:port` gets `http://`, trailing slashes go.
+pub fn normalize_peer(url: &str) -> Result<String, ConfigError> {
+    let url = url.trim().trim_end_matches('/');
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    if !url.starts_with("http://") {
+        return Err(bad(
+            "peers",
+            format!("{url:?}: only http:// peers are supported"),
+        ));
+    }
+    if url.len() <= "http://".len() {
+        return Err(bad("peers", "empty peer address"));
+    }
+    Ok(url)
+}
+
+impl Config {
+    /// Validates the flags.
+    pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
+        let host_ttl = secs("host-ttl", args.host_ttl)?;
+        let min_ttl = secs("min-ttl", args.min_ttl)?;
+        let max_ttl = secs("max-ttl", args.max_ttl)?;
+        if min_ttl > max_ttl {
+            return Err(bad("min-ttl", "must not exceed --max-ttl"));
+        }
+        if !(0.0..=1.0).contains(&args.expiry_guard) {
+            return Err(bad("expiry-guard", "must be a fraction from 0 to 1"));
+        }
+        let max_stale = args.max_stale.map(|d| secs("max-stale", d)).transpose()?;
+        if args.max_hosts == 0 {
+            return Err(bad("max-hosts", "must be at least 1"));
+        }
+        if args.max_body < 256 {
+            return Err(bad("max-body", "must be at least 256 bytes"));
+        }
+        if args.gossip_interval < Duration::from_millis(10) {
+            return Err(bad("gossip-interval", "must be at least 10ms"));
+        }
+        if args.env.is_empty() || args.env.len() > 128 {
+            return Err(bad("env", "must be 1 to 128 characters"));
+        }
+        let node_id = match args.node_id {
+            Some(id) => {
+                discovery_api::ServiceName::parse(&id)
+                    .map_err(|_| bad("node-id", "use 1-128 characters of A-Z a-z 0-9 . _ -"))?;
+                id
+            }
+            None => format!("node-{:08x}", rand::random::<u32>()),
+        };
+        let peers = args
+            .peers
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| normalize_peer(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let peers_dns = match args.peers_dns {
+            None => None,
+            Some(spec) => {
+                let (name, port) = spec
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad("peers-dns", "expected NAME:PORT"))?;
+                let port =
+                    port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        bad("peers-dns", "expected NAME:PORT with a port 1-65535")
+                    })?;
+                if name.is_empty() {
+                    return Err(bad("peers-dns", "expected NAME:PORT"));
+                }
+                Some((name.to_owned(), port))
+            }
+        };
+        let clustered = !peers.is_empty() || peers_dns.is_some();
+        let warmup = args.warmup.unwrap_or(if clustered {
+            Duration::from_secs(30)
+        } else {
+            Duration::ZERO
+        });
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        Ok(Config {
+            listen: args.listen,
+            registry: RegistryConfig {
+                env: args.env,
+                node: NodeId::new(&node_id),
+                generation,
+                host_ttl: host_ttl.clamp(min_ttl, max_ttl),
+                min_ttl,
+                max_ttl,
+                expiry_guard: args.expiry_guard,
+                max_stale,
+                max_hosts: args.max_hosts,
+            },
+            tokens: Tokens {
+                write: token("write-token", args.write_token)?,
+                admin: token("admin-token", args.admin_token)?,
+                peer: token("peer-token", args.peer_token)?,
+                read: token("read-token", args.read_token)?,
+            },
+            limits: Limits {
+                max_body: args.max_body,
+                max_wait: Duration::from_secs(discovery_api::MAX_WAIT_SECS),
+                max_long_polls: args.max_long_polls,
+                max_connections: args.max_connections.max(1),
+                read_timeout: Duration::from_secs(10),
+            },
+            cluster: ClusterConfig {
+                peers,
+                peers_dns,
+                gossip_interval: args.gossip_interval,
+                warmup,
+            },
+            log_format: args.log_format,
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! `GET /healthz` (and the seed's `/healthcheck`): the process is up. `GET /readyz`: the node
+//! holds a usable state (SPEC 4.4). Both stay open when tokens are set.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+/// `GET /healthz`.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 once ready, 503 before.
+pub async fn readyz(State(shared): State<AppState>) -> (StatusCode, Json<Value>) {
+    if shared.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "starting", "error": "not ready: still loading the registry's state"}),
+            ),
+        )
+    }
+}

@@ -1,0 +1,30 @@
+//! `GET /metrics`: the Prometheus text exposition.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+
+use super::{require, ApiError, AppState};
+use crate::auth::Access;
+
+/// `GET /metrics`. Gauges that mirror the registry are read now, so they cannot drift.
+pub async fn render(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    require(&shared, Access::Read, &headers)?;
+    let m = &shared.metrics;
+    m.hosts.set(shared.registry.host_count() as i64);
+    m.stale_hosts.set(shared.registry.stale_count() as i64);
+    m.services.set(shared.registry.service_count() as i64);
+    m.expiry_guard_engaged
+        .set(i64::from(shared.registry.guard_engaged()));
+    m.ready.set(i64::from(shared.is_ready()));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    ))
+}

@@ -1,0 +1,20 @@
+//! `GET /v1/peers`: this node's view of the cluster, as the gossip layer last published it.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use discovery_api::PeersResponse;
+
+use super::{require, ApiError, AppState};
+use crate::auth::Access;
+
+/// `GET /v1/peers`.
+pub async fn list(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<PeersResponse>, ApiError> {
+    require(&shared, Access::Read, &headers)?;
+    let mut peers = PeersResponse::clone(&shared.peers.load());
+    peers.ready = shared.is_ready();
+    Ok(Json(peers))
+}

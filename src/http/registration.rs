@@ -1,0 +1,307 @@
+//! `/v1/registration/...`: heartbeats, host lists (with ETag, index and long polls), the
+//! repository query and deletes (SPEC 3.1).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use discovery_api::{Port, Registration, RepoName, ServiceName, INDEX_HEADER};
+
+use super::body::{self, Encoding, QueryMap, Segments};
+use super::{require, ApiError, AppState};
+use crate::auth::Access;
+use crate::metrics::HeartbeatResult;
+use crate::registry::{RegistryError, ServiceView};
+use crate::shared::now;
+
+/// `{}`: the seed's success body.
+fn ok_empty() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({}))).into_response()
+}
+
+pub(super) fn service_name(s: &str) -> Result<ServiceName, ApiError> {
+    Ok(ServiceName::parse(s)?)
+}
+
+pub(super) fn ip_literal(s: &str) -> Result<IpAddr, ApiError> {
+    s.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid `ip_address`: {s:?} is not an IPv4 or IPv6 address literal"
+        ))
+    })
+}
+
+/// `POST /v1/registration/{service}`: the heartbeat.
+pub async fn register(
+    State(shared): State<AppState>,
+    Segments(service): Segments<String>,
+    QueryMap(query): QueryMap,
+    headers: HeaderMap,
+    connect: Option<axum::extract::Extension<ConnectInfo<SocketAddr>>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let result = heartbeat(&shared, &service, &query, &headers, connect, body).await;
+    if result.is_err() {
+        shared.metrics.heartbeat(HeartbeatResult::refused);
+    }
+    result
+}
+
+async fn heartbeat(
+    shared: &AppState,
+    service: &str,
+    query: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+    connect: Option<axum::extract::Extension<ConnectInfo<SocketAddr>>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require(shared, Access::Write, headers)?;
+    let service = service_name(service)?;
+    let encoding = body::encoding(headers)?;
+    let limits = &shared.config.limits;
+    let bytes = body::read(body, limits.max_body, limits.read_timeout).await?;
+    let registration = match encoding {
+        Encoding::Form => Registration::from_form(&bytes)?,
+        Encoding::Json => Registration::from_json(&bytes)?,
+    };
+    let auto_ip = registration.auto_ip
+        || query
+            .get("auto_ip")
+            .is_some_and(|v| v == "true" || v == "1");
+    let ip = match (registration.ip, auto_ip) {
+        (Some(ip), _) => ip,
+        (None, true) => {
+            let Some(axum::extract::Extension(ConnectInfo(peer))) = connect else {
+                return Err(ApiError::BadRequest(
+                    "`auto_ip` is set but the peer address is unknown; send `ip`".into(),
+                ));
+            };
+            canonical(peer.ip())
+        }
+        (None, false) => {
+            return Err(ApiError::BadRequest(
+                "missing field `ip` (or set auto_ip=true to use the connecting address)".into(),
+            ))
+        }
+    };
+    match shared.registry.heartbeat(&service, ip, &registration, now()) {
+        Ok(hb) => {
+            let result = match (&hb.change, hb.created) {
+                (_, true) => HeartbeatResult::created,
+                (Some(_), false) => HeartbeatResult::changed,
+                (None, false) => HeartbeatResult::refreshed,
+            };
+            shared.metrics.heartbeat(result);
+            if let Some(change) = hb.change {
+                shared.publish(std::slice::from_ref(&change));
+            }
+            Ok(ok_empty())
+        }
+        Err(RegistryError::Full(max)) => Err(ApiError::Unavailable(format!(
+            "the registry holds its maximum of {max} hosts (--max-hosts); new hosts are refused, existing ones keep refreshing"
+        ))),
+        Err(RegistryError::NotFound) => Err(ApiError::NotFound("no such host".into())),
+    }
+}
+
+/// An IPv4 peer seen through an IPv6 socket is registered as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Parses `?index=N&wait=30s`: the long-poll parameters.
+fn long_poll(
+    query: &std::collections::HashMap<String, String>,
+    max: Duration,
+) -> Result<Option<(u64, Duration)>, ApiError> {
+    let Some(index) = query.get("index") else {
+        if query.contains_key("wait") {
+            return Err(ApiError::BadRequest(
+                "`wait` needs `index` (the X-Discovery-Index you hold)".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let index: u64 = index.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid `index`: {index:?} is not a non-negative integer"
+        ))
+    })?;
+    let wait = match query.get("wait") {
+        None => Duration::from_secs(30),
+        Some(w) => parse_wait(w)?,
+    };
+    if wait > max {
+        return Err(ApiError::BadRequest(format!(
+            "invalid `wait`: at most {}s",
+            max.as_secs()
+        )));
+    }
+    Ok(Some((index, wait)))
+}
+
+fn parse_wait(w: &str) -> Result<Duration, ApiError> {
+    if let Ok(secs) = w.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(w).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid `wait`: {w:?} is not a duration such as 30s or 2m"
+        ))
+    })
+}
+
+/// Whether `If-None-Match` names this ETag (weak comparison, lists and `*` included).
+fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let ours = strip(etag);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || strip(t) == ours)
+}
+
+/// Answers with a prepared view: 304 on a matching `If-None-Match`, else its bytes.
+fn respond(view: &ServiceView, headers: &HeaderMap) -> Response {
+    let index = HeaderValue::from(view.index);
+    let etag = HeaderValue::from_str(&view.etag).unwrap_or(HeaderValue::from_static("W/\"0\""));
+    if etag_matches(headers, &view.etag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag),
+                (INDEX_HEADER.parse().expect("static name"), index),
+            ],
+        )
+            .into_response();
+    }
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag),
+            (header::HeaderName::from_static(INDEX_HEADER), index),
+        ],
+        view.body.clone(),
+    )
+        .into_response()
+}
+
+/// Refuses host-list reads until the node holds a usable state (SPEC 4.4).
+pub(super) fn require_ready(shared: &AppState) -> Result<(), ApiError> {
+    if shared.is_ready() {
+        Ok(())
+    } else {
+        Err(ApiError::NotReady)
+    }
+}
+
+/// `GET /v1/registration/{service}`: the live hosts, optionally as a long poll.
+pub async fn list(
+    State(shared): State<AppState>,
+    Segments(service): Segments<String>,
+    QueryMap(query): QueryMap,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require(&shared, Access::Read, &headers)?;
+    let service = service_name(&service)?;
+    let poll = long_poll(&query, shared.config.limits.max_wait)?;
+    require_ready(&shared)?;
+    let Some((index, wait)) = poll else {
+        return Ok(respond(&shared.registry.view(&service, now()), &headers));
+    };
+    if shared.registry.index(service.as_str()) > index {
+        return Ok(respond(&shared.registry.view(&service, now()), &headers));
+    }
+    let Some(_slot) = shared.long_poll_slot() else {
+        // Over the long-poll limit: answer now rather than hold more memory.
+        return Ok(respond(&shared.registry.view(&service, now()), &headers));
+    };
+    let mut subscription = shared.hub.subscribe(&service);
+    // Subscribed first, then checked: a change in between is not lost.
+    if shared.registry.index(service.as_str()) <= index {
+        tokio::select! {
+            _ = tokio::time::timeout(wait, subscription.changed_past(index)) => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+    }
+    drop(subscription);
+    Ok(respond(&shared.registry.view(&service, now()), &headers))
+}
+
+/// `GET /v1/registration/repo/{service_repo_name}`.
+pub async fn list_repo(
+    State(shared): State<AppState>,
+    Segments(repo): Segments<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require(&shared, Access::Read, &headers)?;
+    let repo = RepoName::parse(&repo)?;
+    if repo.as_str().is_empty() {
+        return Err(ApiError::BadRequest(
+            "`service_repo_name` must not be empty".into(),
+        ));
+    }
+    require_ready(&shared)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        shared.registry.repo_hosts(&repo),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/registration/{service}/{ip_address}[?port=N]`.
+pub async fn delete(
+    State(shared): State<AppState>,
+    Segments((service, ip)): Segments<(String, String)>,
+    QueryMap(query): QueryMap,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    delete_host(&shared, &service, &ip, &query, &headers)
+}
+
+/// `DELETE /v1/registration/repo/{ip_address}`: a delete on the service named `repo`, whose
+/// path the repository query shadows.
+pub async fn delete_repo_service(
+    State(shared): State<AppState>,
+    Segments(ip): Segments<String>,
+    QueryMap(query): QueryMap,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    delete_host(&shared, "repo", &ip, &query, &headers)
+}
+
+fn delete_host(
+    shared: &AppState,
+    service: &str,
+    ip: &str,
+    query: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    require(shared, Access::Write, headers)?;
+    let service = service_name(service)?;
+    let ip = ip_literal(ip)?;
+    let port = query.get("port").map(|p| Port::parse(p)).transpose()?;
+    match shared.registry.delete(&service, ip, port, now()) {
+        Ok(change) => {
+            shared.publish(std::slice::from_ref(&change));
+            Ok(ok_empty())
+        }
+        Err(_) => Err(ApiError::BadRequest(format!(
+            "no host of service {service:?} at {ip}{} to delete",
+            port.map(|p| format!(" port {p}")).unwrap_or_default()
+        ))),
+    }
+}

@@ -1,0 +1,256 @@
+//! Metric names and recording functions (Prometheus text at `GET /metrics`).
+//!
+//! Counters are recorded where things happen; gauges that mirror registry state (hosts,
+//! services, stale hosts) are read from the registry at scrape time, so they cannot drift.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of a served request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route pattern, e.g. `/v1/registration/{service}`.
+    pub route: String,
+    /// The method.
+    pub method: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// Labels with a route only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route pattern.
+    pub route: String,
+}
+
+/// What a heartbeat did.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum HeartbeatResult {
+    /// A new host.
+    created,
+    /// A host whose routing fields changed.
+    changed,
+    /// A refresh of an unchanged host.
+    refreshed,
+    /// Refused: invalid, unauthorized or over the host limit.
+    refused,
+}
+
+/// Labels of a heartbeat.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeartbeatLabels {
+    /// What it did.
+    pub result: HeartbeatResult,
+}
+
+/// Labels of a gossip round or transfer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GossipLabels {
+    /// `ok`/`failed` for rounds, `sent`/`received` for bytes and records.
+    pub kind: String,
+}
+
+/// Labels of a peer-state gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerStateLabels {
+    /// `alive`, `suspect` or `dead`.
+    pub state: String,
+}
+
+type Hist = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// All of the node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency by route.
+    pub request_seconds: Hist,
+    /// Heartbeats by result.
+    pub heartbeats: Family<HeartbeatLabels, Counter>,
+    /// Hosts dropped by expiry.
+    pub expirations: Counter,
+    /// Tombstones collected.
+    pub tombstones_collected: Counter,
+    /// Live hosts (stale included), set at scrape.
+    pub hosts: Gauge,
+    /// Hosts held by the expiry guard, set at scrape.
+    pub stale_hosts: Gauge,
+    /// Services with hosts, set at scrape.
+    pub services: Gauge,
+    /// 1 while the expiry guard holds hosts.
+    pub expiry_guard_engaged: Gauge,
+    /// 1 once the node is ready.
+    pub ready: Gauge,
+    /// Long polls waiting now.
+    pub long_polls: Gauge,
+    /// Gossip rounds by outcome (`ok`, `failed`).
+    pub gossip_rounds: Family<GossipLabels, Counter>,
+    /// Gossip payload bytes (`sent`, `received`).
+    pub gossip_bytes: Family<GossipLabels, Counter>,
+    /// Gossip records (`sent`, `received`, `refused`).
+    pub gossip_records: Family<GossipLabels, Counter>,
+    /// Peers by state.
+    pub peers: Family<PeerStateLabels, Gauge>,
+    /// Seconds between a write being taken on its node and being applied here, for the
+    /// newest records received.
+    pub convergence_lag_seconds: Gauge<f64, AtomicU64>,
+    /// The largest number of records any peer lacked from this node at the last exchange.
+    pub replication_backlog: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("discovery");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        let request_seconds: Hist =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 4.0, 10)));
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            request_seconds.clone(),
+        );
+        let heartbeats = Family::<HeartbeatLabels, Counter>::default();
+        registry.register(
+            "heartbeats",
+            "Heartbeats taken, by result",
+            heartbeats.clone(),
+        );
+        let expirations = Counter::default();
+        registry.register(
+            "expirations",
+            "Hosts dropped by expiry",
+            expirations.clone(),
+        );
+        let tombstones_collected = Counter::default();
+        registry.register(
+            "tombstones_collected",
+            "Delete tombstones collected after their retention",
+            tombstones_collected.clone(),
+        );
+        let hosts = Gauge::default();
+        registry.register("hosts", "Live hosts, stale ones included", hosts.clone());
+        let stale_hosts = Gauge::default();
+        registry.register(
+            "stale_hosts",
+            "Hosts held past their TTL by the expiry guard",
+            stale_hosts.clone(),
+        );
+        let services = Gauge::default();
+        registry.register("services", "Services with live hosts", services.clone());
+        let expiry_guard_engaged = Gauge::default();
+        registry.register(
+            "expiry_guard_engaged",
+            "1 while the expiry guard holds overdue hosts",
+            expiry_guard_engaged.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 once the node holds a usable state",
+            ready.clone(),
+        );
+        let long_polls = Gauge::default();
+        registry.register("long_polls", "Long polls waiting", long_polls.clone());
+        let gossip_rounds = Family::<GossipLabels, Counter>::default();
+        registry.register(
+            "gossip_rounds",
+            "Gossip exchanges, by outcome",
+            gossip_rounds.clone(),
+        );
+        let gossip_bytes = Family::<GossipLabels, Counter>::default();
+        registry.register("gossip_bytes", "Gossip payload bytes", gossip_bytes.clone());
+        let gossip_records = Family::<GossipLabels, Counter>::default();
+        registry.register("gossip_records", "Gossip records", gossip_records.clone());
+        let peers = Family::<PeerStateLabels, Gauge>::default();
+        registry.register("peers", "Known peers, by state", peers.clone());
+        let convergence_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "convergence_lag_seconds",
+            "Delay between a write on its node and its arrival here, newest records",
+            convergence_lag_seconds.clone(),
+        );
+        let replication_backlog = Gauge::default();
+        registry.register(
+            "replication_backlog",
+            "Most records a peer lacked from this node at the last exchange",
+            replication_backlog.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            heartbeats,
+            expirations,
+            tombstones_collected,
+            hosts,
+            stale_hosts,
+            services,
+            expiry_guard_engaged,
+            ready,
+            long_polls,
+            gossip_rounds,
+            gossip_bytes,
+            gossip_records,
+            peers,
+            convergence_lag_seconds,
+            replication_backlog,
+        }
+    }
+
+    /// Counts a heartbeat.
+    pub fn heartbeat(&self, result: HeartbeatResult) {
+        self.heartbeats
+            .get_or_create(&HeartbeatLabels { result })
+            .inc();
+    }
+
+    /// Counts a gossip event of `kind` by `n`.
+    pub fn gossip(family: &Family<GossipLabels, Counter>, kind: &str, n: u64) {
+        family
+            .get_or_create(&GossipLabels {
+                kind: kind.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts a served request.
+    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Renders the text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,193 @@
+//! Wiring: builds the shared state, spawns the sweeper and the gossip layer, serves HTTP, and
+//! shuts everything down in order.
+//!
+//! The accept loop is our own (on hyper) rather than `axum::serve` so that it can bound open
+//! connections and cut clients that stall while sending headers: slow or stalled clients
+//! cannot hold the server's memory or tasks without bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::gossip;
+use crate::http;
+use crate::shared::{now, Shared};
+
+/// How often expired hosts are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A running node. Dropping it does not stop it: call [`Server::shutdown`].
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Binds the listener and starts serving, sweeping and gossiping.
+    pub async fn start(config: Config) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config));
+        let shutdown = shared.shutdown.clone();
+        let tasks = TaskTracker::new();
+        let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks);
+        let router = http::instrument(
+            http::router(shared.clone()).merge(gossip.routes()),
+            shared.clone(),
+        );
+        tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
+        tasks.spawn(accept_loop(
+            listener,
+            router,
+            shared.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        tracing::info!(
+            %addr,
+            node = %shared.config.registry.node,
+            env = %shared.config.registry.env,
+            peers = shared.config.cluster.peers.len(),
+            "discovery serving"
+        );
+        Ok(Server {
+            addr,
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets in-flight requests finish (long polls are answered at once),
+    /// and waits for every task.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within 10s");
+        }
+    }
+}
+
+async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let report = shared.registry.sweep(now());
+        if report.expired > 0 {
+            shared.metrics.expirations.inc_by(report.expired as u64);
+            tracing::info!(expired = report.expired, "hosts expired");
+        }
+        shared
+            .metrics
+            .tombstones_collected
+            .inc_by(report.tombstones_collected as u64);
+        if report.guard_toggled {
+            if report.guard_engaged {
+                tracing::warn!(
+                    overdue = report.overdue,
+                    total = report.total,
+                    guard = shared.config.registry.expiry_guard,
+                    "expiry guard engaged: too many hosts overdue at once; this node probably lost contact, holding them as stale"
+                );
+            } else {
+                tracing::info!("expiry guard released");
+            }
+        } else if report.newly_stale > 0 {
+            tracing::warn!(
+                newly_stale = report.newly_stale,
+                "expiry guard holds more hosts"
+            );
+        }
+        shared.publish(&report.changes);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: axum::Router,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    let header_timeout = shared.config.limits.read_timeout;
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.map(axum::body::Body::new)
+            },
+        );
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::trace!(error = %e, "connection ended");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+}

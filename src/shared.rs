@@ -1,0 +1,107 @@
+//! The state every part of a running node shares: the registry, the change hub, metrics,
+//! readiness and the latest peer table. One `Arc<Shared>` is built by `server.rs` and handed
+//! to the HTTP layer and the gossip layer, which never talk to each other directly.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use discovery_api::PeersResponse;
+use tokio_util::sync::CancellationToken;
+
+use crate::changes::ChangeHub;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::{Change, Micros, Registry};
+
+/// See the module docs.
+pub struct Shared {
+    /// The hosts.
+    pub registry: Registry,
+    /// Wakes long polls when a service's host list changes.
+    pub hub: ChangeHub,
+    /// Counters and gauges for `/metrics`.
+    pub metrics: Metrics,
+    /// Validated configuration.
+    pub config: Config,
+    /// Set once the node holds a usable state (SPEC 4.4).
+    ready: AtomicBool,
+    /// The gossip layer's view of the cluster, republished after every round.
+    pub peers: ArcSwap<PeersResponse>,
+    /// Long polls waiting now.
+    long_polls: AtomicUsize,
+    /// Cancelled when the node shuts down: background tasks and long polls end.
+    pub shutdown: CancellationToken,
+}
+
+/// A long poll's place under the limit; dropping it frees the place.
+pub struct LongPollSlot<'a>(&'a Shared);
+
+impl Drop for LongPollSlot<'_> {
+    fn drop(&mut self) {
+        self.0.long_polls.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.long_polls.dec();
+    }
+}
+
+impl Shared {
+    /// Builds the shared state; the node starts ready only when it needs no warmup.
+    pub fn new(config: Config) -> Self {
+        let clustered = !config.cluster.peers.is_empty() || config.cluster.peers_dns.is_some();
+        let ready = !clustered && config.cluster.warmup.is_zero();
+        let peers = PeersResponse {
+            node_id: config.registry.node.to_string(),
+            ready,
+            peers: Vec::new(),
+        };
+        Shared {
+            registry: Registry::new(config.registry.clone()),
+            hub: ChangeHub::default(),
+            metrics: Metrics::new(),
+            config,
+            ready: AtomicBool::new(ready),
+            peers: ArcSwap::from_pointee(peers),
+            long_polls: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// A place for one more long poll, or `None` at the limit (`--max-long-polls`).
+    pub fn long_poll_slot(&self) -> Option<LongPollSlot<'_>> {
+        let max = self.config.limits.max_long_polls;
+        self.long_polls
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        self.metrics.long_polls.inc();
+        Some(LongPollSlot(self))
+    }
+
+    /// Whether the node serves host lists.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Marks the node ready (once it holds a usable state).
+    pub fn set_ready(&self) {
+        if !self.ready.swap(true, Ordering::Relaxed) {
+            tracing::info!(hosts = self.registry.host_count(), "node is ready");
+        }
+    }
+
+    /// Wakes whoever waits on these services.
+    pub fn publish(&self, changes: &[Change]) {
+        for change in changes {
+            self.hub.notify(change);
+        }
+    }
+}
+
+/// The wall clock in microseconds since the epoch: the only place the server reads it.
+pub fn now() -> Micros {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as Micros)
+        .unwrap_or(0)
+}
