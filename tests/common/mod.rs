@@ -1,0 +1,127 @@
+//! Helpers for tests that start real `discovery` processes on 127.0.0.1 port 0.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `discovery serve` process, killed on drop.
+pub struct Node {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub args: Vec<String>,
+}
+
+/// The `discovery` binary built for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_discovery")
+}
+
+impl Node {
+    /// Starts `discovery serve --listen 127.0.0.1:0 <args>` and waits for its listening line.
+    pub fn start(args: &[&str]) -> Node {
+        Node::start_on("127.0.0.1:0", args)
+    }
+
+    /// Starts a node on a given listen address (to restart one on the same port).
+    pub fn start_on(listen: &str, args: &[&str]) -> Node {
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .args(["--listen", listen])
+            .args(args)
+            .env(
+                "DISCOVERY_LOG",
+                std::env::var("DISCOVERY_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start discovery");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Node {
+            child,
+            url,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// `host:port` of the node.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Stops the node with SIGTERM and waits for it to exit; returns whether it exited 0.
+    pub fn stop(mut self) -> bool {
+        self.signal("TERM");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                let _ = self.child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; panics with `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A blocking HTTP call with curl-like simplicity: returns (status, body).
+pub fn http(method: &str, url: &str, content_type: Option<&str>, body: &str) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
+    if let Some(ct) = content_type {
+        cmd.args(["-H", &format!("Content-Type: {ct}"), "--data-binary", body]);
+    }
+    let out = cmd.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// GET a URL and parse JSON; `None` on any failure or non-200.
+pub fn get_json(url: &str) -> Option<serde_json::Value> {
+    let (status, body) = http("GET", url, None, "");
+    (status == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+}
