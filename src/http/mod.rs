@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 
 pub use error::ApiError;
@@ -32,45 +33,87 @@ use crate::shared::Shared;
 /// The state handlers share.
 pub type AppState = Arc<Shared>;
 
+/// Every public endpoint as `(method, path pattern)`. This one list builds the router and is
+/// what `tests/openapi.rs` holds `api/openapi.yaml` equal to, so the two cannot drift. The
+/// gossip endpoints are not here: `server.rs` merges them in from the gossip layer.
+pub const ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/v1/registration/{service}"),
+    (Method::POST, "/v1/registration/{service}"),
+    (Method::GET, "/v1/registration/repo/{repo}"),
+    (Method::DELETE, "/v1/registration/repo/{repo}"),
+    (Method::DELETE, "/v1/registration/{service}/{ip}"),
+    (Method::POST, "/v1/loadbalancing/{service}"),
+    (Method::POST, "/v1/loadbalancing/{service}/{ip}"),
+    (Method::POST, "/v3/discovery:endpoints"),
+    (Method::GET, "/v1/services"),
+    (Method::GET, "/v1/peers"),
+    (Method::GET, "/healthz"),
+    (Method::GET, "/healthcheck"),
+    (Method::GET, "/readyz"),
+    (Method::GET, "/metrics"),
+    (Method::GET, "/"),
+];
+
+/// The handler of one entry of [`ROUTES`].
+///
+/// # Panics
+/// On an entry with no handler: the first test that builds a router finds it.
+fn handler(method: &Method, path: &str) -> MethodRouter<AppState> {
+    match (method.as_str(), path) {
+        ("GET", "/v1/registration/{service}") => get(registration::list),
+        ("POST", "/v1/registration/{service}") => post(registration::register),
+        ("GET", "/v1/registration/repo/{repo}") => get(registration::list_repo),
+        ("DELETE", "/v1/registration/repo/{repo}") => delete(registration::delete_repo_service),
+        ("DELETE", "/v1/registration/{service}/{ip}") => delete(registration::delete),
+        ("POST", "/v1/loadbalancing/{service}") => post(loadbalancing::set_service),
+        ("POST", "/v1/loadbalancing/{service}/{ip}") => post(loadbalancing::set_host),
+        ("POST", "/v3/discovery:endpoints") => post(envoy::endpoints),
+        ("GET", "/v1/services") => get(services::list),
+        ("GET", "/v1/peers") => get(peers::list),
+        ("GET", "/healthz" | "/healthcheck") => get(health::healthz),
+        ("GET", "/readyz") => get(health::readyz),
+        ("GET", "/metrics") => get(metrics::render),
+        ("GET", "/") => get(dashboard::page),
+        _ => panic!("{method} {path} is in ROUTES but has no handler"),
+    }
+}
+
 /// The router of every public endpoint. The gossip endpoints are merged in by `server.rs`.
 pub fn router(shared: AppState) -> Router {
-    Router::new()
-        .route(
-            "/v1/registration/{service}",
-            get(registration::list).post(registration::register),
-        )
-        .route(
-            "/v1/registration/repo/{repo}",
-            get(registration::list_repo).delete(registration::delete_repo_service),
-        )
-        .route(
-            "/v1/registration/{service}/{ip}",
-            axum::routing::delete(registration::delete),
-        )
-        .route(
-            "/v1/loadbalancing/{service}",
-            post(loadbalancing::set_service),
-        )
-        .route(
-            "/v1/loadbalancing/{service}/{ip}",
-            post(loadbalancing::set_host),
-        )
-        .route("/v3/discovery:endpoints", post(envoy::endpoints))
-        .route("/v1/services", get(services::list))
-        .route("/v1/peers", get(peers::list))
-        .route("/healthz", get(health::healthz))
-        .route("/healthcheck", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
-        .route("/", get(dashboard::page))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, (method, path)| {
+            // Two methods on one path merge into one route.
+            router.route(path, handler(method, path))
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
 }
 
-/// Wraps a router (the public one merged with gossip) with request accounting.
+/// Wraps a router (the public one merged with gossip) with request accounting, and turns a
+/// panic (a bug: no input should cause one) into a logged JSON 500 instead of a dropped
+/// connection.
 pub fn instrument(router: Router, shared: AppState) -> Router {
-    router.layer(middleware::from_fn_with_state(shared, observe))
+    router
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(middleware::from_fn_with_state(shared, observe))
+}
+
+fn on_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    tracing::error!(detail, "handler panicked");
+    (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(discovery_api::ErrorBody {
+            error: "internal error".into(),
+        }),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
