@@ -1,6 +1,8 @@
 //! The `discovery` binary: clap parsing, logging, then the chosen subcommand. The only place
 //! that uses `anyhow`.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use discovery::cli;
 use discovery::config::{LogFormat, ServeArgs};
@@ -18,6 +20,15 @@ struct Cli {
 enum Command {
     /// Run a registry node.
     Serve(ServeArgs),
+    /// Check that a node answers (exit 0) — the container health check.
+    Health {
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Require readiness (`/readyz`) instead of liveness (`/healthz`).
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -33,8 +44,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -43,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             init_logging(args.log_format);
             runtime.block_on(cli::serve::run(args))?;
         }
+        Command::Health { url, ready } => runtime.block_on(cli::health::run(&url, ready))?,
     }
     Ok(())
 }
