@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The 3-node cluster as separate hosts: builds the image, starts docker/compose.yaml, writes
+# through different nodes, cuts one node off the cluster network while writes go on on both
+# sides, heals it, and checks that every node converges with nothing lost and nothing
+# resurrected; then kills a node and checks that it bootstraps before it reports ready.
+# Removes every container, network and image it made, also when it fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN=discovery-test-$$
+export IMAGE=discovery:$RUN
+export PORT_1=0 PORT_2=0 PORT_3=0   # let Docker pick free loopback ports
+COMPOSE=(docker compose -p "$RUN" -f docker/compose.yaml)
+if ! docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker-compose -p "$RUN" -f docker/compose.yaml)
+fi
+
+expected=$(mktemp)
+cleanup() {
+    status=$?
+    rm -f "$expected"
+    if [ $status -ne 0 ]; then
+        echo "--- FAILED; last logs:" >&2
+        "${COMPOSE[@]}" logs --tail 30 >&2 || true
+    fi
+    "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+    docker image rm -f "$IMAGE" >/dev/null 2>&1 || true
+    exit $status
+}
+trap cleanup EXIT
+
+step() { echo "== $*"; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: retries COMMAND every 0.2 s until it succeeds.
+wait_for() {
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "timed out waiting for $what" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+step "building $IMAGE"
+IMAGE=$IMAGE docker/build.sh >/dev/null
+
+step "starting the cluster"
+"${COMPOSE[@]}" up -d --quiet-pull 2>/dev/null || "${COMPOSE[@]}" up -d
+url() { echo "http://$("${COMPOSE[@]}" port "registry-$1" 8080 | tail -n1)"; }
+N1=$(url 1) N2=$(url 2) N3=$(url 3)
+NODES=("$N1" "$N2" "$N3")
+container() { "${COMPOSE[@]}" ps -q "registry-$1"; }
+NET="${RUN}_cluster"
+
+ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$1/readyz")" = 200 ]; }
+for n in "${NODES[@]}"; do wait_for 60 "$n ready" ready "$n"; done
+
+register() { # NODE SERVICE IP
+    curl -sf -d "ip=$3" -d port=8080 -d revision=r1 -d ttl=600 "$1/v1/registration/$2" >/dev/null
+}
+deregister() { curl -sf -X DELETE "$1/v1/registration/$2/$3" >/dev/null; }
+
+# The sorted "service ip:port" lines a node serves for the given services.
+state() { # NODE SERVICE...
+    local node=$1
+    shift
+    for s in "$@"; do
+        curl -sf "$node/v1/registration/$s"
+    done | python3 -c '
+import json, sys
+dec = json.JSONDecoder()
+text = sys.stdin.read()
+i, rows = 0, []
+while i < len(text):
+    obj, i = dec.raw_decode(text, i)
+    rows += ["%s %s:%s" % (h["service"], h["ip_address"], h["port"]) for h in obj["hosts"]]
+    while i < len(text) and text[i].isspace():
+        i += 1
+print("\n".join(sorted(rows)))'
+}
+
+# converged EXPECTED_FILE SERVICE...: every node serves exactly the expected hosts.
+converged() {
+    local expected=$1
+    shift
+    for n in "${NODES[@]}"; do
+        diff -q <(state "$n" "$@") "$expected" >/dev/null || return 1
+    done
+}
+
+SERVICES=(alpha beta gamma)
+
+step "writes through every node"
+for i in 1 2 3; do
+    register "$N1" alpha "10.1.0.$i"
+    register "$N2" beta "10.2.0.$i"
+    register "$N3" gamma "10.3.0.$i"
+done
+printf '%s\n' alpha\ 10.1.0.{1,2,3}:8080 beta\ 10.2.0.{1,2,3}:8080 gamma\ 10.3.0.{1,2,3}:8080 | sort >"$expected"
+wait_for 30 "all nodes to converge" converged "$expected" "${SERVICES[@]}"
+
+step "the demo agent's heartbeats reach every node"
+has_demo() { for n in "${NODES[@]}"; do state "$n" demo | grep -q ':9000$' || return 1; done; }
+wait_for 60 "the agent's host on all nodes" has_demo
+
+step "partition: registry-3 cut off the cluster network"
+docker network disconnect "$NET" "$(container 3)"
+# Writes go on on both sides of the partition.
+register "$N1" alpha 10.1.0.10
+register "$N2" beta 10.2.0.10
+deregister "$N1" alpha 10.1.0.1
+register "$N3" gamma 10.3.0.10
+deregister "$N3" gamma 10.3.0.1
+# The isolated node still serves what it had (never an empty answer) plus its own writes.
+state "$N3" gamma | grep -q '10.3.0.10:8080'
+state "$N3" alpha | grep -q '10.1.0.1:8080'
+
+step "heal"
+docker network connect --alias registry "$NET" "$(container 3)"
+printf '%s\n' alpha\ 10.1.0.{2,3,10}:8080 beta\ 10.2.0.{1,2,3,10}:8080 gamma\ 10.3.0.{2,3,10}:8080 | sort >"$expected"
+wait_for 60 "convergence after the heal" converged "$expected" "${SERVICES[@]}"
+# Nothing resurrected: the deleted hosts stay deleted a while later.
+sleep 3
+converged "$expected" "${SERVICES[@]}"
+
+step "restart: registry-2 killed and started again bootstraps before it is ready"
+docker kill "$(container 2)" >/dev/null
+docker start "$(container 2)" >/dev/null
+N2=$(url 2)
+NODES=("$N1" "$N2" "$N3")
+wait_for 60 "registry-2 to answer" curl -s -o /dev/null "$N2/healthz"
+# Poll readiness; the first time it is ready, its state must already be complete.
+deadline=$((SECONDS + 60))
+until ready "$N2"; do
+    [ $SECONDS -lt $deadline ] || { echo "registry-2 never became ready" >&2; exit 1; }
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$N2/v1/registration/alpha")
+    [ "$code" = 503 ] || [ "$code" = 000 ] || { echo "not ready but answered $code" >&2; exit 1; }
+    sleep 0.1
+done
+diff <(state "$N2" "${SERVICES[@]}") "$expected"
+
+step "all checks passed"
