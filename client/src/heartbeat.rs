@@ -256,3 +256,86 @@ impl Beat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::stub::{self, wait_until};
+
+    fn fast_config() -> HeartbeatConfig {
+        HeartbeatConfig {
+            interval: Duration::from_millis(50),
+            min_backoff: Duration::from_millis(10),
+            ..HeartbeatConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_are_counted_and_cleared_by_the_next_success() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let stub = stub::serve(move |_| match counter.fetch_add(1, Ordering::SeqCst) {
+            0 | 1 => (503, vec![], r#"{"error":"full"}"#.into()),
+            _ => (200, vec![], "{}".into()),
+        })
+        .await;
+        let registry = Registry::new([&stub.url]).unwrap();
+        let me = Registration::from_form(b"ip=10.0.0.7&port=8080&revision=r1").unwrap();
+        let service = ServiceName::parse("payments").unwrap();
+        let heartbeater = Heartbeater::spawn(registry, service, me, fast_config()).unwrap();
+        let mut outcomes = heartbeater.outcomes();
+        let mut failures_seen = Vec::new();
+        loop {
+            outcomes.changed().await.unwrap();
+            match &*outcomes.borrow_and_update() {
+                HeartbeatOutcome::Failed {
+                    consecutive_failures,
+                    ..
+                } => failures_seen.push(*consecutive_failures),
+                HeartbeatOutcome::Sent { registry, .. } => {
+                    assert_eq!(registry, &stub.url);
+                    break;
+                }
+                HeartbeatOutcome::Pending => {}
+            }
+        }
+        assert_eq!(failures_seen, [1, 2]);
+        let counter = calls.clone();
+        wait_until("heartbeats repeat", Duration::from_secs(5), || {
+            counter.load(Ordering::SeqCst) >= 5
+        })
+        .await;
+        drop(heartbeater);
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_draining_then_deletes_the_host() {
+        let stub = stub::serve(|_| (200, vec![], "{}".into())).await;
+        let registry = Registry::new([&stub.url]).unwrap();
+        let me = Registration::from_form(b"ip=10.0.0.7&port=8080&revision=r1").unwrap();
+        let service = ServiceName::parse("payments").unwrap();
+        let heartbeater = Heartbeater::spawn(registry, service, me, fast_config()).unwrap();
+        let mut outcomes = heartbeater.outcomes();
+        outcomes.changed().await.unwrap();
+        heartbeater.shutdown().await.unwrap();
+        let requests = stub.requests();
+        let last_two: Vec<_> = requests[requests.len() - 2..]
+            .iter()
+            .map(|r| (r.method.as_str(), r.target.as_str()))
+            .collect();
+        assert_eq!(
+            last_two,
+            [
+                ("POST", "/v1/registration/payments"),
+                ("DELETE", "/v1/registration/payments/10.0.0.7?port=8080")
+            ]
+        );
+        let draining = Registration::from_json(requests[requests.len() - 2].body.as_bytes());
+        assert_eq!(draining.unwrap().status, HostStatus::Draining);
+        let before = stub.requests().len();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(stub.requests().len(), before, "no heartbeat after shutdown");
+    }
+}

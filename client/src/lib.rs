@@ -48,6 +48,8 @@ mod error;
 mod heartbeat;
 mod registry;
 mod shrink_guard;
+#[cfg(test)]
+mod stub;
 mod watcher;
 
 pub use discovery_api as api;

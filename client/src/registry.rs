@@ -562,6 +562,135 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stub::{self, hosts_body};
+
+    fn payments() -> ServiceName {
+        ServiceName::parse("payments").unwrap()
+    }
+
+    /// A URL where nothing listens.
+    async fn dead_url() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_serve_is_skipped_and_the_one_that_answered_is_asked_first() {
+        let not_ready = stub::serve(|_| {
+            let body = r#"{"error":"not ready"}"#.to_owned();
+            (503, vec![("retry-after", "3".to_owned())], body)
+        })
+        .await;
+        let ready = stub::serve(|_| (200, vec![], hosts_body("payments", &[1, 2]))).await;
+        let dead = dead_url().await;
+        let registry = Registry::new([&dead, &not_ready.url, &ready.url]).unwrap();
+        assert_eq!(registry.hosts(&payments()).await.unwrap().hosts.len(), 2);
+        assert_eq!(registry.preferred_url(), ready.url);
+        registry.hosts(&payments()).await.unwrap();
+        assert_eq!(not_ready.requests().len(), 1);
+        assert_eq!(ready.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_ends_the_call_without_trying_other_nodes() {
+        let strict = stub::serve(|_| (401, vec![], r#"{"error":"missing token"}"#.into())).await;
+        let other = stub::serve(|_| (200, vec![], "{}".into())).await;
+        let registry = Registry::builder([&strict.url, &other.url])
+            .write_token("t0ken")
+            .build()
+            .unwrap();
+        let me = Registration::from_form(b"ip=10.0.0.7&port=8080&revision=r1").unwrap();
+        let err = registry.register(&payments(), &me).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Rejected { status: 401, message, .. } if message == "missing token"),
+            "{err}"
+        );
+        assert!(other.requests().is_empty());
+        let seen = &strict.requests()[0];
+        assert_eq!(seen.method, "POST");
+        assert_eq!(seen.target, "/v1/registration/payments");
+        assert_eq!(seen.header("authorization"), Some("Bearer t0ken"));
+        assert_eq!(seen.header("content-type"), Some("application/json"));
+    }
+
+    #[tokio::test]
+    async fn every_node_is_named_when_none_answers() {
+        let garbage = stub::serve(|_| (200, vec![], "<html>".into())).await;
+        let dead = dead_url().await;
+        let registry = Registry::new([&garbage.url, &dead]).unwrap();
+        match registry.services().await {
+            Err(Error::Unavailable(failures)) => {
+                let urls: Vec<_> = failures.iter().map(Failure::url).collect();
+                assert_eq!(urls, [garbage.url.as_str(), dead.as_str()]);
+                assert!(matches!(failures[0], Failure::Decode { .. }));
+                assert!(matches!(failures[1], Failure::Transport { .. }));
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn deregistering_an_unknown_host_is_not_an_error() {
+        let stub = stub::serve(|r| {
+            if r.target.ends_with("port=8080") {
+                (200, vec![], "{}".into())
+            } else {
+                (400, vec![], r#"{"error":"no such host"}"#.into())
+            }
+        })
+        .await;
+        let registry = Registry::new([&stub.url]).unwrap();
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let port = Port::new(8080).unwrap();
+        assert!(registry
+            .deregister(&payments(), ip, Some(port))
+            .await
+            .unwrap());
+        assert!(!registry.deregister(&payments(), ip, None).await.unwrap());
+        let targets: Vec<_> = stub.requests().into_iter().map(|r| r.target).collect();
+        assert_eq!(
+            targets,
+            [
+                "/v1/registration/payments/10.0.0.7?port=8080",
+                "/v1/registration/payments/10.0.0.7"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_index_is_only_sent_to_the_node_that_gave_it() {
+        let stub = stub::serve(|_| {
+            let headers = vec![
+                ("x-discovery-index", "7".to_owned()),
+                ("etag", "W/\"e\"".to_owned()),
+            ];
+            (200, headers, hosts_body("payments", &[1]))
+        })
+        .await;
+        let registry = Registry::new([&stub.url]).unwrap();
+        let mut poll = HostsPoll {
+            origin: None,
+            index: Some(7),
+            wait: Duration::from_secs(30),
+            etag: None,
+        };
+        let Polled::Hosts { index, etag, .. } =
+            registry.poll_hosts(&payments(), &poll).await.unwrap()
+        else {
+            panic!("expected hosts")
+        };
+        assert_eq!((index, etag.as_deref()), (Some(7), Some("W/\"e\"")));
+        poll.origin = Some(stub.url.clone());
+        registry.poll_hosts(&payments(), &poll).await.unwrap();
+        let targets: Vec<_> = stub.requests().into_iter().map(|r| r.target).collect();
+        assert_eq!(
+            targets,
+            [
+                "/v1/registration/payments",
+                "/v1/registration/payments?index=7&wait=30s"
+            ]
+        );
+    }
 
     #[test]
     fn base_urls_are_normalized_and_https_is_refused_with_a_reason() {

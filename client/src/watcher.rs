@@ -247,7 +247,8 @@ impl HostList {
     }
 
     /// Waits until the list is replaced, then returns the new one. Returns at once if it
-    /// was replaced since this handle last looked (a new handle has seen none).
+    /// was replaced since this handle last looked; a handle from [`HostWatcher::list`]
+    /// starts where the watcher's own handle is.
     pub async fn changed(&mut self) -> Arc<Vec<Host>> {
         // The sender lives in `shared`, which `self` holds: the channel cannot close.
         let _ = self.version_rx.changed().await;
@@ -454,5 +455,97 @@ impl Follow {
         let mut status = WatcherStatus::clone(&self.shared.status.load());
         change(&mut status);
         self.shared.status.store(Arc::new(status));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::stub::{self, hosts_body, wait_until};
+
+    fn fast_config(grace: Duration) -> WatcherConfig {
+        WatcherConfig {
+            poll_interval: Duration::from_millis(20),
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+            shrink: ShrinkPolicy {
+                min_ratio: 0.5,
+                grace,
+            },
+            ..WatcherConfig::default()
+        }
+    }
+
+    fn payments() -> ServiceName {
+        ServiceName::parse("payments").unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_an_index_header_the_watcher_polls_with_its_etag() {
+        let stub = stub::serve(|r| match r.header("if-none-match") {
+            Some("\"v1\"") => (304, vec![], String::new()),
+            _ => (
+                200,
+                vec![("etag", "\"v1\"".to_owned())],
+                hosts_body("payments", &[1, 2]),
+            ),
+        })
+        .await;
+        let registry = Registry::new([&stub.url]).unwrap();
+        let watcher =
+            HostWatcher::spawn(registry, payments(), fast_config(Duration::ZERO)).unwrap();
+        let seen = stub.seen.clone();
+        wait_until("two conditional polls", Duration::from_secs(5), || {
+            let seen = seen.lock().unwrap();
+            seen.iter()
+                .filter(|r| r.header("if-none-match").is_some())
+                .count()
+                >= 2
+        })
+        .await;
+        assert_eq!(watcher.current().len(), 2);
+        assert_eq!(watcher.status().source, ListSource::Registry);
+        assert!(stub.requests().iter().all(|r| !r.target.contains("index=")));
+        assert_eq!(*watcher.list().version_rx.borrow(), 1, "a 304 is no change");
+        watcher.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_held_back_shrink_is_taken_once_304s_confirm_it_past_the_grace_period() {
+        let answers = Arc::new(AtomicUsize::new(0));
+        let counter = answers.clone();
+        let stub = stub::serve(move |r| {
+            if r.header("if-none-match") == Some("\"small\"") {
+                return (304, vec![], String::new());
+            }
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                let etag = vec![("etag", "\"big\"".to_owned())];
+                (200, etag, hosts_body("payments", &[1, 2, 3, 4]))
+            } else {
+                let etag = vec![("etag", "\"small\"".to_owned())];
+                (200, etag, hosts_body("payments", &[1]))
+            }
+        })
+        .await;
+        let registry = Registry::new([&stub.url]).unwrap();
+        let grace = Duration::from_millis(300);
+        let mut watcher = HostWatcher::spawn(registry, payments(), fast_config(grace)).unwrap();
+        assert_eq!(watcher.changed().await.len(), 4);
+        let list = watcher.list();
+        wait_until(
+            "the smaller list is held back",
+            Duration::from_secs(5),
+            || list.status().held_back.is_some(),
+        )
+        .await;
+        let held = watcher.status().held_back.unwrap();
+        assert_eq!(held.hosts, 1);
+        assert_eq!(watcher.current().len(), 4, "held back, not taken");
+        assert_eq!(watcher.changed().await.len(), 1);
+        assert!(Instant::now() >= held.since + grace);
+        assert!(watcher.status().held_back.is_none());
+        watcher.shutdown().await;
     }
 }
