@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use discovery_api::PeersResponse;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::ChangeHub;
@@ -32,6 +33,9 @@ pub struct Shared {
     long_polls: AtomicUsize,
     /// Cancelled when the node shuts down: background tasks and long polls end.
     pub shutdown: CancellationToken,
+    /// Poked by every [`Shared::publish`] with changes: the gossip layer pushes new local
+    /// writes to peers at once instead of waiting for its next round.
+    pub changed: Notify,
 }
 
 /// A long poll's place under the limit; dropping it frees the place.
@@ -63,6 +67,7 @@ impl Shared {
             peers: ArcSwap::from_pointee(peers),
             long_polls: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            changed: Notify::new(),
         }
     }
 
@@ -94,6 +99,9 @@ impl Shared {
     pub fn publish(&self, changes: &[Change]) {
         for change in changes {
             self.hub.notify(change);
+        }
+        if !changes.is_empty() {
+            self.changed.notify_one();
         }
     }
 }

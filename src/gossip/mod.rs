@@ -1,33 +1,215 @@
-//! Anti-entropy between registry nodes (SPEC 4). Placeholder until the gossip issue lands:
-//! a single node with no peers.
+//! Anti-entropy between registry nodes (SPEC 4.1, 4.2, 4.4): membership, push-pull rounds
+//! every `--gossip-interval`, prompt pushes of new writes, bootstrap readiness, and the
+//! gossip endpoint other nodes call.
+//!
+//! - [`node`]: the logic of one node (exchanges, answers, readiness), transport-agnostic;
+//! - [`peers`]: the peer table (alive / suspect / dead, learned peers);
+//! - [`messages`]: the wire messages and their compact encoding;
+//! - [`transport`]: the small trait between the logic and the network, implemented by
+//!   [`http_transport`] (processes) and [`memory`] (tests and benchmarks, cuttable links).
+//!
+//! This module owns no registry state: it reads digests and deltas from the registry and
+//! merges what peers send, then wakes long polls through [`Shared::publish`]. It never
+//! imports the HTTP API module (`crate::http`).
+
+mod http_transport;
+pub mod memory;
+pub mod messages;
+pub mod node;
+pub mod peers;
+pub mod transport;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Json;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::shared::Shared;
+pub use http_transport::HttpTransport;
+pub use memory::MemoryNetwork;
+pub use node::{Clock, Mode, Node};
 
-/// The running gossip layer.
-pub struct Gossip;
+use crate::auth::{self, Access};
+use crate::shared::{now, Shared};
+use messages::{SyncRequest, MAX_MESSAGE_BYTES};
 
-/// Starts gossip for this node.
+/// The gossip endpoint: `POST` a [`SyncRequest`], get a [`messages::SyncResponse`].
+pub const SYNC_PATH: &str = "/v1/gossip/sync";
+/// The media type of gossip messages (deflated JSON, see [`messages`]).
+pub const CONTENT_TYPE_GOSSIP: &str = "application/x-discovery-gossip";
+/// How long a burst of local writes is gathered before it is pushed: one push carries many.
+const PUSH_DEBOUNCE: Duration = Duration::from_millis(5);
+
+type HttpNode = Node<HttpTransport>;
+
+/// The running gossip layer (its loop is owned by the server's task tracker).
+pub struct Gossip {
+    node: Arc<HttpNode>,
+}
+
+/// Starts gossip for the node listening on `addr`.
 pub fn spawn(
     shared: Arc<Shared>,
-    _addr: SocketAddr,
-    _shutdown: CancellationToken,
-    _tasks: &TaskTracker,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
 ) -> Gossip {
-    if shared.config.cluster.warmup.is_zero() {
-        shared.set_ready();
-    }
-    Gossip
+    let cluster = &shared.config.cluster;
+    // Long enough for a page of a snapshot, short enough that a frozen peer does not hold
+    // an exchange slot for long.
+    let timeout =
+        (cluster.gossip_interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
+    let transport = HttpTransport::new(shared.config.tokens.peer.clone(), timeout)
+        .expect("the HTTP client builds with a plain configuration");
+    // A wildcard listen address is no address to give to peers: they use our source
+    // address and this port instead.
+    let own = (!addr.ip().is_unspecified()).then(|| format!("http://{addr}"));
+    let clock: Clock = Arc::new(now);
+    let node = Arc::new(Node::new(shared, transport, own, addr.port(), clock));
+    tasks.spawn(run(node.clone(), shutdown, tasks.clone()));
+    Gossip { node }
 }
 
 impl Gossip {
     /// The gossip endpoints, merged into the node's router.
     pub fn routes(&self) -> axum::Router {
         axum::Router::new()
+            .route(SYNC_PATH, post(sync))
+            .with_state(self.node.clone())
     }
+}
+
+/// Runs `mode` exchanges with `addrs`, each in its own task, ending with the node.
+fn start_exchanges(
+    node: &Arc<HttpNode>,
+    addrs: Vec<String>,
+    mode: Mode,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    for addr in addrs {
+        let node = node.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = node.exchange(&addr, mode) => {}
+            }
+        });
+    }
+}
+
+/// The node loop: rounds on the tick, pushes on local writes, DNS re-resolution, until
+/// shutdown. Exchanges run in their own tasks so that a slow peer never delays the others.
+async fn run(node: Arc<HttpNode>, shutdown: CancellationToken, tasks: TaskTracker) {
+    let cluster = node.shared().config.cluster.clone();
+    let dns = cluster.peers_dns.clone();
+    if let Some((name, port)) = &dns {
+        resolve(&node, name, *port).await;
+    }
+    let mut tick = tokio::time::interval(cluster.gossip_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resolve_tick =
+        tokio::time::interval((cluster.gossip_interval * 10).max(Duration::from_secs(5)));
+    resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                start_exchanges(&node, node.round_targets(), Mode::Round, &shutdown, &tasks);
+                node.check_warmup();
+            }
+            _ = node.shared().changed.notified() => {
+                tokio::time::sleep(PUSH_DEBOUNCE).await;
+                start_exchanges(&node, node.push_targets(), Mode::Push, &shutdown, &tasks);
+            }
+            _ = resolve_tick.tick(), if dns.is_some() => {
+                if let Some((name, port)) = &dns {
+                    resolve(&node, name, *port).await;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves `--peers-dns` and replaces the DNS-sourced peers; keeps them on failure.
+async fn resolve(node: &HttpNode, name: &str, port: u16) {
+    let lookup = tokio::net::lookup_host((name, port));
+    match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+        Ok(Ok(addrs)) => {
+            let urls: Vec<String> = addrs
+                .map(|a| match a {
+                    SocketAddr::V4(a) => format!("http://{a}"),
+                    SocketAddr::V6(a) => format!("http://[{}]:{}", a.ip(), a.port()),
+                })
+                .collect();
+            node.resolved(&urls);
+        }
+        Ok(Err(e)) => tracing::warn!(name, error = %e, "cannot resolve --peers-dns"),
+        Err(_) => tracing::warn!(name, "resolving --peers-dns timed out"),
+    }
+}
+
+fn refuse(status: StatusCode, error: &str) -> Response {
+    (status, Json(json!({ "error": error }))).into_response()
+}
+
+/// `POST /v1/gossip/sync`: a peer's exchange. Refused without the peer token (when set);
+/// a malformed message is logged and changes nothing.
+async fn sync(State(node): State<Arc<HttpNode>>, request: Request) -> Response {
+    let shared = node.shared().clone();
+    if !auth::allowed(&shared.config.tokens, Access::Peer, request.headers()) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "gossip requires the peer token: Authorization: Bearer <--peer-token>",
+        );
+    }
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let read = axum::body::to_bytes(request.into_body(), MAX_MESSAGE_BYTES);
+    let body = match tokio::time::timeout(shared.config.limits.read_timeout, read).await {
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the gossip message came too slowly",
+            )
+        }
+        Ok(Err(e)) => {
+            if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                tracing::warn!(peer = ?remote, "refused an oversized gossip message");
+                return refuse(StatusCode::PAYLOAD_TOO_LARGE, "gossip message too large");
+            }
+            return refuse(StatusCode::BAD_REQUEST, "could not read the gossip message");
+        }
+        Ok(Ok(body)) => body,
+    };
+    let req = match SyncRequest::decode(&body) {
+        Ok(req) => req,
+        Err(e) => {
+            tracing::warn!(peer = ?remote, error = %e, "ignored a malformed gossip message");
+            return refuse(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    let response = node.handle(req, remote.map(|r| r.ip())).encode();
+    let metrics = &shared.metrics;
+    crate::metrics::Metrics::gossip(&metrics.gossip_bytes, "received", body.len() as u64);
+    crate::metrics::Metrics::gossip(&metrics.gossip_bytes, "sent", response.len() as u64);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, CONTENT_TYPE_GOSSIP)],
+        response,
+    )
+        .into_response()
 }

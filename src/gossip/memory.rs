@@ -1,0 +1,165 @@
+//! An in-memory network for tests and benchmarks: nodes by address, links that can be cut
+//! and healed, and byte counters. Every message is still encoded to bytes and decoded on
+//! the other side, exactly as over HTTP, so what is measured here is what travels.
+//! (chitchat's `transport/channel.rs`, memberlist's `mock_transport.go`.)
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::messages::{SyncRequest, SyncResponse};
+use super::node::{Clock, Node};
+use super::transport::{Exchanged, Transport, TransportError};
+use crate::shared::Shared;
+
+/// The receiving side of an exchange.
+pub trait Handler: Send + Sync {
+    /// Answers a request.
+    fn handle(&self, req: SyncRequest, remote: Option<IpAddr>) -> SyncResponse;
+}
+
+impl<T: Transport> Handler for Node<T> {
+    fn handle(&self, req: SyncRequest, remote: Option<IpAddr>) -> SyncResponse {
+        Node::handle(self, req, remote)
+    }
+}
+
+/// Bytes a node sent and received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Encoded bytes sent (requests it made, answers it gave).
+    pub sent: u64,
+    /// Encoded bytes received.
+    pub received: u64,
+}
+
+#[derive(Default)]
+struct Net {
+    nodes: HashMap<String, Weak<dyn Handler>>,
+    /// Cut links, as sorted address pairs.
+    cut: HashSet<(String, String)>,
+    traffic: HashMap<String, Traffic>,
+}
+
+/// See the module docs. A cheap clone: all clones are one network.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    net: Arc<Mutex<Net>>,
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a < b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+impl MemoryNetwork {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a node at `addr` (an `http://` URL) gossiping for `shared`, on its own clock.
+    pub fn join(
+        &self,
+        shared: Arc<Shared>,
+        addr: &str,
+        clock: Clock,
+    ) -> Arc<Node<MemoryTransport>> {
+        let transport = MemoryTransport {
+            net: self.clone(),
+            me: addr.to_owned(),
+        };
+        let node = Arc::new(Node::new(
+            shared,
+            transport,
+            Some(addr.to_owned()),
+            80,
+            clock,
+        ));
+        let handler: Arc<dyn Handler> = node.clone();
+        self.net
+            .lock()
+            .nodes
+            .insert(addr.to_owned(), Arc::downgrade(&handler));
+        node
+    }
+
+    /// Cuts the link between two nodes, both ways.
+    pub fn cut(&self, a: &str, b: &str) {
+        self.net.lock().cut.insert(pair(a, b));
+    }
+
+    /// Heals the link between two nodes.
+    pub fn heal(&self, a: &str, b: &str) {
+        self.net.lock().cut.remove(&pair(a, b));
+    }
+
+    /// Cuts every link of `a`.
+    pub fn isolate(&self, a: &str) {
+        let mut net = self.net.lock();
+        let others: Vec<String> = net.nodes.keys().filter(|n| *n != a).cloned().collect();
+        for other in others {
+            net.cut.insert(pair(a, &other));
+        }
+    }
+
+    /// Heals every link.
+    pub fn heal_all(&self) {
+        self.net.lock().cut.clear();
+    }
+
+    /// Bytes a node sent and received so far.
+    pub fn traffic(&self, addr: &str) -> Traffic {
+        self.net
+            .lock()
+            .traffic
+            .get(addr)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn count(&self, from: &str, to: &str, bytes: usize) {
+        let mut net = self.net.lock();
+        net.traffic.entry(from.to_owned()).or_default().sent += bytes as u64;
+        net.traffic.entry(to.to_owned()).or_default().received += bytes as u64;
+    }
+}
+
+/// One node's end of a [`MemoryNetwork`].
+pub struct MemoryTransport {
+    net: MemoryNetwork,
+    me: String,
+}
+
+impl Transport for MemoryTransport {
+    async fn exchange(&self, peer: &str, msg: SyncRequest) -> Result<Exchanged, TransportError> {
+        let handler = {
+            let net = self.net.net.lock();
+            if net.cut.contains(&pair(&self.me, peer)) {
+                return Err(TransportError::Unreachable("link cut".into()));
+            }
+            net.nodes.get(peer).and_then(Weak::upgrade)
+        };
+        let Some(handler) = handler else {
+            return Err(TransportError::Unreachable("no such node".into()));
+        };
+        let bytes = msg.encode();
+        self.net.count(&self.me, peer, bytes.len());
+        let req =
+            SyncRequest::decode(&bytes).map_err(|e| TransportError::Refused(e.to_string()))?;
+        let answer = handler.handle(req, None).encode();
+        self.net.count(peer, &self.me, answer.len());
+        let response = SyncResponse::decode(&answer)
+            .map_err(|e| TransportError::BadResponse(e.to_string()))?;
+        Ok(Exchanged {
+            response,
+            sent: bytes.len(),
+            received: answer.len(),
+        })
+    }
+}

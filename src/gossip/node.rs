@@ -1,0 +1,416 @@
+//! One node's gossip logic, independent of how messages travel: answering a peer's exchange,
+//! running exchanges (anti-entropy rounds and prompt pushes), bootstrap readiness, and
+//! publishing the peer table and metrics.
+//!
+//! An exchange is push-pull in up to three messages, like chitchat's SYN/SYN-ACK/ACK:
+//! 1. the initiator sends its digest (and, for a push, its own new writes);
+//! 2. the peer merges them and answers with its digest and what the initiator lacks;
+//! 3. the initiator merges that and, if the peer's fresh digest shows it lacks anything,
+//!    sends exactly that (repeating while either side's delta was cut at the size limit).
+//!
+//! Because step 3 uses the digest the peer just sent, a round ships only what the peer
+//! lacks, not what this node guessed it might lack.
+//!
+//! Locks (the peer table's mutex) are held only to copy data in or out, never across an
+//! `.await`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use discovery_api::PeersResponse;
+use parking_lot::Mutex;
+
+use super::messages::{Sender, SyncRequest, SyncResponse, MAX_PEERS, MAX_RECORDS};
+use super::peers::{Contact, PeerTable};
+use super::transport::{Transport, TransportError};
+use crate::metrics::Metrics;
+use crate::registry::{Delta, Digest, Micros, SECOND};
+use crate::shared::Shared;
+
+/// Where a node reads the time: the wall clock in production, a virtual one in tests and
+/// benchmarks (one per node, to model clock skew).
+pub type Clock = Arc<dyn Fn() -> Micros + Send + Sync>;
+
+/// Peers per anti-entropy round.
+pub const ROUND_FANOUT: usize = 3;
+/// Most peers a new local write is pushed to at once; the rounds carry it further.
+pub const PUSH_FANOUT: usize = 8;
+/// Most messages of one exchange: bounds a catch-up to 64 pages of [`MAX_RECORDS`].
+const MAX_PAGES: usize = 64;
+
+/// What an exchange starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// An anti-entropy round: digest first.
+    Round,
+    /// A prompt push: this node's own new writes ride on the first message.
+    Push,
+}
+
+/// See the module docs.
+pub struct Node<T> {
+    shared: Arc<Shared>,
+    transport: T,
+    /// This node's base URL if it knows a routable one.
+    addr: Option<String>,
+    port: u16,
+    table: Mutex<PeerTable>,
+    clock: Clock,
+    /// When the node stops waiting for a snapshot and reports ready anyway.
+    warmup_ends: Micros,
+    /// The own-origin seq at the last push.
+    pushed_seq: AtomicU64,
+}
+
+impl<T: Transport> Node<T> {
+    /// A node with the configured static peers. `addr` is this node's own base URL, when it
+    /// has a routable one; `port` is what peers combine with our source address otherwise.
+    pub fn new(
+        shared: Arc<Shared>,
+        transport: T,
+        addr: Option<String>,
+        port: u16,
+        clock: Clock,
+    ) -> Self {
+        let now = clock();
+        let table = PeerTable::new(
+            shared.config.registry.node.as_str(),
+            addr.as_deref(),
+            &shared.config.cluster.peers,
+            now,
+        );
+        let warmup_ends = now + shared.config.cluster.warmup.as_micros() as Micros;
+        let node = Node {
+            shared,
+            transport,
+            addr,
+            port,
+            table: Mutex::new(table),
+            clock,
+            warmup_ends,
+            pushed_seq: AtomicU64::new(0),
+        };
+        node.publish_table();
+        node
+    }
+
+    /// The shared state this node gossips for.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The time on this node's clock.
+    pub fn now(&self) -> Micros {
+        (self.clock)()
+    }
+
+    fn interval(&self) -> Micros {
+        self.shared.config.cluster.gossip_interval.as_micros() as Micros
+    }
+
+    fn sender(&self) -> Sender {
+        Sender {
+            node_id: self.shared.config.registry.node.to_string(),
+            addr: self.addr.clone(),
+            port: self.port,
+            ready: self.shared.is_ready(),
+        }
+    }
+
+    fn live_addrs(&self) -> Vec<String> {
+        let mut addrs = self.table.lock().live_addrs(MAX_PEERS - 1);
+        addrs.extend(self.addr.clone());
+        addrs
+    }
+
+    /// Merges a peer's delta, wakes long polls and records metrics.
+    fn merge(&self, delta: Delta, now: Micros) {
+        let metrics = &self.shared.metrics;
+        let received = delta.records.len() as u64;
+        if received == 0 && delta.spans.is_empty() {
+            return;
+        }
+        let newest = delta.records.iter().map(|r| r.record.hb.ts).max();
+        let applied = self.shared.registry.apply(delta, now);
+        self.shared.publish(&applied.changes);
+        Metrics::gossip(&metrics.gossip_records, "received", received);
+        if applied.refused > 0 {
+            Metrics::gossip(&metrics.gossip_records, "refused", applied.refused as u64);
+            tracing::debug!(
+                refused = applied.refused,
+                "refused records from a peer (expired or invalid)"
+            );
+        }
+        if let (Some(newest), true) = (newest, applied.changed > 0) {
+            let lag = now.saturating_sub(newest) as f64 / SECOND as f64;
+            metrics.convergence_lag_seconds.set(lag);
+        }
+    }
+
+    /// Answers a peer's exchange (the receiving side of step 1). `remote` is the
+    /// connection's source address, used when the sender has no routable address of its own.
+    pub fn handle(&self, req: SyncRequest, remote: Option<IpAddr>) -> SyncResponse {
+        let now = self.now();
+        let registry = &self.shared.registry;
+        self.merge(req.delta, now);
+        let delta = registry.delta(&req.digest, MAX_RECORDS);
+        Metrics::gossip(
+            &self.shared.metrics.gossip_records,
+            "sent",
+            delta.records.len() as u64,
+        );
+        let digest = registry.digest();
+        if let Some(addr) = sender_addr(&req.from, remote) {
+            // The requester will hold what this answer carries: remember it that way, so a
+            // push does not send it again. A lost answer is repaired by the next round,
+            // which never relies on this guess.
+            let mut theirs = req.digest;
+            for span in &delta.spans {
+                let have = theirs.entry(span.origin.clone()).or_insert(0);
+                if *have >= span.after {
+                    *have = (*have).max(span.upto);
+                }
+            }
+            let behind = registry.behind(&theirs);
+            let mut table = self.table.lock();
+            table.learn(&req.peers, now);
+            table.succeeded(
+                &addr,
+                Contact {
+                    node_id: &req.from.node_id,
+                    digest: theirs,
+                    behind,
+                    ready: req.from.ready,
+                },
+                now,
+            );
+        }
+        let response = SyncResponse {
+            from: self.sender(),
+            digest,
+            delta,
+            peers: self.live_addrs(),
+        };
+        self.publish_table();
+        response
+    }
+
+    /// The first delta of an exchange.
+    fn opening(&self, addr: &str, mode: Mode) -> Delta {
+        if mode == Mode::Round {
+            return Delta::default();
+        }
+        let Some(known) = self.table.lock().get(addr).and_then(|p| p.digest.clone()) else {
+            return Delta::default();
+        };
+        // Only this node's own writes: the peer gets everything else from their origins
+        // or from the next round, and guessing at it would ship duplicates.
+        let registry = &self.shared.registry;
+        let own = registry.origin();
+        let mut since: Digest = registry
+            .digest()
+            .into_keys()
+            .map(|o| (o, u64::MAX))
+            .collect();
+        since.insert(own.clone(), known.get(own).copied().unwrap_or(0));
+        registry.delta(&since, MAX_RECORDS)
+    }
+
+    /// Runs one exchange with the peer at `addr`. The caller has marked it busy.
+    async fn run_exchange(&self, addr: &str, mode: Mode) -> Result<(), TransportError> {
+        let metrics = &self.shared.metrics;
+        let mut delta = self.opening(addr, mode);
+        for _ in 0..MAX_PAGES {
+            Metrics::gossip(&metrics.gossip_records, "sent", delta.records.len() as u64);
+            let req = SyncRequest {
+                from: self.sender(),
+                digest: self.shared.registry.digest(),
+                delta,
+                peers: self.live_addrs(),
+            };
+            let exchanged = match self.transport.exchange(addr, req).await {
+                Ok(x) => x,
+                Err(e) => {
+                    self.table.lock().failed(addr);
+                    return Err(e);
+                }
+            };
+            Metrics::gossip(&metrics.gossip_bytes, "sent", exchanged.sent as u64);
+            Metrics::gossip(&metrics.gossip_bytes, "received", exchanged.received as u64);
+            let response = exchanged.response;
+            let now = self.now();
+            let more_for_us = response.delta.truncated;
+            self.merge(response.delta, now);
+            let registry = &self.shared.registry;
+            let behind = registry.behind(&response.digest);
+            {
+                let mut table = self.table.lock();
+                table.learn(&response.peers, now);
+                table.succeeded(
+                    addr,
+                    Contact {
+                        node_id: &response.from.node_id,
+                        digest: response.digest.clone(),
+                        behind,
+                        ready: response.from.ready,
+                    },
+                    now,
+                );
+            }
+            if response.from.node_id == self.shared.config.registry.node.as_str() {
+                return Ok(());
+            }
+            if !more_for_us && response.from.ready && !self.shared.is_ready() {
+                tracing::info!(peer = addr, "pulled a full snapshot from a ready peer");
+                self.shared.set_ready();
+            }
+            delta = registry.delta(&response.digest, MAX_RECORDS);
+            if delta.records.is_empty() && delta.spans.is_empty() && !more_for_us {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// An exchange with `addr`, or nothing if one is in flight (a push is then owed and
+    /// follows it). Returns whether it succeeded.
+    pub async fn exchange(&self, addr: &str, mode: Mode) -> bool {
+        if !self
+            .table
+            .lock()
+            .begin(addr, mode == Mode::Push, self.now())
+        {
+            return false;
+        }
+        let mut mode = mode;
+        let ok = loop {
+            let result = self.run_exchange(addr, mode).await;
+            let outcome = if result.is_ok() { "ok" } else { "failed" };
+            Metrics::gossip(&self.shared.metrics.gossip_rounds, outcome, 1);
+            if let Err(e) = &result {
+                tracing::debug!(peer = addr, error = %e, "gossip exchange failed");
+            }
+            if self.table.lock().end(addr) && result.is_ok() {
+                // Own writes arrived while this exchange was in flight.
+                if self.table.lock().begin(addr, true, self.now()) {
+                    mode = Mode::Push;
+                    continue;
+                }
+            }
+            break result.is_ok();
+        };
+        self.publish_table();
+        ok
+    }
+
+    /// The peers of the next anti-entropy round (every peer while not ready).
+    pub fn round_targets(&self) -> Vec<String> {
+        let everyone = !self.shared.is_ready();
+        self.table
+            .lock()
+            .round_targets(ROUND_FANOUT, everyone, self.interval(), self.now())
+    }
+
+    /// The peers that new own writes go to, or none when there is nothing new.
+    pub fn push_targets(&self) -> Vec<String> {
+        let seq = self
+            .shared
+            .registry
+            .digest()
+            .get(self.shared.registry.origin())
+            .copied()
+            .unwrap_or(0);
+        if self.pushed_seq.fetch_max(seq, Ordering::Relaxed) >= seq {
+            return Vec::new();
+        }
+        self.table.lock().push_targets(PUSH_FANOUT)
+    }
+
+    /// One anti-entropy round, exchanges one after another (tests and benchmarks drive
+    /// nodes with this; the running loop spawns the exchanges instead).
+    pub async fn round(&self) {
+        for addr in self.round_targets() {
+            self.exchange(&addr, Mode::Round).await;
+        }
+        self.check_warmup();
+    }
+
+    /// Pushes new own writes to peers, one after another (see [`Node::round`]).
+    pub async fn push(&self) {
+        for addr in self.push_targets() {
+            self.exchange(&addr, Mode::Push).await;
+        }
+    }
+
+    /// Becomes ready when the warmup is over without a snapshot (SPEC 4.4).
+    pub fn check_warmup(&self) {
+        if !self.shared.is_ready() && self.now() >= self.warmup_ends {
+            tracing::info!(
+                hosts = self.shared.registry.host_count(),
+                "no ready peer gave a snapshot within --warmup; serving what heartbeats brought"
+            );
+            self.shared.set_ready();
+        }
+    }
+
+    /// Replaces the DNS-sourced peers.
+    pub fn resolved(&self, addrs: &[String]) {
+        self.table.lock().resolved(addrs, self.now());
+        self.publish_table();
+    }
+
+    /// Adds peers by address, as if another node had named them.
+    pub fn learn(&self, addrs: &[String]) {
+        self.table.lock().learn(addrs, self.now());
+    }
+
+    /// Publishes the peer table to `/v1/peers` and the peer metrics.
+    fn publish_table(&self) {
+        let now = self.now();
+        let (infos, (alive, suspect, dead), behind) = {
+            let table = self.table.lock();
+            (table.infos(now), table.counts(), table.max_behind())
+        };
+        let metrics = &self.shared.metrics;
+        for (state, n) in [("alive", alive), ("suspect", suspect), ("dead", dead)] {
+            metrics
+                .peers
+                .get_or_create(&crate::metrics::PeerStateLabels {
+                    state: state.to_owned(),
+                })
+                .set(n);
+        }
+        metrics.replication_backlog.set(behind as i64);
+        self.shared.peers.store(Arc::new(PeersResponse {
+            node_id: self.shared.config.registry.node.to_string(),
+            ready: self.shared.is_ready(),
+            peers: infos,
+        }));
+    }
+
+    /// Per peer address, its digest at the last exchange (tests).
+    pub fn known_digests(&self) -> HashMap<String, Option<Digest>> {
+        let table = self.table.lock();
+        table
+            .infos(0)
+            .into_iter()
+            .map(|i| {
+                let d = table.get(&i.address).and_then(|p| p.digest.clone());
+                (i.address, d)
+            })
+            .collect()
+    }
+}
+
+/// The base URL a sender can be reached at: its own, or its source address and port.
+fn sender_addr(from: &Sender, remote: Option<IpAddr>) -> Option<String> {
+    if let Some(addr) = &from.addr {
+        return Some(addr.clone());
+    }
+    match remote? {
+        IpAddr::V4(ip) => Some(format!("http://{ip}:{}", from.port)),
+        IpAddr::V6(ip) => Some(format!("http://[{ip}]:{}", from.port)),
+    }
+}

@@ -1,0 +1,527 @@
+//! Scenario tests: whole clusters of nodes in one process over the in-memory network, with
+//! virtual clocks (one per node, to model skew). Rounds are driven explicitly: no sleeping.
+//! After every scenario the guarantees of SPEC 4.5 are checked on every node.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+use discovery_api::{
+    HostStatus, HostsResponse, Port, Registration, RepoName, Revision, ServiceName, Tags,
+};
+use proptest::prelude::*;
+
+use super::memory::{MemoryNetwork, MemoryTransport};
+use super::node::{Clock, Mode, Node};
+use crate::config::{Config, ServeArgs};
+use crate::registry::{
+    Beat, Delta, Digest, Micros, NodeId, Origin, Record, Registry, RegistryConfig, Replica,
+    Routing, Stamp, Version, SECOND,
+};
+use crate::shared::Shared;
+
+const T0: Micros = 1_800_000_000 * SECOND;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+fn config(node: &str, peers: &[String], extra: &[&str]) -> Config {
+    let mut args = vec!["test".to_owned(), "--node-id".into(), node.into()];
+    if !peers.is_empty() {
+        args.push("--peers".into());
+        args.push(peers.join(","));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Config::from_args(Cli::parse_from(args).serve).expect("valid test config")
+}
+
+type TestNode = Arc<Node<MemoryTransport>>;
+
+/// A cluster of in-memory nodes, every one configured with all the others as peers.
+struct Cluster {
+    net: MemoryNetwork,
+    time: Arc<AtomicU64>,
+    skews: Vec<Arc<AtomicI64>>,
+    nodes: Vec<TestNode>,
+    generation: u64,
+}
+
+fn addr(i: usize) -> String {
+    format!("http://n{i}")
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let mut cluster = Cluster {
+            net: MemoryNetwork::new(),
+            time: Arc::new(AtomicU64::new(T0)),
+            skews: Vec::new(),
+            nodes: Vec::new(),
+            generation: 1,
+        };
+        for i in 0..n {
+            cluster.skews.push(Arc::new(AtomicI64::new(0)));
+            let node = cluster.start(i, &["--warmup", "0s"]);
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    /// Starts node `i` afresh (a new incarnation: empty, new generation).
+    fn start(&mut self, i: usize, extra: &[&str]) -> TestNode {
+        let n = self.skews.len();
+        let peers: Vec<String> = (0..n).filter(|j| *j != i).map(addr).collect();
+        let mut config = config(&format!("n{i}"), &peers, extra);
+        self.generation += 1;
+        config.registry.generation = self.generation;
+        let shared = Arc::new(Shared::new(config));
+        let time = self.time.clone();
+        let skew = self.skews[i].clone();
+        let clock: Clock = Arc::new(move || {
+            (time.load(Ordering::Relaxed) as i64 + skew.load(Ordering::Relaxed)) as Micros
+        });
+        self.net.join(shared, &addr(i), clock)
+    }
+
+    fn restart(&mut self, i: usize, extra: &[&str]) {
+        self.nodes[i] = self.start(i, extra);
+    }
+
+    fn advance(&self, by: Micros) {
+        self.time.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// Every node exchanges with every peer it knows, twice over: enough for any
+    /// connected cluster to converge, deterministically.
+    async fn settle(&self) {
+        for _ in 0..2 {
+            for node in &self.nodes {
+                for j in 0..self.nodes.len() {
+                    let peer = addr(j);
+                    if node.known_digests().contains_key(&peer) {
+                        node.exchange(&peer, Mode::Round).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn sweep(&self) {
+        for node in &self.nodes {
+            let report = node.shared().registry.sweep(node.now());
+            node.shared().publish(&report.changes);
+        }
+    }
+
+    /// What node `i` serves: (service, ip, port, revision) of every live host.
+    fn served(&self, i: usize) -> BTreeSet<(String, String, u16, String)> {
+        let node = &self.nodes[i];
+        let registry = &node.shared().registry;
+        let mut out = BTreeSet::new();
+        for summary in registry.services() {
+            let name = ServiceName::parse(&summary.service).unwrap();
+            let body: HostsResponse =
+                serde_json::from_slice(&registry.view(&name, node.now()).body).unwrap();
+            for h in body.hosts {
+                out.insert((
+                    h.service.to_string(),
+                    h.ip_address.to_string(),
+                    h.port.get(),
+                    h.revision.to_string(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// SPEC 4.5: every node serves exactly `expected` (nothing lost, nothing deleted or
+    /// expired back).
+    fn assert_serves(&self, expected: &[(&str, &str, u16, &str)]) {
+        let expected: BTreeSet<(String, String, u16, String)> = expected
+            .iter()
+            .map(|(s, ip, p, r)| (s.to_string(), ip.to_string(), *p, r.to_string()))
+            .collect();
+        for i in 0..self.nodes.len() {
+            assert_eq!(self.served(i), expected, "node n{i} serves something else");
+        }
+    }
+}
+
+fn reg(port: u16, revision: &str, ttl: u64) -> Registration {
+    Registration {
+        ip: None,
+        port: Port::new(port.into()).unwrap(),
+        revision: Revision::parse(revision).unwrap(),
+        service_repo_name: RepoName::empty(),
+        tags: Tags::default(),
+        ttl: Some(ttl),
+        status: HostStatus::Up,
+        auto_ip: false,
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A heartbeat taken by node `node`, as the HTTP layer takes it.
+fn beat(node: &TestNode, service: &str, host: &str, port: u16, revision: &str) {
+    beat_ttl(node, service, host, port, revision, 60);
+}
+
+fn beat_ttl(node: &TestNode, service: &str, host: &str, port: u16, revision: &str, ttl: u64) {
+    let svc = ServiceName::parse(service).unwrap();
+    let hb = node
+        .shared()
+        .registry
+        .heartbeat(&svc, ip(host), &reg(port, revision, ttl), node.now())
+        .unwrap();
+    node.shared().publish(hb.change.as_slice());
+}
+
+fn delete(node: &TestNode, service: &str, host: &str) {
+    let svc = ServiceName::parse(service).unwrap();
+    let change = node
+        .shared()
+        .registry
+        .delete(&svc, ip(host), None, node.now())
+        .unwrap();
+    node.shared().publish(&[change]);
+}
+
+#[tokio::test]
+async fn a_write_pushed_from_one_node_reaches_all_at_once() {
+    let c = Cluster::new(5);
+    c.settle().await; // peers know each other's digests
+    beat(&c.nodes[0], "web", "10.0.0.1", 80, "r1");
+    c.nodes[0].push().await;
+    c.assert_serves(&[("web", "10.0.0.1", 80, "r1")]);
+    // Nothing new: no second push.
+    assert!(c.nodes[0].push_targets().is_empty());
+}
+
+#[tokio::test]
+async fn random_rounds_alone_converge_within_a_few_rounds() {
+    let c = Cluster::new(5);
+    for (i, node) in c.nodes.iter().enumerate() {
+        beat(node, "web", &format!("10.0.0.{i}"), 80, "r1");
+    }
+    let mut rounds = 0;
+    while (0..5).any(|i| c.served(i).len() != 5) {
+        rounds += 1;
+        assert!(rounds <= 10, "not converged after 10 rounds");
+        for node in &c.nodes {
+            node.round().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_partitioned_node_catches_up_after_the_heal_and_deletes_stick() {
+    let c = Cluster::new(5);
+    beat(&c.nodes[0], "web", "10.0.0.1", 80, "r1");
+    beat(&c.nodes[1], "web", "10.0.0.2", 80, "r1");
+    c.settle().await;
+    c.net.isolate(&addr(4));
+    delete(&c.nodes[1], "web", "10.0.0.1");
+    beat(&c.nodes[2], "api", "10.0.1.1", 90, "r2");
+    beat(&c.nodes[4], "web", "10.0.0.9", 80, "r9"); // taken inside the partition
+    c.advance(SECOND);
+    c.settle().await;
+    assert!(c
+        .served(4)
+        .contains(&("web".into(), "10.0.0.1".into(), 80, "r1".into())));
+    let peers = c.nodes[0].shared().peers.load();
+    assert!(peers
+        .peers
+        .iter()
+        .any(|p| p.address == addr(4) && p.state != discovery_api::PeerState::Alive));
+    c.net.heal_all();
+    c.settle().await;
+    c.assert_serves(&[
+        ("api", "10.0.1.1", 90, "r2"),
+        ("web", "10.0.0.2", 80, "r1"),
+        ("web", "10.0.0.9", 80, "r9"),
+    ]);
+}
+
+#[tokio::test]
+async fn a_restarted_node_pulls_a_snapshot_in_pages_before_it_is_ready() {
+    let mut c = Cluster::new(3);
+    for i in 0..12_000u32 {
+        let host = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        beat(&c.nodes[i as usize % 2], "bulk", &host, 80, "r1");
+    }
+    c.settle().await;
+    c.restart(2, &["--warmup", "30s"]);
+    assert!(!c.nodes[2].shared().is_ready());
+    c.nodes[2].round().await; // not ready: every peer, every page
+    assert!(c.nodes[2].shared().is_ready());
+    assert_eq!(c.nodes[2].shared().registry.host_count(), 12_000);
+    // Its new incarnation takes writes that everyone sees.
+    beat(&c.nodes[2], "web", "10.9.0.1", 80, "r1");
+    c.settle().await;
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].shared().registry.host_count(), 12_001);
+    }
+}
+
+#[tokio::test]
+async fn with_no_reachable_peer_a_node_waits_out_the_warmup() {
+    let mut c = Cluster::new(2);
+    c.restart(1, &["--warmup", "30s"]);
+    c.net.isolate(&addr(1));
+    c.nodes[1].round().await;
+    assert!(!c.nodes[1].shared().is_ready());
+    c.advance(29 * SECOND);
+    c.nodes[1].round().await;
+    assert!(!c.nodes[1].shared().is_ready());
+    c.advance(SECOND);
+    c.nodes[1].round().await;
+    assert!(c.nodes[1].shared().is_ready());
+}
+
+#[tokio::test]
+async fn a_peer_that_is_not_ready_does_not_make_a_node_ready() {
+    let mut c = Cluster::new(2);
+    c.restart(0, &["--warmup", "30s"]);
+    c.restart(1, &["--warmup", "30s"]);
+    c.nodes[0].round().await;
+    c.nodes[1].round().await;
+    assert!(!c.nodes[0].shared().is_ready() && !c.nodes[1].shared().is_ready());
+}
+
+#[tokio::test]
+async fn the_same_host_heartbeating_on_two_nodes_converges_to_the_newest() {
+    let c = Cluster::new(3);
+    beat(&c.nodes[0], "web", "10.0.0.1", 80, "old");
+    c.advance(1000);
+    beat(&c.nodes[1], "web", "10.0.0.1", 80, "new");
+    c.settle().await;
+    c.assert_serves(&[("web", "10.0.0.1", 80, "new")]);
+    c.advance(1000);
+    beat(&c.nodes[0], "web", "10.0.0.1", 80, "newest");
+    c.settle().await;
+    c.assert_serves(&[("web", "10.0.0.1", 80, "newest")]);
+}
+
+#[tokio::test]
+async fn a_delete_beats_an_older_heartbeat_racing_it_and_a_newer_one_revives() {
+    let c = Cluster::new(3);
+    beat(&c.nodes[0], "web", "10.0.0.1", 80, "r1");
+    c.settle().await;
+    // Node 1's heartbeat is older than node 0's delete, but arrives after it.
+    beat(&c.nodes[1], "web", "10.0.0.1", 80, "r2");
+    c.advance(10);
+    delete(&c.nodes[0], "web", "10.0.0.1");
+    c.nodes[0].push().await;
+    c.nodes[1].push().await;
+    c.settle().await;
+    c.assert_serves(&[]);
+    c.advance(SECOND);
+    beat(&c.nodes[2], "web", "10.0.0.1", 80, "r3");
+    c.settle().await;
+    c.assert_serves(&[("web", "10.0.0.1", 80, "r3")]);
+}
+
+#[tokio::test]
+async fn clock_skew_does_not_let_a_fast_node_win_over_later_writes() {
+    let c = Cluster::new(3);
+    c.skews[1].store(30 * SECOND as i64, Ordering::Relaxed); // n1 runs 30 s ahead
+    c.skews[2].store(-(30 * SECOND as i64), Ordering::Relaxed); // n2 30 s behind
+    beat(&c.nodes[1], "web", "10.0.0.1", 80, "from-fast");
+    c.settle().await;
+    // The host moves to the slow node: its heartbeat must still win (the HLC saw n1's time).
+    c.advance(SECOND);
+    beat(&c.nodes[2], "web", "10.0.0.1", 80, "from-slow");
+    c.settle().await;
+    c.assert_serves(&[("web", "10.0.0.1", 80, "from-slow")]);
+    c.advance(SECOND);
+    delete(&c.nodes[2], "web", "10.0.0.1");
+    c.settle().await;
+    c.assert_serves(&[]);
+}
+
+#[tokio::test]
+async fn an_expired_host_sent_late_by_a_peer_does_not_come_back() {
+    let c = Cluster::new(3);
+    beat_ttl(&c.nodes[0], "web", "10.0.0.1", 80, "r1", 10);
+    beat_ttl(&c.nodes[0], "web", "10.0.0.2", 80, "r1", 600);
+    c.settle().await;
+    c.net.isolate(&addr(2));
+    c.advance(11 * SECOND);
+    // Nodes 0 and 1 expire the host; node 2 has not swept yet and still holds it.
+    for i in 0..2 {
+        let n = &c.nodes[i];
+        n.shared().registry.sweep(n.now());
+    }
+    // The still-alive host refreshes after a third of its TTL and more: it travels.
+    c.advance(200 * SECOND);
+    beat_ttl(&c.nodes[0], "web", "10.0.0.2", 80, "r1", 600);
+    c.net.heal_all();
+    c.settle().await;
+    c.sweep();
+    c.assert_serves(&[("web", "10.0.0.2", 80, "r1")]);
+}
+
+#[tokio::test]
+async fn a_message_with_bad_records_changes_only_what_is_valid() {
+    let c = Cluster::new(2);
+    let good = c.nodes[0].shared().registry.delta(&Digest::new(), 10);
+    assert!(good.records.is_empty());
+    beat(&c.nodes[0], "web", "10.0.0.1", 80, "r1");
+    let mut delta = c.nodes[0].shared().registry.delta(&Digest::new(), 10);
+    let mut bad = delta.records[0].clone();
+    bad.ip = ip("10.0.0.2");
+    if let Beat::Live { routing, .. } = &mut bad.record.beat {
+        let mut r = Routing::clone(routing);
+        r.tags = "{\"bad key!\": 1}".into();
+        *routing = Arc::new(r);
+    }
+    delta.records.push(bad);
+    let applied = c.nodes[1].shared().registry.apply(delta, c.nodes[1].now());
+    assert_eq!((applied.changed, applied.refused), (1, 1));
+}
+
+// ---- Property tests: the merge is a join (commutative, associative, idempotent). ----
+
+/// A copy of one of three host keys. A node never issues two writes with one stamp, so the
+/// content is a function of the stamp (as it is in the registry).
+fn arb_replica() -> impl Strategy<Value = Replica> {
+    (
+        0u8..3,                                          // key
+        0u8..3,                                          // node
+        0u64..50,                                        // ts offset
+        prop::option::weighted(0.3, (0u8..3, 0u64..50)), // weight: node, ts offset
+        1u64..1000,                                      // seq
+    )
+        .prop_map(|(key, node, ts, weight, seq)| {
+            let deleted = (ts + u64::from(node)) % 4 == 0;
+            let rev = (ts * 7 + u64::from(node)) % 3;
+            let weight = weight.map(|(wn, wts)| (wn, wts, (wts * 13 + u64::from(wn)) % 100 + 1));
+            let node_id = NodeId::new(&format!("n{node}"));
+            let hb = Stamp {
+                ts: T0 + ts,
+                node: node_id.clone(),
+            };
+            let record = Record {
+                hb: hb.clone(),
+                beat: if deleted {
+                    Beat::Deleted
+                } else {
+                    Beat::Live {
+                        routing: Arc::new(Routing {
+                            revision: Revision::parse(&format!("r{rev}")).unwrap(),
+                            service_repo_name: RepoName::empty(),
+                            tags: "{}".into(),
+                            status: HostStatus::Up,
+                        }),
+                        ttl: 60,
+                    }
+                },
+                weight: weight.map(|(wn, at, w)| {
+                    (
+                        discovery_api::Weight::new(w as i64).unwrap(),
+                        Stamp {
+                            ts: T0 + at,
+                            node: NodeId::new(&format!("n{wn}")),
+                        },
+                    )
+                }),
+                cleared: deleted.then_some(hb),
+            };
+            Replica {
+                service: ServiceName::parse("web").unwrap(),
+                ip: format!("10.0.0.{key}").parse().unwrap(),
+                port: 80,
+                version: Version {
+                    origin: Arc::new(Origin {
+                        node: node_id,
+                        generation: 1,
+                    }),
+                    seq,
+                },
+                record,
+            }
+        })
+}
+
+fn one(r: &Replica) -> Delta {
+    Delta {
+        records: vec![r.clone()],
+        spans: Vec::new(),
+        truncated: false,
+    }
+}
+
+fn fresh() -> Registry {
+    Registry::new(RegistryConfig::new("test", "observer"))
+}
+
+/// The merged state: every key's record (versions are local bookkeeping and may differ).
+fn contents(r: &Registry) -> Vec<(IpAddr, Record)> {
+    let mut out: Vec<(IpAddr, Record)> = r
+        .delta(&Digest::new(), usize::MAX)
+        .records
+        .into_iter()
+        .map(|x| (x.ip, x.record))
+        .collect();
+    out.sort_by_key(|a| a.0);
+    out
+}
+
+proptest! {
+    #[test]
+    fn merging_in_any_order_with_duplicates_gives_one_state(
+        replicas in prop::collection::vec(arb_replica(), 1..12),
+        order in any::<prop::sample::Index>(),
+        dup in any::<prop::sample::Index>(),
+    ) {
+        let a = fresh();
+        for r in &replicas {
+            a.apply(one(r), T0);
+        }
+        let b = fresh();
+        let mut shuffled = replicas.clone();
+        let k = order.index(shuffled.len());
+        shuffled.rotate_left(k);
+        shuffled.reverse();
+        shuffled.push(replicas[dup.index(replicas.len())].clone());
+        for r in &shuffled {
+            b.apply(one(r), T0);
+            b.apply(one(r), T0); // idempotent
+        }
+        prop_assert_eq!(contents(&a), contents(&b));
+    }
+
+    #[test]
+    fn merging_groups_is_associative(
+        x in prop::collection::vec(arb_replica(), 0..6),
+        y in prop::collection::vec(arb_replica(), 0..6),
+        z in prop::collection::vec(arb_replica(), 0..6),
+    ) {
+        let load = |rs: &[&Vec<Replica>]| {
+            let r = fresh();
+            for group in rs {
+                for x in group.iter() {
+                    r.apply(one(x), T0);
+                }
+            }
+            r
+        };
+        // (x ∪ y) ∪ z, merged as whole registries through deltas.
+        let xy = load(&[&x, &y]);
+        let left = load(&[&z]);
+        left.apply(xy.delta(&Digest::new(), usize::MAX), T0);
+        // x ∪ (y ∪ z)
+        let yz = load(&[&y, &z]);
+        let right = load(&[&x]);
+        right.apply(yz.delta(&Digest::new(), usize::MAX), T0);
+        prop_assert_eq!(contents(&left), contents(&right));
+    }
+}
