@@ -126,12 +126,18 @@ impl Registration {
             None => None,
             Some(raw) => {
                 let s = raw.text("ip")?;
-                Some(s.trim().parse::<IpAddr>().map_err(|_| {
-                    ValidationError::invalid(
-                        "ip",
-                        format!("{s:?} is not an IPv4 or IPv6 address literal"),
-                    )
-                })?)
+                // An IPv4 address written as IPv4-mapped IPv6 is the same host.
+                Some(
+                    s.trim()
+                        .parse::<IpAddr>()
+                        .map_err(|_| {
+                            ValidationError::invalid(
+                                "ip",
+                                format!("{s:?} is not an IPv4 or IPv6 address literal"),
+                            )
+                        })?
+                        .to_canonical(),
+                )
             }
         };
         let auto_ip = match f.take("auto_ip") {
@@ -261,6 +267,12 @@ mod tests {
         assert_eq!(r.status, HostStatus::Draining);
         let back = serde_json::to_vec(&r).unwrap();
         assert_eq!(Registration::from_json(&back).unwrap(), r);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_the_ipv4_host() {
+        let r = Registration::from_form(b"ip=::ffff:10.0.0.7&port=1&revision=r").unwrap();
+        assert_eq!(r.ip, Some("10.0.0.7".parse().unwrap()));
     }
 
     #[test]

@@ -28,11 +28,13 @@ pub(super) fn service_name(s: &str) -> Result<ServiceName, ApiError> {
 }
 
 pub(super) fn ip_literal(s: &str) -> Result<IpAddr, ApiError> {
-    s.parse().map_err(|_| {
-        ApiError::BadRequest(format!(
-            "invalid `ip_address`: {s:?} is not an IPv4 or IPv6 address literal"
-        ))
-    })
+    s.parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid `ip_address`: {s:?} is not an IPv4 or IPv6 address literal"
+            ))
+        })
 }
 
 /// `POST /v1/registration/{service}`: the heartbeat.
@@ -80,7 +82,7 @@ async fn heartbeat(
                     "`auto_ip` is set but the peer address is unknown; send `ip`".into(),
                 ));
             };
-            canonical(peer.ip())
+            peer.ip().to_canonical()
         }
         (None, false) => {
             return Err(ApiError::BadRequest(
@@ -105,14 +107,6 @@ async fn heartbeat(
             "the registry holds its maximum of {max} hosts (--max-hosts); new hosts are refused, existing ones keep refreshing"
         ))),
         Err(RegistryError::NotFound) => Err(ApiError::NotFound("no such host".into())),
-    }
-}
-
-/// An IPv4 peer seen through an IPv6 socket is registered as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
