@@ -1,0 +1,282 @@
+//! Three real `discovery serve` processes on loopback gossiping over HTTP (SPEC 4): writes and
+//! deletes spread, a restarted node bootstraps before it reports ready, a frozen node catches
+//! up, and the peer token guards the gossip endpoint.
+//!
+//! The first node starts with no `--peers`; the others name only it and learn each other
+//! through gossip (SPEC 4.1), so membership learning is exercised by every test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get_json, http, wait_until, Node};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Starts three nodes; `extra` goes to every node.
+fn cluster(extra: &[&str]) -> Vec<Node> {
+    let mut args = vec!["--node-id", "a", "--gossip-interval", "200ms"];
+    args.extend_from_slice(extra);
+    let a = Node::start(&args);
+    let mut nodes = vec![a];
+    for id in ["b", "c"] {
+        let peers = nodes[0].url.clone();
+        let mut args = vec![
+            "--node-id",
+            id,
+            "--gossip-interval",
+            "200ms",
+            "--peers",
+            &peers,
+        ];
+        args.extend_from_slice(extra);
+        nodes.push(Node::start(&args));
+    }
+    for node in &nodes {
+        wait_until("every node ready", WAIT, || ready(node));
+    }
+    wait_until("every node knows the other two", WAIT, || {
+        nodes.iter().all(|n| alive_peers(n) == 2)
+    });
+    nodes
+}
+
+fn ready(node: &Node) -> bool {
+    http("GET", &format!("{}/readyz", node.url), None, "").0 == 200
+}
+
+fn alive_peers(node: &Node) -> usize {
+    get_json(&format!("{}/v1/peers", node.url))
+        .and_then(|p| {
+            p["peers"]
+                .as_array()
+                .map(|peers| peers.iter().filter(|p| p["state"] == "alive").count())
+        })
+        .unwrap_or(0)
+}
+
+fn register(node: &Node, service: &str, ip: &str, revision: &str) {
+    let body = format!("ip={ip}&port=8080&revision={revision}");
+    let (status, text) = http(
+        "POST",
+        &format!("{}/v1/registration/{service}", node.url),
+        Some(FORM),
+        &body,
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+/// The `(ip, revision)` pairs a node serves for a service, or `None` if it does not answer.
+fn hosts(node: &Node, service: &str) -> Option<Vec<(String, String)>> {
+    let body = get_json(&format!("{}/v1/registration/{service}", node.url))?;
+    Some(
+        body["hosts"]
+            .as_array()?
+            .iter()
+            .map(|h| {
+                (
+                    h["ip_address"].as_str().unwrap_or("").to_owned(),
+                    h["revision"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn gossip_rounds_ok(node: &Node) -> u64 {
+    let (_, text) = http("GET", &format!("{}/metrics", node.url), None, "");
+    text.lines()
+        .find(|l| l.starts_with("discovery_gossip_rounds_total{kind=\"ok\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+#[test]
+fn a_write_on_one_node_appears_on_all() {
+    let nodes = cluster(&[]);
+    for (i, node) in nodes.iter().enumerate() {
+        register(node, "web", &format!("10.0.0.{i}"), "r1");
+    }
+    for node in &nodes {
+        wait_until("all three hosts on every node", WAIT, || {
+            hosts(node, "web").is_some_and(|h| h.len() == 3)
+        });
+    }
+    register(&nodes[2], "web", "10.0.0.0", "r2");
+    for node in &nodes {
+        wait_until("the new revision on every node", WAIT, || {
+            hosts(node, "web").is_some_and(|h| h.contains(&("10.0.0.0".into(), "r2".into())))
+        });
+    }
+}
+
+#[test]
+fn a_delete_on_one_node_removes_the_host_everywhere_and_it_stays_deleted() {
+    let nodes = cluster(&[]);
+    register(&nodes[0], "web", "10.0.0.1", "r1");
+    register(&nodes[0], "web", "10.0.0.2", "r1");
+    for node in &nodes {
+        wait_until("both hosts everywhere", WAIT, || {
+            hosts(node, "web").is_some_and(|h| h.len() == 2)
+        });
+    }
+    let (status, _) = http(
+        "DELETE",
+        &format!("{}/v1/registration/web/10.0.0.1", nodes[1].url),
+        None,
+        "",
+    );
+    assert_eq!(status, 200);
+    for node in &nodes {
+        wait_until("the host gone everywhere", WAIT, || {
+            hosts(node, "web").is_some_and(|h| h == vec![("10.0.0.2".into(), "r1".into())])
+        });
+    }
+    // Several more rounds on every node: no copy brings it back.
+    let before: Vec<u64> = nodes.iter().map(gossip_rounds_ok).collect();
+    for (node, before) in nodes.iter().zip(before) {
+        wait_until("more gossip rounds", WAIT, || {
+            gossip_rounds_ok(node) >= before + 5
+        });
+    }
+    for node in &nodes {
+        assert_eq!(
+            hosts(node, "web").unwrap(),
+            vec![("10.0.0.2".to_owned(), "r1".to_owned())]
+        );
+    }
+}
+
+#[test]
+fn a_killed_node_restarts_bootstraps_and_only_then_reports_ready() {
+    let mut nodes = cluster(&[]);
+    for i in 0..300 {
+        register(
+            &nodes[i % 3],
+            "bulk",
+            &format!("10.1.{}.{}", i / 256, i % 256),
+            "r1",
+        );
+    }
+    for node in &nodes {
+        wait_until("300 hosts everywhere", WAIT, || {
+            hosts(node, "bulk").is_some_and(|h| h.len() == 300)
+        });
+    }
+    let b = nodes.remove(1);
+    let listen = b.addr().to_owned();
+    let peers = nodes[0].url.clone();
+    drop(b); // SIGKILL
+             // Freeze the survivors so the restarted node cannot bootstrap yet.
+    for node in &nodes {
+        node.signal("STOP");
+    }
+    let b = Node::start_on(
+        &listen,
+        &[
+            "--node-id",
+            "b",
+            "--gossip-interval",
+            "200ms",
+            "--peers",
+            &peers,
+            "--warmup",
+            "120s",
+        ],
+    );
+    let (status, _) = http("GET", &format!("{}/readyz", b.url), None, "");
+    assert_eq!(status, 503, "empty and no peer answered: not ready");
+    let (status, _) = http("GET", &format!("{}/v1/registration/bulk", b.url), None, "");
+    assert_eq!(status, 503, "host lists wait for the snapshot");
+    for node in &nodes {
+        node.signal("CONT");
+    }
+    wait_until("the restarted node is ready", WAIT, || ready(&b));
+    assert_eq!(
+        hosts(&b, "bulk").map(|h| h.len()),
+        Some(300),
+        "the host list is complete the moment the node is ready"
+    );
+}
+
+#[test]
+fn a_frozen_node_catches_up_after_it_is_thawed() {
+    let nodes = cluster(&[]);
+    register(&nodes[0], "web", "10.0.0.1", "r1");
+    for node in &nodes {
+        wait_until("the host everywhere", WAIT, || {
+            hosts(node, "web").is_some_and(|h| h.len() == 1)
+        });
+    }
+    nodes[2].signal("STOP");
+    for i in 0..50 {
+        register(&nodes[i % 2], "api", &format!("10.2.0.{i}"), "r1");
+    }
+    let (status, _) = http(
+        "DELETE",
+        &format!("{}/v1/registration/web/10.0.0.1", nodes[1].url),
+        None,
+        "",
+    );
+    assert_eq!(status, 200);
+    wait_until(
+        "the frozen node is no longer alive to the others",
+        WAIT,
+        || {
+            get_json(&format!("{}/v1/peers", nodes[0].url)).is_some_and(|p| {
+                p["peers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["node_id"] == "c" && p["state"] != "alive")
+            })
+        },
+    );
+    nodes[2].signal("CONT");
+    wait_until(
+        "the thawed node holds the new hosts and not the deleted one",
+        WAIT,
+        || {
+            hosts(&nodes[2], "api").is_some_and(|h| h.len() == 50)
+                && hosts(&nodes[2], "web").is_some_and(|h| h.is_empty())
+        },
+    );
+}
+
+#[test]
+fn the_peer_token_guards_gossip_and_garbage_changes_nothing() {
+    let nodes = cluster(&["--peer-token", "s3cret"]);
+    register(&nodes[0], "web", "10.0.0.1", "r1");
+    for node in &nodes {
+        wait_until(
+            "the host everywhere, gossiping with the token",
+            WAIT,
+            || hosts(node, "web").is_some_and(|h| h.len() == 1),
+        );
+    }
+    let sync = format!("{}/v1/gossip/sync", nodes[1].url);
+    let (status, body) = http("POST", &sync, Some("application/x-discovery-gossip"), "x");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"error\""));
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &sync,
+        ])
+        .args(["-H", "Authorization: Bearer s3cret"])
+        .args(["-H", "Content-Type: application/x-discovery-gossip"])
+        .args(["--data-binary", "garbage that is not a gossip message"])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+    assert_eq!(hosts(&nodes[1], "web").unwrap().len(), 1);
+    assert!(ready(&nodes[1]));
+}
