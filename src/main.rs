@@ -30,12 +30,21 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Keep a host registered until SIGTERM, then drain and deregister it (an agent).
+    Heartbeat(cli::heartbeat::HeartbeatArgs),
+    /// Show a service's hosts; `--watch` follows them.
+    Hosts(cli::hosts::HostsArgs),
+    /// Show the services a registry node holds.
+    Services(cli::services::ServicesArgs),
+    /// Show a registry node's view of its peers.
+    Peers(cli::peers::PeersArgs),
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr, filtered by `DISCOVERY_LOG` (or `RUST_LOG`), else at `default_level`.
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_env("DISCOVERY_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -62,10 +71,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => {
-            init_logging(args.log_format);
+            init_logging(args.log_format, "info");
             runtime.block_on(cli::serve::run(args))?;
         }
         Command::Health { url, ready } => runtime.block_on(cli::health::run(&url, ready))?,
+        Command::Heartbeat(args) => {
+            init_logging(args.log_format, "info");
+            runtime.block_on(cli::heartbeat::run(args))?;
+        }
+        // The read commands print their answer on stdout; only trouble goes to stderr.
+        Command::Hosts(args) => {
+            init_logging(LogFormat::Text, "warn");
+            runtime.block_on(cli::hosts::run(args))?;
+        }
+        Command::Services(args) => {
+            init_logging(LogFormat::Text, "warn");
+            runtime.block_on(cli::services::run(args))?;
+        }
+        Command::Peers(args) => {
+            init_logging(LogFormat::Text, "warn");
+            runtime.block_on(cli::peers::run(args))?;
+        }
     }
     Ok(())
 }

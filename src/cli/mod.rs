@@ -1,5 +1,11 @@
 //! The subcommands of the `discovery` binary, one file each. Thin: parse, call the library,
 //! print.
 
+pub mod connect;
 pub mod health;
+pub mod heartbeat;
+pub mod hosts;
+pub mod output;
+pub mod peers;
 pub mod serve;
+pub mod services;

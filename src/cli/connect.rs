@@ -1,0 +1,128 @@
+//! What the client subcommands (`heartbeat`, `hosts`, `services`, `peers`) share: the
+//! `--registry` and `--token` flags, the [`Registry`] client built from them, and the
+//! error they stop with.
+//!
+//! Talking to the registry is the client library's job; this file only turns flags into
+//! its settings and its errors into one line a person can act on.
+
+use std::io;
+use std::sync::Arc;
+
+use clap::Args;
+use discovery_client::{Error, Failure, Registry, RegistryBuilder};
+
+/// The registry nodes to talk to (`--registry`), a flag of every client subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryUrls {
+    /// Registry base URLs (`http://HOST:PORT`), comma-separated or repeated. The client
+    /// asks the one that answered last and fails over to the others in turn.
+    #[arg(
+        long = "registry",
+        env = "DISCOVERY_REGISTRY",
+        value_name = "URL[,URL]",
+        required = true
+    )]
+    pub urls: Vec<String>,
+}
+
+impl RegistryUrls {
+    /// The client's settings, with these URLs.
+    pub fn builder(&self) -> RegistryBuilder {
+        Registry::builder(&self.urls)
+    }
+}
+
+/// The flags of the read commands (`hosts`, `services`, `peers`).
+#[derive(Debug, Clone, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub registry: RegistryUrls,
+    /// The registry's read token, when it has one (`serve --read-token`).
+    #[arg(long, env = "DISCOVERY_READ_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ReadArgs {
+    /// A client of the given registries that sends the read token.
+    pub fn client(&self) -> Result<Registry, CommandError> {
+        let mut builder = self.registry.builder();
+        if let Some(token) = non_empty(&self.token) {
+            builder = builder.read_token(token);
+        }
+        Ok(builder.build()?)
+    }
+}
+
+/// A token from a flag or the environment; an empty one (`DISCOVERY_READ_TOKEN=`) counts
+/// as none, since no registry accepts an empty token.
+pub fn non_empty(token: &Option<String>) -> Option<&str> {
+    token.as_deref().filter(|t| !t.is_empty())
+}
+
+/// Why a client subcommand stopped. `main` prints it as one line after `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A flag is unusable in a way clap cannot check on its own.
+    #[error("{0}")]
+    Usage(String),
+    /// No registry answered, or one refused the request.
+    #[error("{}", describe(.0))]
+    Registry(Error),
+    /// The registry refused the host's first heartbeat: the flags or the token are wrong.
+    #[error("the first heartbeat was refused: {}", describe(.0))]
+    Refused(Arc<Error>),
+    /// The host could not be deregistered on shutdown; it expires by its TTL instead.
+    #[error("could not deregister the host, it will expire by its TTL: {}", describe(.0))]
+    Deregister(Error),
+    /// A second SIGTERM or SIGINT arrived while the host was draining.
+    #[error("interrupted while draining: the host expires by its TTL")]
+    Interrupted,
+    /// Stdout could not be written.
+    #[error("cannot write the output: {0}")]
+    Output(io::Error),
+}
+
+// By hand rather than with `#[from]`, which would also make the inner error the `source`:
+// `main` prints the source chain after the message, and these messages already hold it.
+impl From<Error> for CommandError {
+    fn from(error: Error) -> Self {
+        CommandError::Registry(error)
+    }
+}
+
+impl From<io::Error> for CommandError {
+    fn from(error: io::Error) -> Self {
+        CommandError::Output(error)
+    }
+}
+
+/// A client error as one line. Unlike the library's own `Display`, a transport failure
+/// shows its root cause (`Connection refused`) rather than reqwest's outer wrapper
+/// (`error sending request for url ...`), which names the URL a second time and hides why.
+fn describe(error: &Error) -> String {
+    match error {
+        Error::Unavailable(failures) => {
+            let parts: Vec<String> = failures.iter().map(describe_failure).collect();
+            format!("no registry answered: {}", parts.join("; "))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn describe_failure(failure: &Failure) -> String {
+    match failure {
+        Failure::Transport { url, source } => {
+            let mut cause: &dyn std::error::Error = source;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            let why = if source.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                cause.to_string()
+            };
+            format!("{url}: {why}")
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,77 @@
+//! `discovery peers`: one registry node's view of its cluster, as a table or as the
+//! `GET /v1/peers` body.
+
+use std::time::Duration;
+
+use clap::Args;
+use discovery_api::PeerState;
+
+use crate::cli::connect::{CommandError, ReadArgs};
+use crate::cli::output::{self, Table};
+
+/// The flags of `discovery peers`.
+#[derive(Debug, Clone, Args)]
+pub struct PeersArgs {
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Print the registry's JSON body instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Asks the first registry that answers and prints its peers. Each node has its own view,
+/// so the table starts with the id of the node that answered.
+pub async fn run(args: PeersArgs) -> Result<(), CommandError> {
+    let registry = args.read.client()?;
+    let response = registry.peers().await?;
+    let text = if args.json {
+        output::json_pretty(&response)
+    } else {
+        let mut table = Table::new(&[
+            "ADDRESS",
+            "NODE",
+            "STATE",
+            "LAST-SUCCESS",
+            "BEHIND",
+            "FAILURES",
+        ]);
+        for p in &response.peers {
+            let last_success = match p.last_success_age_secs {
+                Some(secs) if secs.is_finite() && secs >= 0.0 => {
+                    format!(
+                        "{} ago",
+                        output::short_duration(Duration::from_secs_f64(secs))
+                    )
+                }
+                _ => "never".to_owned(),
+            };
+            table.row(vec![
+                p.address.clone(),
+                p.node_id.clone().unwrap_or_else(|| "-".to_owned()),
+                state_name(p.state).to_owned(),
+                last_success,
+                p.behind.to_string(),
+                p.failures.to_string(),
+            ]);
+        }
+        let ready = if response.ready { "ready" } else { "not ready" };
+        format!(
+            "node {} at {} ({ready}), {} peers\n{}",
+            response.node_id,
+            registry.preferred_url(),
+            response.peers.len(),
+            table.render()
+        )
+    };
+    output::print(&text)?;
+    Ok(())
+}
+
+/// The state as the JSON body spells it.
+fn state_name(state: PeerState) -> &'static str {
+    match state {
+        PeerState::Alive => "alive",
+        PeerState::Suspect => "suspect",
+        PeerState::Dead => "dead",
+    }
+}
