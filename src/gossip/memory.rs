@@ -33,6 +33,8 @@ pub struct Traffic {
     pub sent: u64,
     /// Encoded bytes received.
     pub received: u64,
+    /// Messages sent (requests and answers).
+    pub messages: u64,
 }
 
 #[derive(Default)]
@@ -125,7 +127,9 @@ impl MemoryNetwork {
 
     fn count(&self, from: &str, to: &str, bytes: usize) {
         let mut net = self.net.lock();
-        net.traffic.entry(from.to_owned()).or_default().sent += bytes as u64;
+        let sender = net.traffic.entry(from.to_owned()).or_default();
+        sender.sent += bytes as u64;
+        sender.messages += 1;
         net.traffic.entry(to.to_owned()).or_default().received += bytes as u64;
     }
 }
