@@ -434,3 +434,23 @@ fn every_command_fails_over_when_the_first_registry_is_dead() {
     let agent = start_agent(&node, &registries, "web", &["--ip", "10.0.0.5"]);
     stop_agent(agent, "TERM", &node, "web");
 }
+
+#[test]
+fn read_commands_send_the_read_token_and_report_a_refusal() {
+    let node = Node::start(&["--read-token", "r34d"]);
+    let out = discovery(&["services", "--registry", &node.url]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: {} refused the request with 401", node.url)),
+        "{err}"
+    );
+    let out = discovery(&["hosts", "web", "--registry", &node.url, "--token", "r34d"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Command::new(binary())
+        .args(["peers", "--registry", &node.url, "--json"])
+        .env("DISCOVERY_READ_TOKEN", "r34d")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
