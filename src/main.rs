@@ -38,6 +38,8 @@ enum Command {
     Services(cli::services::ServicesArgs),
     /// Show a registry node's view of its peers.
     Peers(cli::peers::PeersArgs),
+    /// Keep HAProxy backends equal to the registry's host lists (runtime API, no reloads).
+    HaproxySync(cli::haproxy_sync::HaproxySyncArgs),
 }
 
 /// Logs go to stderr, filtered by `DISCOVERY_LOG` (or `RUST_LOG`), else at `default_level`.
@@ -91,6 +93,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peers(args) => {
             init_logging(LogFormat::Text, "warn");
             runtime.block_on(cli::peers::run(args))?;
+        }
+        Command::HaproxySync(args) => {
+            init_logging(args.log_format, "info");
+            runtime.block_on(cli::haproxy_sync::run(args))?;
         }
     }
     Ok(())

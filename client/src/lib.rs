@@ -9,6 +9,9 @@
 //!   any failure, optionally in a cache file it can start from; refuses a drastically
 //!   smaller list until it is confirmed for a grace period ([`ShrinkPolicy`]); hands out
 //!   lock-free snapshots and change notifications ([`HostList`]).
+//! - [`HaproxySync`]: the HAProxy plugin; keeps HAProxy backends equal to services' host
+//!   lists through the runtime API ([`RuntimeApi`]), keeping vanished hosts while
+//!   HAProxy's own checks find them up.
 //!
 //! The wire types come from [`discovery_api`] (re-exported as [`api`]), so client and
 //! server share one definition of the format and its validation rules. Plain HTTP only.
@@ -45,6 +48,7 @@
 mod backoff;
 mod cache;
 mod error;
+mod haproxy;
 mod heartbeat;
 mod registry;
 mod shrink_guard;
@@ -55,6 +59,10 @@ mod watcher;
 pub use discovery_api as api;
 pub use discovery_api::{Host, HostStatus, HostsResponse, Port, Registration, ServiceName};
 pub use error::{Error, Failure};
+pub use haproxy::{
+    BackendBinding, HaproxyError, HaproxySync, HaproxySyncConfig, HealthCheck, RuntimeApi,
+    DEFAULT_COMMAND_TIMEOUT, SERVER_PREFIX,
+};
 pub use heartbeat::{HeartbeatConfig, HeartbeatOutcome, Heartbeater};
 pub use registry::{Registry, RegistryBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use shrink_guard::ShrinkPolicy;

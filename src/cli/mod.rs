@@ -2,6 +2,7 @@
 //! print.
 
 pub mod connect;
+pub mod haproxy_sync;
 pub mod health;
 pub mod heartbeat;
 pub mod hosts;
