@@ -340,6 +340,7 @@ impl Sync {
             .args(["--interval", "300ms", "--check-inter", "200ms"])
             .args(["--fall", "2", "--rise", "1"])
             .args(extra)
+            .env_remove("DISCOVERY_READ_TOKEN")
             .env("DISCOVERY_LOG", "info,discovery_client::haproxy=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -319,6 +319,18 @@ mod tests {
         }
     }
 
+    /// A first round (no memory) with the registry reachable.
+    fn first_round(wanted: &BTreeMap<String, Wanted>, current: &[Observed]) -> Vec<Action> {
+        plan(
+            wanted,
+            current,
+            true,
+            &RULES,
+            &mut Memory::default(),
+            Instant::now(),
+        )
+    }
+
     fn names(actions: &[Action]) -> Vec<String> {
         actions.iter().map(|a| format!("{a:?}")).collect()
     }
@@ -329,14 +341,7 @@ mod tests {
             host("10.0.0.1", 80, Some(30), "up"),
             host("fd00::2", 81, None, "draining"),
         ]);
-        let actions = plan(
-            &wanted,
-            &[],
-            true,
-            &RULES,
-            &mut Memory::default(),
-            Instant::now(),
-        );
+        let actions = first_round(&wanted, &[]);
         assert_eq!(
             actions,
             vec![
@@ -362,14 +367,7 @@ mod tests {
     fn a_backend_equal_to_the_registry_needs_no_action() {
         let wanted = wanted_servers(&[host("10.0.0.1", 80, Some(5), "up")]);
         let current = [up("d-10.0.0.1-80", 5), up("static", 1)];
-        let actions = plan(
-            &wanted,
-            &current,
-            true,
-            &RULES,
-            &mut Memory::default(),
-            Instant::now(),
-        );
+        let actions = first_round(&wanted, &current);
         assert_eq!(actions, vec![]);
     }
 
@@ -424,14 +422,7 @@ mod tests {
             checks_enabled: false,
             ..up("d-10.0.0.1-80", 1)
         };
-        let actions = plan(
-            &wanted,
-            &[half],
-            true,
-            &RULES,
-            &mut Memory::default(),
-            Instant::now(),
-        );
+        let actions = first_round(&wanted, &[half]);
         assert_eq!(
             names(&actions),
             names(&[
@@ -499,14 +490,7 @@ mod tests {
     #[test]
     fn a_host_in_the_registry_is_never_removed_even_when_down() {
         let wanted = wanted_servers(&[host("10.0.0.1", 80, None, "up")]);
-        let actions = plan(
-            &wanted,
-            &[down("d-10.0.0.1-80")],
-            true,
-            &RULES,
-            &mut Memory::default(),
-            Instant::now(),
-        );
+        let actions = first_round(&wanted, &[down("d-10.0.0.1-80")]);
         assert_eq!(actions, vec![]);
     }
 
@@ -650,14 +634,7 @@ mod tests {
             },
             up("web1", 3),
         ];
-        let actions = plan(
-            &BTreeMap::new(),
-            &current,
-            true,
-            &RULES,
-            &mut Memory::default(),
-            Instant::now(),
-        );
+        let actions = first_round(&BTreeMap::new(), &current);
         assert_eq!(actions, vec![]);
     }
 
@@ -687,14 +664,7 @@ mod tests {
             admin: Admin::Maint,
             ..up("d-10.0.0.1-80", 1)
         }];
-        let actions = plan(
-            &BTreeMap::new(),
-            &current,
-            true,
-            &RULES,
-            &mut Memory::default(),
-            Instant::now(),
-        );
+        let actions = first_round(&BTreeMap::new(), &current);
         assert_eq!(
             actions,
             vec![Action::Remove {

@@ -223,6 +223,7 @@ impl HaproxySync {
                 memory: Memory::default(),
                 haproxy: None,
                 last_error: None,
+                failed_commands: HashMap::new(),
             };
             tasks.push(tokio::spawn(backend.run(cancel.clone())));
         }
@@ -258,6 +259,8 @@ struct BackendSync {
     haproxy: Option<ProcessInfo>,
     /// The last round's error, so that a lasting failure is warned about once.
     last_error: Option<String>,
+    /// The last round's failed commands by server, for the same reason.
+    failed_commands: HashMap<String, String>,
 }
 
 impl BackendSync {
@@ -366,9 +369,14 @@ impl BackendSync {
             Instant::now(),
         );
         let planned = actions.len();
+        let mut failed = HashMap::new();
         for action in actions {
-            self.apply(action).await;
+            if let Some((server, error)) = self.apply(action).await {
+                failed.insert(server, error);
+            }
         }
+        // Failures that did not happen again this round are forgotten.
+        self.failed_commands = failed;
         tracing::debug!(backend = %self.binding.backend, registry_reachable, planned, "sync round done");
         Ok(())
     }
@@ -388,13 +396,16 @@ impl BackendSync {
     }
 
     /// Runs one action's commands in order, stopping at the first failure, and logs it.
-    async fn apply(&self, action: Action) {
+    /// Returns the server and the error when a command failed. The same failure again in
+    /// the next rounds (a backend HAProxy refuses dynamic servers for, say) is logged at
+    /// `debug`, so that a lasting problem is one warning, not one every interval.
+    async fn apply(&self, action: Action) -> Option<(String, String)> {
         let backend = self.binding.backend.as_str();
         let service = self.binding.service.as_str();
         let (server, commands) = match &action {
             Action::Keep { name, reason } => {
                 tracing::info!(backend = %backend, service = %service, server = %name, ?reason, "host vanished from the registry; keeping its server");
-                return;
+                return None;
             }
             Action::Add(wanted) => (&wanted.name, self.add_commands(wanted)),
             Action::EnableHealth { name } => (
@@ -432,8 +443,13 @@ impl BackendSync {
         };
         for (command, expect) in &commands {
             if let Err(error) = self.api.run(command, *expect).await {
-                tracing::warn!(backend = %backend, service = %service, server = %server, %error, ?action, "a runtime API command failed; the next round retries");
-                return;
+                let text = error.to_string();
+                if self.failed_commands.get(server) != Some(&text) {
+                    tracing::warn!(backend = %backend, service = %service, server = %server, %error, ?action, "a runtime API command failed; the next rounds retry");
+                } else {
+                    tracing::debug!(backend = %backend, server = %server, %error, "a runtime API command failed again");
+                }
+                return Some((server.clone(), text));
             }
         }
         match &action {
@@ -457,6 +473,7 @@ impl BackendSync {
             }
             Action::Keep { .. } => {}
         }
+        None
     }
 
     /// Add, start checks, ready, then force down: a readied server is UP before its first
