@@ -73,3 +73,18 @@ def node():
     n = Node()
     yield n
     n.stop()
+
+
+@pytest.fixture
+def start_node():
+    """Starts nodes with the given `serve` flags; all are stopped after the test."""
+    nodes = []
+
+    def start(*args: str) -> Node:
+        n = Node(*args)
+        nodes.append(n)
+        return n
+
+    yield start
+    for n in nodes:
+        n.stop()

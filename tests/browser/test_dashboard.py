@@ -7,10 +7,13 @@ import re
 
 from playwright.sync_api import expect
 
-from conftest import screenshot
-
 SCRIPT = "<script>alert(1)</script>"
 IMG = '<img src=x onerror="alert(2)">'
+
+
+def register(node, service, ip, port, revision="4f2a9c1", **fields):
+    """A heartbeat (JSON) that must be taken."""
+    node.register(service, ip=ip, port=port, revision=revision, **fields)
 
 
 def service_row(page, name):
@@ -19,9 +22,9 @@ def service_row(page, name):
 
 def test_page_lists_registered_services_with_their_counts(start_node, page):
     node = start_node()
-    node.register("payments", "10.0.0.7", 8080, tags={"az": "us-east-1a"})
-    node.register("payments", "10.0.0.8", 8080)
-    node.register("search", "10.0.1.1", 9000)
+    register(node, "payments", "10.0.0.7", 8080, tags={"az": "us-east-1a"})
+    register(node, "payments", "10.0.0.8", 8080)
+    register(node, "search", "10.0.1.1", 9000)
 
     page.goto(node.url + "/")
 
@@ -41,22 +44,22 @@ def test_page_lists_registered_services_with_their_counts(start_node, page):
 
 def test_page_follows_new_hosts_and_services_without_a_reload(start_node, page):
     node = start_node()
-    node.register("payments", "10.0.0.7", 8080)
+    register(node, "payments", "10.0.0.7", 8080)
     page.goto(node.url + "/#service=payments")
     expect(page.locator("#hosts tbody tr")).to_have_count(1)
     page.evaluate("window.__sameDocument = true")
 
     # A new host of the selected service arrives through the long poll...
-    node.register("payments", "10.0.0.9", 8081, revision="b7c1d00")
+    register(node, "payments", "10.0.0.9", 8081, revision="b7c1d00")
     expect(page.locator("#hosts tbody")).to_contain_text("10.0.0.9:8081", timeout=5000)
     expect(page.locator("#hosts tbody")).to_contain_text("b7c1d00")
     # ...and a new service through the periodic refresh.
-    node.register("checkout", "10.0.2.1", 7000)
+    register(node, "checkout", "10.0.2.1", 7000)
     expect(service_row(page, "checkout")).to_be_visible(timeout=5000)
     expect(page.locator("#n-hosts")).to_have_text("3")
 
     # A deleted host leaves the list.
-    status, _ = node.request("DELETE", "/v1/registration/payments/10.0.0.7")
+    status, _, _ = node.request("DELETE", "/v1/registration/payments/10.0.0.7")
     assert status == 200
     expect(page.locator("#hosts tbody tr")).to_have_count(1, timeout=5000)
 
@@ -64,18 +67,13 @@ def test_page_follows_new_hosts_and_services_without_a_reload(start_node, page):
     assert page.errors == []
 
 
-def test_hostile_tag_values_are_shown_as_text_and_never_run(start_node, page):
+def test_hostile_tag_values_are_shown_as_text_and_never_run(start_node, page, screenshot):
     node = start_node()
-    node.register(
-        "payments",
-        "10.0.0.7",
-        8080,
-        revision=IMG,
-        tags={"note": SCRIPT, "az": "us-east-1a", "region": "us-east-1", "canary": True, "load_balancing_weight": 30},
-    )
-    node.register("payments", "10.0.0.8", 8080, status="draining", tags={"az": "us-east-1b"})
-    node.register("payments", "2001:db8::1", 443, tags={"instance_id": "i-0abc"})
-    node.register("search", "10.0.1.1", 9000)
+    tags = {"note": SCRIPT, "az": "us-east-1a", "region": "us-east-1", "canary": True, "load_balancing_weight": 30}
+    register(node, "payments", "10.0.0.7", 8080, revision=IMG, tags=tags)
+    register(node, "payments", "10.0.0.8", 8080, status="draining", tags={"az": "us-east-1b"})
+    register(node, "payments", "2001:db8::1", 443, tags={"instance_id": "i-0abc"})
+    register(node, "search", "10.0.1.1", 9000)
 
     page.goto(node.url + "/#service=payments")
 
@@ -103,10 +101,10 @@ def test_hostile_tag_values_are_shown_as_text_and_never_run(start_node, page):
     assert page.errors == []
 
 
-def test_hosts_held_by_the_expiry_guard_are_highlighted(start_node, page):
+def test_hosts_held_by_the_expiry_guard_are_highlighted(start_node, page, screenshot):
     node = start_node("--min-ttl", "1s", "--max-stale", "600s")
     for i in range(12):
-        node.register("payments", f"10.0.0.{i + 1}", 8080, ttl="1")
+        register(node, "payments", f"10.0.0.{i + 1}", 8080, ttl=1)
     page.goto(node.url + "/#service=payments")
 
     expect(page.locator("#guard")).to_be_visible(timeout=10000)
@@ -117,9 +115,9 @@ def test_hosts_held_by_the_expiry_guard_are_highlighted(start_node, page):
     assert page.errors == []
 
 
-def test_page_asks_for_the_read_token_and_then_shows_the_registry(start_node, page):
+def test_page_asks_for_the_read_token_and_then_shows_the_registry(start_node, page, screenshot):
     node = start_node("--read-token", "s3cret")
-    node.register("payments", "10.0.0.7", 8080)
+    register(node, "payments", "10.0.0.7", 8080)
 
     page.goto(node.url + "/")
     expect(page.locator("#auth-banner")).to_be_visible()
@@ -146,7 +144,7 @@ def test_page_asks_for_the_read_token_and_then_shows_the_registry(start_node, pa
 def test_a_node_that_is_not_ready_is_shown_as_such(start_node, page):
     # A peer that never answers and a long warmup: the node stays not ready.
     node = start_node("--peers", "http://127.0.0.1:9", "--warmup", "10m")
-    node.register("payments", "10.0.0.7", 8080)
+    register(node, "payments", "10.0.0.7", 8080)
 
     page.goto(node.url + "/#service=payments")
 
@@ -157,11 +155,11 @@ def test_a_node_that_is_not_ready_is_shown_as_such(start_node, page):
     assert page.errors == []
 
 
-def test_peers_are_shown_with_state_age_and_lag(start_node, page):
+def test_peers_are_shown_with_state_age_and_lag(start_node, page, screenshot):
     # Until a multi-node run exercises gossip, the peer table is served as the wire format
     # documents it (api/openapi.yaml, PeersResponse); everything else is the real node.
     node = start_node()
-    node.register("payments", "10.0.0.7", 8080)
+    register(node, "payments", "10.0.0.7", 8080)
     peers = {
         "node_id": "node-a",
         "ready": True,

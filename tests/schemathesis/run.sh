@@ -63,7 +63,7 @@ fuzz() {
     --checks "$checks" \
     --max-examples "$MAX_EXAMPLES" --max-time "$seconds" \
     --seed "${SEED:-20261128}" \
-    --request-timeout 10 --workers 1 \
+    --request-timeout 10 --workers 1 --generation-database none \
     "${EXTRA[@]}" || status=$?
 
   if grep -q 'panicked' "$work/stderr"; then
