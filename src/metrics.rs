@@ -92,6 +92,8 @@ pub struct Metrics {
     pub ready: Gauge,
     /// Long polls waiting now.
     pub long_polls: Gauge,
+    /// Long polls answered at once because `--max-long-polls` were already waiting.
+    pub long_polls_refused: Counter,
     /// Gossip rounds by outcome (`ok`, `failed`).
     pub gossip_rounds: Family<GossipLabels, Counter>,
     /// Gossip payload bytes (`sent`, `received`).
@@ -162,6 +164,12 @@ impl Metrics {
         );
         let long_polls = Gauge::default();
         registry.register("long_polls", "Long polls waiting", long_polls.clone());
+        let long_polls_refused = Counter::default();
+        registry.register(
+            "long_polls_refused",
+            "Long polls answered at once because --max-long-polls were waiting",
+            long_polls_refused.clone(),
+        );
         let gossip_rounds = Family::<GossipLabels, Counter>::default();
         registry.register(
             "gossip_rounds",
@@ -186,6 +194,35 @@ impl Metrics {
             "Most records a peer lacked from this node at the last exchange",
             replication_backlog.clone(),
         );
+        // Every known label value exists from the start, at 0, so that rates and alerts work
+        // before the first event (Prometheus cannot tell a missing series from a zero one).
+        for result in [
+            HeartbeatResult::created,
+            HeartbeatResult::changed,
+            HeartbeatResult::refreshed,
+            HeartbeatResult::refused,
+        ] {
+            heartbeats
+                .get_or_create(&HeartbeatLabels { result })
+                .inc_by(0);
+        }
+        let kinds: [(&Family<GossipLabels, Counter>, &[&str]); 3] = [
+            (&gossip_rounds, &["ok", "failed"]),
+            (&gossip_bytes, &["sent", "received"]),
+            (&gossip_records, &["sent", "received", "refused"]),
+        ];
+        for (family, kinds) in kinds {
+            for kind in kinds {
+                Metrics::gossip(family, kind, 0);
+            }
+        }
+        for state in ["alive", "suspect", "dead"] {
+            peers
+                .get_or_create(&PeerStateLabels {
+                    state: state.to_owned(),
+                })
+                .set(0);
+        }
         Metrics {
             registry,
             requests,
@@ -199,6 +236,7 @@ impl Metrics {
             expiry_guard_engaged,
             ready,
             long_polls,
+            long_polls_refused,
             gossip_rounds,
             gossip_bytes,
             gossip_records,

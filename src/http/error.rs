@@ -62,7 +62,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if matches!(self, ApiError::Unavailable(_)) {
+        if matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::PayloadTooLarge(_)
+        ) {
             tracing::warn!(error = %self, "refused by a limit");
         }
         let mut response = (

@@ -2,6 +2,7 @@
 //! repository query and deletes (SPEC 3.1).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -221,6 +222,8 @@ pub async fn list(
     }
     let Some(_slot) = shared.long_poll_slot() else {
         // Over the long-poll limit: answer now rather than hold more memory.
+        shared.metrics.long_polls_refused.inc();
+        warn_long_poll_limit(shared.config.limits.max_long_polls);
         return Ok(respond(&shared.registry.view(&service, now()), &headers));
     };
     let mut subscription = shared.hub.subscribe(&service);
@@ -233,6 +236,27 @@ pub async fn list(
     }
     drop(subscription);
     Ok(respond(&shared.registry.view(&service, now()), &headers))
+}
+
+/// When the long-poll limit last logged a warning, in seconds since the epoch.
+static LONG_POLL_LIMIT_WARNED: AtomicU64 = AtomicU64::new(0);
+
+/// Warns that the long-poll limit answers polls at once, at most every 10 s: pollers
+/// answered at once poll again at once, so one line per refusal would flood the log.
+/// `discovery_long_polls_refused_total` counts every one.
+fn warn_long_poll_limit(max: usize) {
+    let now_secs = now() / 1_000_000;
+    let last = LONG_POLL_LIMIT_WARNED.load(Ordering::Relaxed);
+    if now_secs >= last + 10
+        && LONG_POLL_LIMIT_WARNED
+            .compare_exchange(last, now_secs, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            max_long_polls = max,
+            "long-poll limit reached: further polls are answered at once (--max-long-polls)"
+        );
+    }
 }
 
 /// `GET /v1/registration/repo/{service_repo_name}`.

@@ -26,6 +26,26 @@ impl Node {
 
     /// Starts a node on a given listen address (to restart one on the same port).
     pub fn start_on(listen: &str, args: &[&str]) -> Node {
+        Node::spawn(listen, args, Stdio::inherit())
+    }
+
+    /// Like [`Node::start`], with the node's log lines (stderr, `DISCOVERY_LOG`, default
+    /// `warn`) collected for assertions.
+    pub fn start_logged(args: &[&str]) -> (Node, Logs) {
+        let mut node = Node::spawn("127.0.0.1:0", args, Stdio::piped());
+        let stderr = node.child.stderr.take().expect("stderr");
+        let logs = Logs::default();
+        let lines = logs.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
+        (node, logs)
+    }
+
+    fn spawn(listen: &str, args: &[&str], stderr: Stdio) -> Node {
         let mut child = Command::new(binary())
             .arg("serve")
             .args(["--listen", listen])
@@ -36,7 +56,7 @@ impl Node {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start discovery");
         let stdout = child.stdout.take().expect("stdout");
@@ -84,6 +104,22 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// The log lines of a node started with [`Node::start_logged`], as they arrive.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Logs {
+    /// Whether a line so far contains `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Every line so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
     }
 }
 
