@@ -156,35 +156,30 @@ def test_a_node_that_is_not_ready_is_shown_as_such(start_node, page):
 
 
 def test_peers_are_shown_with_state_age_and_lag(start_node, page, screenshot):
-    # Until a multi-node run exercises gossip, the peer table is served as the wire format
-    # documents it (api/openapi.yaml, PeersResponse); everything else is the real node.
-    node = start_node()
-    register(node, "payments", "10.0.0.7", 8080)
-    peers = {
-        "node_id": "node-a",
-        "ready": True,
-        "peers": [
-            {"address": "http://10.0.0.2:8080", "node_id": "node-b", "state": "alive",
-             "last_success": None, "last_success_age_secs": 0.4, "behind": 0, "failures": 0},
-            {"address": "http://10.0.0.3:8080", "node_id": "node-c", "state": "suspect",
-             "last_success": None, "last_success_age_secs": 12.0, "behind": 37, "failures": 3},
-            {"address": "http://10.0.0.4:8080", "node_id": None, "state": "dead",
-             "last_success": None, "last_success_age_secs": None, "behind": 0, "failures": 41},
-        ],
-    }
-    page.route("**/v1/peers", lambda route: route.fulfill(json=peers))
-    page.goto(node.url + "/")
+    # b gossips with a (alive) and with an address where nothing listens (dead after a few
+    # failed exchanges); then a stops and b stops counting it as alive.
+    a = start_node("--gossip-interval", "100ms", "--node-id", "node-a")
+    b = start_node("--gossip-interval", "100ms", "--node-id", "node-b", "--peers", f"{a.url},http://127.0.0.1:9")
+    register(a, "payments", "10.0.0.7", 8080)
 
-    rows = page.locator("#peers tbody tr")
-    expect(rows).to_have_count(3)
-    expect(rows.nth(0).locator(".badge")).to_have_text("alive")
-    expect(rows.nth(1).locator(".badge")).to_have_text("suspect")
-    expect(rows.nth(1)).to_contain_text("37")
-    expect(rows.nth(1).locator("td").nth(3)).to_have_text(re.compile(r"^1\ds ago$"))
-    expect(rows.nth(2)).to_contain_text("never")
-    expect(rows.nth(2)).to_contain_text("unknown")
-    expect(page.locator("#n-peers")).to_have_text("1 / 3")
+    page.goto(b.url + "/")
+
+    alive = page.locator("#peers tbody tr", has_text=a.url)
+    nobody = page.locator("#peers tbody tr", has_text="http://127.0.0.1:9")
+    expect(alive.locator(".badge")).to_have_text("alive", timeout=10000)
+    expect(alive).to_contain_text("node-a")
+    expect(alive.locator("td").nth(3)).to_have_text(re.compile(r"^\d+s ago$"))
+    expect(nobody.locator(".badge")).to_have_text("dead", timeout=10000)
+    expect(nobody).to_contain_text("unknown")
+    expect(nobody).to_contain_text("never")
+    expect(page.locator("#n-peers")).to_have_text("1 / 2")
     expect(page.locator("#card-peers")).to_have_class(re.compile(r"\bbad\b"))
-    expect(page.locator("#node")).to_have_text("node-a")
+    expect(page.locator("#node")).to_have_text("node-b")
+    # a's host reached b by gossip and shows on b's page.
+    expect(service_row(page, "payments")).to_be_visible(timeout=10000)
     screenshot(page, "dashboard-peers.png")
+
+    a.stop()
+    expect(alive.locator(".badge")).not_to_have_text("alive", timeout=10000)
+    expect(page.locator("#n-peers")).to_have_text("0 / 2")
     assert page.errors == []
