@@ -108,6 +108,9 @@ wait_for 60 "the agent's host on all nodes" has_demo
 
 step "partition: registry-3 cut off the cluster network"
 docker network disconnect "$NET" "$(container 3)"
+# Docker re-maps an ephemeral published port when a container's networks change.
+N3=$(url 3)
+NODES=("$N1" "$N2" "$N3")
 # Writes go on on both sides of the partition.
 register "$N1" alpha 10.1.0.10
 register "$N2" beta 10.2.0.10
@@ -120,6 +123,8 @@ state "$N3" alpha | grep -q '10.1.0.1:8080'
 
 step "heal"
 docker network connect --alias registry "$NET" "$(container 3)"
+N3=$(url 3)
+NODES=("$N1" "$N2" "$N3")
 printf '%s\n' alpha\ 10.1.0.{2,3,10}:8080 beta\ 10.2.0.{1,2,3,10}:8080 gamma\ 10.3.0.{2,3,10}:8080 | sort >"$expected"
 wait_for 60 "convergence after the heal" converged "$expected" "${SERVICES[@]}"
 # Nothing resurrected: the deleted hosts stay deleted a while later.
