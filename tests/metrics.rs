@@ -97,6 +97,11 @@ fn metric(node: &Node, name: &str, labels: &[(&str, &str)]) -> f64 {
     Scrape::of(node).get(name, labels).unwrap_or(f64::NAN)
 }
 
+/// The status of a request with no body.
+fn status(node: &Node, method: &str, path: &str) -> u16 {
+    http(method, &format!("{}{path}", node.url), None, "").0
+}
+
 fn heartbeat(node: &Node, service: &str, body: &str) -> u16 {
     let url = format!("{}/v1/registration/{service}", node.url);
     http("POST", &url, Some(FORM), body).0
@@ -160,14 +165,8 @@ fn requests_heartbeats_hosts_and_expirations_are_counted() {
     assert_eq!(heartbeat(&node, "payments", &host("10.0.0.1", "a")), 200);
     assert_eq!(heartbeat(&node, "payments", &host("10.0.0.2", "b")), 200);
     assert_eq!(heartbeat(&node, "payments", "port=80&revision=a"), 400);
-    let (status, _) = http(
-        "GET",
-        &format!("{}/v1/registration/payments", node.url),
-        None,
-        "",
-    );
-    assert_eq!(status, 200);
-    assert_eq!(http("GET", &format!("{}/nope", node.url), None, "").0, 404);
+    assert_eq!(status(&node, "GET", "/v1/registration/payments"), 200);
+    assert_eq!(status(&node, "GET", "/nope"), 404);
 
     let m = Scrape::of(&node);
     let beats = |result| m.value("discovery_heartbeats_total", &[("result", result)]);
@@ -228,13 +227,10 @@ fn hosts_and_services_gauges_follow_the_registry() {
     let m = Scrape::of(&node);
     assert_eq!(m.value("discovery_hosts", &[]), 4.0);
     assert_eq!(m.value("discovery_services", &[]), 2.0);
-    let (status, _) = http(
-        "DELETE",
-        &format!("{}/v1/registration/odd/10.0.0.1", node.url),
-        None,
-        "",
+    assert_eq!(
+        status(&node, "DELETE", "/v1/registration/odd/10.0.0.1"),
+        200
     );
-    assert_eq!(status, 200);
     let m = Scrape::of(&node);
     assert_eq!(m.value("discovery_hosts", &[]), 3.0);
 }

@@ -155,6 +155,20 @@ def test_a_node_that_is_not_ready_is_shown_as_such(start_node, page):
     assert page.errors == []
 
 
+def test_hosts_appear_without_a_reload_once_the_node_becomes_ready(start_node, page):
+    # No peer answers, so the node becomes ready when its warmup ends.
+    node = start_node("--peers", "http://127.0.0.1:9", "--warmup", "4s")
+    register(node, "payments", "10.0.0.7", 8080)
+    page.goto(node.url + "/#service=payments")
+    page.evaluate("window.__sameDocument = true")
+
+    expect(page.locator("#ready")).to_have_text("ready", timeout=15000)
+    expect(page.locator("#not-ready")).to_have_count(0)
+    expect(page.locator("#hosts tbody")).to_contain_text("10.0.0.7:8080", timeout=10000)
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.errors == []
+
+
 def test_peers_are_shown_with_state_age_and_lag(start_node, page, screenshot):
     # b gossips with a (alive) and with an address where nothing listens (dead after a few
     # failed exchanges); then a stops and b stops counting it as alive.
