@@ -13,6 +13,7 @@ cd "$(dirname "$0")/../.."
 
 BIN=${DISCOVERY_BIN:-target/debug/discovery}
 ST=${ST:-st}
+case "$ST" in */*) ST=$(cd "$(dirname "$ST")" && pwd)/$(basename "$ST") ;; esac
 MAX_EXAMPLES=${MAX_EXAMPLES:-40}
 MAX_TIME=${MAX_TIME:-120}
 ADMIN=fuzz-admin-token
@@ -56,15 +57,16 @@ fuzz() {
   # `index`), and the heartbeat parser is deliberately lenient (`"port": "8080"` and
   # `"revision": 42` are taken), which `negative_data_rejection` would report.
   # One worker: schemathesis' coverage phase is not thread-safe on Python 3.11.
-  local status=0
-  SCHEMATHESIS_HOOKS=hooks PYTHONPATH=tests/schemathesis "$ST" run api/openapi.yaml \
+  # Run from the scratch folder: schemathesis keeps a cache in `./.schemathesis`.
+  local status=0 root=$PWD
+  (cd "$work" && SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$root/tests/schemathesis" "$ST" run "$root/api/openapi.yaml" \
     --url "$url" \
     --header "Authorization: Bearer $ADMIN" \
     --checks "$checks" \
     --max-examples "$MAX_EXAMPLES" --max-time "$seconds" \
     --seed "${SEED:-20261128}" \
     --request-timeout 10 --workers 1 --generation-database none \
-    "${EXTRA[@]}" || status=$?
+    "${EXTRA[@]}") || status=$?
 
   if grep -q 'panicked' "$work/stderr"; then
     echo "the node panicked:" >&2
