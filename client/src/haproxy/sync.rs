@@ -310,12 +310,15 @@ impl BackendSync {
             return Ok(());
         }
         let hosts = self.watcher.current();
+        // A list from the registry with no failure since, and not too old. (The watcher
+        // publishes a list a moment before it stamps `last_success`: none yet is fresh.)
         let registry_reachable = status.source == ListSource::Registry
             && status.consecutive_failures == 0
-            && status
-                .last_success
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age <= self.fresh_window);
+            && status.last_success.is_none_or(|t| {
+                SystemTime::now()
+                    .duration_since(t)
+                    .is_ok_and(|age| age <= self.fresh_window)
+            });
 
         let process = self.show("show info", parse::info).await?;
         if let Some(previous) = self.haproxy {
