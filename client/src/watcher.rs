@@ -303,7 +303,21 @@ impl Follow {
     /// again at once).
     async fn on_answer(&mut self, polled: Polled) -> Option<Duration> {
         self.backoff.reset();
-        let (url, long_poll) = match polled {
+        let url = match &polled {
+            Polled::Hosts { url, .. } | Polled::NotModified { url } => url.clone(),
+        };
+        let was_failing = self.shared.status.load().consecutive_failures > 0;
+        if was_failing {
+            tracing::info!(service = %self.service, registry = %url, "host list polls go through again");
+        }
+        // Recorded before the list is published, so whoever wakes on the change sees
+        // where it came from.
+        self.update_status(|s| {
+            s.registry = Some(url);
+            s.last_success = Some(SystemTime::now());
+            s.consecutive_failures = 0;
+        });
+        let long_poll = match polled {
             Polled::Hosts {
                 url,
                 response,
@@ -317,26 +331,17 @@ impl Follow {
                     etag,
                 };
                 self.offer(response).await;
-                (url, index.is_some())
+                index.is_some()
             }
-            Polled::NotModified { url } => {
+            Polled::NotModified { .. } => {
                 // Still the answer held back, if any: that confirms it.
                 if let Some(held) = self.held.take() {
                     self.offer(held).await;
                 }
-                (url, false)
+                false
             }
         };
         let held_until = self.shared.status.load().held_back.map(|h| h.until);
-        let was_failing = self.shared.status.load().consecutive_failures > 0;
-        if was_failing {
-            tracing::info!(service = %self.service, registry = %url, "host list polls go through again");
-        }
-        self.update_status(|s| {
-            s.registry = Some(url);
-            s.last_success = Some(SystemTime::now());
-            s.consecutive_failures = 0;
-        });
         // While an answer is held back, ask again right when the grace period ends, so
         // that a confirmed shrink is taken on time rather than at the next change.
         let until_confirm = held_until
