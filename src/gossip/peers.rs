@@ -210,6 +210,13 @@ impl PeerTable {
             return;
         };
         peer.node_id = Some(contact.node_id.to_owned());
+        if peer.failures > 0 {
+            tracing::info!(
+                peer = addr,
+                node = contact.node_id,
+                "gossip peer answers again"
+            );
+        }
         peer.state = PeerState::Alive;
         peer.failures = 0;
         peer.last_success = Some(now);
@@ -246,11 +253,26 @@ impl PeerTable {
     pub fn failed(&mut self, addr: &str) {
         if let Some(peer) = self.peers.get_mut(addr) {
             peer.failures += 1;
-            peer.state = if peer.failures >= DEAD_AFTER_FAILURES {
+            let state = if peer.failures >= DEAD_AFTER_FAILURES {
                 PeerState::Dead
             } else {
                 PeerState::Suspect
             };
+            // Operators hear of the first failure and of every change for the worse, once.
+            if state != peer.state || peer.failures == 1 {
+                tracing::warn!(
+                    peer = addr,
+                    node = peer.node_id.as_deref().unwrap_or("unknown"),
+                    failures = peer.failures,
+                    "gossip peer is now {}",
+                    if state == PeerState::Dead {
+                        "dead"
+                    } else {
+                        "suspect"
+                    }
+                );
+            }
+            peer.state = state;
         }
     }
 
