@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use futures_util::future::Either;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -163,10 +163,17 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().map_request(
-            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+        let router = router.clone();
+        let hot = shared.clone();
+        let service = hyper::service::service_fn(
+            move |req: axum::extract::Request<hyper::body::Incoming>| {
+                // Plain host-list reads skip the router (see `http::hot_path`).
+                if let Some(response) = http::hot_path::answer(&hot, &req) {
+                    return Either::Left(std::future::ready(Ok(response)));
+                }
+                let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
-                req.map(axum::body::Body::new)
+                Either::Right(router.clone().oneshot(req))
             },
         );
         let shutdown = shutdown.clone();
@@ -174,7 +181,7 @@ async fn accept_loop(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {

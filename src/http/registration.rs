@@ -155,7 +155,9 @@ fn parse_wait(w: &str) -> Result<Duration, ApiError> {
 
 /// Whether `If-None-Match` names this ETag (weak comparison, lists and `*` included).
 fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
-    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    fn strip(t: &str) -> &str {
+        t.trim().trim_start_matches("W/")
+    }
     let ours = strip(etag);
     headers
         .get_all(header::IF_NONE_MATCH)
@@ -211,12 +213,12 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require(&shared, Access::Read, &headers)?;
-    let service = service_name(&service)?;
-    let poll = long_poll(&query, shared.config.limits.max_wait)?;
-    require_ready(&shared)?;
-    let Some((index, wait)) = poll else {
-        return Ok(respond(&shared.registry.view(&service, now()), &headers));
+    let name = service_name(&service)?;
+    let Some((index, wait)) = long_poll(&query, shared.config.limits.max_wait)? else {
+        return list_now(&shared, &service, &headers);
     };
+    let service = name;
+    require_ready(&shared)?;
     if shared.registry.index(service.as_str()) > index {
         return Ok(respond(&shared.registry.view(&service, now()), &headers));
     }
@@ -257,6 +259,18 @@ fn warn_long_poll_limit(max: usize) {
             "long-poll limit reached: further polls are answered at once (--max-long-polls)"
         );
     }
+}
+
+/// A host-list read that is not a long poll: the routed handler's and the hot path's answer.
+pub(super) fn list_now(
+    shared: &AppState,
+    service: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    require(shared, Access::Read, headers)?;
+    let service = service_name(service)?;
+    require_ready(shared)?;
+    Ok(respond(&shared.registry.view(&service, now()), headers))
 }
 
 /// `GET /v1/registration/repo/{service_repo_name}`.
