@@ -3,7 +3,10 @@
 //! Counters are recorded where things happen; gauges that mirror registry state (hosts,
 //! services, stale hosts) are read from the registry at scrape time, so they cannot drift.
 
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
+
+use axum::http::Method;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -12,13 +15,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Labels of a served request.
+/// Labels of a served request. Borrowed `'static` strings for the known routes and methods,
+/// so counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route pattern, e.g. `/v1/registration/{service}`.
-    pub route: String,
+    pub route: Cow<'static, str>,
     /// The method.
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The status code.
     pub status: u16,
 }
@@ -27,7 +31,7 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The route pattern.
-    pub route: String,
+    pub route: Cow<'static, str>,
 }
 
 /// What a heartbeat did.
@@ -263,19 +267,19 @@ impl Metrics {
     }
 
     /// Counts a served request.
-    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    pub fn request(&self, route: Cow<'static, str>, method: &Method, status: u16, seconds: f64) {
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .observe(seconds);
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
+                route,
+                method: method_label(method),
                 status,
             })
             .inc();
-        self.request_seconds
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-            })
-            .observe(seconds);
     }
 
     /// Renders the text exposition.
@@ -285,6 +289,20 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// A method as a label value, without allocating for the standard ones.
+fn method_label(method: &Method) -> Cow<'static, str> {
+    Cow::Borrowed(match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "PUT" => "PUT",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        other => return Cow::Owned(other.to_owned()),
+    })
 }
 
 impl Default for Metrics {

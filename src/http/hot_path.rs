@@ -11,6 +11,7 @@
 //! Anything else, a long poll, a percent-encoded or nested path included, returns `None` and
 //! takes the router.
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
@@ -45,7 +46,13 @@ pub fn answer<B>(shared: &AppState, request: &Request<B>) -> Option<Response> {
         registration::list_now(shared, service, headers).into_response()
     }))
     .unwrap_or_else(on_panic);
-    record(shared, ROUTE, &Method::GET, started, &response);
+    record(
+        shared,
+        Cow::Borrowed(ROUTE),
+        &Method::GET,
+        started,
+        &response,
+    );
     Some(response)
 }
 

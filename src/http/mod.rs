@@ -16,6 +16,7 @@ mod peers;
 mod registration;
 mod services;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -141,24 +142,38 @@ pub(crate) fn require(
 /// Counts every request by route and status, and logs it at debug.
 async fn observe(State(shared): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = match request.extensions().get::<MatchedPath>() {
+        None => Cow::Borrowed("unmatched"),
+        // The public routes' labels are the static patterns of `ROUTES`; others (gossip) are
+        // rare enough to allocate.
+        Some(path) => ROUTES
+            .iter()
+            .find(|(_, pattern)| *pattern == path.as_str())
+            .map_or_else(
+                || Cow::Owned(path.as_str().to_owned()),
+                |(_, p)| Cow::Borrowed(*p),
+            ),
+    };
     let method = request.method().clone();
     let response = next.run(request).await.into_response();
-    record(&shared, &route, &method, started, &response);
+    record(&shared, route, &method, started, &response);
     response
 }
 
 /// The accounting of one answered request, shared by [`observe`] and the hot path.
-fn record(shared: &Shared, route: &str, method: &Method, started: Instant, response: &Response) {
+fn record(
+    shared: &Shared,
+    route: Cow<'static, str>,
+    method: &Method,
+    started: Instant,
+    response: &Response,
+) {
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    tracing::debug!(%method, %route, status, latency_us = elapsed.as_micros() as u64, "request");
     shared
         .metrics
-        .request(route, method.as_str(), status, elapsed.as_secs_f64());
-    tracing::debug!(%method, route, status, latency_us = elapsed.as_micros() as u64, "request");
+        .request(route, method, status, elapsed.as_secs_f64());
 }
 
 #[cfg(test)]
