@@ -271,15 +271,13 @@ impl Registry {
             let unchanged = entry.record.routing().is_some_and(|r| same_routing(r));
             entry.record.hb = hb;
             if !unchanged {
-                entry.record.beat = Beat::Live {
-                    routing: Arc::new(Routing {
-                        revision: reg.revision.clone(),
-                        service_repo_name: reg.service_repo_name.clone(),
-                        tags,
-                        status: reg.status,
-                    }),
-                    ttl,
-                };
+                let routing = service::routing(
+                    reg,
+                    tags,
+                    [entry.record.routing().map(|r| &**r), svc.recent.as_deref()],
+                );
+                svc.recent = Some(routing.clone());
+                entry.record.beat = Beat::Live { routing, ttl };
             } else if let Beat::Live { ttl: t, .. } = &mut entry.record.beat {
                 *t = ttl;
             }
@@ -312,12 +310,8 @@ impl Registry {
             });
         }
         let version = self.mint();
-        let routing = Arc::new(Routing {
-            revision: reg.revision.clone(),
-            service_repo_name: reg.service_repo_name.clone(),
-            tags,
-            status: reg.status,
-        });
+        let routing = service::routing(reg, tags, [svc.recent.as_deref(), None]);
+        svc.recent = Some(routing.clone());
         let beat = Beat::Live { routing, ttl };
         match svc.hosts.get_mut(&(ip, port)) {
             Some(tomb) => {

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use discovery_api::ServiceName;
+use discovery_api::{Registration, ServiceName};
 
 use super::clock::Micros;
-use super::record::{Origin, Record, Version};
+use super::record::{Origin, Record, Routing, Version};
 use super::view::{self, ContentHasher, ServiceView};
 
 /// A record with the local bookkeeping around it.
@@ -31,6 +31,32 @@ pub(crate) fn note_version(max_seq: &mut HashMap<Arc<Origin>, u64>, version: &Ve
     *max = (*max).max(version.seq);
 }
 
+/// The routing fields of a heartbeat. The revision and repository name are shared with an
+/// equal one among `held` (the host's previous fields, the service's most recent ones): the
+/// hosts of a service run the same few revisions, and one allocation per host for each of
+/// them was a sixth of a host's memory.
+pub(crate) fn routing(
+    reg: &Registration,
+    tags: Box<str>,
+    held: [Option<&Routing>; 2],
+) -> Arc<Routing> {
+    let held = held.into_iter().flatten();
+    let revision = held
+        .clone()
+        .find(|r| r.revision == reg.revision)
+        .map_or(&reg.revision, |r| &r.revision);
+    let service_repo_name = held
+        .clone()
+        .find(|r| r.service_repo_name == reg.service_repo_name)
+        .map_or(&reg.service_repo_name, |r| &r.service_repo_name);
+    Arc::new(Routing {
+        revision: revision.clone(),
+        service_repo_name: service_repo_name.clone(),
+        tags,
+        status: reg.status,
+    })
+}
+
 /// The hosts of one service, live ones and tombstones, by `(ip, port)`.
 #[derive(Debug)]
 pub(crate) struct ServiceState {
@@ -49,6 +75,8 @@ pub(crate) struct ServiceState {
     pub view: Arc<ServiceView>,
     /// The highest seq held per origin, to skip this service quickly when a peer has it all.
     pub max_seq: HashMap<Arc<Origin>, u64>,
+    /// The routing fields a heartbeat wrote last, whose strings new hosts share ([`routing`]).
+    pub recent: Option<Arc<Routing>>,
 }
 
 impl ServiceState {
@@ -70,6 +98,7 @@ impl ServiceState {
                 hosts: 0,
             }),
             max_seq: HashMap::new(),
+            recent: None,
         };
         state.rebuild(env, 0);
         state
@@ -118,5 +147,48 @@ impl ServiceState {
         });
         self.routing_dirty = false;
         self.refresh_dirty = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use discovery_api::{HostStatus, Port, RepoName, Revision, Tags};
+
+    use super::*;
+
+    fn reg(revision: &str, repo: &str) -> Registration {
+        Registration {
+            ip: None,
+            port: Port::new(80).unwrap(),
+            revision: Revision::parse(revision).unwrap(),
+            service_repo_name: RepoName::parse(repo).unwrap(),
+            tags: Tags::default(),
+            ttl: None,
+            status: HostStatus::Up,
+            auto_ip: false,
+        }
+    }
+
+    #[test]
+    fn equal_revision_and_repo_strings_are_shared_and_different_ones_kept() {
+        let first = routing(&reg("4f2a9c1", "payments"), "{}".into(), [None, None]);
+        let same = routing(
+            &reg("4f2a9c1", "payments"),
+            "{}".into(),
+            [None, Some(&*first)],
+        );
+        assert_eq!(
+            same.revision.as_str().as_ptr(),
+            first.revision.as_str().as_ptr()
+        );
+        let repo_ptr = |r: &Routing| r.service_repo_name.as_str().as_ptr();
+        assert_eq!(repo_ptr(&same), repo_ptr(&first));
+        let deploy = routing(
+            &reg("77e01b3", "payments"),
+            "{}".into(),
+            [Some(&*first), None],
+        );
+        assert_eq!(deploy.revision.as_str(), "77e01b3");
+        assert_eq!(repo_ptr(&deploy), repo_ptr(&first));
     }
 }
