@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use futures_util::future::Either;
+use futures_util::future::{Either, FutureExt};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -22,6 +22,7 @@ use tower::ServiceExt;
 use crate::config::Config;
 use crate::gossip;
 use crate::http;
+use crate::http::hot_path::Hot;
 use crate::shared::{now, Shared};
 
 /// How often expired hosts are looked for.
@@ -167,13 +168,16 @@ async fn accept_loop(
         let hot = shared.clone();
         let service = hyper::service::service_fn(
             move |req: axum::extract::Request<hyper::body::Incoming>| {
-                // Plain host-list reads skip the router (see `http::hot_path`).
-                if let Some(response) = http::hot_path::answer(&hot, &req) {
-                    return Either::Left(std::future::ready(Ok(response)));
+                // Plain host-list reads and heartbeats skip the router (see `http::hot_path`).
+                match http::hot_path::take(&hot, req, peer) {
+                    Hot::Answered(response) => Either::Left(std::future::ready(Ok(response))),
+                    Hot::Heartbeat(pending) => Either::Right(Either::Left(pending.map(Ok))),
+                    Hot::Router(req) => {
+                        let mut req = req.map(axum::body::Body::new);
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        Either::Right(Either::Right(router.clone().oneshot(req)))
+                    }
                 }
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                Either::Right(router.clone().oneshot(req))
             },
         );
         let shutdown = shutdown.clone();

@@ -1,22 +1,30 @@
-//! The hot path: a plain `GET /v1/registration/{service}` (no query string) answered before
-//! the axum router, straight from the prepared view.
+//! The hot path: the two requests a registry serves by the thousand each second, a plain
+//! `GET /v1/registration/{service}` (no query string) and the heartbeat
+//! `POST /v1/registration/{service}` (no query string), taken before the axum router.
 //!
-//! Proxies poll host lists far more often than anything else reaches the node, and for that
-//! one request the router's machinery (route matching, boxed middleware, extractors) cost
-//! about as much CPU as the kernel's work of sending the answer (see docs/benchmarks.md). The
-//! answer itself is produced by the same functions as the routed handler
-//! ([`registration::list_now`]) and counted by the same accounting ([`record`]), so the two
-//! paths cannot answer differently; the tests below hold them byte-equal.
+//! For these requests the router's machinery (route matching, boxed middleware, extractors)
+//! cost about as much CPU as the kernel's work of sending a host list (see
+//! docs/benchmarks.md). The answers are produced by the same functions as the routed
+//! handlers ([`registration::list_now`], [`registration::register_now`]), counted by the same
+//! accounting ([`record`]) and guarded against panics like the router's panic layer, so the
+//! two paths cannot answer differently; the tests below hold them byte-equal.
 //!
-//! Anything else, a long poll, a percent-encoded or nested path included, returns `None` and
-//! takes the router.
+//! Anything else, a long poll, `?auto_ip=`, a percent-encoded or nested path included, is
+//! handed back untouched for the router.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
+use axum::BoxError;
 
 use super::{on_panic, record, registration, AppState};
 
@@ -24,21 +32,80 @@ use super::{on_panic, record, registration, AppState};
 const ROUTE: &str = "/v1/registration/{service}";
 const PREFIX: &str = "/v1/registration/";
 
-/// Answers `request` if it is a plain host-list read, else `None` (the router's).
-pub fn answer<B>(shared: &AppState, request: &Request<B>) -> Option<Response> {
-    if request.method() != Method::GET || request.uri().query().is_some() {
+/// A heartbeat being answered.
+pub type Pending = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// What the hot path makes of a request.
+pub enum Hot<B> {
+    /// A host-list read, answered at once.
+    Answered(Response),
+    /// A heartbeat, answered once its body is read.
+    Heartbeat(Pending),
+    /// Anything else, for the router.
+    Router(Request<B>),
+}
+
+/// The `{service}` of a hot-path request, or `None` when the router must see it: only the
+/// name characters, so a `%` (percent-decoding), a `/` (another route) or a query string
+/// goes the long way.
+fn service_of<B>(request: &Request<B>) -> Option<&str> {
+    if request.uri().query().is_some() {
         return None;
     }
     let service = request.uri().path().strip_prefix(PREFIX)?;
-    // Only the name characters: a `%` (percent-decoding), a `/` (another route) or anything
-    // else the router would treat differently goes the long way.
-    if service.is_empty()
-        || !service
+    let plain = !service.is_empty()
+        && service
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    plain.then_some(service)
+}
+
+/// Takes `request` if it is a plain host-list read or heartbeat from `peer`.
+pub fn take<B>(shared: &AppState, request: Request<B>, peer: SocketAddr) -> Hot<B>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Some(response) = answer(shared, &request) {
+        return Hot::Answered(response);
+    }
+    if request.method() != Method::POST {
+        return Hot::Router(request);
+    }
+    let Some(service) = service_of(&request).map(str::to_owned) else {
+        return Hot::Router(request);
+    };
+    let started = Instant::now();
+    let shared = shared.clone();
+    let (parts, body) = request.into_parts();
+    Hot::Heartbeat(Box::pin(async move {
+        let no_query = HashMap::new();
+        let heartbeat = std::pin::pin!(registration::register_now(
+            &shared,
+            &service,
+            &no_query,
+            &parts.headers,
+            Some(peer),
+            Body::new(body),
+        ));
+        let response = CatchPanic(heartbeat).await;
+        record(
+            &shared,
+            Cow::Borrowed(ROUTE),
+            &Method::POST,
+            started,
+            &response,
+        );
+        response
+    }))
+}
+
+/// Answers `request` if it is a plain host-list read, else `None`.
+pub fn answer<B>(shared: &AppState, request: &Request<B>) -> Option<Response> {
+    if request.method() != Method::GET {
         return None;
     }
+    let service = service_of(request)?;
     let started = Instant::now();
     let headers = request.headers();
     // Like the router's panic layer: a bug becomes a logged JSON 500, not a dropped connection.
@@ -56,11 +123,32 @@ pub fn answer<B>(shared: &AppState, request: &Request<B>) -> Option<Response> {
     Some(response)
 }
 
+/// A handler future whose panic becomes the router's JSON 500.
+struct CatchPanic<F>(F);
+
+impl<F, R> Future for CatchPanic<F>
+where
+    F: Future<Output = R> + Unpin,
+    R: IntoResponse,
+{
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(r.into_response()),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(on_panic(panic)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::sync::Arc;
 
     use axum::body::Body;
+    use axum::extract::ConnectInfo;
     use axum::http::{header, Request, StatusCode};
     use clap::Parser;
     use http_body_util::BodyExt;
@@ -188,6 +276,102 @@ mod tests {
         same_answer_as_the_router(&shared, "/v1/registration/web", &[]).await;
         let r = super::answer(&shared, &get("/v1/registration/web", &[])).unwrap();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    fn post(content_type: &str, token: &str, body: &str) -> Request<Body> {
+        Request::post("/v1/registration/web")
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    /// The counters of a node's `/metrics`, sorted (latency sums differ between any two runs).
+    fn counters(shared: &Shared) -> Vec<String> {
+        let mut lines: Vec<String> = shared
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| {
+                l.starts_with("discovery_heartbeats_total")
+                    || l.starts_with("discovery_http_requests_total")
+            })
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[tokio::test]
+    async fn hot_heartbeats_answer_count_and_register_like_the_router() {
+        let flags = ["--write-token", "w", "--max-body", "1KiB"];
+        let (routed, hot) = (shared_with(&flags), shared_with(&flags));
+        routed.set_ready();
+        hot.set_ready();
+        let router = super::super::instrument(super::super::router(routed.clone()), routed.clone());
+        let peer: SocketAddr = "10.9.8.7:5555".parse().unwrap();
+        let form = "application/x-www-form-urlencoded";
+        let az = "tags=%7B%22az%22%3A%22z1%22%7D";
+        let cases = [
+            (form, "w", format!("ip=10.0.0.1&port=80&revision=r1&{az}")),
+            (form, "w", format!("ip=10.0.0.1&port=80&revision=r1&{az}")),
+            (form, "w", "ip=10.0.0.1&port=80&revision=r2".to_owned()),
+            (
+                "application/json",
+                "w",
+                r#"{"ip":"10.0.0.2","port":81,"revision":"r1","tags":{"canary":true}}"#.to_owned(),
+            ),
+            (form, "w", "port=82&revision=r1&auto_ip=true".to_owned()),
+            (form, "w", "ip=10.0.0.3&port=0&revision=r1".to_owned()),
+            (
+                "text/plain",
+                "w",
+                "ip=10.0.0.3&port=80&revision=r1".to_owned(),
+            ),
+            (form, "nope", "ip=10.0.0.4&port=80&revision=r1".to_owned()),
+            (
+                form,
+                "w",
+                format!("ip=10.0.0.5&port=80&revision={}", "r".repeat(2000)),
+            ),
+        ];
+        for (content_type, token, body) in &cases {
+            let mut req = post(content_type, token, body);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let via_router = parts(router.clone().oneshot(req).await.unwrap()).await;
+            let super::Hot::Heartbeat(pending) =
+                super::take(&hot, post(content_type, token, body), peer)
+            else {
+                panic!("a plain heartbeat should take the hot path");
+            };
+            assert_eq!(parts(pending.await).await, via_router, "{body}");
+        }
+        let web = "web".parse().unwrap();
+        let now = crate::shared::now();
+        assert_eq!(
+            hot.registry.view(&web, now).etag,
+            routed.registry.view(&web, now).etag
+        );
+        assert_eq!(hot.registry.host_count(), 3);
+        assert_eq!(counters(&hot), counters(&routed));
+    }
+
+    #[test]
+    fn everything_but_a_plain_host_list_read_or_heartbeat_takes_the_router() {
+        let shared = shared_with(&[]);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for uri in [
+            "/v1/registration/web?auto_ip=true",
+            "/v1/registration/w%65b",
+            "/v1/registration/web/10.0.0.1",
+            "/v1/loadbalancing/web",
+        ] {
+            let req = Request::post(uri).body(Body::empty()).unwrap();
+            assert!(
+                matches!(super::take(&shared, req, peer), super::Hot::Router(_)),
+                "POST {uri}"
+            );
+        }
     }
 
     #[test]

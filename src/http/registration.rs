@@ -54,7 +54,20 @@ pub async fn register(
     connect: Option<axum::extract::Extension<ConnectInfo<SocketAddr>>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let result = heartbeat(&shared, &service, &query, &headers, connect, body).await;
+    let peer = connect.map(|axum::extract::Extension(ConnectInfo(peer))| peer);
+    register_now(&shared, &service, &query, &headers, peer, body).await
+}
+
+/// A heartbeat from the connecting `peer`: the routed handler's and the hot path's answer.
+pub(super) async fn register_now(
+    shared: &AppState,
+    service: &str,
+    query: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let result = heartbeat(shared, service, query, headers, peer, body).await;
     if result.is_err() {
         shared.metrics.heartbeat(HeartbeatResult::refused);
     }
@@ -66,7 +79,7 @@ async fn heartbeat(
     service: &str,
     query: &std::collections::HashMap<String, String>,
     headers: &HeaderMap,
-    connect: Option<axum::extract::Extension<ConnectInfo<SocketAddr>>>,
+    peer: Option<SocketAddr>,
     body: Body,
 ) -> Result<Response, ApiError> {
     require(shared, Access::Write, headers)?;
@@ -85,7 +98,7 @@ async fn heartbeat(
     let ip = match (registration.ip, auto_ip) {
         (Some(ip), _) => ip,
         (None, true) => {
-            let Some(axum::extract::Extension(ConnectInfo(peer))) = connect else {
+            let Some(peer) = peer else {
                 return Err(ApiError::BadRequest(
                     "`auto_ip` is set but the peer address is unknown; send `ip`".into(),
                 ));
