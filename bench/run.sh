@@ -14,7 +14,8 @@
 # Knobs (environment): BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_THREADS (1),
 #   BENCH_CONNECTIONS (32), BENCH_SERVER_CPUS (0), BENCH_CLIENT_CPUS (1),
 #   BENCH_MAX_SECONDS (600), BENCH_SKIP_BUILD (unset), BENCH_SIZES ("10 100 1000"),
-#   BENCH_PARTS ("get heartbeat rss": a subset runs only those parts, for quick A/B runs).
+#   BENCH_PARTS ("get heartbeat rss": a subset runs only those parts, for quick A/B runs),
+#   BENCH_BINARY (target/release/discovery; another build to compare, with BENCH_SKIP_BUILD=1).
 
 set -euo pipefail
 
@@ -28,6 +29,7 @@ SERVER_CPUS="${BENCH_SERVER_CPUS:-0}"
 CLIENT_CPUS="${BENCH_CLIENT_CPUS:-1}"
 MAX_SECONDS="${BENCH_MAX_SECONDS:-600}"
 # One server worker per server CPU: the registry's tokio workers and nginx's worker processes.
+BINARY="${BENCH_BINARY:-$ROOT/target/release/discovery}"
 WORKERS="$(awk -F, '{print NF}' <<<"$SERVER_CPUS")"
 read -r -a SIZES <<<"${BENCH_SIZES:-10 100 1000}"
 PARTS=" ${BENCH_PARTS:-get heartbeat rss} "
@@ -87,7 +89,7 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 start_registry() {
     local out="$WORK/registry.$1.out"
     taskset -c "$SERVER_CPUS" env TOKIO_WORKER_THREADS="$WORKERS" \
-        "$ROOT/target/release/discovery" serve --listen 127.0.0.1:0 --env bench \
+        "$BINARY" serve --listen 127.0.0.1:0 --env bench \
         >"$out" 2>"$WORK/registry.$1.log" &
     REG_PID=$!
     PIDS+=("$REG_PID")
