@@ -53,10 +53,10 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-trap 'echo "bench: interrupted" >&2; exit 130' INT TERM
+trap 'echo "bench: interrupted (or over BENCH_MAX_SECONDS=$MAX_SECONDS)" >&2; exit 130' INT TERM
 
 # The watchdog: the whole run is bounded even if a server or wrk hangs.
-( sleep "$MAX_SECONDS" && { echo "bench: over ${MAX_SECONDS}s, stopping" >&2; kill -TERM $$; } ) &
+( sleep "$MAX_SECONDS" && kill -TERM $$ ) 2>/dev/null &
 WATCHDOG=$!
 PIDS+=("$WATCHDOG")
 
