@@ -150,26 +150,12 @@ mod tests {
     use axum::body::Body;
     use axum::extract::ConnectInfo;
     use axum::http::{header, Request, StatusCode};
-    use clap::Parser;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    use crate::config::{Config, ServeArgs};
     use crate::shared::Shared;
 
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
-
-    fn shared_with(flags: &[&str]) -> Arc<Shared> {
-        let mut argv = vec!["serve", "--env", "test", "--node-id", "n1"];
-        argv.extend_from_slice(flags);
-        Arc::new(Shared::new(
-            Config::from_args(Flags::parse_from(argv).serve).unwrap(),
-        ))
-    }
+    use crate::http::tests::shared_with;
 
     /// Status, headers and body of an answer. `Content-Length` is left out once checked: the
     /// router sets it, and hyper sets it on the wire from the body's exact size on both paths.

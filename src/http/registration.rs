@@ -59,6 +59,7 @@ pub async fn register(
 }
 
 /// A heartbeat from the connecting `peer`: the routed handler's and the hot path's answer.
+/// Refusals are counted here, whatever refused them.
 pub(super) async fn register_now(
     shared: &AppState,
     service: &str,
@@ -67,68 +68,60 @@ pub(super) async fn register_now(
     peer: Option<SocketAddr>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let result = heartbeat(shared, service, query, headers, peer, body).await;
+    let result = async {
+        require(shared, Access::Write, headers)?;
+        let service = service_name(service)?;
+        let encoding = body::encoding(headers)?;
+        let limits = &shared.config.limits;
+        let bytes = body::read(body, limits.max_body, limits.read_timeout).await?;
+        let registration = match encoding {
+            Encoding::Form => Registration::from_form(&bytes)?,
+            Encoding::Json => Registration::from_json(&bytes)?,
+        };
+        let auto_ip = registration.auto_ip
+            || query
+                .get("auto_ip")
+                .is_some_and(|v| v == "true" || v == "1");
+        let ip = match (registration.ip, auto_ip) {
+            (Some(ip), _) => ip,
+            (None, true) => {
+                let Some(peer) = peer else {
+                    return Err(ApiError::BadRequest(
+                        "`auto_ip` is set but the peer address is unknown; send `ip`".into(),
+                    ));
+                };
+                peer.ip().to_canonical()
+            }
+            (None, false) => {
+                return Err(ApiError::BadRequest(
+                    "missing field `ip` (or set auto_ip=true to use the connecting address)".into(),
+                ))
+            }
+        };
+        match shared.registry.heartbeat(&service, ip, &registration, now()) {
+            Ok(hb) => {
+                let result = match (&hb.change, hb.created) {
+                    (_, true) => HeartbeatResult::created,
+                    (Some(_), false) => HeartbeatResult::changed,
+                    (None, false) => HeartbeatResult::refreshed,
+                };
+                shared.metrics.heartbeat(result);
+                if let Some(change) = hb.change {
+                    shared.publish(std::slice::from_ref(&change));
+                }
+                Ok(ok_empty())
+            }
+            Err(RegistryError::Full(max)) => Err(ApiError::Unavailable(format!(
+                "the registry holds its maximum of {max} hosts (--max-hosts); new hosts are refused, existing ones keep refreshing"
+            ))),
+            Err(RegistryError::NotFound) => Err(ApiError::NotFound("no such host".into())),
+        }
+    }
+    .await;
     if result.is_err() {
         shared.metrics.heartbeat(HeartbeatResult::refused);
     }
     result
-}
-
-async fn heartbeat(
-    shared: &AppState,
-    service: &str,
-    query: &std::collections::HashMap<String, String>,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    require(shared, Access::Write, headers)?;
-    let service = service_name(service)?;
-    let encoding = body::encoding(headers)?;
-    let limits = &shared.config.limits;
-    let bytes = body::read(body, limits.max_body, limits.read_timeout).await?;
-    let registration = match encoding {
-        Encoding::Form => Registration::from_form(&bytes)?,
-        Encoding::Json => Registration::from_json(&bytes)?,
-    };
-    let auto_ip = registration.auto_ip
-        || query
-            .get("auto_ip")
-            .is_some_and(|v| v == "true" || v == "1");
-    let ip = match (registration.ip, auto_ip) {
-        (Some(ip), _) => ip,
-        (None, true) => {
-            let Some(peer) = peer else {
-                return Err(ApiError::BadRequest(
-                    "`auto_ip` is set but the peer address is unknown; send `ip`".into(),
-                ));
-            };
-            peer.ip().to_canonical()
-        }
-        (None, false) => {
-            return Err(ApiError::BadRequest(
-                "missing field `ip` (or set auto_ip=true to use the connecting address)".into(),
-            ))
-        }
-    };
-    match shared.registry.heartbeat(&service, ip, &registration, now()) {
-        Ok(hb) => {
-            let result = match (&hb.change, hb.created) {
-                (_, true) => HeartbeatResult::created,
-                (Some(_), false) => HeartbeatResult::changed,
-                (None, false) => HeartbeatResult::refreshed,
-            };
-            shared.metrics.heartbeat(result);
-            if let Some(change) = hb.change {
-                shared.publish(std::slice::from_ref(&change));
-            }
-            Ok(ok_empty())
-        }
-        Err(RegistryError::Full(max)) => Err(ApiError::Unavailable(format!(
-            "the registry holds its maximum of {max} hosts (--max-hosts); new hosts are refused, existing ones keep refreshing"
-        ))),
-        Err(RegistryError::NotFound) => Err(ApiError::NotFound("no such host".into())),
-    }
 }
 
 /// Parses `?index=N&wait=30s`: the long-poll parameters.

@@ -23,15 +23,12 @@ struct Flags {
     serve: ServeArgs,
 }
 
-fn shared_with(flags: &[&str]) -> Arc<Shared> {
+/// A node's shared state from `serve` flags (env `test`, node `n1`), as the binary builds it.
+pub(super) fn shared_with(flags: &[&str]) -> Arc<Shared> {
     let mut argv = vec!["serve", "--env", "test", "--node-id", "n1"];
     argv.extend_from_slice(flags);
     let config = Config::from_args(Flags::parse_from(argv).serve).unwrap();
-    let shared = Arc::new(Shared::new(config));
-    if shared.config.cluster.peers.is_empty() {
-        shared.set_ready();
-    }
-    shared
+    Arc::new(Shared::new(config))
 }
 
 fn app(shared: &Arc<Shared>) -> Router {

@@ -116,6 +116,18 @@ pub struct Change {
     pub index: u64,
 }
 
+/// Keeps one change per service, with its newest index, ordered by service.
+fn coalesce(changes: &mut Vec<Change>) {
+    changes.sort_by(|a, b| a.service.cmp(&b.service));
+    changes.dedup_by(|later, kept| {
+        let same = later.service == kept.service;
+        if same {
+            kept.index = kept.index.max(later.index);
+        }
+        same
+    });
+}
+
 /// What a heartbeat did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {

@@ -162,15 +162,7 @@ impl Registry {
                 None => applied.refused += 1,
             }
         }
-        applied.changes.sort_by(|a, b| a.service.cmp(&b.service));
-        applied.changes.dedup_by(|a, b| {
-            if a.service == b.service {
-                b.index = b.index.max(a.index);
-                true
-            } else {
-                false
-            }
-        });
+        super::coalesce(&mut applied.changes);
         let mut known = self.known.lock();
         for span in delta.spans {
             if span.origin == self.origin {

@@ -83,15 +83,7 @@ impl Registry {
                 queue.push(Reverse((at, key)));
             }
         }
-        report.changes.sort_by(|a, b| a.service.cmp(&b.service));
-        report.changes.dedup_by(|a, b| {
-            if a.service == b.service {
-                b.index = b.index.max(a.index);
-                true
-            } else {
-                false
-            }
-        });
+        super::coalesce(&mut report.changes);
         report
     }
 
