@@ -166,6 +166,8 @@ pub struct Registry {
     guard_engaged: AtomicBool,
     /// Per foreign origin, the seq up to which this node holds everything (or newer).
     known: Mutex<HashMap<Arc<Origin>, u64>>,
+    /// When origins were last pruned from `known` (see `forget_origins`).
+    origins_pruned_at: AtomicU64,
 }
 
 impl Registry {
@@ -187,6 +189,7 @@ impl Registry {
             stale: AtomicUsize::new(0),
             guard_engaged: AtomicBool::new(false),
             known: Mutex::new(HashMap::new()),
+            origins_pruned_at: AtomicU64::new(0),
         }
     }
 

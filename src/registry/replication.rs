@@ -7,7 +7,7 @@
 //! of the registry. [`Span`]s tell the receiver how far it may advance its digest, so a delta
 //! cut short by the size limit, or a push that skipped a gap, never claims more than it holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use discovery_api::{ServiceName, Tags};
 use serde::{Deserialize, Serialize};
 
-use super::clock::Micros;
+use super::clock::{Micros, NodeId};
 use super::record::{Beat, Merged, Origin, Record, Routing, Version};
 use super::service::{note_version, Entry, ServiceState};
 use super::{Change, HostKey, Registry};
@@ -174,6 +174,45 @@ impl Registry {
             }
         }
         applied
+    }
+
+    /// Drops from the digest the origins that no record here carries any more and that a
+    /// newer incarnation of the same node has replaced: without this, every restart of a node
+    /// would add an entry that every gossip message carries forever. Runs at most once a
+    /// minute (it scans every record). Returns how many origins were dropped.
+    pub fn forget_origins(&self, now: Micros) -> usize {
+        let last = self.origins_pruned_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 60 * super::SECOND
+            || self
+                .origins_pruned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return 0;
+        }
+        let mut referenced: HashSet<Arc<Origin>> = HashSet::new();
+        for mut svc in self.services.iter_mut() {
+            let svc = &mut *svc;
+            let held: HashSet<&Arc<Origin>> =
+                svc.hosts.values().map(|e| &e.version.origin).collect();
+            svc.max_seq.retain(|origin, _| held.contains(origin));
+            referenced.extend(svc.max_seq.keys().cloned());
+        }
+        let mut known = self.known.lock();
+        let newest: HashMap<NodeId, u64> =
+            known
+                .keys()
+                .chain([&self.origin])
+                .fold(HashMap::new(), |mut m, o| {
+                    let g = m.entry(o.node.clone()).or_insert(0);
+                    *g = (*g).max(o.generation);
+                    m
+                });
+        let before = known.len();
+        known.retain(|origin, _| {
+            referenced.contains(origin) || newest.get(&origin.node) == Some(&origin.generation)
+        });
+        before - known.len()
     }
 
     /// Checks a peer's record; `None` when it must be refused.

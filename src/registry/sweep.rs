@@ -84,6 +84,7 @@ impl Registry {
             }
         }
         super::coalesce(&mut report.changes);
+        self.forget_origins(now);
         report
     }
 

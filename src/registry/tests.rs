@@ -480,3 +480,38 @@ fn refreshes_are_coalesced_in_the_replication_stream() {
         "after a third of the TTL it ships"
     );
 }
+
+#[test]
+fn a_replaced_incarnation_leaves_the_digest_once_nothing_carries_it() {
+    let incarnation = |generation| {
+        let mut config = RegistryConfig::new("test", "a");
+        config.generation = generation;
+        Registry::new(config)
+    };
+    let (a1, a2, b) = (incarnation(1), incarnation(2), registry("b"));
+    a1.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    pull(&b, &a1, T0);
+    a2.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0 + SECOND)
+        .unwrap();
+    pull(&b, &a2, T0 + SECOND);
+    let generations = |r: &Registry| {
+        let mut g: Vec<u64> = r
+            .digest()
+            .keys()
+            .filter(|o| o.node.as_str() == "a")
+            .map(|o| o.generation)
+            .collect();
+        g.sort();
+        g
+    };
+    assert_eq!(generations(&b), [1, 2]);
+    assert_eq!(b.forget_origins(T0 + 2 * SECOND), 1);
+    assert_eq!(generations(&b), [2]);
+    assert_eq!(
+        b.forget_origins(T0 + 3 * SECOND),
+        0,
+        "at most once a minute"
+    );
+    assert_eq!(state(&b, T0 + 3 * SECOND).len(), 1);
+}
