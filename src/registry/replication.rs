@@ -257,7 +257,7 @@ impl Registry {
             ip,
             port,
             version,
-            record,
+            mut record,
         } = replica;
         let key = HostKey {
             service: service.clone(),
@@ -269,6 +269,9 @@ impl Registry {
             .entry(service.clone())
             .or_insert_with(|| ServiceState::new(service.clone(), &self.config.env));
         let svc = &mut *guard;
+        if let Beat::Live { routing, .. } = &mut record.beat {
+            svc.share_strings(routing);
+        }
         let Some(entry) = svc.hosts.get_mut(&(ip, port)) else {
             let live = !record.is_deleted();
             let at = if live {

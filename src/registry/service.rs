@@ -104,6 +104,26 @@ impl ServiceState {
         state
     }
 
+    /// Makes routing fields from a peer share their revision and repository strings with
+    /// this service's most recent ones when equal, as local heartbeats do ([`routing`]).
+    pub fn share_strings(&mut self, routing: &mut Arc<Routing>) {
+        if let Some(recent) = &self.recent {
+            let revision = routing.revision == recent.revision;
+            let repo = routing.service_repo_name == recent.service_repo_name;
+            if revision || repo {
+                let mut shared = Routing::clone(routing);
+                if revision {
+                    shared.revision = recent.revision.clone();
+                }
+                if repo {
+                    shared.service_repo_name = recent.service_repo_name.clone();
+                }
+                *routing = Arc::new(shared);
+            }
+        }
+        self.recent = Some(routing.clone());
+    }
+
     /// Records that something consumers route on changed.
     pub fn routing_changed(&mut self) -> u64 {
         self.index += 1;
