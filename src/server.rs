@@ -144,12 +144,23 @@ async fn accept_loop(
     let limit = Arc::new(Semaphore::new(shared.config.limits.max_connections));
     let header_timeout = shared.config.limits.read_timeout;
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // At the limit: new clients wait in the kernel's accept queue until a
+                // connection closes. Say so, at most once per saturation.
+                tracing::warn!(
+                    max_connections = shared.config.limits.max_connections,
+                    "connection limit reached; new connections wait to be accepted"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    permit = limit.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                }
+            }
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
