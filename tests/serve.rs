@@ -109,3 +109,35 @@ fn a_pending_long_poll_does_not_hold_up_shutdown() {
     let (status, body) = poll.join().unwrap();
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn connections_past_the_limit_wait_until_one_closes() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let (node, logs) = Node::start_logged(&["--max-connections", "2"]);
+    // Two idle clients hold both places.
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(node.addr()).unwrap())
+        .collect();
+    wait_until("the limit to be reached", Duration::from_secs(10), || {
+        logs.contains("connection limit reached")
+    });
+    let addr = node.addr().to_owned();
+    let (answer_tx, answer_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let _ = answer_tx.send(answer);
+    });
+    // Served within milliseconds if the limit did not hold; half a second says it does.
+    assert!(
+        answer_rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a third connection was served past --max-connections 2"
+    );
+    drop(idle);
+    let answer = answer_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
