@@ -258,8 +258,13 @@ impl PeerTable {
             } else {
                 PeerState::Suspect
             };
-            // Operators hear of the first failure and of every change for the worse, once.
-            if state != peer.state || peer.failures == 1 {
+            // Operators hear of every change for the worse once, and of the first failure of
+            // a peer that answered before (a peer still starting up is no news).
+            let news = match state {
+                PeerState::Dead => peer.state != PeerState::Dead,
+                _ => peer.failures == 1 && peer.last_success.is_some(),
+            };
+            if news {
                 tracing::warn!(
                     peer = addr,
                     node = peer.node_id.as_deref().unwrap_or("unknown"),
