@@ -280,3 +280,36 @@ fn the_peer_token_guards_gossip_and_garbage_changes_nothing() {
     assert_eq!(hosts(&nodes[1], "web").unwrap().len(), 1);
     assert!(ready(&nodes[1]));
 }
+
+#[test]
+fn a_peer_that_stops_answering_turns_suspect_then_dead_with_warnings() {
+    let (a, logs) = Node::start_logged(&["--node-id", "a", "--gossip-interval", "200ms"]);
+    let b = Node::start(&[
+        "--node-id",
+        "b",
+        "--gossip-interval",
+        "200ms",
+        "--peers",
+        &a.url,
+    ]);
+    wait_until("a to see b alive", WAIT, || alive_peers(&a) == 1);
+    drop(b);
+    let state_of_b = || {
+        get_json(&format!("{}/v1/peers", a.url)).and_then(|p| {
+            p["peers"]
+                .as_array()?
+                .iter()
+                .find(|p| p["node_id"] == "b")
+                .map(|p| p["state"].clone())
+        })
+    };
+    wait_until("a warning that b is suspect", WAIT, || {
+        logs.contains("gossip peer is now suspect")
+    });
+    wait_until("b dead in /v1/peers", WAIT, || {
+        state_of_b() == Some("dead".into())
+    });
+    wait_until("a warning that b is dead", WAIT, || {
+        logs.contains("gossip peer is now dead")
+    });
+}

@@ -239,9 +239,15 @@ fn hosts_and_services_gauges_follow_the_registry() {
 fn the_expiry_guard_shows_as_stale_hosts_and_logs_a_warning() {
     let (node, logs) = Node::start_logged(&["--min-ttl", "1s", "--max-stale", "600s"]);
     for i in 1..=12 {
-        let body = format!("ip=10.0.0.{i}&port=80&revision=r&ttl=1");
+        let body = format!("ip=10.0.0.{i}&port=80&revision=r&ttl=3");
         assert_eq!(heartbeat(&node, "payments", &body), 200);
     }
+    // The guard's case: the node itself loses contact. Frozen past the hosts' TTL, it finds
+    // all twelve overdue at its first sweep after it resumes, however slowly they were
+    // registered (hosts found overdue a few at a time expire normally).
+    node.signal("STOP");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    node.signal("CONT");
     wait_until("the guard to hold the twelve hosts", PATIENCE, || {
         metric(&node, "discovery_stale_hosts", &[]) == 12.0
     });

@@ -3,7 +3,10 @@ it lists services, follows changes without a reload, shows hostile tag values as
 marks draining and stale hosts, asks for the read token, and says when the node is not
 ready. Screenshots are kept in tests/artifacts/."""
 
+import os
 import re
+import signal
+import time
 
 from playwright.sync_api import expect
 
@@ -104,7 +107,13 @@ def test_hostile_tag_values_are_shown_as_text_and_never_run(start_node, page, sc
 def test_hosts_held_by_the_expiry_guard_are_highlighted(start_node, page, screenshot):
     node = start_node("--min-ttl", "1s", "--max-stale", "600s")
     for i in range(12):
-        register(node, "payments", f"10.0.0.{i + 1}", 8080, ttl=1)
+        register(node, "payments", f"10.0.0.{i + 1}", 8080, ttl=3)
+    # The guard's case: the node itself loses contact. Frozen past the hosts' TTL, it finds
+    # all 12 overdue at its first sweep after it resumes, whatever the pace of registering
+    # them was (hosts found overdue a few at a time would expire normally).
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    time.sleep(3.5)
+    os.kill(node.proc.pid, signal.SIGCONT)
     page.goto(node.url + "/#service=payments")
 
     expect(page.locator("#guard")).to_be_visible(timeout=10000)
