@@ -2,8 +2,9 @@
 //! shuts everything down in order.
 //!
 //! The accept loop is our own (on hyper) rather than `axum::serve` so that it can bound open
-//! connections and cut clients that stall while sending headers: slow or stalled clients
-//! cannot hold the server's memory or tasks without bound.
+//! connections and cut clients that stall while sending headers (slow or stalled clients
+//! cannot hold the server's memory or tasks without bound), and hand plain host-list reads
+//! and heartbeats to `http::hot_path` before the router.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

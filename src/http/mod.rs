@@ -2,7 +2,9 @@
 //!
 //! Handlers parse and check input (through `discovery-api`), call the registry and shape the
 //! answer. They hold no lock across an `.await` and never talk to the gossip layer: what they
-//! need of it (readiness, the peer table) is in [`Shared`].
+//! need of it (readiness, the peer table) is in [`Shared`]. [`hot_path`] answers the two
+//! most frequent requests (a plain host-list read, a heartbeat) before the router, with the
+//! same handler functions and accounting.
 
 mod body;
 mod dashboard;
