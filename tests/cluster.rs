@@ -68,6 +68,11 @@ fn register(node: &Node, service: &str, ip: &str, revision: &str) {
 }
 
 /// The `(ip, revision)` pairs a node serves for a service, or `None` if it does not answer.
+fn deregister(node: &Node, service: &str, ip: &str) {
+    let url = format!("{}/v1/registration/{service}/{ip}", node.url);
+    assert_eq!(http("DELETE", &url, None, "").0, 200);
+}
+
 fn hosts(node: &Node, service: &str) -> Option<Vec<(String, String)>> {
     let body = get_json(&format!("{}/v1/registration/{service}", node.url))?;
     Some(
@@ -122,13 +127,7 @@ fn a_delete_on_one_node_removes_the_host_everywhere_and_it_stays_deleted() {
             hosts(node, "web").is_some_and(|h| h.len() == 2)
         });
     }
-    let (status, _) = http(
-        "DELETE",
-        &format!("{}/v1/registration/web/10.0.0.1", nodes[1].url),
-        None,
-        "",
-    );
-    assert_eq!(status, 200);
+    deregister(&nodes[1], "web", "10.0.0.1");
     for node in &nodes {
         wait_until("the host gone everywhere", WAIT, || {
             hosts(node, "web").is_some_and(|h| h == vec![("10.0.0.2".into(), "r1".into())])
@@ -214,13 +213,7 @@ fn a_frozen_node_catches_up_after_it_is_thawed() {
     for i in 0..50 {
         register(&nodes[i % 2], "api", &format!("10.2.0.{i}"), "r1");
     }
-    let (status, _) = http(
-        "DELETE",
-        &format!("{}/v1/registration/web/10.0.0.1", nodes[1].url),
-        None,
-        "",
-    );
-    assert_eq!(status, 200);
+    deregister(&nodes[1], "web", "10.0.0.1");
     wait_until(
         "the frozen node is no longer alive to the others",
         WAIT,
