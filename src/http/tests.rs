@@ -702,7 +702,10 @@ async fn long_polls_wake_on_routing_changes_but_not_on_refreshes() {
         let app = app.clone();
         tokio::spawn(async move { send(&app, get("/v1/registration/web?index=1&wait=30s")).await })
     };
-    tokio::task::yield_now().await;
+    // The poll is waiting once it has subscribed to the service's changes.
+    while shared.hub.watched() == 0 {
+        tokio::task::yield_now().await;
+    }
     send(&app, form("/v1/registration/web", WEB1)).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(!poll.is_finished(), "a refresh must not wake the poll");
@@ -723,9 +726,12 @@ async fn long_polls_wake_on_routing_changes_but_not_on_refreshes() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("x-discovery-index"), "2");
     assert!(started.elapsed() >= Duration::from_secs(5));
-    // An index already behind answers at once.
+    // An index already behind answers at once (paused time would skip a 5-minute wait:
+    // the clock must not have moved).
+    let started = tokio::time::Instant::now();
     let r = send(&app, get("/v1/registration/web?index=0&wait=5m")).await;
     assert_eq!(r.header("x-discovery-index"), "2");
+    assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(
         shared.hub.watched(),
         0,
