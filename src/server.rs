@@ -33,7 +33,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
@@ -68,7 +67,6 @@ impl Server {
         Ok(Server {
             addr,
             shared,
-            shutdown,
             tasks,
         })
     }
@@ -86,7 +84,7 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish (long polls are answered at once),
     /// and waits for every task.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        self.shared.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
             .await

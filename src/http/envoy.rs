@@ -17,6 +17,7 @@ use super::body;
 use super::registration::require_ready;
 use super::{require, ApiError, AppState};
 use crate::auth::Access;
+use crate::shared::now;
 
 /// The most services one request may name.
 const MAX_RESOURCES: usize = 1000;
@@ -54,20 +55,28 @@ pub async fn endpoints(
         .map(|n| ServiceName::parse(n))
         .collect::<Result<Vec<_>, _>>()?;
     require_ready(&shared)?;
+    // The version comes from the prepared views' content hashes: a poll whose version is
+    // current gets its 304 without an assignment being built.
+    let now = now();
+    let views: Vec<_> = names.iter().map(|n| shared.registry.view(n, now)).collect();
     let mut hasher = Xxh3::new();
-    let mut resources = Vec::new();
-    for name in &names {
+    for (name, view) in names.iter().zip(&views) {
         hasher.update(name.as_str().as_bytes());
         hasher.update(&[0]);
-        if let Some((assignment, hash)) = shared.registry.envoy_assignment(name) {
-            hasher.update(&hash.to_le_bytes());
-            resources.push(assignment);
+        if view.hosts > 0 {
+            hasher.update(&view.content_hash.to_le_bytes());
         }
     }
     let version_info = format!("{:016x}", hasher.digest());
     if request.version_info == version_info {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
+    let resources = names
+        .iter()
+        .zip(&views)
+        .filter(|(_, view)| view.hosts > 0)
+        .filter_map(|(name, _)| shared.registry.envoy_assignment(name))
+        .collect();
     Ok(Json(DiscoveryResponse {
         version_info,
         resources,

@@ -12,20 +12,18 @@ use discovery_api::{
 use super::Registry;
 
 impl Registry {
-    /// The assignment of a service with its content hash, or `None` when it has no live
-    /// hosts (Envoy then keeps the hosts it has).
-    pub fn envoy_assignment(&self, service: &ServiceName) -> Option<(ClusterLoadAssignment, u64)> {
+    /// The assignment of a service, or `None` when it has no live hosts (Envoy then keeps
+    /// the hosts it has). Its version is the service view's content hash.
+    pub fn envoy_assignment(&self, service: &ServiceName) -> Option<ClusterLoadAssignment> {
         let svc = self.services.get(service)?;
         if svc.live == 0 {
             return None;
         }
         let mut localities: BTreeMap<Locality, Vec<LbEndpoint>> = BTreeMap::new();
-        let mut hasher = super::view::ContentHasher::default();
         for ((ip, port), entry) in &svc.hosts {
             let Some(routing) = entry.record.routing() else {
                 continue;
             };
-            hasher.host(*ip, *port, &entry.record);
             let tags = Tags::from_json_str(&routing.tags).unwrap_or_default();
             let locality = Locality {
                 region: tags.get_str("region").unwrap_or_default().to_owned(),
@@ -72,6 +70,6 @@ impl Registry {
                 })
                 .collect(),
         };
-        Some((assignment, hasher.finish()))
+        Some(assignment)
     }
 }
