@@ -26,7 +26,7 @@ use super::messages::{Sender, SyncRequest, SyncResponse, MAX_PEERS, MAX_RECORDS}
 use super::peers::{Contact, PeerTable};
 use super::transport::{Transport, TransportError};
 use crate::metrics::Metrics;
-use crate::registry::{Delta, Digest, Micros, SECOND};
+use crate::registry::{advance, behind, Delta, Digest, Micros, SECOND};
 use crate::shared::Shared;
 
 /// Where a node reads the time: the wall clock in production, a virtual one in tests and
@@ -155,25 +155,19 @@ impl<T: Transport> Node<T> {
         let now = self.now();
         let registry = &self.shared.registry;
         self.merge(req.delta, now);
-        let delta = registry.delta(&req.digest, MAX_RECORDS);
+        let (delta, digest) = registry.delta_and_digest(&req.digest, MAX_RECORDS);
         Metrics::gossip(
             &self.shared.metrics.gossip_records,
             "sent",
             delta.records.len() as u64,
         );
-        let digest = registry.digest();
         if let Some(addr) = sender_addr(&req.from, remote) {
             // The requester will hold what this answer carries: remember it that way, so a
             // push does not send it again. A lost answer is repaired by the next round,
             // which never relies on this guess.
             let mut theirs = req.digest;
-            for span in &delta.spans {
-                let have = theirs.entry(span.origin.clone()).or_insert(0);
-                if *have >= span.after {
-                    *have = (*have).max(span.upto);
-                }
-            }
-            let behind = registry.behind(&theirs);
+            advance(&mut theirs, &delta.spans);
+            let behind = behind(&digest, &theirs);
             let mut table = self.table.lock();
             table.learn(&req.peers, now);
             table.succeeded(
@@ -221,12 +215,14 @@ impl<T: Transport> Node<T> {
     /// Runs one exchange with the peer at `addr`. The caller has marked it busy.
     async fn run_exchange(&self, addr: &str, mode: Mode) -> Result<(), TransportError> {
         let metrics = &self.shared.metrics;
+        let registry = &self.shared.registry;
         let mut delta = self.opening(addr, mode);
+        let mut digest = registry.digest();
         for _ in 0..MAX_PAGES {
             Metrics::gossip(&metrics.gossip_records, "sent", delta.records.len() as u64);
             let req = SyncRequest {
                 from: self.sender(),
-                digest: self.shared.registry.digest(),
+                digest,
                 delta,
                 peers: self.live_addrs(),
             };
@@ -243,8 +239,9 @@ impl<T: Transport> Node<T> {
             let now = self.now();
             let more_for_us = response.delta.truncated;
             self.merge(response.delta, now);
-            let registry = &self.shared.registry;
-            let behind = registry.behind(&response.digest);
+            // What the peer lacks, and this node's digest after the merge for the next page.
+            let (next, held) = registry.delta_and_digest(&response.digest, MAX_RECORDS);
+            let behind = behind(&held, &response.digest);
             {
                 let mut table = self.table.lock();
                 table.learn(&response.peers, now);
@@ -266,7 +263,7 @@ impl<T: Transport> Node<T> {
                 tracing::info!(peer = addr, "pulled a full snapshot from a ready peer");
                 self.shared.set_ready();
             }
-            delta = registry.delta(&response.digest, MAX_RECORDS);
+            (delta, digest) = (next, held);
             if delta.records.is_empty() && delta.spans.is_empty() && !more_for_us {
                 return Ok(());
             }
@@ -315,13 +312,7 @@ impl<T: Transport> Node<T> {
 
     /// The peers that new own writes go to, or none when there is nothing new.
     pub fn push_targets(&self) -> Vec<String> {
-        let seq = self
-            .shared
-            .registry
-            .digest()
-            .get(self.shared.registry.origin())
-            .copied()
-            .unwrap_or(0);
+        let seq = self.shared.registry.own_seq();
         if self.pushed_seq.fetch_max(seq, Ordering::Relaxed) >= seq {
             return Vec::new();
         }

@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 
 pub use clock::{rfc3339, Micros, NodeId, Stamp, SECOND};
 pub use record::{Beat, Merged, Origin, Record, Routing, Version};
-pub use replication::{Delta, Digest, Replica, Span};
+pub use replication::{advance, behind, Delta, Digest, Replica, Span};
 pub use sweep::SweepReport;
 pub use view::ServiceView;
 

@@ -23,6 +23,25 @@ use super::{Change, HostKey, Registry};
 /// Per origin, the seq up to which a node holds everything.
 pub type Digest = HashMap<Arc<Origin>, u64>;
 
+/// How many records a node holding `held` has that a node at `since` lacks, by the digests
+/// alone.
+pub fn behind(held: &Digest, since: &Digest) -> u64 {
+    held.iter()
+        .map(|(o, seq)| seq.saturating_sub(since.get(o).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// Moves a digest forward by a delta's spans: an origin advances to `upto` only when the
+/// digest already held everything up to the span's `after` (no gap is skipped).
+pub fn advance(digest: &mut Digest, spans: &[Span]) {
+    for span in spans {
+        let have = digest.entry(span.origin.clone()).or_insert(0);
+        if *have >= span.after && span.upto > *have {
+            *have = span.upto;
+        }
+    }
+}
+
 /// One host key's record as it travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replica {
@@ -87,6 +106,12 @@ impl Registry {
 
     /// The records a peer with digest `since` lacks, at most `limit` of them.
     pub fn delta(&self, since: &Digest, limit: usize) -> Delta {
+        self.delta_and_digest(since, limit).0
+    }
+
+    /// [`Registry::delta`], with this node's digest as the delta's spans claim it (the
+    /// digest to send along, without reading it again).
+    pub fn delta_and_digest(&self, since: &Digest, limit: usize) -> (Delta, Digest) {
         // The digest is read before the scan: a record minted after this point may or may not
         // be sent, but no span claims it.
         let held = self.digest();
@@ -116,36 +141,39 @@ impl Registry {
         let truncated = cut.is_some();
         let cut = cut.flatten();
         let mut spans = Vec::new();
-        for (origin, upto) in held {
-            let after = since.get(&origin).copied().unwrap_or(0);
+        for (origin, &upto) in &held {
+            let after = since.get(origin).copied().unwrap_or(0);
             let upto = match &cut {
-                Some(cut) if origin > cut.origin => continue,
-                Some(cut) if origin == cut.origin => upto.min(cut.seq),
+                Some(cut) if *origin > cut.origin => continue,
+                Some(cut) if *origin == cut.origin => upto.min(cut.seq),
                 _ => upto,
             };
             if upto > after {
                 spans.push(Span {
-                    origin,
+                    origin: origin.clone(),
                     after,
                     upto,
                 });
             }
         }
         spans.sort_by(|a, b| a.origin.cmp(&b.origin));
-        Delta {
+        let delta = Delta {
             records,
             spans,
             truncated,
-        }
+        };
+        (delta, held)
     }
 
     /// How many records this node holds that a peer with digest `since` lacks, by the spans
     /// alone (cheap: no scan).
     pub fn behind(&self, since: &Digest) -> u64 {
-        self.digest()
-            .iter()
-            .map(|(o, seq)| seq.saturating_sub(since.get(o).copied().unwrap_or(0)))
-            .sum()
+        behind(&self.digest(), since)
+    }
+
+    /// The last seq this incarnation minted (its own entry of the digest, without a copy).
+    pub fn own_seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
     }
 
     /// Merges a delta from a peer (SPEC 4.2). Invalid or expired records are refused and
@@ -163,16 +191,12 @@ impl Registry {
             }
         }
         super::coalesce(&mut applied.changes);
-        let mut known = self.known.lock();
-        for span in delta.spans {
-            if span.origin == self.origin {
-                continue;
-            }
-            let have = known.entry(span.origin).or_insert(0);
-            if *have >= span.after && span.upto > *have {
-                *have = span.upto;
-            }
-        }
+        let foreign: Vec<Span> = delta
+            .spans
+            .into_iter()
+            .filter(|span| span.origin != self.origin)
+            .collect();
+        advance(&mut self.known.lock(), &foreign);
         applied
     }
 
