@@ -49,32 +49,26 @@ pub struct Sender {
     pub ready: bool,
 }
 
-/// One push-pull exchange, initiator to peer: "here is what I hold (and what I think you
-/// lack); send me what I lack".
+/// One message of a push-pull exchange. The initiator's request ("here is what I hold, and
+/// what I think you lack; send me what I lack") and the peer's answer have the same shape.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SyncRequest {
-    /// The sender.
+pub struct SyncMessage {
+    /// The sending node.
     pub from: Sender,
-    /// The sender's digest, for the answer's delta.
+    /// The sender's digest (in an answer: after merging the request's delta), for the delta
+    /// that comes back.
     pub digest: Digest,
-    /// Records the sender believes the peer lacks (may be empty).
+    /// Records the sender believes the receiver lacks (may be empty; an answer's may be cut at
+    /// [`MAX_RECORDS`]: ask again).
     pub delta: Delta,
     /// Peers the sender knows to be alive, so membership spreads.
     pub peers: Vec<String>,
 }
 
+/// The initiator's message.
+pub type SyncRequest = SyncMessage;
 /// The peer's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncResponse {
-    /// The answering node.
-    pub from: Sender,
-    /// Its digest after merging the request's delta.
-    pub digest: Digest,
-    /// What the requester lacked (possibly cut at [`MAX_RECORDS`]: ask again).
-    pub delta: Delta,
-    /// Peers the answering node knows to be alive.
-    pub peers: Vec<String>,
-}
+pub type SyncResponse = SyncMessage;
 
 /// Why bytes from a peer were not a message.
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +252,7 @@ fn decompress(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
     serde_json::from_slice(&json).map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 
-impl SyncRequest {
+impl SyncMessage {
     /// The message as bytes on the wire.
     pub fn encode(&self) -> Vec<u8> {
         compress(&to_wire(&self.from, &self.digest, &self.delta, &self.peers))
@@ -267,25 +261,7 @@ impl SyncRequest {
     /// Parses bytes from a peer.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (from, digest, delta, peers) = from_wire(decompress(bytes)?)?;
-        Ok(SyncRequest {
-            from,
-            digest,
-            delta,
-            peers,
-        })
-    }
-}
-
-impl SyncResponse {
-    /// The message as bytes on the wire.
-    pub fn encode(&self) -> Vec<u8> {
-        compress(&to_wire(&self.from, &self.digest, &self.delta, &self.peers))
-    }
-
-    /// Parses bytes from a peer.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (from, digest, delta, peers) = from_wire(decompress(bytes)?)?;
-        Ok(SyncResponse {
+        Ok(SyncMessage {
             from,
             digest,
             delta,
