@@ -59,14 +59,14 @@ pub struct HeartbeatLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GossipLabels {
     /// `ok`/`failed` for rounds, `sent`/`received` for bytes and records.
-    pub kind: String,
+    pub kind: &'static str,
 }
 
 /// Labels of a peer-state gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerStateLabels {
     /// `alive`, `suspect` or `dead`.
-    pub state: String,
+    pub state: &'static str,
 }
 
 type Hist = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -221,11 +221,7 @@ impl Metrics {
             }
         }
         for state in ["alive", "suspect", "dead"] {
-            peers
-                .get_or_create(&PeerStateLabels {
-                    state: state.to_owned(),
-                })
-                .set(0);
+            peers.get_or_create(&PeerStateLabels { state }).set(0);
         }
         Metrics {
             registry,
@@ -258,12 +254,8 @@ impl Metrics {
     }
 
     /// Counts a gossip event of `kind` by `n`.
-    pub fn gossip(family: &Family<GossipLabels, Counter>, kind: &str, n: u64) {
-        family
-            .get_or_create(&GossipLabels {
-                kind: kind.to_owned(),
-            })
-            .inc_by(n);
+    pub fn gossip(family: &Family<GossipLabels, Counter>, kind: &'static str, n: u64) {
+        family.get_or_create(&GossipLabels { kind }).inc_by(n);
     }
 
     /// Counts a served request.

@@ -368,9 +368,7 @@ impl<T: Transport> Node<T> {
         for (state, n) in [("alive", alive), ("suspect", suspect), ("dead", dead)] {
             metrics
                 .peers
-                .get_or_create(&crate::metrics::PeerStateLabels {
-                    state: state.to_owned(),
-                })
+                .get_or_create(&crate::metrics::PeerStateLabels { state })
                 .set(n);
         }
         metrics.replication_backlog.set(behind as i64);
