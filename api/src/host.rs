@@ -69,6 +69,14 @@ pub struct Host {
     pub ttl: Option<u64>,
 }
 
+impl Host {
+    /// The weight a proxy gives the host: `load_balancing_weight` (the override, else the
+    /// tag), else 1, as Envoy does.
+    pub fn weight(&self) -> u8 {
+        self.load_balancing_weight.unwrap_or(1)
+    }
+}
+
 /// `GET /v1/registration/{service}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostsResponse {
@@ -123,6 +131,17 @@ pub enum PeerState {
     Suspect,
     /// No exchange has succeeded for a long time.
     Dead,
+}
+
+impl PeerState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
+            PeerState::Dead => "dead",
+        }
+    }
 }
 
 /// One row of `GET /v1/peers`.

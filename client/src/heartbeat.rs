@@ -334,8 +334,16 @@ mod tests {
         );
         let draining = Registration::from_json(requests[requests.len() - 2].body.as_bytes());
         assert_eq!(draining.unwrap().status, HostStatus::Draining);
-        let before = stub.requests().len();
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(stub.requests().len(), before, "no heartbeat after shutdown");
+        // The task is gone once its outcome sender is: nothing can follow the DELETE.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while outcomes.changed().await.is_ok() {}
+        })
+        .await
+        .expect("the heartbeat task ended with shutdown");
+        assert_eq!(
+            stub.requests().len(),
+            requests.len(),
+            "no heartbeat after shutdown"
+        );
     }
 }

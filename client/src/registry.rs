@@ -259,6 +259,11 @@ impl Registry {
         }
     }
 
+    /// How long one request may take (a long poll gets its `wait` on top).
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
     /// The base URLs, in the order given.
     pub fn urls(&self) -> &[String] {
         &self.inner.urls

@@ -105,21 +105,13 @@ fn table(hosts: &[Host]) -> Table {
         table.row(vec![
             SocketAddr::new(host.ip_address, host.port.get()).to_string(),
             host.status.as_str().to_owned(),
-            weight(host).to_string(),
+            host.weight().to_string(),
             host.revision.to_string(),
             output::age_of_timestamp(&host.last_check_in, now),
             tags(host),
         ]);
     }
     table
-}
-
-/// The weight a proxy uses: the operator's override, else the host's tag, else 1 (SPEC
-/// 3.2).
-fn weight(host: &Host) -> u8 {
-    host.load_balancing_weight
-        .or_else(|| host.tags.weight().map(|w| w.get()))
-        .unwrap_or(1)
 }
 
 /// `key=value` pairs separated by spaces, in key order; `-` for none.

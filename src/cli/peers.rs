@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use clap::Args;
-use discovery_api::PeerState;
 
 use crate::cli::connect::{CommandError, ReadArgs};
 use crate::cli::output::{self, Table};
@@ -48,7 +47,7 @@ pub async fn run(args: PeersArgs) -> Result<(), CommandError> {
             table.row(vec![
                 p.address.clone(),
                 p.node_id.clone().unwrap_or_else(|| "-".to_owned()),
-                state_name(p.state).to_owned(),
+                p.state.as_str().to_owned(),
                 last_success,
                 p.behind.to_string(),
                 p.failures.to_string(),
@@ -65,13 +64,4 @@ pub async fn run(args: PeersArgs) -> Result<(), CommandError> {
     };
     output::print(&text)?;
     Ok(())
-}
-
-/// The state as the JSON body spells it.
-fn state_name(state: PeerState) -> &'static str {
-    match state {
-        PeerState::Alive => "alive",
-        PeerState::Suspect => "suspect",
-        PeerState::Dead => "dead",
-    }
 }

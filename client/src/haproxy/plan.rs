@@ -26,16 +26,13 @@ use discovery_api::{Host, HostStatus};
 use super::naming::{is_managed, server_name};
 use super::parse::{Admin, Health};
 
-/// The weight of a host the registry gives none.
-pub(crate) const DEFAULT_WEIGHT: u16 = 1;
-
 /// A server the registry wants in the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Wanted {
     pub(crate) name: String,
     pub(crate) ip: IpAddr,
     pub(crate) port: u16,
-    /// The host's effective weight (override, else tag), else [`DEFAULT_WEIGHT`].
+    /// The weight a proxy gives the host ([`Host::weight`]).
     pub(crate) weight: u16,
     /// The host is `draining`: it keeps its sessions, takes no new ones.
     pub(crate) draining: bool,
@@ -51,7 +48,7 @@ pub(crate) fn wanted_servers(hosts: &[Host]) -> BTreeMap<String, Wanted> {
                 name: server_name(host.ip_address, port),
                 ip: host.ip_address,
                 port,
-                weight: host.load_balancing_weight.map_or(DEFAULT_WEIGHT, u16::from),
+                weight: u16::from(host.weight()),
                 draining: host.status == HostStatus::Draining,
             };
             (wanted.name.clone(), wanted)

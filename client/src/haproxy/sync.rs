@@ -25,7 +25,7 @@ use super::naming::is_valid_proxy_name;
 use super::parse::{self, Admin, ParseError, ProcessInfo};
 use super::plan::{plan, wanted_servers, Action, Memory, Observed, Rules, Wanted};
 use super::runtime::{Expect, HaproxyError, RuntimeApi, DEFAULT_COMMAND_TIMEOUT};
-use crate::{Error, HostWatcher, ListSource, Registry, WatcherConfig, DEFAULT_REQUEST_TIMEOUT};
+use crate::{Error, HostWatcher, ListSource, Registry, WatcherConfig};
 
 /// One service kept in one HAProxy backend: `--backend SERVICE=BACKEND`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +196,8 @@ impl HaproxySync {
         };
         // A registry answer older than one long poll plus its request timeout means the
         // watcher is stuck on a node that does not answer.
-        let fresh_window = config.watcher.wait + DEFAULT_REQUEST_TIMEOUT + Duration::from_secs(5);
+        let fresh_window =
+            config.watcher.wait + registry.request_timeout() + Duration::from_secs(5);
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
         for binding in &config.backends {
