@@ -82,3 +82,39 @@ pub async fn run(args: HaproxySyncArgs) -> Result<(), CommandError> {
     sync.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: HaproxySyncArgs,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        use clap::Parser;
+        let args = Cli::parse_from([
+            "haproxy-sync",
+            "--registry",
+            "http://r:1",
+            "--socket",
+            "/s",
+            "--backend",
+            "web=be",
+        ])
+        .args;
+        let library = HaproxySyncConfig::new("/s", Vec::new());
+        assert_eq!(
+            (args.max_stale, args.interval, args.drain_timeout),
+            (library.max_stale, library.interval, library.drain_timeout)
+        );
+        let check = HealthCheck::default();
+        assert_eq!(
+            (args.check_inter, args.fall, args.rise),
+            (check.inter, check.fall, check.rise)
+        );
+    }
+}

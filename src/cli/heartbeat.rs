@@ -224,6 +224,32 @@ fn source_address(target: SocketAddr) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: HeartbeatArgs,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        use clap::Parser;
+        let args = Cli::parse_from([
+            "heartbeat",
+            "--registry",
+            "http://r:1",
+            "--service",
+            "s",
+            "--port",
+            "1",
+        ])
+        .args;
+        let library = HeartbeatConfig::default();
+        assert_eq!(
+            (args.interval, args.drain_period),
+            (library.interval, library.drain_period)
+        );
+    }
+
     #[test]
     fn the_route_to_a_loopback_registry_starts_at_loopback() {
         let target: SocketAddr = "127.0.0.1:9".parse().unwrap();
