@@ -1,6 +1,6 @@
-//! What the client subcommands (`heartbeat`, `hosts`, `services`, `peers`) share: the
-//! `--registry` and `--token` flags, the [`Registry`] client built from them, and the
-//! error they stop with.
+//! What the client subcommands (`heartbeat`, `hosts`, `services`, `peers`, `haproxy-sync`)
+//! share: the `--registry` and `--token` flags, the [`Registry`] client built from them,
+//! and the error they stop with.
 //!
 //! Talking to the registry is the client library's job; this file only turns flags into
 //! its settings and its errors into one line a person can act on.

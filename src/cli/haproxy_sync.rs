@@ -77,7 +77,7 @@ pub async fn run(args: HaproxySyncArgs) -> Result<(), CommandError> {
         .collect();
     let sync = HaproxySync::spawn(registry, config)?;
     tracing::info!(?backends, "haproxy-sync started");
-    super::serve::shutdown_signal().await;
+    super::shutdown_signal().await;
     tracing::info!("shutting down; HAProxy keeps its servers");
     sync.shutdown().await;
     Ok(())

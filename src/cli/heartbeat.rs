@@ -16,7 +16,7 @@ use discovery_client::{
 };
 
 use crate::cli::connect::{non_empty, CommandError, RegistryUrls};
-use crate::cli::serve::shutdown_signal;
+use crate::cli::shutdown_signal;
 use crate::config::LogFormat;
 
 /// The flags of `discovery heartbeat`, as given.

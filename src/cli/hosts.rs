@@ -14,7 +14,7 @@ use discovery_client::{HostWatcher, ShrinkPolicy, WatcherConfig};
 
 use crate::cli::connect::{CommandError, ReadArgs};
 use crate::cli::output::{self, Table};
-use crate::cli::serve::shutdown_signal;
+use crate::cli::shutdown_signal;
 
 /// The flags of `discovery hosts`.
 #[derive(Debug, Clone, Args)]
