@@ -10,7 +10,7 @@
 //!   smaller list until it is confirmed for a grace period ([`ShrinkPolicy`]); hands out
 //!   lock-free snapshots and change notifications ([`HostList`]).
 //! - [`HaproxySync`]: the HAProxy plugin; keeps HAProxy backends equal to services' host
-//!   lists through the runtime API ([`RuntimeApi`]), keeping vanished hosts while
+//!   lists through HAProxy's runtime API, keeping vanished hosts while
 //!   HAProxy's own checks find them up.
 //!
 //! The wire types come from [`discovery_api`] (re-exported as [`api`]), so client and
@@ -59,10 +59,7 @@ mod watcher;
 pub use discovery_api as api;
 pub use discovery_api::{Host, HostStatus, HostsResponse, Port, Registration, ServiceName};
 pub use error::{Error, Failure};
-pub use haproxy::{
-    BackendBinding, HaproxyError, HaproxySync, HaproxySyncConfig, HealthCheck, RuntimeApi,
-    DEFAULT_COMMAND_TIMEOUT, SERVER_PREFIX,
-};
+pub use haproxy::{BackendBinding, HaproxySync, HaproxySyncConfig, HealthCheck};
 pub use heartbeat::{HeartbeatConfig, HeartbeatOutcome, Heartbeater};
 pub use registry::{Registry, RegistryBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use shrink_guard::ShrinkPolicy;

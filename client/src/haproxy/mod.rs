@@ -1,8 +1,8 @@
 //! The HAProxy plugin: keeps HAProxy backends equal to the registry's host lists through
 //! HAProxy's runtime API on its admin socket, without reloads (SPEC 6).
 //!
-//! - `runtime`: [`RuntimeApi`], the socket client (one command per connection, timeouts,
-//!   HAProxy's error sentences as [`HaproxyError::Refused`]).
+//! - `runtime`: `RuntimeApi`, the socket client (one command per connection, timeouts,
+//!   HAProxy's error sentences as `HaproxyError::Refused`).
 //! - `parse`: readers of `show servers state`, `show stat` and `show info`.
 //! - `naming`: managed server names (`d-10.0.0.7-8080`), so configuration servers are
 //!   never touched.
@@ -19,6 +19,4 @@ mod plan;
 mod runtime;
 mod sync;
 
-pub use naming::SERVER_PREFIX;
-pub use runtime::{HaproxyError, RuntimeApi, DEFAULT_COMMAND_TIMEOUT};
 pub use sync::{BackendBinding, HaproxySync, HaproxySyncConfig, HealthCheck};

@@ -12,7 +12,7 @@
 //! becomes [`HaproxyError::Refused`] carrying HAProxy's own words. This module owns the
 //! socket and that rule, not the meaning of any command.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,16 +74,6 @@ pub enum HaproxyError {
     },
 }
 
-impl HaproxyError {
-    /// Whether HAProxy could not be reached at all (as opposed to refusing a command).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            HaproxyError::Connect { .. } | HaproxyError::Io { .. } | HaproxyError::Timeout { .. }
-        )
-    }
-}
-
 /// Which answer means that a command succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expect {
@@ -116,11 +106,6 @@ impl RuntimeApi {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
-    }
-
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Runs one command (one line, without its newline) and returns HAProxy's whole
@@ -196,6 +181,7 @@ impl RuntimeApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use tokio::io::AsyncBufReadExt;
     use tokio::net::UnixListener;
 
@@ -242,7 +228,7 @@ mod tests {
             matches!(&err, HaproxyError::Refused { answer, .. } if answer == "No such server."),
             "{err}"
         );
-        assert!(!err.is_unreachable());
+        assert!(matches!(err, HaproxyError::Refused { .. }), "{err}");
     }
 
     #[tokio::test]
@@ -266,7 +252,7 @@ mod tests {
     async fn a_missing_socket_is_unreachable() {
         let api = RuntimeApi::new("/nonexistent/dir/admin.sock");
         let err = api.execute("show info").await.unwrap_err();
-        assert!(err.is_unreachable(), "{err}");
+        assert!(matches!(err, HaproxyError::Connect { .. }), "{err}");
     }
 
     #[tokio::test]
