@@ -15,7 +15,7 @@ use super::body::{self, Encoding, QueryMap, Segments};
 use super::{require, ApiError, AppState};
 use crate::auth::Access;
 use crate::metrics::HeartbeatResult;
-use crate::registry::{RegistryError, ServiceView};
+use crate::registry::{RegistryFull, ServiceView};
 use crate::shared::now;
 
 /// `{}`: the seed's success body.
@@ -111,10 +111,9 @@ pub(super) async fn register_now(
                 }
                 Ok(ok_empty())
             }
-            Err(RegistryError::Full(max)) => Err(ApiError::Unavailable(format!(
+            Err(RegistryFull(max)) => Err(ApiError::Unavailable(format!(
                 "the registry holds its maximum of {max} hosts (--max-hosts); new hosts are refused, existing ones keep refreshing"
             ))),
-            Err(RegistryError::NotFound) => Err(ApiError::NotFound("no such host".into())),
         }
     }
     .await;
@@ -189,7 +188,7 @@ fn respond(view: &ServiceView, headers: &HeaderMap) -> Response {
             StatusCode::NOT_MODIFIED,
             [
                 (header::ETAG, etag),
-                (INDEX_HEADER.parse().expect("static name"), index),
+                (header::HeaderName::from_static(INDEX_HEADER), index),
             ],
         )
             .into_response();

@@ -137,16 +137,16 @@ pub struct Heartbeat {
     pub change: Option<Change>,
 }
 
-/// Why a write was refused.
+/// Why a heartbeat was refused: `--max-hosts` (the number inside) is reached and the host
+/// is new.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
-    /// `--max-hosts` is reached and the host is new.
-    #[error("the registry holds its maximum of {0} hosts; new hosts are refused")]
-    Full(usize),
-    /// No live host matches.
-    #[error("no such host")]
-    NotFound,
-}
+#[error("the registry holds its maximum of {0} hosts; new hosts are refused")]
+pub struct RegistryFull(pub usize);
+
+/// Why a delete or an override was refused: no live host matches.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no such host")]
+pub struct NoSuchHost;
 
 /// Every host this node knows. See the module docs.
 pub struct Registry {
@@ -246,7 +246,7 @@ impl Registry {
         ip: IpAddr,
         reg: &Registration,
         now: Micros,
-    ) -> Result<Heartbeat, RegistryError> {
+    ) -> Result<Heartbeat, RegistryFull> {
         let ttl = self.config.clamp_ttl(reg.ttl);
         let tags: Box<str> = serde_json::to_string(&reg.tags)
             .unwrap_or_else(|_| "{}".into())
@@ -267,7 +267,7 @@ impl Registry {
             .get(&(ip, port))
             .is_some_and(|e| !e.record.is_deleted());
         if !is_live && self.live.load(Ordering::Relaxed) >= self.config.max_hosts {
-            return Err(RegistryError::Full(self.config.max_hosts));
+            return Err(RegistryFull(self.config.max_hosts));
         }
         let ts = self.clock.tick(now);
         let hb = Stamp {
@@ -374,11 +374,8 @@ impl Registry {
         ip: IpAddr,
         port: Option<Port>,
         now: Micros,
-    ) -> Result<Change, RegistryError> {
-        let mut svc = self
-            .services
-            .get_mut(service)
-            .ok_or(RegistryError::NotFound)?;
+    ) -> Result<Change, NoSuchHost> {
+        let mut svc = self.services.get_mut(service).ok_or(NoSuchHost)?;
         let svc = &mut *svc;
         let ports: Vec<u16> = svc
             .hosts
@@ -387,7 +384,7 @@ impl Registry {
             .map(|(k, _)| k.1)
             .collect();
         if ports.is_empty() {
-            return Err(RegistryError::NotFound);
+            return Err(NoSuchHost);
         }
         for p in ports {
             let key = HostKey {
@@ -427,11 +424,8 @@ impl Registry {
         ip: Option<IpAddr>,
         weight: Weight,
         now: Micros,
-    ) -> Result<Option<Change>, RegistryError> {
-        let mut svc = self
-            .services
-            .get_mut(service)
-            .ok_or(RegistryError::NotFound)?;
+    ) -> Result<Option<Change>, NoSuchHost> {
+        let mut svc = self.services.get_mut(service).ok_or(NoSuchHost)?;
         let svc = &mut *svc;
         let mut matched = false;
         let mut moved = false;
@@ -451,7 +445,7 @@ impl Registry {
             moved |= before != Some(weight);
         }
         if !matched {
-            return Err(RegistryError::NotFound);
+            return Err(NoSuchHost);
         }
         Ok(moved.then(|| Change {
             service: service.clone(),

@@ -156,13 +156,10 @@ fn delete_removes_every_port_or_one_and_reports_nothing_matched() {
     assert_eq!(hosts(&r, "web", T0).hosts.len(), 3);
     r.delete(&s, ip("10.0.0.1"), None, T0).unwrap();
     assert_eq!(hosts(&r, "web", T0).hosts.len(), 1);
-    assert_eq!(
-        r.delete(&s, ip("10.0.0.1"), None, T0),
-        Err(RegistryError::NotFound)
-    );
+    assert_eq!(r.delete(&s, ip("10.0.0.1"), None, T0), Err(NoSuchHost));
     assert_eq!(
         r.delete(&svc("other"), ip("10.0.0.1"), None, T0),
-        Err(RegistryError::NotFound)
+        Err(NoSuchHost)
     );
     assert_eq!(r.host_count(), 1);
     // A new heartbeat registers it again.
@@ -212,7 +209,7 @@ fn weight_override_survives_heartbeats_until_delete() {
     );
     assert_eq!(
         r.set_weight(&s, Some(ip("10.9.9.9")), w, T0),
-        Err(RegistryError::NotFound)
+        Err(NoSuchHost)
     );
 }
 
@@ -336,7 +333,7 @@ fn max_hosts_refuses_new_hosts_but_refreshes_existing_ones() {
     r.heartbeat(&s, ip("10.0.0.2"), &reg(80, "r"), T0).unwrap();
     assert_eq!(
         r.heartbeat(&s, ip("10.0.0.3"), &reg(80, "r"), T0),
-        Err(RegistryError::Full(2))
+        Err(RegistryFull(2))
     );
     assert!(r.heartbeat(&s, ip("10.0.0.1"), &reg(80, "r2"), T0).is_ok());
     assert_eq!(r.host_count(), 2);
