@@ -464,7 +464,7 @@ impl Registry {
         match self.services.get(service) {
             Some(svc) if !svc.needs_rebuild(now) => return svc.view.clone(),
             Some(_) => {}
-            None => return Arc::new(self.empty_view(service)),
+            None => return Arc::new(ServiceView::empty(service, &self.config.env)),
         }
         match self.services.get_mut(service) {
             Some(mut svc) => {
@@ -473,22 +473,7 @@ impl Registry {
                 }
                 svc.view.clone()
             }
-            None => Arc::new(self.empty_view(service)),
-        }
-    }
-
-    fn empty_view(&self, service: &ServiceName) -> ServiceView {
-        let mut body = Vec::new();
-        view::open_list(&mut body, "service", service.as_str(), &self.config.env);
-        view::close_list(&mut body);
-        let hash = view::ContentHasher::default().finish();
-        ServiceView {
-            index: 0,
-            etag: view::etag(hash),
-            content_hash: hash,
-            body: body.into(),
-            built_at: 0,
-            hosts: 0,
+            None => Arc::new(ServiceView::empty(service, &self.config.env)),
         }
     }
 

@@ -81,7 +81,8 @@ pub(crate) struct ServiceState {
 
 impl ServiceState {
     pub fn new(name: ServiceName, env: &str) -> Self {
-        let mut state = ServiceState {
+        ServiceState {
+            view: Arc::new(ServiceView::empty(&name, env)),
             name,
             hosts: BTreeMap::new(),
             live: 0,
@@ -89,19 +90,9 @@ impl ServiceState {
             index: 0,
             routing_dirty: false,
             refresh_dirty: false,
-            view: Arc::new(ServiceView {
-                index: 0,
-                etag: String::new(),
-                content_hash: 0,
-                body: Default::default(),
-                built_at: 0,
-                hosts: 0,
-            }),
             max_seq: HashMap::new(),
             recent: None,
-        };
-        state.rebuild(env, 0);
-        state
+        }
     }
 
     /// Makes routing fields from a peer share their revision and repository strings with

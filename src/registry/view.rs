@@ -8,6 +8,7 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use bytes::Bytes;
+use discovery_api::ServiceName;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::clock::{rfc3339, Micros};
@@ -29,6 +30,24 @@ pub struct ServiceView {
     pub built_at: Micros,
     /// Hosts in the body.
     pub hosts: usize,
+}
+
+impl ServiceView {
+    /// The list of a service with no hosts (a new one, or one never seen).
+    pub fn empty(service: &ServiceName, env: &str) -> ServiceView {
+        let mut body = Vec::new();
+        open_list(&mut body, "service", service.as_str(), env);
+        close_list(&mut body);
+        let hash = ContentHasher::default().finish();
+        ServiceView {
+            index: 0,
+            etag: etag(hash),
+            content_hash: hash,
+            body: body.into(),
+            built_at: 0,
+            hosts: 0,
+        }
+    }
 }
 
 /// Hashes what consumers route on, in body order.
