@@ -224,12 +224,10 @@ pub async fn list(
     QueryMap(query): QueryMap,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require(&shared, Access::Read, &headers)?;
-    let name = service_name(&service)?;
+    let service = readable(&shared, &service, &headers)?;
     let Some((index, wait)) = long_poll(&query, shared.config.limits.max_wait)? else {
-        return list_now(&shared, &service, &headers);
+        return current(&shared, &service, &headers);
     };
-    let service = name;
     require_ready(&shared)?;
     if shared.registry.index(service.as_str()) > index {
         return Ok(respond(&shared.registry.view(&service, now()), &headers));
@@ -279,10 +277,27 @@ pub(super) fn list_now(
     service: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    current(shared, &readable(shared, service, headers)?, headers)
+}
+
+/// The service named in a read the caller may make.
+fn readable(
+    shared: &AppState,
+    service: &str,
+    headers: &HeaderMap,
+) -> Result<ServiceName, ApiError> {
     require(shared, Access::Read, headers)?;
-    let service = service_name(service)?;
+    service_name(service)
+}
+
+/// The service's current list, once the node is ready.
+fn current(
+    shared: &AppState,
+    service: &ServiceName,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     require_ready(shared)?;
-    Ok(respond(&shared.registry.view(&service, now()), headers))
+    Ok(respond(&shared.registry.view(service, now()), headers))
 }
 
 /// `GET /v1/registration/repo/{service_repo_name}`.
