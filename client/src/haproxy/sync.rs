@@ -11,7 +11,7 @@
 //! and resets the planner's memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime};
@@ -458,7 +458,7 @@ impl BackendSync {
         }
         match &action {
             Action::Add(w) => {
-                tracing::info!(backend = %backend, service = %service, server = %w.name, address = %socket_addr(w.ip, w.port), weight = w.weight, draining = w.draining, "added server (down until its first checks pass)")
+                tracing::info!(backend = %backend, service = %service, server = %w.name, address = %SocketAddr::new(w.ip, w.port), weight = w.weight, draining = w.draining, "added server (down until its first checks pass)")
             }
             Action::EnableHealth { name } => {
                 tracing::info!(backend = %backend, service = %service, server = %name, "enabled health checks")
@@ -492,7 +492,7 @@ impl BackendSync {
             (
                 format!(
                     "add server {backend}/{name} {} weight {} check inter {}ms fall {} rise {}",
-                    socket_addr(wanted.ip, wanted.port),
+                    SocketAddr::new(wanted.ip, wanted.port),
                     wanted.weight,
                     check.inter.as_millis(),
                     check.fall,
@@ -513,14 +513,6 @@ impl BackendSync {
 
 fn silent(command: String) -> (String, Expect) {
     (command, Expect::Silence)
-}
-
-/// `ip:port`, with brackets around an IPv6 address as HAProxy expects.
-fn socket_addr(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(ip) => format!("{ip}:{port}"),
-        IpAddr::V6(ip) => format!("[{ip}]:{port}"),
-    }
 }
 
 #[cfg(test)]
@@ -556,8 +548,9 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_addresses_are_bracketed() {
-        assert_eq!(socket_addr("fd00::1".parse().unwrap(), 80), "[fd00::1]:80");
-        assert_eq!(socket_addr("10.0.0.1".parse().unwrap(), 80), "10.0.0.1:80");
+    fn addresses_are_written_as_haproxy_expects_ipv6_in_brackets() {
+        let addr = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 80).to_string();
+        assert_eq!(addr("fd00::1"), "[fd00::1]:80");
+        assert_eq!(addr("10.0.0.1"), "10.0.0.1:80");
     }
 }
