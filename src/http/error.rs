@@ -24,6 +24,12 @@ pub enum ApiError {
     /// The body is over the limit.
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The request URI is over the limit (bytes).
+    #[error("the request URI is longer than the limit of {0} bytes")]
+    UriTooLong(usize),
+    /// The request head (header lines or their bytes) is over a limit; the string says which.
+    #[error("{0}")]
+    HeadTooLarge(String),
     /// The body's content type is not one this route takes.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -52,6 +58,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotReady | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -12,6 +12,7 @@ mod envoy;
 mod error;
 mod health;
 pub mod hot_path;
+pub mod limits;
 mod loadbalancing;
 mod metrics;
 mod peers;

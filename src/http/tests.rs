@@ -944,9 +944,11 @@ async fn dot_and_dot_dot_are_refused_as_names_on_every_route_hot_path_included()
         let read = super::hot_path::answer(&shared, &get(&format!("/v1/registration/{name}")))
             .expect("a plain read takes the hot path");
         assert_eq!(read.status(), StatusCode::BAD_REQUEST);
-        let super::hot_path::Hot::Heartbeat(pending) =
-            super::hot_path::take(&shared, form(&format!("/v1/registration/{name}"), WEB1), peer)
-        else {
+        let super::hot_path::Hot::Heartbeat(pending) = super::hot_path::take(
+            &shared,
+            form(&format!("/v1/registration/{name}"), WEB1),
+            peer,
+        ) else {
             panic!("a plain heartbeat takes the hot path");
         };
         let heartbeat = pending.await;
@@ -1040,17 +1042,26 @@ async fn envoy_answers_a_repeated_name_once_and_caps_names_per_request() {
     names.push("api");
     let repeated = send(
         &app,
-        json_post("/v3/discovery:endpoints", json!({ "resource_names": names })),
+        json_post(
+            "/v3/discovery:endpoints",
+            json!({ "resource_names": names }),
+        ),
     )
     .await;
     assert_eq!(repeated.status, StatusCode::OK);
     let repeated = repeated.json();
     assert_eq!(repeated["resources"].as_array().unwrap().len(), 2);
-    assert_eq!(repeated, once, "a repeated name changes neither answer nor version");
+    assert_eq!(
+        repeated, once,
+        "a repeated name changes neither answer nor version"
+    );
     names.push("web");
     let r = send(
         &app,
-        json_post("/v3/discovery:endpoints", json!({ "resource_names": names })),
+        json_post(
+            "/v3/discovery:endpoints",
+            json!({ "resource_names": names }),
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
