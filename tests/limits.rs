@@ -334,3 +334,21 @@ fn invented_methods_are_counted_as_other_not_one_series_each() {
         "{metrics}"
     );
 }
+
+#[test]
+fn refusals_by_a_limit_are_each_counted_but_logged_at_most_once_per_interval() {
+    let (node, logs) = Node::start_logged(&["--max-body", "1KiB"]);
+    let over = "POST /v1/registration/web HTTP/1.1\r\nHost: x\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 2000\r\n\r\n";
+    for _ in 0..50 {
+        assert_eq!(send_raw(node.addr(), over.as_bytes()).status, 413);
+    }
+    let counted = r#"discovery_http_requests_total{route="/v1/registration/{service}",method="POST",status="413"} 50"#;
+    let (_, metrics) = http("GET", &format!("{}/metrics", node.url), None, "");
+    assert!(metrics.contains(counted), "{metrics}");
+    wait_until("the first refusal logged", Duration::from_secs(10), || {
+        logs.contains("refused by a limit")
+    });
+    let lines = logs.text().matches("refused by a limit").count();
+    assert_eq!(lines, 1, "{}", logs.text());
+}

@@ -6,6 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use discovery_api::{ErrorBody, ValidationError};
 
+use super::throttle::Throttle;
+use crate::shared::now;
+
+/// When a refusal by a limit was last logged.
+static LIMIT_WARNED: Throttle = Throttle::new();
+
 /// See the module docs.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -70,11 +76,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // At most one line every 10 s: a 413 costs a client one header line, so one line per
+        // refusal would let anyone flood the log. The request metrics count every one.
         if matches!(
             self,
             ApiError::Unavailable(_) | ApiError::PayloadTooLarge(_)
-        ) {
-            tracing::warn!(error = %self, "refused by a limit");
+        ) && LIMIT_WARNED.allow(now() / 1_000_000, 10)
+        {
+            tracing::warn!(error = %self, "refused by a limit (at most one line every 10 s)");
         }
         let mut response = (
             status,

@@ -18,6 +18,7 @@ mod metrics;
 mod peers;
 mod registration;
 mod services;
+mod throttle;
 
 use std::borrow::Cow;
 use std::sync::Arc;
