@@ -82,6 +82,14 @@ pub struct ServeArgs {
     /// Most open client connections; past it, new ones wait to be accepted.
     #[arg(long, env = "DISCOVERY_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
+    /// Longest time a client may take to send a request's headers or its body, and to stay
+    /// idle between requests on a kept-alive connection; past it the connection is cut.
+    #[arg(long, env = "DISCOVERY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub read_timeout: Duration,
+    /// Longest time a response may make no write progress (a client that does not read);
+    /// past it the connection is cut and its slot freed.
+    #[arg(long, env = "DISCOVERY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
     /// Log format.
     #[arg(long, env = "DISCOVERY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -138,8 +146,17 @@ pub struct Limits {
     pub max_long_polls: usize,
     /// Most open connections (default 20,000); more wait in the accept queue.
     pub max_connections: usize,
-    /// Longest time to receive a request's headers or body (10 s): stalled clients are cut.
+    /// Longest time to receive a request's headers or body, or to wait idle for the next
+    /// request on a kept-alive connection (default 10 s): stalled and idle clients are cut,
+    /// so they cannot hold one of `max_connections` for ever. Longer lets slower clients
+    /// through; shorter frees slots sooner.
     pub read_timeout: Duration,
+    /// Longest time a response may make no write progress (default 10 s): a client that stops
+    /// reading has its connection cut, so that clients that never read cannot hold every
+    /// connection slot. It bounds the time without progress, not a whole response: a slow
+    /// reader that keeps reading is never cut. Longer tolerates clients stalled by a pause
+    /// (a GC, a full receive buffer); shorter frees slots sooner.
+    pub write_timeout: Duration,
 }
 
 /// Cluster settings.
@@ -244,6 +261,15 @@ impl Config {
         if args.max_body < 256 {
             return Err(bad("max-body", "must be at least 256 bytes"));
         }
+        for (flag, timeout) in [
+            ("read-timeout", args.read_timeout),
+            ("write-timeout", args.write_timeout),
+        ] {
+            // Under 100 ms a busy but healthy client would be cut; 0 would cut every one.
+            if timeout < Duration::from_millis(100) {
+                return Err(bad(flag, "must be at least 100ms"));
+            }
+        }
         if args.gossip_interval < Duration::from_millis(10) {
             return Err(bad("gossip-interval", "must be at least 10ms"));
         }
@@ -314,7 +340,8 @@ impl Config {
                 max_wait: Duration::from_secs(discovery_api::MAX_WAIT_SECS),
                 max_long_polls: args.max_long_polls,
                 max_connections: args.max_connections.max(1),
-                read_timeout: Duration::from_secs(10),
+                read_timeout: args.read_timeout,
+                write_timeout: args.write_timeout,
             },
             cluster: ClusterConfig {
                 peers,

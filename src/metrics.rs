@@ -98,6 +98,8 @@ pub struct Metrics {
     pub long_polls: Gauge,
     /// Long polls answered at once because `--max-long-polls` were already waiting.
     pub long_polls_refused: Counter,
+    /// Connections cut because a response made no write progress for `--write-timeout`.
+    pub write_timeouts: Counter,
     /// Gossip rounds by outcome (`ok`, `failed`).
     pub gossip_rounds: Family<GossipLabels, Counter>,
     /// Gossip payload bytes (`sent`, `received`).
@@ -174,6 +176,12 @@ impl Metrics {
             "Long polls answered at once because --max-long-polls were waiting",
             long_polls_refused.clone(),
         );
+        let write_timeouts = Counter::default();
+        registry.register(
+            "write_timeouts",
+            "Connections cut because a response made no write progress for --write-timeout",
+            write_timeouts.clone(),
+        );
         let gossip_rounds = Family::<GossipLabels, Counter>::default();
         registry.register(
             "gossip_rounds",
@@ -237,6 +245,7 @@ impl Metrics {
             ready,
             long_polls,
             long_polls_refused,
+            write_timeouts,
             gossip_rounds,
             gossip_bytes,
             gossip_records,
@@ -283,7 +292,9 @@ impl Metrics {
     }
 }
 
-/// A method as a label value, without allocating for the standard ones.
+/// A method as a label value. HTTP lets a client invent any method (`FOO1`, `FOO2`, ...), and
+/// each label value is a series kept for the life of the process, so every method outside
+/// the standard ones counts as `OTHER`: the series stay a fixed set, and nothing allocates.
 fn method_label(method: &Method) -> Cow<'static, str> {
     Cow::Borrowed(match method.as_str() {
         "GET" => "GET",
@@ -293,7 +304,9 @@ fn method_label(method: &Method) -> Cow<'static, str> {
         "HEAD" => "HEAD",
         "OPTIONS" => "OPTIONS",
         "PATCH" => "PATCH",
-        other => return Cow::Owned(other.to_owned()),
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
     })
 }
 

@@ -2,9 +2,17 @@
 //! shuts everything down in order.
 //!
 //! The accept loop is our own (on hyper) rather than `axum::serve` so that it can bound open
-//! connections and cut clients that stall while sending headers (slow or stalled clients
-//! cannot hold the server's memory or tasks without bound), and hand plain host-list reads
-//! and heartbeats to `http::hot_path` before the router.
+//! connections, check every request head against `http::limits`, and hand plain host-list
+//! reads and heartbeats to `http::hot_path` before the router.
+//!
+//! Slow or stalled clients cannot hold a connection slot (and its memory and task) for ever,
+//! whatever side stalls:
+//! - sending the head, or idling between requests: hyper's header read timeout
+//!   (`--read-timeout`) cuts the connection;
+//! - sending the body: the handlers read it within `--read-timeout` and answer 408;
+//! - reading the answer: every connection's socket is wrapped in a writer that fails a write
+//!   pending longer than `--write-timeout` (hyper has no write timeout of its own), and hyper
+//!   then drops the connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +24,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -142,6 +151,13 @@ async fn accept_loop(
 ) {
     let limit = Arc::new(Semaphore::new(shared.config.limits.max_connections));
     let header_timeout = shared.config.limits.read_timeout;
+    let write_timeout = shared.config.limits.write_timeout;
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(http::limits::HYPER_MAX_BUF)
+        .max_header_size(http::limits::HYPER_MAX_BUF);
     loop {
         let permit = match limit.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -178,6 +194,9 @@ async fn accept_loop(
         let hot = shared.clone();
         let service = hyper::service::service_fn(
             move |req: axum::extract::Request<hyper::body::Incoming>| {
+                if let Some(refused) = http::limits::refuse(&hot, &req) {
+                    return Either::Left(std::future::ready(Ok(refused)));
+                }
                 // Plain host-list reads and heartbeats skip the router (see `http::hot_path`).
                 match http::hot_path::take(&hot, req, peer) {
                     Hot::Answered(response) => Either::Left(std::future::ready(Ok(response))),
@@ -191,24 +210,39 @@ async fn accept_loop(
             },
         );
         let shutdown = shutdown.clone();
+        // The timeout counts only while a write is pending (the socket's send buffer is full),
+        // and costs a flag test per write otherwise. Boxed once per connection because it
+        // holds a timer and hyper wants an `Unpin` socket.
+        let mut stream = TimeoutWriter::new(stream);
+        stream.set_timeout(Some(write_timeout));
+        let conn = http1.serve_connection(TokioIo::new(Box::pin(stream)), service);
+        let metrics = shared.clone();
         tasks.spawn(async move {
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::trace!(error = %e, "connection ended");
-                    }
-                }
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
                 _ = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                if is_write_timeout(&e) {
+                    metrics.metrics.write_timeouts.inc();
+                    tracing::debug!(%peer, "cut a connection that made no write progress");
+                } else {
+                    tracing::trace!(error = %e, "connection ended");
                 }
             }
             drop(permit);
         });
     }
+}
+
+/// Whether a connection ended because a write made no progress for `--write-timeout` (the
+/// `TimedOut` of [`TimeoutWriter`], which hyper passes on as the error's source).
+fn is_write_timeout(error: &hyper::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
 }

@@ -56,6 +56,8 @@ fn invalid_flags_are_refused_with_a_message_naming_the_flag() {
         (&["--host-ttl", "soon"][..], "--host-ttl"),
         (&["--peers", "ftp://x"][..], "--peers"),
         (&["--node-id", "a b"][..], "--node-id"),
+        (&["--write-timeout", "50ms"][..], "--write-timeout"),
+        (&["--read-timeout", "0s"][..], "--read-timeout"),
     ] {
         let out = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0"])

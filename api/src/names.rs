@@ -36,6 +36,28 @@ pub(crate) fn check_name(
     Ok(())
 }
 
+/// Checks a name that travels as one URL path segment (`/v1/registration/{service}`): the
+/// rules of [`check_name`], and not `.` or `..`, which URL clients resolve as directory steps
+/// (RFC 3986 5.2.4) so that a service so named could never be read or deleted by URL.
+fn check_segment_name(
+    field: &'static str,
+    s: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), ValidationError> {
+    check_name(field, s, min, max)?;
+    if s == "." || s == ".." {
+        return Err(ValidationError::invalid(
+            field,
+            format!(
+                "{s:?} is not allowed: URLs read it as a directory step, so it could not be \
+                 used in a path; use at least one letter, digit, '_' or '-'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! shared_str_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -90,11 +112,12 @@ macro_rules! shared_str_newtype {
 }
 
 shared_str_newtype!(
-    /// A service name: 1-128 characters of `[A-Za-z0-9._-]`. Cheap to clone.
+    /// A service name: 1-128 characters of `[A-Za-z0-9._-]`, not `.` or `..`. Cheap to clone.
     ServiceName
 );
 shared_str_newtype!(
-    /// A repository name: up to 128 characters of `[A-Za-z0-9._-]`, empty when absent.
+    /// A repository name: up to 128 characters of `[A-Za-z0-9._-]`, not `.` or `..`, empty
+    /// when absent.
     RepoName
 );
 shared_str_newtype!(
@@ -105,7 +128,7 @@ shared_str_newtype!(
 impl ServiceName {
     /// Validates a service name.
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        check_name("service", s, 1, MAX_NAME_LEN)?;
+        check_segment_name("service", s, 1, MAX_NAME_LEN)?;
         Ok(ServiceName(s.into()))
     }
 }
@@ -113,7 +136,7 @@ impl ServiceName {
 impl RepoName {
     /// Validates a repository name (the empty string means "none").
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        check_name("service_repo_name", s, 0, MAX_NAME_LEN)?;
+        check_segment_name("service_repo_name", s, 0, MAX_NAME_LEN)?;
         Ok(RepoName(s.into()))
     }
 
@@ -242,6 +265,20 @@ mod tests {
         assert!(ServiceName::parse("a/b").is_err());
         assert!(ServiceName::parse("päy").is_err());
         assert!(RepoName::parse("").is_ok());
+    }
+
+    #[test]
+    fn dot_segments_are_refused_as_service_and_repo_names() {
+        for name in [".", ".."] {
+            let e = ServiceName::parse(name).unwrap_err().to_string();
+            assert!(e.contains("directory step"), "{e}");
+            assert!(RepoName::parse(name).is_err(), "{name}");
+            assert!(serde_json::from_str::<ServiceName>(&format!("{name:?}")).is_err());
+        }
+        for name in ["...", ".a", "a..", "._", "-."] {
+            assert!(ServiceName::parse(name).is_ok(), "{name}");
+            assert!(RepoName::parse(name).is_ok(), "{name}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
@@ -83,7 +83,15 @@ pub fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
 }
 
 /// Reads a body of at most `limit` bytes within `timeout`.
+///
+/// A body whose declared `Content-Length` is over `limit` is refused before a byte of it is
+/// read: waiting for bytes we would refuse anyway lets a client hold the connection until
+/// the read timeout (and hyper closes the connection after the answer, so the unread body is
+/// never drained).
 pub async fn read(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+    if body.size_hint().lower() > limit as u64 {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(ApiError::Timeout),
         Ok(Ok(bytes)) => Ok(bytes),

@@ -6,6 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use discovery_api::{ErrorBody, ValidationError};
 
+use super::throttle::Throttle;
+use crate::shared::now;
+
+/// When a refusal by a limit was last logged.
+static LIMIT_WARNED: Throttle = Throttle::new();
+
 /// See the module docs.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -24,6 +30,12 @@ pub enum ApiError {
     /// The body is over the limit.
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The request URI is over the limit (bytes).
+    #[error("the request URI is longer than the limit of {0} bytes")]
+    UriTooLong(usize),
+    /// The request head (header lines or their bytes) is over a limit; the string says which.
+    #[error("{0}")]
+    HeadTooLarge(String),
     /// The body's content type is not one this route takes.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -52,6 +64,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotReady | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -62,11 +76,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // At most one line every 10 s: a 413 costs a client one header line, so one line per
+        // refusal would let anyone flood the log. The request metrics count every one.
         if matches!(
             self,
             ApiError::Unavailable(_) | ApiError::PayloadTooLarge(_)
-        ) {
-            tracing::warn!(error = %self, "refused by a limit");
+        ) && LIMIT_WARNED.allow(now() / 1_000_000, 10)
+        {
+            tracing::warn!(error = %self, "refused by a limit (at most one line every 10 s)");
         }
         let mut response = (
             status,

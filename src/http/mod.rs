@@ -12,11 +12,13 @@ mod envoy;
 mod error;
 mod health;
 pub mod hot_path;
+pub mod limits;
 mod loadbalancing;
 mod metrics;
 mod peers;
 mod registration;
 mod services;
+mod throttle;
 
 use std::borrow::Cow;
 use std::sync::Arc;

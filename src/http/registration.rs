@@ -2,7 +2,6 @@
 //! repository query and deletes (SPEC 3.1).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -12,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use discovery_api::{Port, Registration, RepoName, ServiceName, INDEX_HEADER};
 
 use super::body::{self, Encoding, QueryMap, Segments};
+use super::throttle::Throttle;
 use super::{require, ApiError, AppState};
 use crate::auth::Access;
 use crate::metrics::HeartbeatResult;
@@ -250,20 +250,14 @@ pub async fn list(
     Ok(respond(&shared.registry.view(&service, now()), &headers))
 }
 
-/// When the long-poll limit last logged a warning, in seconds since the epoch.
-static LONG_POLL_LIMIT_WARNED: AtomicU64 = AtomicU64::new(0);
+/// When the long-poll limit last logged a warning.
+static LONG_POLL_LIMIT_WARNED: Throttle = Throttle::new();
 
 /// Warns that the long-poll limit answers polls at once, at most every 10 s: pollers
 /// answered at once poll again at once, so one line per refusal would flood the log.
 /// `discovery_long_polls_refused_total` counts every one.
 fn warn_long_poll_limit(max: usize) {
-    let now_secs = now() / 1_000_000;
-    let last = LONG_POLL_LIMIT_WARNED.load(Ordering::Relaxed);
-    if now_secs >= last + 10
-        && LONG_POLL_LIMIT_WARNED
-            .compare_exchange(last, now_secs, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if LONG_POLL_LIMIT_WARNED.allow(now() / 1_000_000, 10) {
         tracing::warn!(
             max_long_polls = max,
             "long-poll limit reached: further polls are answered at once (--max-long-polls)"

@@ -906,3 +906,165 @@ async fn equal_states_on_two_nodes_give_equal_etags_and_envoy_versions() {
         .clone();
     assert_eq!(va, vb);
 }
+
+#[tokio::test]
+async fn dot_and_dot_dot_are_refused_as_names_on_every_route_hot_path_included() {
+    let shared = shared_with(&[]);
+    shared.set_ready();
+    let app = app(&shared);
+    let peer: SocketAddr = "10.9.8.7:5555".parse().unwrap();
+    for name in [".", ".."] {
+        let cases = vec![
+            form(&format!("/v1/registration/{name}"), WEB1),
+            get(&format!("/v1/registration/{name}")),
+            get(&format!("/v1/registration/{name}?index=0&wait=1s")),
+            get(&format!("/v1/registration/repo/{name}")),
+            delete(&format!("/v1/registration/{name}/10.0.0.1")),
+            form(
+                &format!("/v1/loadbalancing/{name}"),
+                "load_balancing_weight=5",
+            ),
+            form(
+                &format!("/v1/loadbalancing/{name}/10.0.0.1"),
+                "load_balancing_weight=5",
+            ),
+            json_post(
+                "/v3/discovery:endpoints",
+                json!({"resource_names": ["web", name]}),
+            ),
+        ];
+        for req in cases {
+            let what = format!("{} {}", req.method(), req.uri());
+            let r = send(&app, req).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}");
+            let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+            assert!(error.contains("directory step"), "{what}: {error}");
+        }
+        // The hot path refuses them too, with the same words.
+        let read = super::hot_path::answer(&shared, &get(&format!("/v1/registration/{name}")))
+            .expect("a plain read takes the hot path");
+        assert_eq!(read.status(), StatusCode::BAD_REQUEST);
+        let super::hot_path::Hot::Heartbeat(pending) = super::hot_path::take(
+            &shared,
+            form(&format!("/v1/registration/{name}"), WEB1),
+            peer,
+        ) else {
+            panic!("a plain heartbeat takes the hot path");
+        };
+        let heartbeat = pending.await;
+        assert_eq!(heartbeat.status(), StatusCode::BAD_REQUEST);
+        let body = heartbeat.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("directory step"),
+            "{body:?}"
+        );
+    }
+    assert_eq!(shared.registry.host_count(), 0);
+    assert!(send(&app, get("/v1/services")).await.json()["services"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+/// A body that declares `len` bytes and never sends one.
+struct Declared(u64);
+
+impl axum::body::HttpBody for Declared {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.0)
+    }
+}
+
+/// Time is paused: a handler that waited for the body would reach its read timeout at once
+/// and answer 408, so a 413 shows the length was refused before any read.
+#[tokio::test(start_paused = true)]
+async fn a_declared_length_over_the_limit_is_413_before_any_byte_is_read() {
+    let shared = shared_with(&["--max-body", "1KiB"]);
+    shared.set_ready();
+    let app = app(&shared);
+    let peer: SocketAddr = "10.9.8.7:5555".parse().unwrap();
+    let declared = |uri: &str, content_type: &str, len: u64| {
+        Request::post(uri)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::new(Declared(len)))
+            .unwrap()
+    };
+    let form_type = "application/x-www-form-urlencoded";
+    for (uri, content_type) in [
+        ("/v1/registration/web", form_type),
+        ("/v1/loadbalancing/web", form_type),
+        ("/v3/discovery:endpoints", "application/json"),
+    ] {
+        let r = send(&app, declared(uri, content_type, 1025)).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}");
+        assert!(r.json()["error"].as_str().unwrap().contains("1024"));
+        // At the limit, the body is waited for (and never comes).
+        let r = send(&app, declared(uri, content_type, 1024)).await;
+        assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT, "{uri}");
+    }
+    let super::hot_path::Hot::Heartbeat(pending) = super::hot_path::take(
+        &shared,
+        declared("/v1/registration/web", form_type, 10 << 20),
+        peer,
+    ) else {
+        panic!("a plain heartbeat takes the hot path");
+    };
+    assert_eq!(pending.await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(shared.registry.host_count(), 0);
+}
+
+#[tokio::test]
+async fn envoy_answers_a_repeated_name_once_and_caps_names_per_request() {
+    let shared = shared_with(&[]);
+    let app = app(&shared);
+    send(&app, form("/v1/registration/web", WEB1)).await;
+    send(&app, form("/v1/registration/api", WEB1)).await;
+    let once = send(
+        &app,
+        json_post(
+            "/v3/discovery:endpoints",
+            json!({"resource_names": ["web", "api"]}),
+        ),
+    )
+    .await
+    .json();
+    let mut names = vec!["web"; super::envoy::MAX_RESOURCES - 1];
+    names.push("api");
+    let repeated = send(
+        &app,
+        json_post(
+            "/v3/discovery:endpoints",
+            json!({ "resource_names": names }),
+        ),
+    )
+    .await;
+    assert_eq!(repeated.status, StatusCode::OK);
+    let repeated = repeated.json();
+    assert_eq!(repeated["resources"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        repeated, once,
+        "a repeated name changes neither answer nor version"
+    );
+    names.push("web");
+    let r = send(
+        &app,
+        json_post(
+            "/v3/discovery:endpoints",
+            json!({ "resource_names": names }),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let error = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("at most 1000"), "{error}");
+}
