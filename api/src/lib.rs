@@ -12,6 +12,7 @@ mod error;
 mod host;
 mod names;
 mod registration;
+mod strict_json;
 mod tags;
 
 pub use envoy::{
@@ -24,8 +25,10 @@ pub use host::{
     ServiceSummary, ServicesResponse,
 };
 pub use names::{Port, RepoName, Revision, ServiceName, Weight};
-pub use registration::{Registration, WeightUpdate};
-pub use tags::{TagKey, TagValue, Tags};
+pub use registration::{parse_bool, Registration, WeightUpdate};
+pub use tags::{
+    TagKey, TagValue, Tags, MAX_TAGS, MAX_TAGS_LEN, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN,
+};
 
 /// The largest number of seconds a long poll may wait (SPEC section 8).
 pub const MAX_WAIT_SECS: u64 = 300;

@@ -254,10 +254,10 @@ async fn every_invalid_input_gets_400_and_changes_nothing() {
             ),
         ),
         (
-            "tag key charset".into(),
+            "tag key control character".into(),
             json_post(
                 "/v1/registration/web",
-                json!({"ip":"10.0.0.1","port":80,"revision":"r","tags":{"a b":1}}),
+                json!({"ip":"10.0.0.1","port":80,"revision":"r","tags":{"a\tb":1}}),
             ),
         ),
         (
@@ -275,10 +275,10 @@ async fn every_invalid_input_gets_400_and_changes_nothing() {
             ),
         ),
         (
-            "tag value float".into(),
+            "tag value JSON over 256 bytes".into(),
             json_post(
                 "/v1/registration/web",
-                json!({"ip":"10.0.0.1","port":80,"revision":"r","tags":{"k":1.5}}),
+                json!({"ip":"10.0.0.1","port":80,"revision":"r","tags":{"k":["v".repeat(254)]}}),
             ),
         ),
         (
