@@ -238,12 +238,15 @@ fn tag_value(key: &str, value: serde_json::Value) -> Result<(TagValue, usize), V
             }
             TagValue::Str(s)
         }
-        other => {
+        mut other => {
             if len > MAX_TAG_VALUE_LEN {
                 return Err(bad(&format!(
                     "is {len} bytes of JSON; at most {MAX_TAG_VALUE_LEN} are allowed"
                 )));
             }
+            // Sorted keys at every depth even if some crate turns on serde_json's
+            // `preserve_order` (a no-op otherwise): nodes must render equal tags equally.
+            other.sort_all_objects();
             TagValue::Json(other)
         }
     };
