@@ -181,6 +181,18 @@ mod tests {
             assert_eq!(ours, theirs, "{text}");
         }
         assert!(matches!(from_slice(b"{"), Err(StrictError::Syntax(_))));
+        // serde_json's recursion limit holds through our visitor: an error, not a stack
+        // overflow.
+        let deep = "[".repeat(100_000);
+        assert!(matches!(
+            from_slice(deep.as_bytes()),
+            Err(StrictError::Syntax(_))
+        ));
+        let deep = r#"{"a":"#.repeat(100_000);
+        assert!(matches!(
+            from_slice(deep.as_bytes()),
+            Err(StrictError::Syntax(_))
+        ));
         assert!(matches!(from_slice(b"{} x"), Err(StrictError::Syntax(_))));
     }
 }
