@@ -460,8 +460,19 @@ fn loadbalancing_without_a_body_answers_400() {
         "ip=10.0.0.1&port=80&revision=r",
         &url(&node, "/v1/registration/web"),
     ]);
-    // `curl -X POST` and `requests.post(url)` send no body and no Content-Type.
-    for extra in [&[][..], &["-H", "Content-Length: 0"][..]] {
+    // `curl -X POST` and `requests.post(url)` send no body and no Content-Type; an empty
+    // body of any type has no weight either (SPEC 3.1: "an empty body included").
+    for extra in [
+        &[][..],
+        &["-H", "Content-Length: 0"][..],
+        &["-H", "Content-Type: text/plain"][..],
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Content-Length: 0",
+        ][..],
+    ] {
         let mut args = vec!["-X", "POST"];
         args.extend_from_slice(extra);
         let target = url(&node, "/v1/loadbalancing/web");

@@ -107,20 +107,20 @@ pub enum Payload {
 }
 
 /// Reads a write endpoint's body: within `limit` bytes and `timeout`, in the encoding its
-/// `Content-Type` names. A request with neither a content type nor a body (`curl -X POST`,
-/// Python's `requests.post(url)`) is an empty form, so its missing fields answer 400, as the
-/// seed's did, rather than 415.
+/// `Content-Type` names. A request without a body (`curl -X POST`, Python's
+/// `requests.post(url)`, which send no content type either) is an empty form whatever its
+/// content type, so its missing fields answer 400, as the seed's did (SPEC 3.1: "an empty
+/// body included"), rather than 415: there is no content to be of the wrong type.
 pub async fn read_payload(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     timeout: Duration,
 ) -> Result<Payload, ApiError> {
-    let encoding = match encoding(headers) {
-        Ok(encoding) => encoding,
-        Err(_) if headers.get(header::CONTENT_TYPE).is_none() && is_empty(&body) => Encoding::Form,
-        Err(e) => return Err(e),
-    };
+    if is_empty(&body) {
+        return Ok(Payload::Form(Bytes::new()));
+    }
+    let encoding = encoding(headers)?;
     let bytes = read(body, limit, timeout).await?;
     Ok(match encoding {
         Encoding::Form => Payload::Form(bytes),
