@@ -28,6 +28,7 @@ const DIFFERENCES: &[&str] = &[
     "auto-ip-false-means-false",
     "duplicate-fields-refused",
     "multipart-file-parts-refused",
+    "fields-validated",
 ];
 
 /// Marks a test as pinning the deliberate difference `id`.
@@ -693,6 +694,38 @@ fn a_minimal_heartbeat_registers_with_rfc3339_times_and_an_empty_repo_name() {
         (at.len(), bytes[10], bytes[19], bytes[26]),
         (27, b'T', b'.', b'Z'),
         "{at}"
+    );
+}
+
+#[test]
+fn fields_the_seed_took_as_any_text_are_validated() {
+    deliberate("fields-validated");
+    let node = Node::start(&[]);
+    let register = url(&node, "/v1/registration/web");
+    curl(&["-d", "ip=10.0.0.1&port=80&revision=r", &register]);
+    let long = "r".repeat(129);
+    let cases = [
+        ("ip=db.internal&port=80&revision=r".to_owned(), "ip"),
+        ("ip=10.0.0.1&port=70000&revision=r".to_owned(), "port"),
+        (format!("ip=10.0.0.1&port=80&revision={long}"), "revision"),
+        (
+            "ip=10.0.0.1&port=80&revision=r&service_repo_name=a/b".to_owned(),
+            "service_repo_name",
+        ),
+    ];
+    for (body, field) in &cases {
+        refused(&node, "web", 400, field, &["-d", body, &register]);
+    }
+    refused(
+        &node,
+        "web",
+        400,
+        "service",
+        &[
+            "-d",
+            "ip=10.0.0.1&port=80&revision=r",
+            &url(&node, "/v1/registration/my%3Aservice"),
+        ],
     );
 }
 
