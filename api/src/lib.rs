@@ -26,9 +26,7 @@ pub use host::{
 };
 pub use names::{Port, RepoName, Revision, ServiceName, Weight};
 pub use registration::{parse_bool, Registration, WeightUpdate};
-pub use tags::{
-    TagKey, TagValue, Tags, MAX_TAGS, MAX_TAGS_LEN, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN,
-};
+pub use tags::{TagKey, TagValue, Tags};
 
 /// The largest number of seconds a long poll may wait (SPEC section 8).
 pub const MAX_WAIT_SECS: u64 = 300;
