@@ -316,6 +316,29 @@ mod tests {
     }
 
     #[test]
+    fn canonical_text_is_a_fixed_point_so_nodes_agree_on_it() {
+        // What one node stores (and sends), the next parses and stores: the text must not
+        // drift, or equal states would render different bytes.
+        for value in [
+            "1e5",
+            "-0",
+            "-0.0",
+            "1.0",
+            "0.1",
+            "18446744073709551615",
+            "-9223372036854775808",
+            r#""\u00e9\n""#,
+            r#"{"b":[{"d":1,"c":2}],"a":null}"#,
+        ] {
+            let first = Tags::from_json_str(&format!(r#"{{"k":{value}}}"#)).unwrap();
+            let text = serde_json::to_string(&first).unwrap();
+            let second = Tags::from_json_str(&text).unwrap();
+            assert_eq!(second, first, "{value}");
+            assert_eq!(serde_json::to_string(&second).unwrap(), text, "{value}");
+        }
+    }
+
+    #[test]
     fn sizes_are_limited() {
         let many: serde_json::Map<_, _> = (0..33).map(|i| (format!("k{i}"), json!(1))).collect();
         assert!(Tags::from_json(serde_json::Value::Object(many)).is_err());
