@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// past it the connection is cut and its slot freed.
     #[arg(long, env = "DISCOVERY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
+    /// Proxies in front of this node that append to `X-Forwarded-For` (set 1 behind one load
+    /// balancer); `auto_ip` then takes the N-th address from the right. 0 uses the TCP peer.
+    #[arg(long, env = "DISCOVERY_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
     /// Log format.
     #[arg(long, env = "DISCOVERY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -185,6 +189,11 @@ pub struct Config {
     pub limits: Limits,
     /// Cluster settings.
     pub cluster: ClusterConfig,
+    /// How many proxies in front of this node append to `X-Forwarded-For` (default 0: the
+    /// TCP peer is the client). With N, `auto_ip` takes the N-th address from the right:
+    /// entries further left are the client's own and could be forged. Too high a value lets
+    /// clients pick their address; too low registers a proxy's.
+    pub trusted_proxy_hops: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -349,6 +358,7 @@ impl Config {
                 gossip_interval: args.gossip_interval,
                 warmup,
             },
+            trusted_proxy_hops: args.trusted_proxy_hops,
             log_format: args.log_format,
         })
     }

@@ -12,6 +12,7 @@ mod error;
 mod host;
 mod names;
 mod registration;
+mod strict_json;
 mod tags;
 
 pub use envoy::{
@@ -24,7 +25,7 @@ pub use host::{
     ServiceSummary, ServicesResponse,
 };
 pub use names::{Port, RepoName, Revision, ServiceName, Weight};
-pub use registration::{Registration, WeightUpdate};
+pub use registration::{parse_bool, Registration, WeightUpdate};
 pub use tags::{TagKey, TagValue, Tags};
 
 /// The largest number of seconds a long poll may wait (SPEC section 8).

@@ -1,5 +1,8 @@
 //! The heartbeat (`POST /v1/registration/{service}`) and the weight override
-//! (`POST /v1/loadbalancing/...`) request bodies, parsed from form or JSON.
+//! (`POST /v1/loadbalancing/...`) request bodies, parsed from form, multipart or JSON.
+//!
+//! Every encoding follows one rule for a field given twice: the body is refused, naming the
+//! field (a JSON object with a duplicate key included, where serde would keep the last).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -7,7 +10,26 @@ use std::net::IpAddr;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+use crate::strict_json::{self, StrictError};
 use crate::{HostStatus, Port, RepoName, Revision, Tags, ValidationError, Weight};
+
+/// Parses a boolean field the way the seed's Python clients send one: `true/false`,
+/// `1/0`, `yes/no`, `on/off` in any case (`requests` sends `True`); empty means false.
+pub fn parse_bool(field: &'static str, text: &str) -> Result<bool, ValidationError> {
+    const TRUE: [&str; 4] = ["true", "1", "yes", "on"];
+    const FALSE: [&str; 5] = ["false", "0", "no", "off", ""];
+    let text = text.trim();
+    if TRUE.iter().any(|t| t.eq_ignore_ascii_case(text)) {
+        Ok(true)
+    } else if FALSE.iter().any(|f| f.eq_ignore_ascii_case(text)) {
+        Ok(false)
+    } else {
+        Err(ValidationError::invalid(
+            field,
+            format!("{text:?} is not a boolean (use true/false, 1/0, yes/no or on/off)"),
+        ))
+    }
+}
 
 /// A validated heartbeat. `ip` is `None` only when `auto_ip` asks the server to use the
 /// connecting peer's address.
@@ -62,14 +84,19 @@ impl Raw {
     fn boolean(&self, field: &'static str) -> Result<bool, ValidationError> {
         match self {
             Raw::Json(serde_json::Value::Bool(b)) => Ok(*b),
-            Raw::Json(serde_json::Value::String(s)) | Raw::Text(s) => match s.as_str() {
-                "true" | "1" => Ok(true),
-                "false" | "0" | "" => Ok(false),
-                _ => Err(ValidationError::invalid(field, "must be true or false")),
-            },
-            Raw::Json(_) => Err(ValidationError::invalid(field, "must be true or false")),
+            Raw::Json(serde_json::Value::String(s)) | Raw::Text(s) => parse_bool(field, s),
+            Raw::Json(serde_json::Value::Number(n)) => parse_bool(field, &n.to_string()),
+            Raw::Json(_) => Err(ValidationError::invalid(
+                field,
+                "must be a boolean (true/false, 1/0, yes/no or on/off)",
+            )),
         }
     }
+}
+
+/// The one error for a field (or, in JSON, any object key) given twice.
+fn twice(name: &str) -> ValidationError {
+    ValidationError::Body(format!("field `{name}` is given twice"))
 }
 
 /// The fields of a request body, by name.
@@ -77,18 +104,31 @@ struct Fields(BTreeMap<String, Raw>);
 
 impl Fields {
     fn from_form(body: &[u8]) -> Result<Self, ValidationError> {
+        Fields::from_text(form_urlencoded::parse(body).into_owned())
+    }
+
+    /// Text fields by name, as a form or a multipart body carries them.
+    fn from_text(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ValidationError> {
         let mut map = BTreeMap::new();
-        for (k, v) in form_urlencoded::parse(body).into_owned() {
-            if map.insert(k.clone(), Raw::Text(v)).is_some() {
-                return Err(ValidationError::Body(format!("field `{k}` is given twice")));
+        for (k, v) in pairs {
+            if map.contains_key(&k) {
+                return Err(twice(&k));
             }
+            map.insert(k, Raw::Text(v));
         }
         Ok(Fields(map))
     }
 
     fn from_json(body: &[u8]) -> Result<Self, ValidationError> {
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| ValidationError::Body(format!("not valid JSON: {e}")))?;
+        let value = strict_json::from_slice(body).map_err(|e| match e {
+            StrictError::Duplicate { key, depth: 0 } => twice(&key),
+            StrictError::Duplicate { key, .. } => ValidationError::Body(format!(
+                "key {key:?} is given twice in one object (in `tags` or another field's value)"
+            )),
+            StrictError::Syntax(e) => ValidationError::Body(format!("not valid JSON: {e}")),
+        })?;
         let serde_json::Value::Object(obj) = value else {
             return Err(ValidationError::Body("expected a JSON object".into()));
         };
@@ -111,6 +151,13 @@ impl Registration {
     /// Parses a JSON body.
     pub fn from_json(body: &[u8]) -> Result<Self, ValidationError> {
         Registration::from_fields(Fields::from_json(body)?)
+    }
+
+    /// Parses text fields by name, as a multipart body (what `curl -F` sends) carries them.
+    pub fn from_text_fields(
+        fields: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ValidationError> {
+        Registration::from_fields(Fields::from_text(fields)?)
     }
 
     fn from_fields(mut f: Fields) -> Result<Self, ValidationError> {
@@ -232,6 +279,13 @@ impl WeightUpdate {
         WeightUpdate::from_fields(Fields::from_json(body)?)
     }
 
+    /// Parses text fields by name, as a multipart body carries them.
+    pub fn from_text_fields(
+        fields: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ValidationError> {
+        WeightUpdate::from_fields(Fields::from_text(fields)?)
+    }
+
     fn from_fields(mut f: Fields) -> Result<Self, ValidationError> {
         let raw = f
             .take("load_balancing_weight")
@@ -299,6 +353,105 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn booleans_take_the_forms_python_clients_send() {
+        for (text, want) in [
+            ("True", true),
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("yes", true),
+            ("On", true),
+            ("False", false),
+            ("0", false),
+            ("NO", false),
+            ("off", false),
+            ("", false),
+        ] {
+            assert_eq!(parse_bool("auto_ip", text), Ok(want), "{text:?}");
+            let body = format!("port=1&revision=r&auto_ip={text}");
+            assert_eq!(
+                Registration::from_form(body.as_bytes()).unwrap().auto_ip,
+                want
+            );
+        }
+        let err = parse_bool("auto_ip", "maybe").unwrap_err().to_string();
+        assert!(err.contains("auto_ip") && err.contains("maybe"), "{err}");
+        let json = br#"{"port":1,"revision":"r","auto_ip":"True"}"#;
+        assert!(Registration::from_json(json).unwrap().auto_ip);
+        assert!(
+            Registration::from_json(br#"{"port":1,"revision":"r","auto_ip":1}"#)
+                .unwrap()
+                .auto_ip
+        );
+        assert!(Registration::from_json(br#"{"port":1,"revision":"r","auto_ip":[]}"#).is_err());
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused_in_every_encoding() {
+        let form = Registration::from_form(b"ip=1.2.3.4&port=1&revision=r&revision=s");
+        let json =
+            Registration::from_json(br#"{"ip":"1.2.3.4","port":1,"revision":"r","revision":"s"}"#);
+        let text = Registration::from_text_fields(
+            [
+                ("ip", "1.2.3.4"),
+                ("port", "1"),
+                ("revision", "r"),
+                ("revision", "s"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        for result in [form, json, text] {
+            assert_eq!(
+                result.unwrap_err(),
+                ValidationError::Body("field `revision` is given twice".into())
+            );
+        }
+        let weight = [
+            WeightUpdate::from_form(b"load_balancing_weight=1&load_balancing_weight=2"),
+            WeightUpdate::from_json(br#"{"load_balancing_weight":1,"load_balancing_weight":2}"#),
+        ];
+        for result in weight {
+            assert!(result
+                .unwrap_err()
+                .to_string()
+                .contains("`load_balancing_weight` is given twice"));
+        }
+        let in_tags = Registration::from_json(
+            br#"{"ip":"1.2.3.4","port":1,"revision":"r","tags":{"az":"a","az":"b"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            in_tags.to_string().contains("\"az\" is given twice"),
+            "{in_tags}"
+        );
+        let in_form_tags = Registration::from_form(
+            b"ip=1.2.3.4&port=1&revision=r&tags=%7B%22az%22%3A%22a%22%2C%22az%22%3A%22b%22%7D",
+        )
+        .unwrap_err();
+        assert!(
+            in_form_tags.to_string().contains("\"az\" is given twice"),
+            "{in_form_tags}"
+        );
+    }
+
+    #[test]
+    fn multipart_text_fields_parse_like_a_form() {
+        let fields = [
+            ("ip", "10.0.0.7"),
+            ("port", "8080"),
+            ("revision", "r"),
+            ("tags", r#"{"x":[1]}"#),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let from_text = Registration::from_text_fields(fields).unwrap();
+        let from_form = Registration::from_form(
+            b"ip=10.0.0.7&port=8080&revision=r&tags=%7B%22x%22%3A%5B1%5D%7D",
+        )
+        .unwrap();
+        assert_eq!(from_text, from_form);
     }
 
     #[test]

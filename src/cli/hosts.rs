@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use clap::Args;
-use discovery_api::{Host, HostsResponse, ServiceName, TagValue};
+use discovery_api::{Host, HostsResponse, ServiceName};
 use discovery_client::{HostWatcher, ShrinkPolicy, WatcherConfig};
 
 use crate::cli::connect::{CommandError, ReadArgs};
@@ -122,11 +122,8 @@ fn tags(host: &Host) -> String {
     let pairs: Vec<String> = host
         .tags
         .iter()
-        .map(|(k, v)| match v {
-            TagValue::Str(s) => format!("{k}={s}"),
-            TagValue::Int(n) => format!("{k}={n}"),
-            TagValue::Bool(b) => format!("{k}={b}"),
-        })
+        // Strings as their text, any other value as compact JSON (`TagValue`'s Display).
+        .map(|(k, v)| format!("{k}={v}"))
         .collect();
     pairs.join(" ")
 }

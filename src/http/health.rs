@@ -2,7 +2,7 @@
 //! holds a usable state (SPEC 4.4). Both stay open when tokens are set.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -11,6 +11,11 @@ use super::AppState;
 /// `GET /healthz`.
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// `GET /healthcheck`: the seed's answer, `OK` as text, which load balancer checks match on.
+pub async fn healthcheck() -> ([(header::HeaderName, &'static str); 1], &'static str) {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK")
 }
 
 /// `GET /readyz`: 200 once ready, 503 before.

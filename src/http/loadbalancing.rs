@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use discovery_api::WeightUpdate;
 
-use super::body::{self, Encoding, Segments};
+use super::body::{self, Payload, Segments};
 use super::registration::{ip_literal, service_name};
 use super::{require, ApiError, AppState};
 use crate::auth::Access;
@@ -42,13 +42,13 @@ async fn set(
     require(shared, Access::Admin, headers)?;
     let service = service_name(service)?;
     let ip = ip.map(ip_literal).transpose()?;
-    let encoding = body::encoding(headers)?;
     let limits = &shared.config.limits;
-    let bytes = body::read(body, limits.max_body, limits.read_timeout).await?;
-    let update = match encoding {
-        Encoding::Form => WeightUpdate::from_form(&bytes)?,
-        Encoding::Json => WeightUpdate::from_json(&bytes)?,
-    };
+    let update =
+        match body::read_payload(headers, body, limits.max_body, limits.read_timeout).await? {
+            Payload::Form(bytes) => WeightUpdate::from_form(&bytes)?,
+            Payload::Json(bytes) => WeightUpdate::from_json(&bytes)?,
+            Payload::Fields(fields) => WeightUpdate::from_text_fields(fields)?,
+        };
     match shared
         .registry
         .set_weight(&service, ip, update.load_balancing_weight, now())
@@ -59,9 +59,13 @@ async fn set(
             }
             Ok(StatusCode::NO_CONTENT)
         }
-        Err(_) => Err(ApiError::NotFound(match ip {
-            Some(ip) => format!("no live host of service {service:?} at {ip}"),
-            None => format!("service {service:?} has no live hosts"),
-        })),
+        Err(_) => match ip {
+            Some(ip) => Err(ApiError::NotFound(format!(
+                "no live host of service {service:?} at {ip}"
+            ))),
+            // The seed answered 204 for a service with no hosts: nothing to weigh is not an
+            // error for a service-wide setting.
+            None => Ok(StatusCode::NO_CONTENT),
+        },
     }
 }

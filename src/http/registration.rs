@@ -8,9 +8,9 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use discovery_api::{Port, Registration, RepoName, ServiceName, INDEX_HEADER};
+use discovery_api::{parse_bool, Port, Registration, RepoName, ServiceName, INDEX_HEADER};
 
-use super::body::{self, Encoding, QueryMap, Segments};
+use super::body::{self, Payload, QueryMap, Segments};
 use super::throttle::Throttle;
 use super::{require, ApiError, AppState};
 use crate::auth::Access;
@@ -71,27 +71,20 @@ pub(super) async fn register_now(
     let result = async {
         require(shared, Access::Write, headers)?;
         let service = service_name(service)?;
-        let encoding = body::encoding(headers)?;
         let limits = &shared.config.limits;
-        let bytes = body::read(body, limits.max_body, limits.read_timeout).await?;
-        let registration = match encoding {
-            Encoding::Form => Registration::from_form(&bytes)?,
-            Encoding::Json => Registration::from_json(&bytes)?,
+        let registration =
+            match body::read_payload(headers, body, limits.max_body, limits.read_timeout).await? {
+                Payload::Form(bytes) => Registration::from_form(&bytes)?,
+                Payload::Json(bytes) => Registration::from_json(&bytes)?,
+                Payload::Fields(fields) => Registration::from_text_fields(fields)?,
+            };
+        let auto_ip = match query.get("auto_ip") {
+            Some(v) => registration.auto_ip || parse_bool("auto_ip", v)?,
+            None => registration.auto_ip,
         };
-        let auto_ip = registration.auto_ip
-            || query
-                .get("auto_ip")
-                .is_some_and(|v| v == "true" || v == "1");
         let ip = match (registration.ip, auto_ip) {
             (Some(ip), _) => ip,
-            (None, true) => {
-                let Some(peer) = peer else {
-                    return Err(ApiError::BadRequest(
-                        "`auto_ip` is set but the peer address is unknown; send `ip`".into(),
-                    ));
-                };
-                peer.ip().to_canonical()
-            }
+            (None, true) => client_ip(headers, peer, shared.config.trusted_proxy_hops)?,
             (None, false) => {
                 return Err(ApiError::BadRequest(
                     "missing field `ip` (or set auto_ip=true to use the connecting address)".into(),
@@ -121,6 +114,50 @@ pub(super) async fn register_now(
         shared.metrics.heartbeat(HeartbeatResult::refused);
     }
     result
+}
+
+/// The header a proxy appends the address it received a request from to.
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The address `auto_ip` registers: the connecting peer's, or with `hops` trusted proxies in
+/// front (`--trusted-proxy-hops`), the `hops`-th address from the right of `X-Forwarded-For`.
+/// Each proxy appends the address it saw, so the entries left of the ones our own proxies
+/// wrote are the client's to forge; counting from the right reads only trusted ones. Several
+/// `X-Forwarded-For` headers are one list, in order (RFC 7230 3.2.2).
+fn client_ip(
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    hops: usize,
+) -> Result<IpAddr, ApiError> {
+    if hops == 0 {
+        let Some(peer) = peer else {
+            return Err(ApiError::BadRequest(
+                "`auto_ip` is set but the peer address is unknown; send `ip`".into(),
+            ));
+        };
+        return Ok(peer.ip().to_canonical());
+    }
+    let mut entries = Vec::new();
+    for value in headers.get_all(FORWARDED_FOR) {
+        let text = value.to_str().map_err(|_| {
+            ApiError::BadRequest("invalid `X-Forwarded-For`: not ASCII text".into())
+        })?;
+        entries.extend(text.split(',').map(str::trim));
+    }
+    let Some(entry) = entries.len().checked_sub(hops).map(|i| entries[i]) else {
+        return Err(ApiError::BadRequest(format!(
+            "`auto_ip` behind {hops} trusted proxies (--trusted-proxy-hops) needs at least {hops} `X-Forwarded-For` addresses, got {}; send `ip`",
+            entries.len()
+        )));
+    };
+    entry
+        .parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid `X-Forwarded-For`: entry {entry:?} is not an IPv4 or IPv6 address literal"
+            ))
+        })
 }
 
 /// Parses `?index=N&wait=30s`: the long-poll parameters.
@@ -356,5 +393,44 @@ fn delete_host(
             "no host of service {service:?} at {ip}{} to delete",
             port.map(|p| format!(" port {p}")).unwrap_or_default()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(FORWARDED_FOR, HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn auto_ip_counts_trusted_hops_from_the_right_of_x_forwarded_for() {
+        let peer = Some("10.9.9.9:4000".parse().unwrap());
+        let ip = |values: &[&str], hops| client_ip(&forwarded(values), peer, hops);
+        let addr = |s: &str| s.parse::<IpAddr>().unwrap();
+        // 0 hops: the header is the client's own text and is ignored.
+        assert_eq!(ip(&["1.1.1.1"], 0).unwrap(), addr("10.9.9.9"));
+        assert_eq!(ip(&["1.1.1.1, 2.2.2.2"], 1).unwrap(), addr("2.2.2.2"));
+        assert_eq!(ip(&["1.1.1.1, 2.2.2.2"], 2).unwrap(), addr("1.1.1.1"));
+        assert_eq!(
+            ip(&["1.1.1.1", "2.2.2.2, 3.3.3.3"], 3).unwrap(),
+            addr("1.1.1.1")
+        );
+        assert_eq!(ip(&["::ffff:1.2.3.4"], 1).unwrap(), addr("1.2.3.4"));
+        for (values, hops) in [
+            (&["1.1.1.1"][..], 2),
+            (&[][..], 1),
+            (&["host.example"][..], 1),
+            (&["1.1.1.1,"][..], 1),
+        ] {
+            let err = ip(values, hops).unwrap_err().to_string();
+            assert!(err.contains("X-Forwarded-For"), "{values:?} {hops}: {err}");
+        }
+        assert!(client_ip(&HeaderMap::new(), None, 0).is_err());
     }
 }
