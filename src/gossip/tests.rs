@@ -714,12 +714,12 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
         }
     }
     // Every trusted peer kept its place.
-    for i in 0..3 {
-        let alive = table(&c.nodes[i])
+    for (node, trusted) in c.nodes.iter().zip(trusted) {
+        let alive = table(node)
             .into_iter()
             .filter(|(_, id, s)| id.is_some() && *s == discovery_api::PeerState::Alive)
             .count();
-        assert_eq!(alive, trusted[i]);
+        assert_eq!(alive, trusted);
     }
     // A new node naming only n0 joins: it pulls a snapshot, and its writes reach everyone.
     let joiner = c.net.join(
