@@ -249,8 +249,14 @@ fn deflate_bombs_are_refused_quickly_while_reads_keep_answering() {
         "bomb of {} bytes: {cpu_ms_per_bomb:.1} ms CPU each, slowest answer {slowest:?}, peak RSS {peak_kib} KiB",
         bomb.len()
     );
-    // Debug builds are several times slower than release (figures in docs/gossip.md).
-    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    // Debug builds are many times slower than release, and the machine is shared: the
+    // bounds are loose there (release figures in docs/gossip.md).
+    let (answer_bound, read_bound) = if cfg!(debug_assertions) {
+        (Duration::from_secs(5), Duration::from_secs(1))
+    } else {
+        (Duration::from_millis(200), Duration::from_millis(300))
+    };
+    assert!(slowest < answer_bound, "{slowest:?}");
     assert!(peak_kib < 100 * 1024, "peak RSS {peak_kib} KiB");
 
     // Four bombers at once, repeatedly, while a reader measures its slowest read.
@@ -277,10 +283,7 @@ fn deflate_bombs_are_refused_quickly_while_reads_keep_answering() {
         bomber.join().unwrap();
     }
     eprintln!("slowest read under four bombers: {slowest_read:?}");
-    assert!(
-        slowest_read < Duration::from_millis(500),
-        "{slowest_read:?}"
-    );
+    assert!(slowest_read < read_bound, "{slowest_read:?}");
 }
 
 #[test]
@@ -331,4 +334,87 @@ fn unauthenticated_gossip_is_a_warning_at_start_and_in_peers() {
         logs.contains("gossip peer is now dead")
     });
     assert!(!logs.contains("gossip is unauthenticated"));
+}
+
+/// `n` hosts of service `bulk` as a peer would send them: each with `tags`.
+fn legal_page(n: u32, tags: serde_json::Value, revision: &str) -> Vec<u8> {
+    use discovery::registry::{Registry, RegistryConfig};
+    use discovery_api::{HostStatus, Port, Registration, RepoName, Revision, ServiceName, Tags};
+    let registry = Registry::new(RegistryConfig::new("test", "src"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let reg = Registration {
+        port: Port::new(8080).unwrap(),
+        revision: Revision::parse(revision).unwrap(),
+        service_repo_name: RepoName::empty(),
+        tags: Tags::from_json(tags).unwrap(),
+        ttl: None,
+        status: HostStatus::Up,
+        ip: None,
+        auto_ip: false,
+    };
+    let svc = ServiceName::parse("bulk").unwrap();
+    for i in 0..n {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        registry.heartbeat(&svc, ip.into(), &reg, now).unwrap();
+    }
+    let all = registry.delta(&Digest::new(), discovery::gossip::messages::MAX_RECORDS);
+    let fit = discovery::gossip::messages::records_that_fit(&all.records);
+    SyncMessage {
+        from: Sender {
+            node_id: "src".into(),
+            addr: None,
+            port: 9,
+            ready: true,
+        },
+        digest: registry.digest(),
+        delta: registry.delta(&Digest::new(), fit),
+        peers: Vec::new(),
+    }
+    .encode()
+}
+
+fn hosts_of_bulk(node: &Node) -> usize {
+    get_json(&format!("{}/v1/registration/bulk", node.url))
+        .and_then(|b| b["hosts"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+#[test]
+fn legal_maximal_messages_are_taken_whole() {
+    // 5,000 typical hosts (the count bound), then hosts with the largest legal tags (the
+    // size bound: the sender pages them by size, and the page decodes).
+    let typical = serde_json::json!({"az": "eu-west-1a", "region": "eu-west-1", "instance_id": "i-0123456789abcdef0"});
+    let huge: serde_json::Map<String, serde_json::Value> = (0..32)
+        .map(|k| {
+            (
+                format!("{k:0>64}"),
+                serde_json::Value::from("v".repeat(256)),
+            )
+        })
+        .collect();
+    let revision = "4f2a9c1e0b7d4f2a9c1e0b7d4f2a9c1e0b7d4f2a";
+    for (what, tags, expected) in [
+        ("5,000 typical records", typical, Some(5000)),
+        ("largest legal tags", serde_json::Value::Object(huge), None),
+    ] {
+        let node = Node::start(&["--node-id", "a"]);
+        let page = legal_page(5000, tags, revision);
+        let (ticks_before, _) = cpu_ticks_and_peak_kib(&node);
+        let (status, body, took) = post_gossip(&node, &page);
+        let (ticks_after, peak_kib) = cpu_ticks_and_peak_kib(&node);
+        assert_eq!(status, 200, "{what}: {body}");
+        let hosts = hosts_of_bulk(&node);
+        eprintln!(
+            "{what}: {} bytes on the wire, {hosts} hosts taken in {took:?}, {} ms CPU, peak RSS {peak_kib} KiB",
+            page.len(),
+            (ticks_after - ticks_before) * 10
+        );
+        match expected {
+            Some(n) => assert_eq!(hosts, n, "{what}"),
+            None => assert!(hosts > 100, "{what}: {hosts}"),
+        }
+    }
 }

@@ -615,11 +615,11 @@ mod tests {
             let started = std::time::Instant::now();
             let result = SyncRequest::decode(&bomb);
             assert!(result.is_err(), "{what}");
-            // Debug builds are slow; the release figures are in docs/gossip.md.
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(2),
-                "{what}"
-            );
+            // Debug builds are many times slower (and the machine is shared): the bound is
+            // loose there; the release figures are in docs/gossip.md.
+            let bound = if cfg!(debug_assertions) { 20_000 } else { 200 };
+            let took = started.elapsed();
+            assert!(took.as_millis() < bound, "{what}: {took:?}");
         }
     }
 

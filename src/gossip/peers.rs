@@ -357,31 +357,28 @@ impl PeerTable {
         peer.behind = contact.behind;
         peer.ready = contact.ready;
         let source = peer.source;
-        // The same node under a second address (a name and its IP, say): keep one entry,
-        // preferring a configured address over a learned one. Only verified entries count:
-        // an unverified one never answered with that id.
-        let twins: Vec<String> = self
+        // The same node under a second address (a name and its IP, say): keep one entry.
+        // A configured address wins over learned ones; between learned ones the first
+        // verified stays, so a newcomer answering with a known id (a second name, or a
+        // node impersonating it) cannot push the known address out.
+        let twins: Vec<(String, Source)> = self
             .peers
             .values()
             .filter(|p| {
                 p.addr != addr && p.verified && p.node_id.as_deref() == Some(contact.node_id)
             })
             .map(|p| (p.addr.clone(), p.source))
-            .filter(|(_, s)| *s == Source::Learned || source != Source::Learned)
-            .map(|(a, _)| a)
             .collect();
-        for twin in twins {
-            self.peers.remove(&twin);
-        }
-        if source == Source::Learned
-            && self.peers.values().any(|p| {
-                p.addr != addr
-                    && p.verified
-                    && p.source != Source::Learned
-                    && p.node_id.as_deref() == Some(contact.node_id)
-            })
-        {
-            self.peers.remove(addr);
+        if source == Source::Learned {
+            if !twins.is_empty() {
+                self.peers.remove(addr);
+            }
+        } else {
+            for (twin, twin_source) in twins {
+                if twin_source == Source::Learned {
+                    self.peers.remove(&twin);
+                }
+            }
         }
     }
 
@@ -699,6 +696,16 @@ mod tests {
         let probe = t.round_targets(0, false, SECOND, 2).pop().unwrap();
         t.failed(&probe);
         assert!(t.get(&probe).is_none());
+    }
+
+    #[test]
+    fn a_newcomer_answering_with_a_known_id_does_not_push_the_known_address_out() {
+        let mut t = settled();
+        t.learn(&["http://impostor:1".to_owned()], 1);
+        assert!(t.begin("http://impostor:1", false, 1));
+        t.succeeded("http://impostor:1", contact("v1"), 1);
+        assert!(t.get("http://impostor:1").is_none());
+        assert!(t.get("http://v1:1").is_some());
     }
 
     #[test]
