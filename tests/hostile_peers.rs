@@ -190,6 +190,7 @@ fn a_flood_of_invented_peers_leaves_convergence_fast_and_a_new_node_joins() {
         let ip = format!("10.0.0.{i}");
         register(from, "web", &ip);
         let took = spread(&[&a, &b, &c], "web", &ip);
+        eprintln!("a write on node {i} reached every node in {took:?} under the flood");
         assert!(took < Duration::from_secs(2), "took {took:?}");
     }
     // A new node naming only a joins: ready, and writes flow both ways.

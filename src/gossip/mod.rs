@@ -60,8 +60,9 @@ const PUSH_DEBOUNCE: Duration = Duration::from_millis(5);
 /// (each costs at most a few ms to refuse), and are plenty for a cluster's legal traffic.
 pub const DECODE_SLOTS: usize = 2;
 /// How long a message waits for a decode slot before it is answered `503` with
-/// `Retry-After` (the sender counts a failed exchange and the next round repairs it).
-pub const DECODE_WAIT: Duration = Duration::from_secs(2);
+/// `Retry-After` (the sender counts a failed exchange and the next round repairs it). Under
+/// the 2 s the sending node waits for an answer by default.
+pub const DECODE_WAIT: Duration = Duration::from_secs(1);
 
 type HttpNode = Node<HttpTransport>;
 
