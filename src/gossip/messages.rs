@@ -682,14 +682,14 @@ mod tests {
             delta: r.delta(&Digest::new(), MAX_RECORDS),
             peers: vec!["http://b:1".into(); MAX_PEERS],
         };
-        let bytes = msg.encode();
-        let json = serde_json::to_vec(&to_wire(&msg.from, &msg.digest, &msg.delta, &msg.peers));
-        println!(
-            "decode a legal page of 5,000 typical records ({} bytes deflated, {} inflated): {:?}",
-            bytes.len(),
-            json.unwrap().len(),
-            time(&bytes)
-        );
+        let report = |what: &str, msg: &SyncRequest| {
+            let bytes = msg.encode();
+            let json = to_wire(&msg.from, &msg.digest, &msg.delta, &msg.peers);
+            let inflated = serde_json::to_vec(&json).unwrap().len();
+            let (deflated, took) = (bytes.len(), time(&bytes));
+            println!("decode {what} ({deflated} bytes deflated, {inflated} inflated): {took:?}");
+        };
+        report("a legal page of 5,000 typical records", &msg);
         // The largest legal page by size: records with the largest legal tags.
         let mut big = msg.delta.records[0].clone();
         if let Beat::Live { routing, .. } = &mut big.record.beat {
@@ -715,13 +715,9 @@ mod tests {
             },
             ..msg
         };
-        let bytes = msg.encode();
-        let json = serde_json::to_vec(&to_wire(&msg.from, &msg.digest, &msg.delta, &msg.peers));
-        println!(
-            "decode the largest legal page by size ({fit} records, {} bytes deflated, {} inflated): {:?}",
-            bytes.len(),
-            json.unwrap().len(),
-            time(&bytes)
+        report(
+            &format!("the largest legal page by size ({fit} records)"),
+            &msg,
         );
     }
 

@@ -137,6 +137,17 @@ impl Peer {
         }
     }
 
+    /// A successful exchange with it.
+    fn heard_from(&mut self, contact: Contact<'_>, now: Micros) {
+        self.state = PeerState::Alive;
+        self.failures = 0;
+        self.last_success = Some(now);
+        self.last_heard = now;
+        self.digest = Some(contact.digest);
+        self.behind = contact.behind;
+        self.ready = contact.ready;
+    }
+
     /// Configured by the operator, or verified by its own answer: a peer the node trusts to
     /// gossip with.
     pub fn trusted(&self) -> bool {
@@ -258,13 +269,7 @@ impl PeerTable {
         }
         match self.peers.get_mut(addr) {
             Some(peer) if peer.verified && peer.node_id.as_deref() == Some(contact.node_id) => {
-                peer.state = PeerState::Alive;
-                peer.failures = 0;
-                peer.last_success = Some(now);
-                peer.last_heard = now;
-                peer.digest = Some(contact.digest);
-                peer.behind = contact.behind;
-                peer.ready = contact.ready;
+                peer.heard_from(contact, now);
             }
             Some(peer) => peer.last_heard = now,
             None => {
@@ -349,13 +354,8 @@ impl PeerTable {
                 "gossip peer answers again"
             );
         }
-        peer.state = PeerState::Alive;
-        peer.failures = 0;
-        peer.last_success = Some(now);
-        peer.last_heard = now;
-        peer.digest = Some(contact.digest);
-        peer.behind = contact.behind;
-        peer.ready = contact.ready;
+        let node_id = contact.node_id;
+        peer.heard_from(contact, now);
         let source = peer.source;
         // The same node under a second address (a name and its IP, say): keep one entry.
         // A configured address wins over learned ones; between learned ones the first
@@ -364,9 +364,7 @@ impl PeerTable {
         let twins: Vec<(String, Source)> = self
             .peers
             .values()
-            .filter(|p| {
-                p.addr != addr && p.verified && p.node_id.as_deref() == Some(contact.node_id)
-            })
+            .filter(|p| p.addr != addr && p.verified && p.node_id.as_deref() == Some(node_id))
             .map(|p| (p.addr.clone(), p.source))
             .collect();
         if source == Source::Learned {
