@@ -742,3 +742,34 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
             .contains(&("web".into(), "10.0.0.3".into(), 80, "r1".into())));
     }
 }
+
+// ---- The gossip endpoint: decode slots. ----
+
+/// Calls the gossip endpoint of a node whose decode slots are `slots`, with a legal message.
+async fn post_to_endpoint(slots: usize) -> axum::response::Response {
+    let shared = Arc::new(Shared::new(config("n0", &[], &[])));
+    let transport = super::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
+    let node = Arc::new(Node::new(shared, transport, None, 1, Arc::new(|| T0)));
+    let endpoint = super::Endpoint {
+        node,
+        slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+    };
+    let body = forged("n1", "http://n1:80", Delta::default(), Vec::new()).encode();
+    let request = axum::http::Request::post(super::SYNC_PATH)
+        .header("content-type", super::CONTENT_TYPE_GOSSIP)
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    super::sync(axum::extract::State(endpoint.clone()), request).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_decode_slot_taken_a_message_waits_then_gets_503_with_retry_after() {
+    let answered = post_to_endpoint(1).await;
+    assert_eq!(answered.status(), axum::http::StatusCode::OK);
+    let refused = post_to_endpoint(0).await;
+    assert_eq!(
+        refused.status(),
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(refused.headers()["retry-after"], "1");
+}
