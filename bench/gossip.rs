@@ -297,7 +297,7 @@ async fn bytes() {
     let t0: Micros = 1_800_000_000 * SECOND;
     let time = Arc::new(AtomicU64::new(t0));
     let net = MemoryNetwork::new();
-    let addrs: Vec<String> = (0..NODES).map(|i| format!("http://n{i}")).collect();
+    let addrs: Vec<String> = (0..NODES).map(|i| format!("http://n{i}:80")).collect();
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let peers: Vec<&str> = addrs

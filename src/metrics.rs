@@ -62,10 +62,14 @@ pub struct GossipLabels {
     pub kind: &'static str,
 }
 
+/// Why gossip messages are refused whole: the `kind` values of
+/// `discovery_gossip_messages_refused_total`.
+pub const GOSSIP_REFUSALS: &[&str] = &["own_id", "bad_sender", "malformed", "too_large", "busy"];
+
 /// Labels of a peer-state gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerStateLabels {
-    /// `alive`, `suspect` or `dead`.
+    /// `alive`, `suspect` or `dead` (trusted peers), or `unverified`.
     pub state: &'static str,
 }
 
@@ -113,6 +117,9 @@ pub struct Metrics {
     pub convergence_lag_seconds: Gauge<f64, AtomicU64>,
     /// The largest number of records any peer lacked from this node at the last exchange.
     pub replication_backlog: Gauge,
+    /// Gossip messages refused whole, by why (`own_id`, `bad_sender`, `malformed`,
+    /// `too_large`, `busy`).
+    pub gossip_messages_refused: Family<GossipLabels, Counter>,
 }
 
 impl Metrics {
@@ -206,6 +213,12 @@ impl Metrics {
             "Most records a peer lacked from this node at the last exchange",
             replication_backlog.clone(),
         );
+        let gossip_messages_refused = Family::<GossipLabels, Counter>::default();
+        registry.register(
+            "gossip_messages_refused",
+            "Gossip messages refused whole, by reason",
+            gossip_messages_refused.clone(),
+        );
         // Every known label value exists from the start, at 0, so that rates and alerts work
         // before the first event (Prometheus cannot tell a missing series from a zero one).
         for result in [
@@ -218,17 +231,18 @@ impl Metrics {
                 .get_or_create(&HeartbeatLabels { result })
                 .inc_by(0);
         }
-        let kinds: [(&Family<GossipLabels, Counter>, &[&str]); 3] = [
+        let kinds: [(&Family<GossipLabels, Counter>, &[&str]); 4] = [
             (&gossip_rounds, &["ok", "failed"]),
             (&gossip_bytes, &["sent", "received"]),
             (&gossip_records, &["sent", "received", "refused"]),
+            (&gossip_messages_refused, GOSSIP_REFUSALS),
         ];
         for (family, kinds) in kinds {
             for kind in kinds {
                 Metrics::gossip(family, kind, 0);
             }
         }
-        for state in ["alive", "suspect", "dead"] {
+        for state in ["alive", "suspect", "dead", "unverified"] {
             peers.get_or_create(&PeerStateLabels { state }).set(0);
         }
         Metrics {
@@ -252,6 +266,7 @@ impl Metrics {
             peers,
             convergence_lag_seconds,
             replication_backlog,
+            gossip_messages_refused,
         }
     }
 

@@ -56,6 +56,7 @@ impl Shared {
         let peers = PeersResponse {
             node_id: config.registry.node.to_string(),
             ready,
+            gossip_authenticated: config.tokens.peer.is_some(),
             peers: Vec::new(),
         };
         Shared {

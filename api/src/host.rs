@@ -170,6 +170,10 @@ pub struct PeersResponse {
     pub node_id: String,
     /// Whether this node holds a usable state.
     pub ready: bool,
+    /// Whether gossip requires a token (`--peer-token`). When `false`, anyone who can reach
+    /// the node can send it gossip.
+    #[serde(default)]
+    pub gossip_authenticated: bool,
     /// The peers this node knows.
     pub peers: Vec<PeerInfo>,
 }

@@ -1,6 +1,7 @@
 //! Gossip between processes: one HTTP `POST` per message to the peer's
 //! [`SYNC_PATH`](super::SYNC_PATH), with the `--peer-token` as a bearer token, a timeout, and a
-//! bound on the answer's size (a peer's answer is read in chunks and cut off past it).
+//! bound on the answer's size (a peer's answer is read in chunks and cut off past it). The
+//! answer is decoded on a blocking thread, like a request.
 
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ impl Transport for HttpTransport {
         }
         let mut response = request.send().await.map_err(failure)?;
         let status = response.status();
+        if status == reqwest::StatusCode::CONFLICT {
+            return Err(TransportError::SameId);
+        }
         if !status.is_success() {
             return Err(TransportError::Refused(status.to_string()));
         }
@@ -64,7 +68,11 @@ impl Transport for HttpTransport {
             answer.extend_from_slice(&chunk);
         }
         let received = answer.len();
-        let response = SyncResponse::decode(&answer)
+        // Off the async workers: any address can be named as a peer, so an answer is as
+        // untrusted as a request (see `super::sync`).
+        let response = tokio::task::spawn_blocking(move || SyncResponse::decode(&answer))
+            .await
+            .map_err(|e| TransportError::BadResponse(e.to_string()))?
             .map_err(|e| TransportError::BadResponse(e.to_string()))?;
         Ok(Exchanged {
             response,

@@ -4,24 +4,29 @@
 //! (chitchat's `transport/channel.rs`, memberlist's `mock_transport.go`.)
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 use super::messages::{SyncRequest, SyncResponse};
-use super::node::{Clock, Node};
+use super::node::{Clock, Node, Refusal};
 use super::transport::{Exchanged, Transport, TransportError};
 use crate::shared::Shared;
 
 /// The receiving side of an exchange.
 pub trait Handler: Send + Sync {
-    /// Answers a request.
-    fn handle(&self, req: SyncRequest, remote: Option<IpAddr>) -> SyncResponse;
+    /// Answers a request, or refuses it.
+    fn handle(&self, req: SyncRequest, remote: Option<SocketAddr>)
+        -> Result<SyncResponse, Refusal>;
 }
 
 impl<T: Transport> Handler for Node<T> {
-    fn handle(&self, req: SyncRequest, remote: Option<IpAddr>) -> SyncResponse {
+    fn handle(
+        &self,
+        req: SyncRequest,
+        remote: Option<SocketAddr>,
+    ) -> Result<SyncResponse, Refusal> {
         Node::handle(self, req, remote)
     }
 }
@@ -91,6 +96,14 @@ impl MemoryNetwork {
         node
     }
 
+    /// Serves `handler` at `addr`: a hand-written peer (a liar, say) for hostile tests.
+    pub fn attach(&self, addr: &str, handler: &Arc<dyn Handler>) {
+        self.net
+            .lock()
+            .nodes
+            .insert(addr.to_owned(), Arc::downgrade(handler));
+    }
+
     /// Cuts the link between two nodes, both ways.
     pub fn cut(&self, a: &str, b: &str) {
         self.net.lock().cut.insert(pair(a, b));
@@ -156,7 +169,10 @@ impl Transport for MemoryTransport {
         self.net.count(&self.me, peer, bytes.len());
         let req =
             SyncRequest::decode(&bytes).map_err(|e| TransportError::Refused(e.to_string()))?;
-        let answer = handler.handle(req, None).encode();
+        let answer = match handler.handle(req, None) {
+            Ok(answer) => answer.encode(),
+            Err(Refusal::OwnId) => return Err(TransportError::SameId),
+        };
         self.net.count(peer, &self.me, answer.len());
         let response = SyncResponse::decode(&answer)
             .map_err(|e| TransportError::BadResponse(e.to_string()))?;

@@ -11,6 +11,10 @@
 //! This module owns no registry state: it reads digests and deltas from the registry and
 //! merges what peers send, then wakes long polls through [`Shared::publish`]. It never
 //! imports the HTTP API module (`crate::http`).
+//!
+//! The endpoint treats every byte as hostile (SPEC 4.2, 8): the body is read under a size
+//! bound and a deadline, then decoded, merged and answered on a blocking thread, at most
+//! [`DECODE_SLOTS`] at once, so that no message, however crafted, stalls request handling.
 
 mod http_transport;
 pub mod memory;
@@ -32,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Json;
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,7 +46,8 @@ pub use node::{Clock, Mode, Node};
 
 use crate::auth::{self, Access};
 use crate::shared::{now, Shared};
-use messages::{SyncRequest, MAX_MESSAGE_BYTES};
+use messages::{DecodeError, SyncRequest, MAX_MESSAGE_BYTES};
+use node::Refusal;
 
 /// The gossip endpoint: `POST` a [`SyncRequest`], get a [`messages::SyncResponse`].
 pub const SYNC_PATH: &str = "/v1/gossip/sync";
@@ -49,12 +55,28 @@ pub const SYNC_PATH: &str = "/v1/gossip/sync";
 pub const CONTENT_TYPE_GOSSIP: &str = "application/x-discovery-gossip";
 /// How long a burst of local writes is gathered before it is pushed: one push carries many.
 const PUSH_DEBOUNCE: Duration = Duration::from_millis(5);
+/// Gossip messages decoded and merged at once, each on a blocking thread. Two keep a
+/// 2-core node's async workers free for reads even when every slot holds a hostile message
+/// (each costs at most a few ms to refuse), and are plenty for a cluster's legal traffic.
+pub const DECODE_SLOTS: usize = 2;
+/// How long a message waits for a decode slot before it is answered `503` with
+/// `Retry-After` (the sender counts a failed exchange and the next round repairs it). Under
+/// the 2 s the sending node waits for an answer by default.
+pub const DECODE_WAIT: Duration = Duration::from_secs(1);
 
 type HttpNode = Node<HttpTransport>;
 
 /// The running gossip layer (its loop is owned by the server's task tracker).
 pub struct Gossip {
+    endpoint: Endpoint,
+}
+
+/// The state of the gossip endpoint.
+#[derive(Clone)]
+struct Endpoint {
     node: Arc<HttpNode>,
+    /// See [`DECODE_SLOTS`].
+    slots: Arc<Semaphore>,
 }
 
 /// Starts gossip for the node listening on `addr`.
@@ -65,6 +87,12 @@ pub fn spawn(
     tasks: &TaskTracker,
 ) -> Gossip {
     let cluster = &shared.config.cluster;
+    let clustered = !cluster.peers.is_empty() || cluster.peers_dns.is_some();
+    if clustered && shared.config.tokens.peer.is_none() {
+        tracing::warn!(
+            "gossip is unauthenticated: peers are configured but --peer-token is not set, so anyone who can reach this node can send it gossip; set the same --peer-token on every node"
+        );
+    }
     // Long enough for a page of a snapshot, short enough that a frozen peer does not hold
     // an exchange slot for long.
     let timeout =
@@ -77,7 +105,12 @@ pub fn spawn(
     let clock: Clock = Arc::new(now);
     let node = Arc::new(Node::new(shared, transport, own, addr.port(), clock));
     tasks.spawn(run(node.clone(), shutdown, tasks.clone()));
-    Gossip { node }
+    Gossip {
+        endpoint: Endpoint {
+            node,
+            slots: Arc::new(Semaphore::new(DECODE_SLOTS)),
+        },
+    }
 }
 
 impl Gossip {
@@ -85,7 +118,7 @@ impl Gossip {
     pub fn routes(&self) -> axum::Router {
         axum::Router::new()
             .route(SYNC_PATH, post(sync))
-            .with_state(self.node.clone())
+            .with_state(self.endpoint.clone())
     }
 }
 
@@ -164,9 +197,18 @@ fn refuse(status: StatusCode, error: &str) -> Response {
     (status, Json(json!({ "error": error }))).into_response()
 }
 
+/// What the blocking part of [`sync`] came to.
+enum Handled {
+    Answer(Vec<u8>),
+    Undecodable(DecodeError),
+    Refused(Refusal),
+}
+
 /// `POST /v1/gossip/sync`: a peer's exchange. Refused without the peer token (when set);
-/// a malformed message is logged and changes nothing.
-async fn sync(State(node): State<Arc<HttpNode>>, request: Request) -> Response {
+/// a malformed message, one over a bound, one with a bad sender or one claiming this node's
+/// id is counted, logged with its source address, answered `4xx` and changes nothing.
+async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
+    let node = endpoint.node;
     let shared = node.shared().clone();
     if !auth::allowed(&shared.config.tokens, Access::Peer, request.headers()) {
         return refuse(
@@ -178,6 +220,10 @@ async fn sync(State(node): State<Arc<HttpNode>>, request: Request) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let metrics = &shared.metrics;
+    let count = |kind: &'static str| {
+        crate::metrics::Metrics::gossip(&metrics.gossip_messages_refused, kind, 1);
+    };
     let read = axum::body::to_bytes(request.into_body(), MAX_MESSAGE_BYTES);
     let body = match tokio::time::timeout(shared.config.limits.read_timeout, read).await {
         Err(_) => {
@@ -188,6 +234,7 @@ async fn sync(State(node): State<Arc<HttpNode>>, request: Request) -> Response {
         }
         Ok(Err(e)) => {
             if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                count("too_large");
                 tracing::warn!(peer = ?remote, "refused an oversized gossip message");
                 return refuse(StatusCode::PAYLOAD_TOO_LARGE, "gossip message too large");
             }
@@ -195,16 +242,52 @@ async fn sync(State(node): State<Arc<HttpNode>>, request: Request) -> Response {
         }
         Ok(Ok(body)) => body,
     };
-    let req = match SyncRequest::decode(&body) {
-        Ok(req) => req,
-        Err(e) => {
-            tracing::warn!(peer = ?remote, error = %e, "ignored a malformed gossip message");
-            return refuse(StatusCode::BAD_REQUEST, &e.to_string());
+    let permit = match tokio::time::timeout(DECODE_WAIT, endpoint.slots.acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            count("busy");
+            tracing::warn!(peer = ?remote, "gossip decoding is saturated; answered 503");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                Json(json!({ "error": "too many gossip messages at once; retry" })),
+            )
+                .into_response();
         }
     };
-    let response = node.handle(req, remote.map(|r| r.ip())).encode();
-    let metrics = &shared.metrics;
-    crate::metrics::Metrics::gossip(&metrics.gossip_bytes, "received", body.len() as u64);
+    let received = body.len() as u64;
+    let work = tokio::task::spawn_blocking(move || {
+        // Held until the work is done, even if the client is gone: the slot bounds CPU.
+        let _permit = permit;
+        match SyncRequest::decode(&body) {
+            Err(e) => Handled::Undecodable(e),
+            Ok(req) => match node.handle(req, remote) {
+                Ok(answer) => Handled::Answer(answer.encode()),
+                Err(refusal) => Handled::Refused(refusal),
+            },
+        }
+    });
+    let response = match work.await {
+        Ok(Handled::Answer(response)) => response,
+        Ok(Handled::Refused(refusal)) => {
+            // Counted and logged by the node.
+            return refuse(StatusCode::CONFLICT, &refusal.to_string());
+        }
+        Ok(Handled::Undecodable(e)) => {
+            count(match e {
+                DecodeError::TooLarge => "too_large",
+                DecodeError::Malformed(_) => "malformed",
+                DecodeError::BadSender(_) => "bad_sender",
+            });
+            tracing::warn!(peer = ?remote, error = %e, "refused a gossip message");
+            return refuse(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "gossip message handling failed");
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
+    crate::metrics::Metrics::gossip(&metrics.gossip_bytes, "received", received);
     crate::metrics::Metrics::gossip(&metrics.gossip_bytes, "sent", response.len() as u64);
     (
         StatusCode::OK,

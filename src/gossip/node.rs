@@ -11,22 +11,30 @@
 //! Because step 3 uses the digest the peer just sent, a round ships only what the peer
 //! lacks, not what this node guessed it might lack.
 //!
+//! Identity: a message that claims this node's own id is refused whole ([`Refusal::OwnId`],
+//! `409` over HTTP) before it touches anything, and an answer that claims it fails the
+//! exchange. The initiator of a refused exchange learns that the address is this node (or a
+//! node misconfigured with its id) and stops gossiping with it. What a message says about
+//! other peers is only a hint: see [`super::peers`].
+//!
 //! Locks (the peer table's mutex) are held only to copy data in or out, never across an
 //! `.await`.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use discovery_api::PeersResponse;
 use parking_lot::Mutex;
 
-use super::messages::{Sender, SyncRequest, SyncResponse, MAX_PEERS, MAX_RECORDS};
+use super::messages::{
+    records_that_fit, Sender, SyncRequest, SyncResponse, MAX_PEERS, MAX_RECORDS,
+};
 use super::peers::{Contact, PeerTable};
 use super::transport::{Transport, TransportError};
 use crate::metrics::Metrics;
-use crate::registry::{advance, behind, Delta, Digest, Micros, SECOND};
+use crate::registry::{advance, behind, Delta, Digest, Micros, Registry, SECOND};
 use crate::shared::Shared;
 
 /// Where a node reads the time: the wall clock in production, a virtual one in tests and
@@ -47,6 +55,30 @@ pub enum Mode {
     Round,
     /// A prompt push: this node's own new writes ride on the first message.
     Push,
+}
+
+/// Why a node refused a peer's message (it changed nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The sender claims this node's own node id.
+    #[error("the message claims this node's own node id")]
+    OwnId,
+}
+
+/// The records a peer at `since` lacks, paged by count ([`MAX_RECORDS`]) and by size (what
+/// the receiver's decoding bound admits), with the digest the delta's spans claim.
+fn page(registry: &Registry, since: &Digest) -> (Delta, Digest) {
+    let mut limit = MAX_RECORDS;
+    loop {
+        let (delta, held) = registry.delta_and_digest(since, limit);
+        let fit = records_that_fit(&delta.records);
+        // Rare (only records with very large tags): scan again for the prefix that fits.
+        // Each pass shrinks the limit, so this ends.
+        if fit == delta.records.len() || limit <= 1 {
+            return (delta, held);
+        }
+        limit = fit;
+    }
 }
 
 /// See the module docs.
@@ -150,18 +182,31 @@ impl<T: Transport> Node<T> {
     }
 
     /// Answers a peer's exchange (the receiving side of step 1). `remote` is the
-    /// connection's source address, used when the sender has no routable address of its own.
-    pub fn handle(&self, req: SyncRequest, remote: Option<IpAddr>) -> SyncResponse {
+    /// connection's source address, used when the sender has no routable address of its own
+    /// and to name the sender in logs. A message claiming this node's id changes nothing.
+    pub fn handle(
+        &self,
+        req: SyncRequest,
+        remote: Option<SocketAddr>,
+    ) -> Result<SyncResponse, Refusal> {
+        if req.from.node_id == self.shared.config.registry.node.as_str() {
+            Metrics::gossip(&self.shared.metrics.gossip_messages_refused, "own_id", 1);
+            tracing::warn!(
+                source = ?remote,
+                claimed_addr = req.from.addr.as_deref().unwrap_or(""),
+                "refused a gossip message that claims this node's own node id (forged, or this node's own address among its peers)"
+            );
+            return Err(Refusal::OwnId);
+        }
         let now = self.now();
-        let registry = &self.shared.registry;
         self.merge(req.delta, now);
-        let (delta, digest) = registry.delta_and_digest(&req.digest, MAX_RECORDS);
+        let (delta, digest) = page(&self.shared.registry, &req.digest);
         Metrics::gossip(
             &self.shared.metrics.gossip_records,
             "sent",
             delta.records.len() as u64,
         );
-        if let Some(addr) = sender_addr(&req.from, remote) {
+        if let Some(addr) = sender_addr(&req.from, remote.map(|r| r.ip())) {
             // The requester will hold what this answer carries: remember it that way, so a
             // push does not send it again. A lost answer is repaired by the next round,
             // which never relies on this guess.
@@ -170,7 +215,8 @@ impl<T: Transport> Node<T> {
             let behind = behind(&digest, &theirs);
             let mut table = self.table.lock();
             table.learn(&req.peers, now);
-            table.succeeded(
+            // A claim, not a proof: see `PeerTable::claimed`.
+            table.claimed(
                 &addr,
                 Contact {
                     node_id: &req.from.node_id,
@@ -188,7 +234,7 @@ impl<T: Transport> Node<T> {
             peers: self.live_addrs(),
         };
         self.publish_table();
-        response
+        Ok(response)
     }
 
     /// The first delta of an exchange.
@@ -209,7 +255,7 @@ impl<T: Transport> Node<T> {
             .map(|o| (o, u64::MAX))
             .collect();
         since.insert(own.clone(), known.get(own).copied().unwrap_or(0));
-        registry.delta(&since, MAX_RECORDS)
+        page(registry, &since).0
     }
 
     /// Runs one exchange with the peer at `addr`. The caller has marked it busy.
@@ -228,6 +274,14 @@ impl<T: Transport> Node<T> {
             };
             let exchanged = match self.transport.exchange(addr, req).await {
                 Ok(x) => x,
+                Err(TransportError::SameId) => {
+                    tracing::warn!(
+                        peer = addr,
+                        "this peer address refused our message as carrying its own node id: it is this node (or shares its --node-id); no longer gossiping with it"
+                    );
+                    self.table.lock().is_us(addr);
+                    return Err(TransportError::SameId);
+                }
                 Err(e) => {
                     self.table.lock().failed(addr);
                     return Err(e);
@@ -236,11 +290,18 @@ impl<T: Transport> Node<T> {
             Metrics::gossip(&metrics.gossip_bytes, "sent", exchanged.sent as u64);
             Metrics::gossip(&metrics.gossip_bytes, "received", exchanged.received as u64);
             let response = exchanged.response;
+            if response.from.node_id == self.shared.config.registry.node.as_str() {
+                // Only this node may speak for its id: nothing of this answer is merged.
+                self.table.lock().failed(addr);
+                return Err(TransportError::BadResponse(
+                    "the answer claims this node's own node id".into(),
+                ));
+            }
             let now = self.now();
             let more_for_us = response.delta.truncated;
             self.merge(response.delta, now);
             // What the peer lacks, and this node's digest after the merge for the next page.
-            let (next, held) = registry.delta_and_digest(&response.digest, MAX_RECORDS);
+            let (next, held) = page(registry, &response.digest);
             let behind = behind(&held, &response.digest);
             {
                 let mut table = self.table.lock();
@@ -255,9 +316,6 @@ impl<T: Transport> Node<T> {
                     },
                     now,
                 );
-            }
-            if response.from.node_id == self.shared.config.registry.node.as_str() {
-                return Ok(());
             }
             if !more_for_us && response.from.ready && !self.shared.is_ready() {
                 tracing::info!(peer = addr, "pulled a full snapshot from a ready peer");
@@ -360,12 +418,17 @@ impl<T: Transport> Node<T> {
     /// Publishes the peer table to `/v1/peers` and the peer metrics.
     fn publish_table(&self) {
         let now = self.now();
-        let (infos, (alive, suspect, dead), behind) = {
+        let (infos, (alive, suspect, dead, unverified), behind) = {
             let table = self.table.lock();
             (table.infos(now), table.counts(), table.max_behind())
         };
         let metrics = &self.shared.metrics;
-        for (state, n) in [("alive", alive), ("suspect", suspect), ("dead", dead)] {
+        for (state, n) in [
+            ("alive", alive),
+            ("suspect", suspect),
+            ("dead", dead),
+            ("unverified", unverified),
+        ] {
             metrics
                 .peers
                 .get_or_create(&crate::metrics::PeerStateLabels { state })
@@ -375,6 +438,7 @@ impl<T: Transport> Node<T> {
         self.shared.peers.store(Arc::new(PeersResponse {
             node_id: self.shared.config.registry.node.to_string(),
             ready: self.shared.is_ready(),
+            gossip_authenticated: self.shared.config.tokens.peer.is_some(),
             peers: infos,
         }));
     }

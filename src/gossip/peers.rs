@@ -6,12 +6,24 @@
 //! [`DEAD_AFTER_FAILURES`] failures in a row. Dead peers are probed only every
 //! [`DEAD_PROBE_ROUNDS`] rounds, so a cluster with a lost node does not spend its rounds on it,
 //! and learned peers that stay dead are forgotten.
+//!
+//! Trust (SPEC 4.2: peers are not trusted more than clients). An address named in a message,
+//! or claimed by a message's sender, is **unverified** until an exchange this node starts
+//! with it is answered: anyone can name anything. Unverified peers are kept apart: at most
+//! [`MAX_LEARNED_PER_MESSAGE`] new ones from one message, at most [`MAX_UNVERIFIED`] in the
+//! table, at most [`UNVERIFIED_PER_ROUND`] probed per round (on top of the round's fanout),
+//! never pushed to, never told to other nodes, and dropped at their first failed exchange.
+//! They never take the slot of a configured or verified peer, and a message cannot change
+//! what the table says about a verified peer: only that peer's own answers can. So one
+//! forged message cannot change who a node gossips with.
 
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv6Addr;
 
 use discovery_api::{PeerInfo, PeerState};
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 
+use super::messages::MAX_PEER_URL_LEN;
 use crate::config::normalize_peer;
 use crate::registry::{rfc3339, Digest, Micros, SECOND};
 
@@ -21,8 +33,45 @@ pub const DEAD_AFTER_FAILURES: u64 = 5;
 pub const DEAD_PROBE_ROUNDS: u64 = 10;
 /// A learned peer dead this long is forgotten.
 const FORGET_AFTER: Micros = 600 * SECOND;
-/// Most peers the table holds: learned addresses beyond it are ignored.
+/// Most configured and verified peers the table holds: learned addresses beyond it are ignored.
 const MAX_PEERS: usize = 256;
+/// Most unverified peers the table holds: a flood of invented addresses fills this pool and
+/// nothing else.
+pub const MAX_UNVERIFIED: usize = 32;
+/// Most new addresses taken from one message's peer list; the rest are ignored.
+pub const MAX_LEARNED_PER_MESSAGE: usize = 8;
+/// Most unverified peers probed per round, on top of the round's fanout of trusted ones.
+pub const UNVERIFIED_PER_ROUND: usize = 1;
+
+/// A peer URL as a message may name it: `http://host:port` or `https://host:port` with a
+/// port 1-65535 and nothing else (no path, user or query), at most [`MAX_PEER_URL_LEN`]
+/// bytes; a trailing slash is dropped. `None` when it is anything else.
+pub fn peer_url(url: &str) -> Option<String> {
+    if url.len() > MAX_PEER_URL_LEN {
+        return None;
+    }
+    let url = url.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let (host, port) = rest.rsplit_once(':')?;
+    let digits = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    if !digits || port.parse::<u16>().ok()? == 0 {
+        return None;
+    }
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        }
+    };
+    host_ok.then(|| url.to_owned())
+}
 
 /// Where the node learned of a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +91,8 @@ pub struct Peer {
     pub addr: String,
     /// How it got here.
     pub source: Source,
+    /// It answered an exchange this node started (with a node id other than ours).
+    pub verified: bool,
     /// Its node id, once it answered.
     pub node_id: Option<String>,
     /// Alive, suspect or dead.
@@ -71,6 +122,7 @@ impl Peer {
         Peer {
             addr,
             source,
+            verified: false,
             node_id: None,
             state: PeerState::Suspect,
             failures: 0,
@@ -83,6 +135,23 @@ impl Peer {
             push_pending: false,
             last_heard: now,
         }
+    }
+
+    /// A successful exchange with it.
+    fn heard_from(&mut self, contact: Contact<'_>, now: Micros) {
+        self.state = PeerState::Alive;
+        self.failures = 0;
+        self.last_success = Some(now);
+        self.last_heard = now;
+        self.digest = Some(contact.digest);
+        self.behind = contact.behind;
+        self.ready = contact.ready;
+    }
+
+    /// Configured by the operator, or verified by its own answer: a peer the node trusts to
+    /// gossip with.
+    pub fn trusted(&self) -> bool {
+        self.verified || self.source != Source::Learned
     }
 }
 
@@ -116,12 +185,17 @@ impl PeerTable {
             own_addrs: own_addr.map(|a| a.to_owned()).into_iter().collect(),
         };
         for addr in statics {
-            table.add(addr, Source::Static, now);
+            table.configure(addr, Source::Static, now);
         }
         table
     }
 
-    fn add(&mut self, addr: &str, source: Source, now: Micros) {
+    fn unverified(&self) -> usize {
+        self.peers.values().filter(|p| !p.trusted()).count()
+    }
+
+    /// Adds or upgrades a peer the operator configured (flag or DNS).
+    fn configure(&mut self, addr: &str, source: Source, now: Micros) {
         let Ok(addr) = normalize_peer(addr) else {
             return;
         };
@@ -129,24 +203,78 @@ impl PeerTable {
             return;
         }
         if let Some(peer) = self.peers.get_mut(&addr) {
-            // A configured source outranks "learned".
-            if source != Source::Learned {
-                peer.source = source;
-            }
+            peer.source = source;
             peer.last_heard = now;
             return;
         }
-        if self.peers.len() >= MAX_PEERS {
+        if self.peers.len() - self.unverified() >= MAX_PEERS {
             return;
         }
         self.peers
             .insert(addr.clone(), Peer::new(addr, source, now));
     }
 
-    /// Adds peers another node named.
+    /// A new unverified address, if it is a peer URL and the pool has room; with `evict`, a
+    /// random idle unverified peer makes room when the pool is full.
+    fn add_unverified(&mut self, addr: &str, evict: bool, now: Micros) -> bool {
+        let Some(addr) = peer_url(addr) else {
+            return false;
+        };
+        if self.own_addrs.contains(&addr) || self.peers.contains_key(&addr) {
+            return false;
+        }
+        if self.unverified() >= MAX_UNVERIFIED {
+            let idle: Vec<String> = self
+                .peers
+                .values()
+                .filter(|p| !p.trusted() && !p.busy)
+                .map(|p| p.addr.clone())
+                .collect();
+            match idle.choose(&mut rand::rng()) {
+                Some(victim) if evict => {
+                    self.peers.remove(victim);
+                }
+                _ => return false,
+            }
+        }
+        self.peers
+            .insert(addr.clone(), Peer::new(addr, Source::Learned, now));
+        true
+    }
+
+    /// Takes peers another node named: at most [`MAX_LEARNED_PER_MESSAGE`] new ones, as
+    /// unverified, while the unverified pool has room (they never displace anything).
     pub fn learn<'a>(&mut self, addrs: impl IntoIterator<Item = &'a String>, now: Micros) {
+        let mut taken = 0;
         for addr in addrs {
-            self.add(addr, Source::Learned, now);
+            if taken == MAX_LEARNED_PER_MESSAGE {
+                break;
+            }
+            if let Some(peer) = self.peers.get_mut(addr.as_str()) {
+                peer.last_heard = now;
+                continue;
+            }
+            taken += usize::from(self.add_unverified(addr, false, now));
+        }
+    }
+
+    /// Records a message from a sender that claims to be `node_id` at `addr`. Nothing proves
+    /// the claim, so it changes a verified peer's entry only when the node id matches what
+    /// that address answered itself; an unknown address joins the unverified pool (taking a
+    /// random unverified slot when full: a node that contacts us keeps a chance to be probed
+    /// even while the pool is flooded).
+    pub fn claimed(&mut self, addr: &str, contact: Contact<'_>, now: Micros) {
+        if contact.node_id == self.own_id {
+            return;
+        }
+        match self.peers.get_mut(addr) {
+            Some(peer) if peer.verified && peer.node_id.as_deref() == Some(contact.node_id) => {
+                peer.heard_from(contact, now);
+            }
+            Some(peer) => peer.last_heard = now,
+            None => {
+                self.add_unverified(addr, true, now);
+            }
         }
     }
 
@@ -163,7 +291,7 @@ impl PeerTable {
             }
         }
         for addr in &fresh {
-            self.add(addr, Source::Dns, now);
+            self.configure(addr, Source::Dns, now);
         }
     }
 
@@ -198,17 +326,26 @@ impl PeerTable {
         }
     }
 
-    /// Records a successful exchange with the peer at `addr` (initiated by either side).
+    /// `addr` refused our message because it carries its own node id, which is ours: it is
+    /// this node (its own address in `--peers`, say), or a node misconfigured with our id.
+    /// Either way it is never gossiped with again.
+    pub fn is_us(&mut self, addr: &str) {
+        self.own_addrs.insert(addr.to_owned());
+        self.peers.remove(addr);
+    }
+
+    /// Records an exchange this node started with `addr` and that `addr` answered as
+    /// `contact` (the caller has refused an answer with our own id): the peer is verified.
     pub fn succeeded(&mut self, addr: &str, contact: Contact<'_>, now: Micros) {
-        if contact.node_id == self.own_id {
-            self.own_addrs.insert(addr.to_owned());
-            self.peers.remove(addr);
-            return;
-        }
-        self.add(addr, Source::Learned, now);
+        let verified = self.peers.len() - self.unverified();
         let Some(peer) = self.peers.get_mut(addr) else {
             return;
         };
+        if !peer.trusted() && verified >= MAX_PEERS {
+            self.peers.remove(addr);
+            return;
+        }
+        peer.verified = true;
         peer.node_id = Some(contact.node_id.to_owned());
         if peer.failures > 0 {
             tracing::info!(
@@ -217,40 +354,39 @@ impl PeerTable {
                 "gossip peer answers again"
             );
         }
-        peer.state = PeerState::Alive;
-        peer.failures = 0;
-        peer.last_success = Some(now);
-        peer.last_heard = now;
-        peer.digest = Some(contact.digest);
-        peer.behind = contact.behind;
-        peer.ready = contact.ready;
+        let node_id = contact.node_id;
+        peer.heard_from(contact, now);
         let source = peer.source;
-        // The same node under a second address (a name and its IP, say): keep one entry,
-        // preferring a configured address over a learned one.
-        let twins: Vec<String> = self
+        // The same node under a second address (a name and its IP, say): keep one entry.
+        // A configured address wins over learned ones; between learned ones the first
+        // verified stays, so a newcomer answering with a known id (a second name, or a
+        // node impersonating it) cannot push the known address out.
+        let twins: Vec<(String, Source)> = self
             .peers
             .values()
-            .filter(|p| p.addr != addr && p.node_id.as_deref() == Some(contact.node_id))
+            .filter(|p| p.addr != addr && p.verified && p.node_id.as_deref() == Some(node_id))
             .map(|p| (p.addr.clone(), p.source))
-            .filter(|(_, s)| *s == Source::Learned || source != Source::Learned)
-            .map(|(a, _)| a)
             .collect();
-        for twin in twins {
-            self.peers.remove(&twin);
-        }
-        if source == Source::Learned
-            && self.peers.values().any(|p| {
-                p.addr != addr
-                    && p.source != Source::Learned
-                    && p.node_id.as_deref() == Some(contact.node_id)
-            })
-        {
-            self.peers.remove(addr);
+        if source == Source::Learned {
+            if !twins.is_empty() {
+                self.peers.remove(addr);
+            }
+        } else {
+            for (twin, twin_source) in twins {
+                if twin_source == Source::Learned {
+                    self.peers.remove(&twin);
+                }
+            }
         }
     }
 
-    /// Records a failed exchange.
+    /// Records a failed exchange. An unverified peer is dropped at once: it never answered,
+    /// and if it is real another node will name it again.
     pub fn failed(&mut self, addr: &str) {
+        if self.peers.get(addr).is_some_and(|p| !p.trusted()) {
+            self.peers.remove(addr);
+            return;
+        }
         if let Some(peer) = self.peers.get_mut(addr) {
             peer.failures += 1;
             let state = if peer.failures >= DEAD_AFTER_FAILURES {
@@ -281,8 +417,10 @@ impl PeerTable {
         }
     }
 
-    /// Peers for one anti-entropy round: `fanout` random live ones (every one while the
-    /// node is not ready, to find a snapshot fast), plus dead ones due for a probe.
+    /// Peers for one anti-entropy round: `fanout` random live trusted ones (every one while
+    /// the node is not ready, to find a snapshot fast), dead ones due for a probe, and at most
+    /// [`UNVERIFIED_PER_ROUND`] unverified ones: however many of those there are, the
+    /// trusted peers keep their share of every round.
     pub fn round_targets(
         &mut self,
         fanout: usize,
@@ -298,7 +436,7 @@ impl PeerTable {
         let mut live: Vec<String> = self
             .peers
             .values()
-            .filter(|p| !p.busy && p.state != PeerState::Dead)
+            .filter(|p| p.trusted() && !p.busy && p.state != PeerState::Dead)
             .map(|p| p.addr.clone())
             .collect();
         live.shuffle(&mut rand::rng());
@@ -307,21 +445,32 @@ impl PeerTable {
         }
         let probe_every = interval.saturating_mul(DEAD_PROBE_ROUNDS);
         let dead = self.peers.values().filter(|p| {
-            !p.busy
+            p.trusted()
+                && !p.busy
                 && p.state == PeerState::Dead
                 && p.last_attempt
                     .is_none_or(|at| now.saturating_sub(at) >= probe_every)
         });
         live.extend(dead.map(|p| p.addr.clone()));
+        let unverified: Vec<&Peer> = self
+            .peers
+            .values()
+            .filter(|p| !p.trusted() && !p.busy)
+            .collect();
+        live.extend(
+            unverified
+                .sample(&mut rand::rng(), UNVERIFIED_PER_ROUND)
+                .map(|p| p.addr.clone()),
+        );
         live
     }
 
-    /// Peers a new local write is pushed to: up to `fanout` random live ones.
+    /// Peers a new local write is pushed to: up to `fanout` random live trusted ones.
     pub fn push_targets(&self, fanout: usize) -> Vec<String> {
         let mut live: Vec<String> = self
             .peers
             .values()
-            .filter(|p| p.state != PeerState::Dead)
+            .filter(|p| p.trusted() && p.state != PeerState::Dead)
             .map(|p| p.addr.clone())
             .collect();
         live.shuffle(&mut rand::rng());
@@ -329,12 +478,13 @@ impl PeerTable {
         live
     }
 
-    /// Addresses of live peers, to tell other nodes about.
+    /// Addresses of live peers, to tell other nodes about: only those that answered us, and
+    /// only in the form other nodes accept.
     pub fn live_addrs(&self, limit: usize) -> Vec<String> {
         let mut addrs: Vec<String> = self
             .peers
             .values()
-            .filter(|p| p.state == PeerState::Alive)
+            .filter(|p| p.verified && p.state == PeerState::Alive && peer_url(&p.addr).is_some())
             .map(|p| p.addr.clone())
             .collect();
         addrs.sort();
@@ -347,11 +497,12 @@ impl PeerTable {
         self.peers.is_empty()
     }
 
-    /// Counts by state: (alive, suspect, dead).
-    pub fn counts(&self) -> (i64, i64, i64) {
-        let mut counts = (0, 0, 0);
+    /// Trusted peers by state, then unverified ones: (alive, suspect, dead, unverified).
+    pub fn counts(&self) -> (i64, i64, i64, i64) {
+        let mut counts = (0, 0, 0, 0);
         for p in self.peers.values() {
             match p.state {
+                _ if !p.trusted() => counts.3 += 1,
                 PeerState::Alive => counts.0 += 1,
                 PeerState::Suspect => counts.1 += 1,
                 PeerState::Dead => counts.2 += 1,
@@ -429,6 +580,9 @@ mod tests {
     fn dead_peers_are_probed_less_often_and_learned_ones_are_forgotten() {
         let mut t = PeerTable::new("me", None, &["http://b:1".into()], 0);
         t.learn(&["http://c:1".to_owned()], 0);
+        assert!(t.begin("http://c:1", false, 0));
+        t.succeeded("http://c:1", contact("c"), 0);
+        t.end("http://c:1");
         for addr in ["http://b:1", "http://c:1"] {
             for _ in 0..DEAD_AFTER_FAILURES {
                 t.failed(addr);
@@ -445,12 +599,130 @@ mod tests {
     }
 
     #[test]
-    fn an_address_that_answers_with_our_own_id_is_dropped_for_good() {
+    fn an_address_that_refuses_our_id_as_its_own_is_dropped_for_good() {
         let mut t = PeerTable::new("me", None, &["http://self:1".into()], 0);
-        t.succeeded("http://self:1", contact("me"), 1);
+        t.is_us("http://self:1");
         assert!(t.is_empty());
         t.learn(&["http://self:1".to_owned()], 2);
+        t.claimed("http://self:1", contact("x"), 2);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn peer_urls_must_be_http_host_and_a_port_from_1() {
+        for good in [
+            "http://a:1",
+            "https://a.b-c_d:65535",
+            "http://10.0.0.1:80/",
+            "http://[::1]:8080",
+        ] {
+            assert!(peer_url(good).is_some(), "{good}");
+        }
+        for bad in [
+            "http://a:0",
+            "http://a",
+            "http://a:",
+            "http://a:65536",
+            "http://a:+80",
+            "ftp://a:80",
+            "a:80",
+            "http://u@a:80",
+            "http://a:80/path",
+            "http://[zz]:80",
+            "http://:80",
+        ] {
+            assert!(peer_url(bad).is_none(), "{bad}");
+        }
+        assert!(peer_url(&format!("http://{}:80", "a".repeat(MAX_PEER_URL_LEN))).is_none());
+    }
+
+    /// A table with three verified peers and one configured peer.
+    fn settled() -> PeerTable {
+        let mut t = PeerTable::new("me", None, &["http://s:1".into()], 0);
+        for (addr, id) in [
+            ("http://v1:1", "v1"),
+            ("http://v2:1", "v2"),
+            ("http://v3:1", "v3"),
+        ] {
+            t.learn(&[addr.to_owned()], 0);
+            assert!(t.begin(addr, false, 0));
+            t.succeeded(addr, contact(id), 0);
+            t.end(addr);
+        }
+        t
+    }
+
+    fn invented(round: usize) -> Vec<String> {
+        (0..64)
+            .map(|i| format!("http://10.66.{round}.{i}:7"))
+            .collect()
+    }
+
+    #[test]
+    fn a_flood_of_invented_peers_stays_in_its_bounded_pool() {
+        let mut t = settled();
+        t.learn(&invented(0), 1);
+        assert_eq!(
+            t.counts(),
+            (3, 1, 0, MAX_LEARNED_PER_MESSAGE as i64),
+            "8 per message"
+        );
+        for round in 1..20 {
+            t.learn(&invented(round), 1);
+            t.claimed(&format!("http://10.77.0.{round}:7"), contact("liar"), 1);
+        }
+        assert_eq!(t.counts(), (3, 1, 0, MAX_UNVERIFIED as i64));
+        for _ in 0..50 {
+            let targets = t.round_targets(3, false, SECOND, 2);
+            let untrusted = targets
+                .iter()
+                .filter(|a| !t.get(a).unwrap().trusted())
+                .count();
+            assert_eq!(
+                (targets.len(), untrusted),
+                (3 + UNVERIFIED_PER_ROUND, UNVERIFIED_PER_ROUND)
+            );
+        }
+        let pushed = t.push_targets(8);
+        assert_eq!(pushed.len(), 4);
+        assert!(pushed.iter().all(|a| t.get(a).unwrap().trusted()));
+        assert_eq!(
+            t.live_addrs(63),
+            vec!["http://v1:1", "http://v2:1", "http://v3:1"]
+        );
+        // An invented peer fails its probe and leaves at once.
+        let probe = t.round_targets(0, false, SECOND, 2).pop().unwrap();
+        t.failed(&probe);
+        assert!(t.get(&probe).is_none());
+    }
+
+    #[test]
+    fn a_newcomer_answering_with_a_known_id_does_not_push_the_known_address_out() {
+        let mut t = settled();
+        t.learn(&["http://impostor:1".to_owned()], 1);
+        assert!(t.begin("http://impostor:1", false, 1));
+        t.succeeded("http://impostor:1", contact("v1"), 1);
+        assert!(t.get("http://impostor:1").is_none());
+        assert!(t.get("http://v1:1").is_some());
+    }
+
+    #[test]
+    fn a_claim_cannot_change_a_verified_peer_or_remove_its_twin() {
+        let mut t = settled();
+        let before = t.get("http://v1:1").unwrap().clone();
+        // Someone says "I am v1, at this other address", and "I am v2 at v1's address".
+        t.claimed("http://evil:1", contact("v1"), 5);
+        t.claimed("http://v1:1", contact("v2"), 5);
+        let after = t.get("http://v1:1").unwrap();
+        assert_eq!(
+            (after.node_id.clone(), after.last_success),
+            (before.node_id, before.last_success)
+        );
+        assert!(!t.get("http://evil:1").unwrap().trusted());
+        // Only an answer from the address itself verifies it.
+        assert!(t.begin("http://evil:1", false, 6));
+        t.succeeded("http://evil:1", contact("evil"), 6);
+        assert!(t.get("http://evil:1").unwrap().trusted());
     }
 
     #[test]

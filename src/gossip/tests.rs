@@ -52,7 +52,7 @@ struct Cluster {
 }
 
 fn addr(i: usize) -> String {
-    format!("http://n{i}")
+    format!("http://n{i}:80")
 }
 
 impl Cluster {
@@ -525,4 +525,252 @@ proptest! {
         right.apply(yz.delta(&Digest::new(), usize::MAX), T0);
         prop_assert_eq!(contents(&left), contents(&right));
     }
+}
+
+// ---- Hostile peers (issue 10): identity and invented peers. ----
+
+use super::memory::Handler;
+use super::messages::{Sender, SyncRequest, SyncResponse};
+use super::node::Refusal;
+use super::peers::MAX_UNVERIFIED;
+use crate::metrics::GossipLabels;
+
+fn refused(node: &TestNode, kind: &'static str) -> u64 {
+    node.shared()
+        .metrics
+        .gossip_messages_refused
+        .get_or_create(&GossipLabels { kind })
+        .get()
+}
+
+/// What `/v1/peers` says, without the ages (they move with the clock).
+fn table(node: &TestNode) -> Vec<(String, Option<String>, discovery_api::PeerState)> {
+    node.shared()
+        .peers
+        .load()
+        .peers
+        .iter()
+        .map(|p| (p.address.clone(), p.node_id.clone(), p.state))
+        .collect()
+}
+
+fn forged(node_id: &str, addr: &str, records: Delta, peers: Vec<String>) -> SyncRequest {
+    SyncRequest {
+        from: Sender {
+            node_id: node_id.into(),
+            addr: Some(addr.into()),
+            port: 80,
+            ready: true,
+        },
+        digest: Digest::new(),
+        delta: records,
+        peers,
+    }
+}
+
+#[tokio::test]
+async fn a_message_claiming_the_receivers_own_id_is_refused_and_changes_nothing() {
+    let c = Cluster::new(2);
+    c.settle().await;
+    let before = (table(&c.nodes[0]), table(&c.nodes[1]));
+    // A valid record rides along: it must not be applied either.
+    let other = Cluster::new(1);
+    beat(&other.nodes[0], "evil", "10.6.6.6", 80, "r1");
+    let records = other.nodes[0].shared().registry.delta(&Digest::new(), 10);
+    for (i, (me, them)) in [(0, 1), (1, 0)].into_iter().enumerate() {
+        let req = forged(
+            &format!("n{me}"),
+            &addr(them),
+            records.clone(),
+            vec![addr(them)],
+        );
+        let answer = c.nodes[me].handle(req, None);
+        assert_eq!(answer.err(), Some(Refusal::OwnId), "message {i}");
+        assert_eq!(refused(&c.nodes[me], "own_id"), 1);
+    }
+    assert_eq!((table(&c.nodes[0]), table(&c.nodes[1])), before);
+    c.assert_serves(&[]);
+    // And the two keep gossiping.
+    beat(&c.nodes[0], "web", "10.0.0.1", 80, "r1");
+    c.nodes[0].push().await;
+    c.assert_serves(&[("web", "10.0.0.1", 80, "r1")]);
+    beat(&c.nodes[1], "web", "10.0.0.2", 80, "r1");
+    c.nodes[1].round().await;
+    c.assert_serves(&[("web", "10.0.0.1", 80, "r1"), ("web", "10.0.0.2", 80, "r1")]);
+}
+
+/// A peer that answers every exchange in the name of `victim`.
+struct Impersonator {
+    victim: String,
+}
+
+impl Handler for Impersonator {
+    fn handle(
+        &self,
+        _req: SyncRequest,
+        _remote: Option<std::net::SocketAddr>,
+    ) -> Result<SyncResponse, Refusal> {
+        Ok(forged(
+            &self.victim,
+            "http://n0:80",
+            Delta::default(),
+            vec![addr(1)],
+        ))
+    }
+}
+
+#[tokio::test]
+async fn an_answer_in_our_own_name_fails_the_exchange_and_a_twin_id_is_dropped() {
+    let mut c = Cluster::new(2);
+    c.settle().await;
+    let liar: Arc<dyn Handler> = Arc::new(Impersonator {
+        victim: "n0".into(),
+    });
+    c.net.attach("http://liar:1", &liar);
+    c.nodes[0].learn(&["http://liar:1".to_owned()]);
+    assert!(!c.nodes[0].exchange("http://liar:1", Mode::Round).await);
+    assert!(c.nodes[0]
+        .known_digests()
+        .keys()
+        .all(|a| a != "http://liar:1"));
+    assert_eq!(c.nodes[0].known_digests().len(), 1, "n1 is still there");
+    // A node started with n0's id by mistake refuses n0's messages as its own; n0 stops
+    // talking to it (as it does with its own address among its peers).
+    c.skews.push(Arc::new(AtomicI64::new(0)));
+    let twin = c.net.join(
+        Arc::new(Shared::new(config("n0", &[], &["--warmup", "0s"]))),
+        "http://twin:1",
+        Arc::new(|| T0),
+    );
+    c.nodes[0].learn(&["http://twin:1".to_owned()]);
+    assert!(!c.nodes[0].exchange("http://twin:1", Mode::Round).await);
+    assert_eq!(refused(&twin, "own_id"), 1);
+    assert!(c.nodes[0]
+        .known_digests()
+        .keys()
+        .all(|a| a != "http://twin:1"));
+    c.nodes[0].learn(&["http://twin:1".to_owned()]);
+    assert!(c.nodes[0]
+        .known_digests()
+        .keys()
+        .all(|a| a != "http://twin:1"));
+    c.restart(1, &["--warmup", "0s"]);
+    beat(&c.nodes[0], "web", "10.0.0.1", 80, "r1");
+    c.settle().await;
+    c.nodes.truncate(2);
+    c.assert_serves(&[("web", "10.0.0.1", 80, "r1")]);
+}
+
+fn invented(round: usize) -> Vec<String> {
+    (0..64)
+        .map(|i| format!("http://10.66.{round}.{i}:7"))
+        .collect()
+}
+
+fn unverified(node: &TestNode) -> i64 {
+    node.shared()
+        .metrics
+        .peers
+        .get_or_create(&crate::metrics::PeerStateLabels {
+            state: "unverified",
+        })
+        .get()
+}
+
+#[tokio::test]
+async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins() {
+    let c = Cluster::new(3);
+    c.settle().await;
+    let trusted: Vec<_> = (0..3).map(|i| c.nodes[i].known_digests().len()).collect();
+    for round in 0..50 {
+        for (i, node) in c.nodes.iter().enumerate() {
+            // Forged senders too: each message also claims a new sender address.
+            let from = format!("http://10.77.{round}.{i}:7");
+            let answer = node.handle(
+                forged("mallory", &from, Delta::default(), invented(round)),
+                None,
+            );
+            assert!(answer.is_ok());
+        }
+    }
+    for node in &c.nodes {
+        assert_eq!(unverified(node), MAX_UNVERIFIED as i64);
+    }
+    // Writes still spread by push at once, and by random rounds within a few.
+    beat(&c.nodes[0], "web", "10.0.0.1", 80, "r1");
+    c.nodes[0].push().await;
+    c.assert_serves(&[("web", "10.0.0.1", 80, "r1")]);
+    for (i, node) in c.nodes.iter().enumerate() {
+        beat(node, "api", &format!("10.0.1.{i}"), 80, "r1");
+    }
+    let mut rounds = 0;
+    while (0..3).any(|i| c.served(i).len() != 4) {
+        rounds += 1;
+        assert!(
+            rounds <= 3,
+            "not converged after 3 rounds despite the flood"
+        );
+        for node in &c.nodes {
+            node.round().await;
+        }
+    }
+    // Every trusted peer kept its place.
+    for (node, trusted) in c.nodes.iter().zip(trusted) {
+        let alive = table(node)
+            .into_iter()
+            .filter(|(_, id, s)| id.is_some() && *s == discovery_api::PeerState::Alive)
+            .count();
+        assert_eq!(alive, trusted);
+    }
+    // A new node naming only n0 joins: it pulls a snapshot, and its writes reach everyone.
+    let joiner = c.net.join(
+        Arc::new(Shared::new(config("n3", &[addr(0)], &["--warmup", "30s"]))),
+        "http://n3:80",
+        Arc::new(|| T0),
+    );
+    joiner.round().await;
+    assert!(joiner.shared().is_ready());
+    beat(&joiner, "web", "10.0.0.3", 80, "r1");
+    joiner.push().await;
+    for _ in 0..3 {
+        for node in &c.nodes {
+            node.round().await;
+        }
+    }
+    for i in 0..3 {
+        assert!(c
+            .served(i)
+            .contains(&("web".into(), "10.0.0.3".into(), 80, "r1".into())));
+    }
+}
+
+// ---- The gossip endpoint: decode slots. ----
+
+/// Calls the gossip endpoint of a node whose decode slots are `slots`, with a legal message.
+async fn post_to_endpoint(slots: usize) -> axum::response::Response {
+    let shared = Arc::new(Shared::new(config("n0", &[], &[])));
+    let transport = super::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
+    let node = Arc::new(Node::new(shared, transport, None, 1, Arc::new(|| T0)));
+    let endpoint = super::Endpoint {
+        node,
+        slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+    };
+    let body = forged("n1", "http://n1:80", Delta::default(), Vec::new()).encode();
+    let request = axum::http::Request::post(super::SYNC_PATH)
+        .header("content-type", super::CONTENT_TYPE_GOSSIP)
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    super::sync(axum::extract::State(endpoint.clone()), request).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_decode_slot_taken_a_message_waits_then_gets_503_with_retry_after() {
+    let answered = post_to_endpoint(1).await;
+    assert_eq!(answered.status(), axum::http::StatusCode::OK);
+    let refused = post_to_endpoint(0).await;
+    assert_eq!(
+        refused.status(),
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(refused.headers()["retry-after"], "1");
 }

@@ -18,6 +18,10 @@ pub enum TransportError {
     /// The peer refused the request (status and a short reason).
     #[error("peer refused the exchange: {0}")]
     Refused(String),
+    /// The peer refused the request because it carries the peer's own node id: the peer is
+    /// this node, or shares its id (`409` over HTTP).
+    #[error("the peer has this node's own node id")]
+    SameId,
     /// The answer was not a gossip message (or too large).
     #[error("bad answer from peer: {0}")]
     BadResponse(String),

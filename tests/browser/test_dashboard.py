@@ -42,6 +42,8 @@ def test_page_lists_registered_services_with_their_counts(start_node, page):
     expect(page.locator("#hosts tbody")).to_contain_text("10.0.0.7:8080")
     expect(page.locator("#hosts tbody tr").first.locator("td").last).to_have_text(re.compile(r"^\d+s ago$"))
     expect(page.locator("#peers-empty")).to_be_visible()
+    # A lone node gossips with nobody: no unauthenticated-gossip warning.
+    expect(page.locator("#gossip-auth")).to_be_hidden()
     assert page.errors == []
 
 
@@ -198,6 +200,9 @@ def test_peers_are_shown_with_state_age_and_lag(start_node, page, screenshot):
     expect(page.locator("#n-peers")).to_have_text("1 / 2")
     expect(page.locator("#card-peers")).to_have_class(re.compile(r"\bbad\b"))
     expect(page.locator("#node")).to_have_text("node-b")
+    # Peers and no --peer-token: the header says gossip is unauthenticated.
+    expect(page.locator("#gossip-auth")).to_be_visible()
+    expect(page.locator("#gossip-auth")).to_have_text("gossip unauthenticated")
     # a's host reached b by gossip and shows on b's page.
     expect(service_row(page, "payments")).to_be_visible(timeout=10000)
     screenshot(page, "dashboard-peers.png")
