@@ -28,8 +28,8 @@
 //! | [`Heartbeater`] beats | [`HeartbeatConfig::timeout`] | half the interval within [`MIN_HEARTBEAT_TIMEOUT`]..[`MAX_HEARTBEAT_TIMEOUT`] (1..10 s) |
 //!
 //! So a [`HostWatcher`] learns of a change within `wait + T` (7 s by default,
-//! [`WatcherConfig::blind_bound`]) of it reaching a node that answers, even when the node
-//! it polls freezes; it logs a warning for the failover, counts it in
+//! [`WatcherConfig::blind_bound`], plus the next node's answer time) of it reaching a node
+//! that answers, even when the node it polls freezes; it logs a warning for the failover, counts it in
 //! [`WatcherStatus::failovers`], and keeps its list meanwhile. A [`Heartbeater`]'s beat
 //! lands within `interval + T` through a frozen node (1.5 × the interval in the default
 //! range), so a TTL of twice the interval keeps the host listed. Each further frozen node
