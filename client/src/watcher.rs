@@ -47,7 +47,7 @@ pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq)]
 pub struct WatcherConfig {
     /// How long one long poll may wait for a change. Default [`DEFAULT_POLL_WAIT`] (5 s);
-    /// the registry caps it at 5 minutes. A change is delivered as soon as it happens
+    /// at most [`discovery_api::MAX_WAIT_SECS`] (5 minutes), the registry's limit. A change is delivered as soon as it happens
     /// whatever the wait; the wait bounds how long a watcher parked on a frozen node stays
     /// blind ([`WatcherConfig::blind_bound`]). Longer means fewer requests (a bodiless 304
     /// per wait on a quiet service) and a longer blind spot.
@@ -206,6 +206,15 @@ impl HostWatcher {
             return Err(Error::Config(
                 "the watcher's wait and poll_interval must not be zero".into(),
             ));
+        }
+        // The registry refuses a longer wait with a 400, which would leave the watcher
+        // retrying a refused poll forever: say so now instead.
+        let max_wait = Duration::from_secs(discovery_api::MAX_WAIT_SECS);
+        if config.wait > max_wait {
+            return Err(Error::Config(format!(
+                "the watcher's wait must be at most {}s, the registry's limit",
+                max_wait.as_secs()
+            )));
         }
         if !(0.0..=1.0).contains(&config.shrink.min_ratio) {
             return Err(Error::Config(format!(
@@ -598,6 +607,17 @@ mod tests {
         assert!(stub.requests().iter().all(|r| !r.target.contains("index=")));
         assert_eq!(*watcher.list().version_rx.borrow(), 1, "a 304 is no change");
         watcher.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_registrys_limit_is_refused_up_front() {
+        let registry = Registry::new(["http://127.0.0.1:9"]).unwrap();
+        let config = WatcherConfig {
+            wait: Duration::from_secs(discovery_api::MAX_WAIT_SECS + 1),
+            ..WatcherConfig::default()
+        };
+        let refused = HostWatcher::spawn(registry, payments(), config);
+        assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
     }
 
     #[tokio::test]
