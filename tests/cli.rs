@@ -21,6 +21,8 @@ fn discovery(args: &[&str]) -> Output {
         .env_remove("DISCOVERY_REGISTRY")
         .env_remove("DISCOVERY_READ_TOKEN")
         .env_remove("DISCOVERY_WRITE_TOKEN")
+        .env_remove("DISCOVERY_TIMEOUT")
+        .env_remove("DISCOVERY_POLL_WAIT")
         .stdin(Stdio::null())
         .output()
         .expect("run discovery")
@@ -52,6 +54,8 @@ impl Running {
             .env_remove("DISCOVERY_REGISTRY")
             .env_remove("DISCOVERY_READ_TOKEN")
             .env_remove("DISCOVERY_WRITE_TOKEN")
+            .env_remove("DISCOVERY_TIMEOUT")
+            .env_remove("DISCOVERY_POLL_WAIT")
             .envs(env.iter().copied())
             .env("DISCOVERY_LOG", "info")
             .stdin(Stdio::null())
@@ -290,6 +294,57 @@ fn hosts_watch_prints_the_list_again_when_it_changes() {
 }
 
 #[test]
+fn hosts_watch_fails_over_from_a_frozen_registry_within_poll_wait_plus_timeout() {
+    let frozen = Node::start(&[]);
+    let healthy = Node::start(&[]);
+    for node in [&frozen, &healthy] {
+        register(node, "payments", "10.0.0.1", 8080);
+    }
+    let registries = format!("{},{}", frozen.url, healthy.url);
+    let watch = Running::start(&[
+        "hosts",
+        "payments",
+        "--registry",
+        &registries,
+        "--watch",
+        "--json",
+        "--poll-wait",
+        "1s",
+        "--timeout",
+        "500ms",
+    ]);
+    wait_until("the first list", TIMEOUT, || {
+        watch.output_so_far().contains("10.0.0.1")
+    });
+
+    frozen.signal("STOP");
+    let frozen_at = Instant::now();
+    register(&healthy, "payments", "10.0.0.2", 8080);
+    // --poll-wait + --timeout, with slack for a loaded debug build.
+    let bound = Duration::from_millis(1500);
+    wait_until(
+        "the list with the host added on the healthy registry",
+        bound + Duration::from_secs(3),
+        || watch.output_so_far().contains("10.0.0.2"),
+    );
+    let elapsed = frozen_at.elapsed();
+    assert!(elapsed < bound + Duration::from_secs(3), "took {elapsed:?}");
+
+    frozen.signal("CONT");
+    watch.signal("INT");
+    let (code, logs) = watch.wait();
+    assert_eq!(code, Some(0), "{logs}");
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("failed over to another registry node"))
+        .unwrap_or_else(|| panic!("no failover warning:\n{logs}"));
+    assert!(
+        warning.contains(&format!("{}: timed out", frozen.url)),
+        "{warning}"
+    );
+}
+
+#[test]
 fn hosts_watch_json_prints_one_body_per_line() {
     let node = Node::start(&[]);
     let watch = Running::start(&[
@@ -431,7 +486,12 @@ fn every_command_fails_over_when_the_first_registry_is_dead() {
     let printed: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(printed["hosts"][0]["ip_address"], "10.0.0.1");
 
-    let agent = start_agent(&node, &registries, "web", &["--ip", "10.0.0.5"]);
+    let agent = start_agent(
+        &node,
+        &registries,
+        "web",
+        &["--ip", "10.0.0.5", "--timeout", "1s"],
+    );
     stop_agent(agent, "TERM", &node, "web");
 }
 
@@ -453,4 +513,100 @@ fn read_commands_send_the_read_token_and_report_a_refusal() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The part of a `--help` text about one flag: from its line to the next flag's.
+fn flag_help<'a>(help: &'a str, flag: &str) -> Option<&'a str> {
+    let start = help.find(&format!("      {flag} "))?;
+    let rest = &help[start + 6..];
+    let end = rest.find("\n      --").unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+#[test]
+fn request_timeouts_and_the_poll_wait_show_the_library_defaults_in_help() {
+    let format = |d: Duration| humantime::format_duration(d).to_string();
+    let timeout = format!(
+        "[default: {}]",
+        format(discovery_client::DEFAULT_REQUEST_TIMEOUT)
+    );
+    let poll_wait = format!("[default: {}]", format(discovery_client::DEFAULT_POLL_WAIT));
+    for (command, wanted) in [
+        (
+            "hosts",
+            vec![("--timeout", &timeout), ("--poll-wait", &poll_wait)],
+        ),
+        (
+            "haproxy-sync",
+            vec![("--timeout", &timeout), ("--poll-wait", &poll_wait)],
+        ),
+        ("services", vec![("--timeout", &timeout)]),
+        ("peers", vec![("--timeout", &timeout)]),
+    ] {
+        let out = discovery(&[command, "--help"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let help = stdout(&out);
+        for (flag, default) in wanted {
+            let section = flag_help(&help, flag)
+                .unwrap_or_else(|| panic!("{command} --help has no {flag}:\n{help}"));
+            assert!(
+                section.contains(default.as_str()),
+                "{command} {flag}: {section}"
+            );
+        }
+    }
+    let out = discovery(&["heartbeat", "--help"]);
+    let help = stdout(&out);
+    let rule = format!(
+        "[default: half of --interval, within {}..{}]",
+        format(discovery_client::MIN_HEARTBEAT_TIMEOUT),
+        format(discovery_client::MAX_HEARTBEAT_TIMEOUT)
+    );
+    assert!(help.contains("--timeout <DURATION>"), "{help}");
+    assert!(help.contains(&rule), "{help}");
+}
+
+#[test]
+fn a_read_gives_up_on_a_frozen_registry_after_its_timeout_and_asks_the_next() {
+    let frozen = Node::start(&[]);
+    let healthy = Node::start(&[]);
+    register(&healthy, "payments", "10.0.0.1", 8080);
+    frozen.signal("STOP");
+    let timeout = Duration::from_millis(500);
+    // Slack for a loaded debug build: the point is "about the timeout", not the 10 s a
+    // fixed timeout used to cost.
+    let margin = Duration::from_secs(3);
+
+    let registries = format!("{},{}", frozen.url, healthy.url);
+    let started = Instant::now();
+    let out = discovery(&[
+        "hosts",
+        "payments",
+        "--registry",
+        &registries,
+        "--timeout",
+        "500ms",
+        "--json",
+    ]);
+    let elapsed = started.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(printed["hosts"][0]["ip_address"], "10.0.0.1");
+    assert!(elapsed < timeout + margin, "took {elapsed:?}");
+
+    // Only the frozen one: the error says it timed out.
+    let started = Instant::now();
+    let out = discovery(&["services", "--registry", &frozen.url, "--timeout", "500ms"]);
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim(),
+        format!("error: no registry answered: {}: timed out", frozen.url)
+    );
+    assert!(
+        elapsed >= timeout && elapsed < timeout + margin,
+        "took {elapsed:?}"
+    );
+    frozen.signal("CONT");
 }

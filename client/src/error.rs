@@ -44,6 +44,19 @@ pub enum Failure {
     },
 }
 
+/// The nodes a call skipped on its way to an answer, as one log field: a timeout as just
+/// that (reqwest's own text for it names the URL again and not the cause).
+pub(crate) fn describe_skipped(skipped: &[Failure]) -> String {
+    let parts: Vec<String> = skipped
+        .iter()
+        .map(|failure| match failure.is_timeout() {
+            true => format!("{}: timed out", failure.url()),
+            false => failure.to_string(),
+        })
+        .collect();
+    parts.join("; ")
+}
+
 fn message_suffix(message: &Option<String>) -> String {
     match message {
         Some(m) => format!(": {m}"),
@@ -52,6 +65,12 @@ fn message_suffix(message: &Option<String>) -> String {
 }
 
 impl Failure {
+    /// Whether the node did not answer in time: it accepted the connection, or was not
+    /// reachable at all, and the request's deadline passed (a frozen or stuck node).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Failure::Transport { source, .. } if source.is_timeout())
+    }
+
     /// The registry URL that failed.
     pub fn url(&self) -> &str {
         match self {

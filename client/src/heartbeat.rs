@@ -6,6 +6,13 @@
 //! `interval` with jitter, or a growing backoff when no node took it. Dropping the handle
 //! stops the heartbeats (the host then expires by its TTL); [`Heartbeater::shutdown`]
 //! marks the host `draining` and then deregisters it.
+//!
+//! Each heartbeat request to one node has a deadline that follows the interval
+//! ([`HeartbeatConfig::timeout`]; half the interval, within 1 s..10 s, by default): a node
+//! that accepts the connection but does not answer (a frozen process) is given up on then,
+//! and the next node takes the same beat at once. So a beat lands within `interval` +
+//! timeout (1.5 × interval in the default range) through one frozen node, well inside
+//! a TTL of twice the interval or more.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,7 +23,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{jitter, Backoff};
+use crate::error::describe_skipped;
+use crate::registry::Answered;
 use crate::{Error, Registry};
+
+/// The shortest heartbeat request timeout derived from the interval: below it, a busy but
+/// healthy node would be taken for a dead one.
+pub const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest heartbeat request timeout derived from the interval: past it, a frozen node
+/// stalls the agent longer than any failover is worth waiting for.
+pub const MAX_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of a [`Heartbeater`].
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +49,13 @@ pub struct HeartbeatConfig {
     /// On shutdown, the time between the `draining` heartbeat and the deregistration, for
     /// proxies to see the host draining and stop sending it new work. Default zero.
     pub drain_period: Duration,
+    /// How long one heartbeat request to one node may take before the next node is tried
+    /// for the same beat (also used for the `draining` heartbeat and the deregistration).
+    /// Default `None`: [`HeartbeatConfig::default_timeout`] of the interval, half of it
+    /// within [`MIN_HEARTBEAT_TIMEOUT`]..[`MAX_HEARTBEAT_TIMEOUT`] (5 s for the default
+    /// 10 s interval). Shorter fails over from a frozen node sooner; too short takes a busy
+    /// node for a dead one.
+    pub timeout: Option<Duration>,
 }
 
 impl Default for HeartbeatConfig {
@@ -42,7 +65,23 @@ impl Default for HeartbeatConfig {
             jitter: 0.1,
             min_backoff: Duration::from_millis(500),
             drain_period: Duration::ZERO,
+            timeout: None,
         }
+    }
+}
+
+impl HeartbeatConfig {
+    /// The request timeout for heartbeats every `interval` when none is set: half the
+    /// interval, so that a beat failed over from a frozen node still lands well before
+    /// the next one is due, clamped to [`MIN_HEARTBEAT_TIMEOUT`]..[`MAX_HEARTBEAT_TIMEOUT`].
+    pub fn default_timeout(interval: Duration) -> Duration {
+        (interval / 2).clamp(MIN_HEARTBEAT_TIMEOUT, MAX_HEARTBEAT_TIMEOUT)
+    }
+
+    /// The request timeout these settings give: `timeout`, or the default for `interval`.
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| HeartbeatConfig::default_timeout(self.interval))
     }
 }
 
@@ -92,6 +131,8 @@ pub struct Heartbeater {
     service: ServiceName,
     registration: Registration,
     drain_period: Duration,
+    /// Per request to one node; see [`HeartbeatConfig::timeout`].
+    timeout: Duration,
     outcome_rx: watch::Receiver<HeartbeatOutcome>,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -99,8 +140,8 @@ pub struct Heartbeater {
 
 impl Heartbeater {
     /// Starts heartbeating at once, in a task on the current tokio runtime (so this must be
-    /// called inside one). Fails only on bad settings: a zero interval, a jitter outside
-    /// 0..1, or a registration with no `ip` and no `auto_ip`.
+    /// called inside one). Fails only on bad settings: a zero interval or timeout, a jitter
+    /// outside 0..1, or a registration with no `ip` and no `auto_ip`.
     pub fn spawn(
         registry: Registry,
         service: ServiceName,
@@ -110,6 +151,11 @@ impl Heartbeater {
         if config.interval.is_zero() {
             return Err(Error::Config(
                 "the heartbeat interval must not be zero".into(),
+            ));
+        }
+        if config.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Config(
+                "the heartbeat timeout must not be zero".into(),
             ));
         }
         if !(0.0..1.0).contains(&config.jitter) {
@@ -138,6 +184,7 @@ impl Heartbeater {
             service,
             registration,
             drain_period: config.drain_period,
+            timeout: config.request_timeout(),
             outcome_rx,
             cancel,
             task: Some(task),
@@ -168,7 +215,11 @@ impl Heartbeater {
         }
         let mut draining = self.registration.clone();
         draining.status = HostStatus::Draining;
-        let drained = self.registry.register(&self.service, &draining).await;
+        let drained = self
+            .registry
+            .register_within(&self.service, &draining, self.timeout)
+            .await
+            .map(drop);
         if let Err(error) = &drained {
             tracing::warn!(service = %self.service, %error, "could not mark the host draining");
         }
@@ -181,7 +232,12 @@ impl Heartbeater {
         }
         let removed = self
             .registry
-            .deregister(&self.service, ip, Some(self.registration.port))
+            .deregister_within(
+                &self.service,
+                ip,
+                Some(self.registration.port),
+                self.timeout,
+            )
             .await?;
         tracing::info!(service = %self.service, %ip, port = %self.registration.port, removed, "deregistered");
         Ok(())
@@ -207,6 +263,7 @@ struct Beat {
 impl Beat {
     async fn run(self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(self.config.min_backoff, self.config.interval);
+        let timeout = self.config.request_timeout();
         let mut consecutive_failures = 0u32;
         loop {
             // Cancelling mid-request is fine: the draining heartbeat that follows a
@@ -214,10 +271,18 @@ impl Beat {
             let sent = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
-                sent = self.registry.register_via(&self.service, &self.registration) => sent,
+                sent = self.registry.register_within(&self.service, &self.registration, timeout) => sent,
             };
             let delay = match sent {
-                Ok(registry) => {
+                Ok(Answered {
+                    value: registry,
+                    skipped,
+                }) => {
+                    if !skipped.is_empty() {
+                        // Once per failover: the next beat starts at the node that took
+                        // this one.
+                        tracing::warn!(service = %self.service, %registry, skipped = %describe_skipped(&skipped), "heartbeat failed over to another registry node");
+                    }
                     if consecutive_failures > 0 {
                         tracing::info!(service = %self.service, %registry, "heartbeats go through again");
                     }
@@ -270,6 +335,32 @@ mod tests {
             min_backoff: Duration::from_millis(10),
             ..HeartbeatConfig::default()
         }
+    }
+
+    #[test]
+    fn the_default_timeout_is_half_the_interval_within_its_bounds() {
+        let timeout = |secs| HeartbeatConfig::default_timeout(Duration::from_secs(secs));
+        assert_eq!(timeout(1), MIN_HEARTBEAT_TIMEOUT);
+        assert_eq!(timeout(10), Duration::from_secs(5));
+        assert_eq!(timeout(600), MAX_HEARTBEAT_TIMEOUT);
+        let set = HeartbeatConfig {
+            timeout: Some(Duration::from_millis(300)),
+            ..HeartbeatConfig::default()
+        };
+        assert_eq!(set.request_timeout(), Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn a_zero_timeout_is_refused() {
+        let registry = Registry::new(["http://127.0.0.1:9"]).unwrap();
+        let me = Registration::from_form(b"ip=10.0.0.7&port=8080&revision=r1").unwrap();
+        let service = ServiceName::parse("payments").unwrap();
+        let config = HeartbeatConfig {
+            timeout: Some(Duration::ZERO),
+            ..HeartbeatConfig::default()
+        };
+        let refused = Heartbeater::spawn(registry, service, me, config);
+        assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
     }
 
     #[tokio::test]

@@ -13,6 +13,28 @@
 //!   lists through HAProxy's runtime API, keeping vanished hosts while
 //!   HAProxy's own checks find them up.
 //!
+//! # When a registry node freezes
+//!
+//! A frozen node (SIGSTOP, a stuck VM, a full GC pause) still accepts connections and
+//! answers nothing; only a deadline tells it from a slow one. One rule covers every
+//! request: each request to one node has a timeout `T`, a long poll `wait + T`, and on
+//! that deadline the next node is asked at once, in the same call. `T` follows what the
+//! caller does:
+//!
+//! | caller | `T` | default |
+//! |---|---|---|
+//! | one-off calls ([`Registry::hosts`], `services`, `peers`, `register`, `deregister`) | [`RegistryBuilder::request_timeout`] | [`DEFAULT_REQUEST_TIMEOUT`], 2 s |
+//! | [`HostWatcher`] polls | the same, on top of [`WatcherConfig::wait`] | 2 s + [`DEFAULT_POLL_WAIT`], 5 s |
+//! | [`Heartbeater`] beats | [`HeartbeatConfig::timeout`] | half the interval within [`MIN_HEARTBEAT_TIMEOUT`]..[`MAX_HEARTBEAT_TIMEOUT`] (1..10 s) |
+//!
+//! So a [`HostWatcher`] learns of a change within `wait + T` (7 s by default,
+//! [`WatcherConfig::blind_bound`], plus the next node's answer time) of it reaching a node
+//! that answers, even when the node it polls freezes; it logs a warning for the failover, counts it in
+//! [`WatcherStatus::failovers`], and keeps its list meanwhile. A [`Heartbeater`]'s beat
+//! lands within `interval + T` through a frozen node (1.5 × the interval in the default
+//! range), so a TTL of twice the interval keeps the host listed. Each further frozen node
+//! in the way adds one `T`.
+//!
 //! The wire types come from [`discovery_api`] (re-exported as [`api`]), so client and
 //! server share one definition of the format and its validation rules. Plain HTTP only.
 //!
@@ -60,7 +82,12 @@ pub use discovery_api as api;
 pub use discovery_api::{Host, HostStatus, HostsResponse, Port, Registration, ServiceName};
 pub use error::{Error, Failure};
 pub use haproxy::{BackendBinding, HaproxySync, HaproxySyncConfig, HealthCheck};
-pub use heartbeat::{HeartbeatConfig, HeartbeatOutcome, Heartbeater};
+pub use heartbeat::{
+    HeartbeatConfig, HeartbeatOutcome, Heartbeater, MAX_HEARTBEAT_TIMEOUT, MIN_HEARTBEAT_TIMEOUT,
+};
 pub use registry::{Registry, RegistryBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use shrink_guard::ShrinkPolicy;
-pub use watcher::{HeldBack, HostList, HostWatcher, ListSource, WatcherConfig, WatcherStatus};
+pub use watcher::{
+    Failover, HeldBack, HostList, HostWatcher, ListSource, WatcherConfig, WatcherStatus,
+    DEFAULT_POLL_WAIT,
+};

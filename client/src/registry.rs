@@ -10,6 +10,17 @@
 //! between rounds is the job of the loops built on it ([`crate::Heartbeater`],
 //! [`crate::HostWatcher`]).
 //!
+//! **Timeouts, one rule.** A node that accepts connections but does not answer (a frozen
+//! process, a stuck host) is only told apart from a slow one by a deadline, so every
+//! request to one node has one: its timeout `T`, or `wait + T` for a long poll (the node
+//! is expected to hold it for `wait`). Past it the node counts as down and the next one
+//! is asked at once, in the same call, never after a backoff. `T` is
+//! [`RegistryBuilder::request_timeout`] (default [`DEFAULT_REQUEST_TIMEOUT`]) for one-off
+//! calls and for the [`crate::HostWatcher`]'s polls, and the heartbeat timeout for the
+//! [`crate::Heartbeater`] (it follows the heartbeat interval, see
+//! [`crate::HeartbeatConfig::timeout`]). A call that had to skip nodes reports them, so
+//! the loops can say that they failed over.
+//!
 //! This module owns the URLs, paths, headers and status codes of the API on the client
 //! side. It does not hold any state but the preferred node.
 
@@ -31,8 +42,10 @@ use crate::{Error, Failure};
 /// How long a connection attempt to one node may take, by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one request to one node may take, by default (long polls get their `wait` on
-/// top of it).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// top of it). A healthy node answers a read in milliseconds and a long poll right at its
+/// `wait`, so 2 s is ample headroom for a loaded node, and short enough that a frozen one
+/// costs a caller seconds, not tens of them.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A cheap-to-clone client of a set of registry nodes that fails over between them.
 ///
@@ -93,7 +106,10 @@ impl RegistryBuilder {
     }
 
     /// How long one request to one node may take before the next node is tried. Default
-    /// [`DEFAULT_REQUEST_TIMEOUT`]. Long polls are given their `wait` on top of it.
+    /// [`DEFAULT_REQUEST_TIMEOUT`]. Long polls are given their `wait` on top of it, so a
+    /// [`crate::HostWatcher`] hears of a change within `wait` + this even when the node
+    /// it polls freezes (see [`crate::WatcherConfig::blind_bound`]). Shorter fails over
+    /// sooner; too short takes a busy node for a dead one.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -218,7 +234,24 @@ pub(crate) enum Polled {
         etag: Option<String>,
     },
     /// `304`: the list did not change since `etag`.
-    NotModified { url: String },
+    NotModified { url: String, index: Option<u64> },
+}
+
+impl Polled {
+    /// The node that answered.
+    pub(crate) fn url(&self) -> &str {
+        match self {
+            Polled::Hosts { url, .. } | Polled::NotModified { url, .. } => url,
+        }
+    }
+}
+
+/// An answer, with the nodes skipped on the way to it (empty when the first node asked
+/// answered): a non-empty `skipped` means the call failed over.
+#[derive(Debug)]
+pub(crate) struct Answered<T> {
+    pub(crate) value: T,
+    pub(crate) skipped: Vec<Failure>,
 }
 
 impl Registry {
@@ -259,8 +292,9 @@ impl Registry {
         }
     }
 
-    /// How long one request may take (a long poll gets its `wait` on top).
-    pub(crate) fn request_timeout(&self) -> Duration {
+    /// How long one request to one node may take before the next node is tried (a long
+    /// poll gets its `wait` on top); see [`RegistryBuilder::request_timeout`].
+    pub fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
     }
 
@@ -280,19 +314,24 @@ impl Registry {
         service: &ServiceName,
         registration: &Registration,
     ) -> Result<(), Error> {
-        self.register_via(service, registration).await.map(drop)
+        self.register_within(service, registration, self.inner.request_timeout)
+            .await
+            .map(drop)
     }
 
-    /// [`Registry::register`], telling which node took the heartbeat.
-    pub(crate) async fn register_via(
+    /// [`Registry::register`] with `timeout` per node, telling which node took the
+    /// heartbeat and which were skipped.
+    pub(crate) async fn register_within(
         &self,
         service: &ServiceName,
         registration: &Registration,
-    ) -> Result<String, Error> {
+        timeout: Duration,
+    ) -> Result<Answered<String>, Error> {
         let path = format!("/v1/registration/{service}");
         self.call(
             |url| {
                 self.request(Method::POST, url, &path, Access::Write)
+                    .timeout(timeout)
                     .json(registration)
             },
             |reply| {
@@ -315,12 +354,27 @@ impl Registry {
         ip: IpAddr,
         port: Option<Port>,
     ) -> Result<bool, Error> {
+        self.deregister_within(service, ip, port, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`Registry::deregister`] with `timeout` per node.
+    pub(crate) async fn deregister_within(
+        &self,
+        service: &ServiceName,
+        ip: IpAddr,
+        port: Option<Port>,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
         let path = match port {
             Some(port) => format!("/v1/registration/{service}/{ip}?port={port}"),
             None => format!("/v1/registration/{service}/{ip}"),
         };
         self.call(
-            |url| self.request(Method::DELETE, url, &path, Access::Write),
+            |url| {
+                self.request(Method::DELETE, url, &path, Access::Write)
+                    .timeout(timeout)
+            },
             |reply| match reply.status {
                 s if s.is_success() => Ok(true),
                 StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => Ok(false),
@@ -328,16 +382,17 @@ impl Registry {
             },
         )
         .await
+        .map(|answered| answered.value)
     }
 
     /// The live hosts of a service (`GET /v1/registration/{service}`), from the first node
     /// that answers. To follow a service over time use [`crate::HostWatcher`].
     pub async fn hosts(&self, service: &ServiceName) -> Result<HostsResponse, Error> {
-        match self.poll_hosts(service, &HostsPoll::default()).await? {
+        match self.poll_hosts(service, &HostsPoll::default()).await?.value {
             Polled::Hosts { response, .. } => Ok(response),
             // Unreachable without an ETag in the request; a server that answers 304 anyway
             // is broken.
-            Polled::NotModified { url } => Err(Error::Unavailable(vec![Failure::Decode {
+            Polled::NotModified { url, .. } => Err(Error::Unavailable(vec![Failure::Decode {
                 url,
                 reason: "304 Not Modified to an unconditional request".into(),
             }])),
@@ -360,42 +415,47 @@ impl Registry {
         &self,
         service: &ServiceName,
         poll: &HostsPoll,
-    ) -> Result<Polled, Error> {
+    ) -> Result<Answered<Polled>, Error> {
         let path = format!("/v1/registration/{service}");
         self.call(
             |url| {
                 let same_node = poll.origin.as_deref() == Some(url);
-                match poll.index.filter(|_| same_node) {
+                let req = match poll.index.filter(|_| same_node) {
                     Some(index) => {
                         let wait = wait_param(poll.wait);
                         let long_poll = format!("{path}?index={index}&wait={wait}");
                         self.request(Method::GET, url, &long_poll, Access::Read)
                             .timeout(self.inner.request_timeout + poll.wait)
                     }
-                    None => {
-                        let req = self.request(Method::GET, url, &path, Access::Read);
-                        match poll.etag.as_ref().filter(|_| same_node) {
-                            Some(etag) => req.header(IF_NONE_MATCH, etag),
-                            None => req,
-                        }
-                    }
+                    None => self.request(Method::GET, url, &path, Access::Read),
+                };
+                // On a long poll too: one that ends with no change is then a bodiless 304
+                // rather than the whole list again, which keeps short waits cheap.
+                match poll.etag.as_ref().filter(|_| same_node) {
+                    Some(etag) => req.header(IF_NONE_MATCH, etag),
+                    None => req,
                 }
             },
-            |reply| match reply.status {
-                StatusCode::NOT_MODIFIED => Ok(Polled::NotModified { url: reply.url }),
-                StatusCode::OK => {
-                    let response: HostsResponse = decode(&reply)?;
-                    let index = header_str(&reply.headers, INDEX_HEADER)
-                        .and_then(|v| v.trim().parse::<u64>().ok());
-                    let etag = header_str(&reply.headers, ETAG.as_str()).map(str::to_owned);
-                    Ok(Polled::Hosts {
+            |reply| {
+                let index = header_str(&reply.headers, INDEX_HEADER)
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                match reply.status {
+                    StatusCode::NOT_MODIFIED => Ok(Polled::NotModified {
                         url: reply.url,
-                        response,
                         index,
-                        etag,
-                    })
+                    }),
+                    StatusCode::OK => {
+                        let response: HostsResponse = decode(&reply)?;
+                        let etag = header_str(&reply.headers, ETAG.as_str()).map(str::to_owned);
+                        Ok(Polled::Hosts {
+                            url: reply.url,
+                            response,
+                            index,
+                            etag,
+                        })
+                    }
+                    _ => Err(unexpected(reply)),
                 }
-                _ => Err(unexpected(reply)),
             },
         )
         .await
@@ -413,6 +473,7 @@ impl Registry {
             },
         )
         .await
+        .map(|answered| answered.value)
     }
 
     fn request(&self, method: Method, base: &str, path: &str, access: Access) -> RequestBuilder {
@@ -436,11 +497,12 @@ impl Registry {
     /// The failover loop: tries every node once, starting with the preferred one, until
     /// `accept` takes an answer. Statuses that say "this node cannot serve now" never reach
     /// `accept`; a 4xx does, so that a caller can give it a meaning (see `deregister`).
+    /// A node that times out is skipped like one that is down: the next is asked at once.
     async fn call<T>(
         &self,
         build: impl Fn(&str) -> RequestBuilder,
         accept: impl Fn(Reply) -> Result<T, Miss>,
-    ) -> Result<T, Error> {
+    ) -> Result<Answered<T>, Error> {
         let urls = &self.inner.urls;
         let first = self.inner.preferred.load(Ordering::Relaxed);
         let mut failures = Vec::new();
@@ -491,7 +553,10 @@ impl Registry {
             match accept(reply) {
                 Ok(value) => {
                     self.inner.preferred.store(i, Ordering::Relaxed);
-                    return Ok(value);
+                    return Ok(Answered {
+                        value,
+                        skipped: failures,
+                    });
                 }
                 Err(Miss::Next(failure)) => {
                     tracing::debug!(%failure, "unusable answer");
@@ -663,6 +728,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_that_accepts_but_never_answers_is_skipped_after_the_timeout() {
+        // A frozen process: the kernel accepts the connection, nobody ever reads it.
+        let frozen = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let frozen_url = format!("http://{}", frozen.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = frozen.accept().await {
+                sockets.push(socket);
+            }
+        });
+        let healthy = stub::serve(|_| (200, vec![], hosts_body("payments", &[1]))).await;
+        let timeout = Duration::from_millis(300);
+        let registry = Registry::builder([&frozen_url, &healthy.url])
+            .request_timeout(timeout)
+            .build()
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let poll = HostsPoll {
+            origin: Some(frozen_url.clone()),
+            index: Some(3),
+            wait: Duration::from_millis(200),
+            etag: None,
+        };
+        let answered = registry.poll_hosts(&payments(), &poll).await.unwrap();
+        let elapsed = started.elapsed();
+        // The long poll is given its wait on top of the timeout, and no more.
+        assert!(elapsed >= timeout + poll.wait, "{elapsed:?}");
+        assert!(
+            elapsed < timeout + poll.wait + Duration::from_secs(2),
+            "{elapsed:?}"
+        );
+        assert!(matches!(answered.value, Polled::Hosts { ref url, .. } if *url == healthy.url));
+        match answered.skipped.as_slice() {
+            [Failure::Transport { url, source }] => {
+                assert_eq!(url, &frozen_url);
+                assert!(source.is_timeout(), "{source}");
+            }
+            other => panic!("expected the frozen node to be skipped, got {other:?}"),
+        }
+        assert_eq!(registry.preferred_url(), healthy.url);
+        held.abort();
+    }
+
+    #[tokio::test]
     async fn an_index_is_only_sent_to_the_node_that_gave_it() {
         let stub = stub::serve(|_| {
             let headers = vec![
@@ -680,20 +789,28 @@ mod tests {
             etag: None,
         };
         let Polled::Hosts { index, etag, .. } =
-            registry.poll_hosts(&payments(), &poll).await.unwrap()
+            registry.poll_hosts(&payments(), &poll).await.unwrap().value
         else {
             panic!("expected hosts")
         };
         assert_eq!((index, etag.as_deref()), (Some(7), Some("W/\"e\"")));
         poll.origin = Some(stub.url.clone());
+        poll.etag = etag;
         registry.poll_hosts(&payments(), &poll).await.unwrap();
-        let targets: Vec<_> = stub.requests().into_iter().map(|r| r.target).collect();
+        let requests = stub.requests();
+        let targets: Vec<_> = requests.iter().map(|r| r.target.as_str()).collect();
         assert_eq!(
             targets,
             [
                 "/v1/registration/payments",
                 "/v1/registration/payments?index=7&wait=30s"
             ]
+        );
+        assert_eq!(requests[0].header("if-none-match"), None);
+        assert_eq!(
+            requests[1].header("if-none-match"),
+            Some("W/\"e\""),
+            "a long poll that ends with no change can answer 304"
         );
     }
 

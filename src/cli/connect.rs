@@ -9,7 +9,10 @@ use std::io;
 use std::sync::Arc;
 
 use clap::Args;
-use discovery_client::{Error, Failure, Registry, RegistryBuilder};
+use discovery_client::{
+    Error, Failure, Registry, RegistryBuilder, WatcherConfig, DEFAULT_POLL_WAIT,
+    DEFAULT_REQUEST_TIMEOUT,
+};
 
 /// The registry nodes to talk to (`--registry`), a flag of every client subcommand.
 #[derive(Debug, Clone, Args)]
@@ -32,7 +35,7 @@ impl RegistryUrls {
     }
 }
 
-/// The flags of the read commands (`hosts`, `services`, `peers`).
+/// The flags of the read commands (`hosts`, `services`, `peers`, `haproxy-sync`).
 #[derive(Debug, Clone, Args)]
 pub struct ReadArgs {
     #[command(flatten)]
@@ -40,16 +43,40 @@ pub struct ReadArgs {
     /// The registry's read token, when it has one (`serve --read-token`).
     #[arg(long, env = "DISCOVERY_READ_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How long one request to one registry may take before the next is asked (a long
+    /// poll gets its `--poll-wait` on top). A frozen registry costs at most this.
+    #[arg(long, env = "DISCOVERY_TIMEOUT", value_name = "DURATION", default_value_t = DEFAULT_REQUEST_TIMEOUT.into())]
+    pub timeout: humantime::Duration,
 }
 
 impl ReadArgs {
     /// A client of the given registries that sends the read token.
     pub fn client(&self) -> Result<Registry, CommandError> {
-        let mut builder = self.registry.builder();
+        let mut builder = self.registry.builder().request_timeout(self.timeout.into());
         if let Some(token) = non_empty(&self.token) {
             builder = builder.read_token(token);
         }
         Ok(builder.build()?)
+    }
+}
+
+/// The flags of the commands that follow host lists (`hosts --watch`, `haproxy-sync`).
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// How long one long poll waits for a change. Changes arrive as they happen; this
+    /// bounds how long a registry that froze keeps the command blind (it then asks the
+    /// next one): at most `--poll-wait` + `--timeout`.
+    #[arg(long, env = "DISCOVERY_POLL_WAIT", value_name = "DURATION", default_value_t = DEFAULT_POLL_WAIT.into())]
+    pub poll_wait: humantime::Duration,
+}
+
+impl WatchArgs {
+    /// `config` with these flags applied.
+    pub fn apply(&self, config: WatcherConfig) -> WatcherConfig {
+        WatcherConfig {
+            wait: self.poll_wait.into(),
+            ..config
+        }
     }
 }
 

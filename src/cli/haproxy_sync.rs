@@ -9,15 +9,18 @@ use std::time::Duration;
 use clap::Args;
 use discovery_client::{BackendBinding, HaproxySync, HaproxySyncConfig, HealthCheck};
 
-use super::connect::{CommandError, ReadArgs};
+use super::connect::{CommandError, ReadArgs, WatchArgs};
 use crate::config::LogFormat;
 
 /// The flags of `discovery haproxy-sync`.
 #[derive(Debug, Clone, Args)]
 pub struct HaproxySyncArgs {
-    /// `--registry` and the read `--token`, as for `hosts`.
+    /// `--registry`, the read `--token` and `--timeout`, as for `hosts`.
     #[command(flatten)]
     pub read: ReadArgs,
+    /// `--poll-wait`, as for `hosts --watch`.
+    #[command(flatten)]
+    pub polling: WatchArgs,
     /// HAProxy's admin socket (`stats socket PATH level admin`).
     #[arg(long)]
     pub socket: PathBuf,
@@ -60,6 +63,7 @@ pub async fn run(args: HaproxySyncArgs) -> Result<(), CommandError> {
     config.interval = args.interval;
     config.drain_timeout = args.drain_timeout;
     config.cache_dir = args.cache_dir;
+    config.watcher = args.polling.apply(config.watcher);
     config.check = HealthCheck {
         inter: args.check_inter,
         fall: args.fall,
@@ -110,6 +114,11 @@ mod tests {
         assert_eq!(
             (args.max_stale, args.interval, args.drain_timeout),
             (library.max_stale, library.interval, library.drain_timeout)
+        );
+        assert_eq!(Duration::from(args.polling.poll_wait), library.watcher.wait);
+        assert_eq!(
+            Duration::from(args.read.timeout),
+            discovery_client::DEFAULT_REQUEST_TIMEOUT
         );
         let check = HealthCheck::default();
         assert_eq!(

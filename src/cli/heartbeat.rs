@@ -13,6 +13,7 @@ use clap::Args;
 use discovery_api::{HostStatus, Port, RepoName, Revision, ServiceName, Tags};
 use discovery_client::{
     Error, HeartbeatConfig, HeartbeatOutcome, Heartbeater, Registration, Registry,
+    MAX_HEARTBEAT_TIMEOUT, MIN_HEARTBEAT_TIMEOUT,
 };
 
 use crate::cli::connect::{non_empty, CommandError, RegistryUrls};
@@ -47,6 +48,8 @@ pub struct HeartbeatArgs {
     /// Time between heartbeats (each moved at random by up to 10%).
     #[arg(long, env = "DISCOVERY_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+    #[arg(long, env = "DISCOVERY_TIMEOUT", value_name = "DURATION", help = timeout_help())]
+    pub timeout: Option<humantime::Duration>,
     /// The host's time to live, in whole seconds (`90s`, `5m`); the registry clamps it to
     /// its `--min-ttl`/`--max-ttl`. Default: the registry's `--host-ttl`. Must be longer
     /// than `--interval`.
@@ -68,6 +71,19 @@ pub struct HeartbeatArgs {
     pub log_format: LogFormat,
 }
 
+/// The help of `--timeout`, whose default is a rule over `--interval` rather than a value;
+/// its bounds come from the library, so the help cannot drift from what it does.
+fn timeout_help() -> String {
+    format!(
+        "How long one heartbeat request to one registry may take before the next registry is \
+         asked for the same beat (also for the draining heartbeat and the deregistration). A \
+         frozen registry costs the agent at most this. [default: half of --interval, within \
+         {}..{}]",
+        humantime::format_duration(MIN_HEARTBEAT_TIMEOUT),
+        humantime::format_duration(MAX_HEARTBEAT_TIMEOUT)
+    )
+}
+
 fn parse_tag(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
@@ -86,6 +102,7 @@ pub async fn run(args: HeartbeatArgs) -> Result<(), CommandError> {
     let config = HeartbeatConfig {
         interval: args.interval,
         drain_period: args.drain_period,
+        timeout: args.timeout.map(Into::into),
         ..HeartbeatConfig::default()
     };
     let address = match registration.ip {
@@ -245,8 +262,29 @@ mod tests {
         .args;
         let library = HeartbeatConfig::default();
         assert_eq!(
-            (args.interval, args.drain_period),
-            (library.interval, library.drain_period)
+            (
+                args.interval,
+                args.drain_period,
+                args.timeout.map(Into::into)
+            ),
+            (library.interval, library.drain_period, library.timeout)
+        );
+    }
+
+    #[test]
+    fn the_timeout_help_states_the_library_rule() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        let default = format!(
+            "[default: half of --interval, within {}..{}]",
+            humantime::format_duration(MIN_HEARTBEAT_TIMEOUT),
+            humantime::format_duration(MAX_HEARTBEAT_TIMEOUT)
+        );
+        assert!(help.contains(&default), "{help}");
+        assert_eq!(
+            HeartbeatConfig::default_timeout(std::time::Duration::from_secs(10)),
+            std::time::Duration::from_secs(5),
+            "the rule the help describes"
         );
     }
 

@@ -12,7 +12,7 @@ use clap::Args;
 use discovery_api::{Host, HostsResponse, ServiceName};
 use discovery_client::{HostWatcher, ShrinkPolicy, WatcherConfig};
 
-use crate::cli::connect::{CommandError, ReadArgs};
+use crate::cli::connect::{CommandError, ReadArgs, WatchArgs};
 use crate::cli::output::{self, Table};
 use crate::cli::shutdown_signal;
 
@@ -26,6 +26,9 @@ pub struct HostsArgs {
     /// Keep running and print the list again each time it changes (until Ctrl-C).
     #[arg(long)]
     pub watch: bool,
+    /// `--poll-wait`, used with `--watch`.
+    #[command(flatten)]
+    pub polling: WatchArgs,
     /// Print the registry's JSON body instead of a table (with `--watch`, one body per
     /// line).
     #[arg(long)]
@@ -45,7 +48,7 @@ pub async fn run(args: HostsArgs) -> Result<(), CommandError> {
     if !output::print(&render(&first, args.json, true))? {
         return Ok(());
     }
-    let config = WatcherConfig {
+    let config = args.polling.apply(WatcherConfig {
         // Show what the registry says as it says it: holding back a shrink protects a
         // caller that routes traffic, while a person watching wants to see the drop.
         shrink: ShrinkPolicy {
@@ -53,7 +56,7 @@ pub async fn run(args: HostsArgs) -> Result<(), CommandError> {
             ..ShrinkPolicy::default()
         },
         ..WatcherConfig::default()
-    };
+    });
     let mut watcher = HostWatcher::spawn(registry, args.service.clone(), config)?;
     let mut shown = first.hosts;
     let shutdown = shutdown_signal();
@@ -126,4 +129,55 @@ fn tags(host: &Host) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     pairs.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use discovery_client::{Registry, DEFAULT_REQUEST_TIMEOUT};
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: HostsArgs,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        use clap::Parser;
+        let args = Cli::parse_from(["hosts", "payments", "--registry", "http://r:1"]).args;
+        let library = WatcherConfig::default();
+        assert_eq!(Duration::from(args.polling.poll_wait), library.wait);
+        assert_eq!(Duration::from(args.read.timeout), DEFAULT_REQUEST_TIMEOUT);
+        let registry = args.read.client().unwrap();
+        assert_eq!(registry.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
+    }
+
+    #[test]
+    fn the_flags_set_the_watchers_blind_bound() {
+        use clap::Parser;
+        let args = Cli::parse_from([
+            "hosts",
+            "payments",
+            "--registry",
+            "http://r:1",
+            "--watch",
+            "--poll-wait",
+            "3s",
+            "--timeout",
+            "500ms",
+        ])
+        .args;
+        let registry: Registry = args.read.client().unwrap();
+        let config = args.polling.apply(WatcherConfig::default());
+        assert_eq!(config.wait, Duration::from_secs(3));
+        assert_eq!(
+            config.blind_bound(&registry),
+            Duration::from_millis(3500),
+            "--poll-wait + --timeout"
+        );
+    }
 }

@@ -194,10 +194,10 @@ impl HaproxySync {
             max_stale: config.max_stale,
             drain_timeout: config.drain_timeout,
         };
-        // A registry answer older than one long poll plus its request timeout means the
-        // watcher is stuck on a node that does not answer.
-        let fresh_window =
-            config.watcher.wait + registry.request_timeout() + Duration::from_secs(5);
+        // A watcher hears from some node at least every blind bound (one long poll plus its
+        // request timeout) while one answers: an answer older than that, plus some slack,
+        // means no node answers.
+        let fresh_window = config.watcher.blind_bound(&registry) + Duration::from_secs(5);
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
         for binding in &config.backends {

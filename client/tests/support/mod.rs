@@ -3,6 +3,7 @@
 //! The server binary is built once per test run (`cargo build --bin discovery`, a no-op when
 //! it is up to date) unless `DISCOVERY_BIN` names one. A server's port is read from the
 //! line it logs once it listens.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -116,6 +117,17 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.addr
+    }
+
+    /// Sends a signal to the process (`STOP` freezes it: it still accepts connections, as
+    /// the kernel does that, but answers nothing until `CONT`).
+    #[allow(dead_code)]
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{sig} failed");
     }
 
     /// What it logged so far, for failure messages.
