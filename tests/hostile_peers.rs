@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{get_json, http, wait_until, Node};
-use discovery::gossip::messages::{Sender, SyncMessage, MAX_DECODED_BYTES};
+use discovery::gossip::messages::{Sender, SyncMessage, MAX_DECODED_BYTES, MAX_MESSAGE_BYTES};
 use discovery::registry::{Delta, Digest};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -420,4 +420,38 @@ fn legal_maximal_messages_are_taken_whole() {
             None => assert!(hosts > 100, "{what}: {hosts}"),
         }
     }
+}
+
+#[test]
+fn a_message_declared_over_the_size_bound_is_refused_before_its_body() {
+    let node = Node::start(&["--node-id", "a", "--read-timeout", "10s"]);
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(node.addr()).expect("connect");
+    let head = format!(
+        "POST /v1/gossip/sync HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-discovery-gossip\r\nContent-Length: {}\r\n\r\n",
+        node.addr(),
+        MAX_MESSAGE_BYTES + 1
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    // No body follows: the answer must not wait for it (the read timeout is 10 s).
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read answer");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(
+        text.contains(r#"{"error":"gossip message too large"}"#),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        metric(
+            &node,
+            r#"discovery_gossip_messages_refused_total{kind="too_large"}"#
+        ),
+        1.0
+    );
 }

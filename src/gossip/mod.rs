@@ -224,7 +224,15 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let count = |kind: &'static str| {
         crate::metrics::Metrics::gossip(&metrics.gossip_messages_refused, kind, 1);
     };
-    let read = axum::body::to_bytes(request.into_body(), MAX_MESSAGE_BYTES);
+    let body = request.into_body();
+    if axum::body::HttpBody::size_hint(&body).lower() > MAX_MESSAGE_BYTES as u64 {
+        // Declared over the bound: refused before a byte is read, so the sender cannot hold
+        // the connection until the read timeout with a body we would refuse anyway.
+        count("too_large");
+        tracing::warn!(peer = ?remote, "refused a gossip message declared over the size bound");
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "gossip message too large");
+    }
+    let read = axum::body::to_bytes(body, MAX_MESSAGE_BYTES);
     let body = match tokio::time::timeout(shared.config.limits.read_timeout, read).await {
         Err(_) => {
             return refuse(
