@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Most hosts in all; past it, new hosts get 503.
     #[arg(long, env = "DISCOVERY_MAX_HOSTS", default_value_t = 1_000_000)]
     pub max_hosts: usize,
+    /// How far ahead of this node's clock a peer's timestamp may be; a record stamped
+    /// further ahead is refused and never moves this node's clock.
+    #[arg(long, env = "DISCOVERY_MAX_CLOCK_SKEW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Duration,
     /// Largest request body.
     #[arg(long, env = "DISCOVERY_MAX_BODY", default_value = "64KiB", value_parser = parse_size)]
     pub max_body: usize,
@@ -241,6 +245,13 @@ impl Config {
         if args.max_hosts == 0 {
             return Err(bad("max-hosts", "must be at least 1"));
         }
+        // Below a second, ordinary NTP error refuses real peers; past a day, the bound no
+        // longer protects anything (a host would outlive its TTL by that much).
+        if args.max_clock_skew < Duration::from_secs(1)
+            || args.max_clock_skew > Duration::from_secs(86_400)
+        {
+            return Err(bad("max-clock-skew", "must be from 1s to 24h"));
+        }
         if args.max_body < 256 {
             return Err(bad("max-body", "must be at least 256 bytes"));
         }
@@ -302,6 +313,7 @@ impl Config {
                 expiry_guard: args.expiry_guard,
                 max_stale,
                 max_hosts: args.max_hosts,
+                max_clock_skew: args.max_clock_skew.as_micros() as u64,
             },
             tokens: Tokens {
                 write: token("write-token", args.write_token)?,
