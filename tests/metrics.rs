@@ -137,7 +137,10 @@ fn every_family_exists_from_the_start_with_its_known_labels_at_zero() {
     }
     for reason in ["invalid", "clock_skew", "expired", "full"] {
         assert_eq!(
-            m.value("discovery_gossip_records_refused_total", &[("reason", reason)]),
+            m.value(
+                "discovery_gossip_records_refused_total",
+                &[("reason", reason)]
+            ),
             0.0
         );
     }
