@@ -338,3 +338,36 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn config(flags: &[&str]) -> Result<Config, ConfigError> {
+        let argv = ["serve"].iter().chain(flags).copied();
+        Config::from_args(Flags::parse_from(argv).serve)
+    }
+
+    #[test]
+    fn max_clock_skew_defaults_to_60s_and_is_bounded_from_1s_to_24h() {
+        let micros = |flags: &[&str]| config(flags).unwrap().registry.max_clock_skew;
+        assert_eq!(micros(&[]), 60_000_000);
+        assert_eq!(micros(&["--max-clock-skew", "1s"]), 1_000_000);
+        assert_eq!(micros(&["--max-clock-skew", "24h"]), 86_400_000_000);
+        for refused in ["999ms", "0s", "24h 1s"] {
+            let err = config(&["--max-clock-skew", refused]).unwrap_err();
+            assert!(
+                err.to_string().contains("max-clock-skew"),
+                "{refused}: {err}"
+            );
+        }
+    }
+}
