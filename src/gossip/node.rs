@@ -142,7 +142,7 @@ impl<T: Transport> Node<T> {
             for (reason, n) in applied.refusals.iter() {
                 metrics.refused(reason, n as u64);
             }
-            warn_refused(&peer(), received, &applied);
+            warn_refused(&peer(), received, &applied, now);
         }
         if let (Some(newest), true) = (newest, applied.changed > 0) {
             let lag = now.saturating_sub(newest) as f64 / SECOND as f64;
@@ -405,16 +405,14 @@ static REFUSED_WARNED: AtomicU64 = AtomicU64::new(0);
 /// Logs a message's refused records with the sending peer, at most one line a second at
 /// `warn` (a hostile peer must not flood the log) and the rest at `debug`;
 /// `discovery_gossip_records_refused_total` counts every one.
-fn warn_refused(peer: &str, received: u64, applied: &crate::registry::Applied) {
+fn warn_refused(peer: &str, received: u64, applied: &crate::registry::Applied, now: Micros) {
     let reasons = applied
         .refusals
         .iter()
         .map(|(reason, n)| format!("{}={n}", reason.as_str()))
         .collect::<Vec<_>>()
         .join(",");
-    let second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let second = now / SECOND;
     if REFUSED_WARNED.swap(second, Ordering::Relaxed) != second {
         tracing::warn!(peer, received, refused = applied.refused, %reasons, "refused records from a peer");
     } else {
