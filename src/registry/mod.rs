@@ -6,7 +6,13 @@
 //!
 //! State is sharded by service in a `DashMap`: a heartbeat locks one shard for the length of
 //! a map update, and reads clone an `Arc` of a prepared view, so readers never wait on a
-//! global lock and heartbeats to different services proceed in parallel.
+//! global lock and heartbeats to different services proceed in parallel. A service is held
+//! only while it has a host or a tombstone: memory follows what is live, not every name ever
+//! written. (Lock order: see the field doc of `Registry::services`.)
+//!
+//! Every write, from a client or a peer, passes the same checks before it touches state:
+//! a peer's record is validated like a heartbeat, its TTL bounded by this node's, its stamps
+//! by `--max-clock-skew`, and `--max-hosts` holds whatever the source (`replication.rs`).
 
 mod clock;
 mod envoy;

@@ -2,7 +2,8 @@
 //! when so many are overdue at once that this node, not the fleet, has probably lost contact.
 //!
 //! The sweep looks only at the entries of the expiry queue that are due, never at every host:
-//! a host refreshed since it was queued is put back at its new deadline.
+//! a host refreshed since it was queued is put back at its new deadline. When the last host
+//! or tombstone of a service goes, the service goes with it (`Registry::forget_if_empty`).
 
 use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
