@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Most hosts in all; past it, new hosts get 503.
     #[arg(long, env = "DISCOVERY_MAX_HOSTS", default_value_t = 1_000_000)]
     pub max_hosts: usize,
+    /// How far ahead of this node's clock a peer's timestamp may be; a record stamped
+    /// further ahead is refused and never moves this node's clock.
+    #[arg(long, env = "DISCOVERY_MAX_CLOCK_SKEW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Duration,
     /// Largest request body.
     #[arg(long, env = "DISCOVERY_MAX_BODY", default_value = "64KiB", value_parser = parse_size)]
     pub max_body: usize,
@@ -267,6 +271,13 @@ impl Config {
         if args.max_hosts == 0 {
             return Err(bad("max-hosts", "must be at least 1"));
         }
+        // Below a second, ordinary NTP error refuses real peers; past a day, the bound no
+        // longer protects anything (a host would outlive its TTL by that much).
+        if args.max_clock_skew < Duration::from_secs(1)
+            || args.max_clock_skew > Duration::from_secs(86_400)
+        {
+            return Err(bad("max-clock-skew", "must be from 1s to 24h"));
+        }
         if args.max_body < 256 {
             return Err(bad("max-body", "must be at least 256 bytes"));
         }
@@ -337,6 +348,7 @@ impl Config {
                 expiry_guard: args.expiry_guard,
                 max_stale,
                 max_hosts: args.max_hosts,
+                max_clock_skew: args.max_clock_skew.as_micros() as u64,
             },
             tokens: Tokens {
                 write: token("write-token", args.write_token)?,
@@ -361,5 +373,38 @@ impl Config {
             trusted_proxy_hops: args.trusted_proxy_hops,
             log_format: args.log_format,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn config(flags: &[&str]) -> Result<Config, ConfigError> {
+        let argv = ["serve"].iter().chain(flags).copied();
+        Config::from_args(Flags::parse_from(argv).serve)
+    }
+
+    #[test]
+    fn max_clock_skew_defaults_to_60s_and_is_bounded_from_1s_to_24h() {
+        let micros = |flags: &[&str]| config(flags).unwrap().registry.max_clock_skew;
+        assert_eq!(micros(&[]), 60_000_000);
+        assert_eq!(micros(&["--max-clock-skew", "1s"]), 1_000_000);
+        assert_eq!(micros(&["--max-clock-skew", "24h"]), 86_400_000_000);
+        for refused in ["999ms", "0s", "24h 1s"] {
+            let err = config(&["--max-clock-skew", refused]).unwrap_err();
+            assert!(
+                err.to_string().contains("max-clock-skew"),
+                "{refused}: {err}"
+            );
+        }
     }
 }

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::registry::Refusal;
+
 /// Labels of a served request. Borrowed `'static` strings for the known routes and methods,
 /// so counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +68,13 @@ pub struct GossipLabels {
 /// `discovery_gossip_messages_refused_total`.
 pub const GOSSIP_REFUSALS: &[&str] = &["own_id", "bad_sender", "malformed", "too_large", "busy"];
 
+/// Labels of a refused gossip record.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// [`Refusal::as_str`]: `invalid`, `clock_skew`, `expired` or `full`.
+    pub reason: &'static str,
+}
+
 /// Labels of a peer-state gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerStateLabels {
@@ -94,6 +103,8 @@ pub struct Metrics {
     pub stale_hosts: Gauge,
     /// Services with hosts, set at scrape.
     pub services: Gauge,
+    /// Services held in memory (with hosts or only tombstones), set at scrape.
+    pub services_held: Gauge,
     /// 1 while the expiry guard holds hosts.
     pub expiry_guard_engaged: Gauge,
     /// 1 once the node is ready.
@@ -110,6 +121,8 @@ pub struct Metrics {
     pub gossip_bytes: Family<GossipLabels, Counter>,
     /// Gossip records (`sent`, `received`, `refused`).
     pub gossip_records: Family<GossipLabels, Counter>,
+    /// Gossip records refused, by reason.
+    pub gossip_records_refused: Family<RefusedLabels, Counter>,
     /// Peers by state.
     pub peers: Family<PeerStateLabels, Gauge>,
     /// Seconds between a write being taken on its node and being applied here, for the
@@ -163,6 +176,12 @@ impl Metrics {
         );
         let services = Gauge::default();
         registry.register("services", "Services with live hosts", services.clone());
+        let services_held = Gauge::default();
+        registry.register(
+            "services_held",
+            "Services held in memory, with live hosts or only tombstones",
+            services_held.clone(),
+        );
         let expiry_guard_engaged = Gauge::default();
         registry.register(
             "expiry_guard_engaged",
@@ -199,6 +218,19 @@ impl Metrics {
         registry.register("gossip_bytes", "Gossip payload bytes", gossip_bytes.clone());
         let gossip_records = Family::<GossipLabels, Counter>::default();
         registry.register("gossip_records", "Gossip records", gossip_records.clone());
+        let gossip_records_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "gossip_records_refused",
+            "Gossip records refused, by reason",
+            gossip_records_refused.clone(),
+        );
+        for reason in Refusal::ALL {
+            gossip_records_refused
+                .get_or_create(&RefusedLabels {
+                    reason: reason.as_str(),
+                })
+                .inc_by(0);
+        }
         let peers = Family::<PeerStateLabels, Gauge>::default();
         registry.register("peers", "Known peers, by state", peers.clone());
         let convergence_lag_seconds = Gauge::<f64, AtomicU64>::default();
@@ -255,6 +287,7 @@ impl Metrics {
             hosts,
             stale_hosts,
             services,
+            services_held,
             expiry_guard_engaged,
             ready,
             long_polls,
@@ -263,6 +296,7 @@ impl Metrics {
             gossip_rounds,
             gossip_bytes,
             gossip_records,
+            gossip_records_refused,
             peers,
             convergence_lag_seconds,
             replication_backlog,
@@ -280,6 +314,15 @@ impl Metrics {
     /// Counts a gossip event of `kind` by `n`.
     pub fn gossip(family: &Family<GossipLabels, Counter>, kind: &'static str, n: u64) {
         family.get_or_create(&GossipLabels { kind }).inc_by(n);
+    }
+
+    /// Counts `n` gossip records refused for `reason`.
+    pub fn refused(&self, reason: Refusal, n: u64) {
+        self.gossip_records_refused
+            .get_or_create(&RefusedLabels {
+                reason: reason.as_str(),
+            })
+            .inc_by(n);
     }
 
     /// Counts a served request.

@@ -135,6 +135,15 @@ fn every_family_exists_from_the_start_with_its_known_labels_at_zero() {
             0.0
         );
     }
+    for reason in ["invalid", "clock_skew", "expired", "full"] {
+        assert_eq!(
+            m.value(
+                "discovery_gossip_records_refused_total",
+                &[("reason", reason)]
+            ),
+            0.0
+        );
+    }
     for state in ["alive", "suspect", "dead"] {
         assert_eq!(m.value("discovery_peers", &[("state", state)]), 0.0);
     }
@@ -144,6 +153,7 @@ fn every_family_exists_from_the_start_with_its_known_labels_at_zero() {
         "discovery_hosts",
         "discovery_stale_hosts",
         "discovery_services",
+        "discovery_services_held",
         "discovery_expiry_guard_engaged",
         "discovery_long_polls",
         "discovery_long_polls_refused_total",

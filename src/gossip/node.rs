@@ -157,8 +157,9 @@ impl<T: Transport> Node<T> {
         addrs
     }
 
-    /// Merges a peer's delta, wakes long polls and records metrics.
-    fn merge(&self, delta: Delta, now: Micros) {
+    /// Merges a peer's delta, wakes long polls and records metrics. `peer` names the sender
+    /// for the log line when records are refused (built only then).
+    fn merge(&self, delta: Delta, now: Micros, peer: impl FnOnce() -> String) {
         let metrics = &self.shared.metrics;
         let received = delta.records.len() as u64;
         if received == 0 && delta.spans.is_empty() {
@@ -170,10 +171,10 @@ impl<T: Transport> Node<T> {
         Metrics::gossip(&metrics.gossip_records, "received", received);
         if applied.refused > 0 {
             Metrics::gossip(&metrics.gossip_records, "refused", applied.refused as u64);
-            tracing::debug!(
-                refused = applied.refused,
-                "refused records from a peer (expired or invalid)"
-            );
+            for (reason, n) in applied.refusals.iter() {
+                metrics.refused(reason, n as u64);
+            }
+            warn_refused(&peer(), received, &applied, now);
         }
         if let (Some(newest), true) = (newest, applied.changed > 0) {
             let lag = now.saturating_sub(newest) as f64 / SECOND as f64;
@@ -199,7 +200,11 @@ impl<T: Transport> Node<T> {
             return Err(Refusal::OwnId);
         }
         let now = self.now();
-        self.merge(req.delta, now);
+        let from = &req.from;
+        self.merge(req.delta, now, || match remote {
+            Some(addr) => format!("{} at {addr}", from.node_id),
+            None => from.node_id.clone(),
+        });
         let (delta, digest) = page(&self.shared.registry, &req.digest);
         Metrics::gossip(
             &self.shared.metrics.gossip_records,
@@ -299,7 +304,7 @@ impl<T: Transport> Node<T> {
             }
             let now = self.now();
             let more_for_us = response.delta.truncated;
-            self.merge(response.delta, now);
+            self.merge(response.delta, now, || addr.to_owned());
             // What the peer lacks, and this node's digest after the merge for the next page.
             let (next, held) = page(registry, &response.digest);
             let behind = behind(&held, &response.digest);
@@ -458,6 +463,27 @@ impl<T: Transport> Node<T> {
 }
 
 /// The base URL a sender can be reached at: its own, or its source address and port.
+/// When refused records were last logged, in seconds since the epoch.
+static REFUSED_WARNED: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a message's refused records with the sending peer, at most one line a second at
+/// `warn` (a hostile peer must not flood the log) and the rest at `debug`;
+/// `discovery_gossip_records_refused_total` counts every one.
+fn warn_refused(peer: &str, received: u64, applied: &crate::registry::Applied, now: Micros) {
+    let reasons = applied
+        .refusals
+        .iter()
+        .map(|(reason, n)| format!("{}={n}", reason.as_str()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let second = now / SECOND;
+    if REFUSED_WARNED.swap(second, Ordering::Relaxed) != second {
+        tracing::warn!(peer, received, refused = applied.refused, %reasons, "refused records from a peer");
+    } else {
+        tracing::debug!(peer, received, refused = applied.refused, %reasons, "refused records from a peer");
+    }
+}
+
 fn sender_addr(from: &Sender, remote: Option<IpAddr>) -> Option<String> {
     if let Some(addr) = &from.addr {
         return Some(addr.clone());

@@ -460,8 +460,12 @@ fn one(r: &Replica) -> Delta {
     }
 }
 
+/// A registry of its own node id: registries that shared one would each refuse the others'
+/// records minted in that id as forged versions of their own.
 fn fresh() -> Registry {
-    Registry::new(RegistryConfig::new("test", "observer"))
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Registry::new(RegistryConfig::new("test", &format!("observer-{n}")))
 }
 
 /// The merged state: every key's record (versions are local bookkeeping and may differ).

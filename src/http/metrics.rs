@@ -17,6 +17,7 @@ pub async fn render(
     m.hosts.set(shared.registry.host_count() as i64);
     m.stale_hosts.set(shared.registry.stale_count() as i64);
     m.services.set(shared.registry.service_count() as i64);
+    m.services_held.set(shared.registry.services_held() as i64);
     m.expiry_guard_engaged
         .set(i64::from(shared.registry.guard_engaged()));
     m.ready.set(i64::from(shared.is_ready()));

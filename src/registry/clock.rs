@@ -68,7 +68,9 @@ impl Hlc {
     pub fn tick(&self, now: Micros) -> Micros {
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            let next = now.max(last + 1);
+            // Saturating: the skew bound keeps `last` near the wall clock, but a clock that
+            // cannot move must still not panic.
+            let next = now.max(last.saturating_add(1));
             match self
                 .last
                 .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -79,15 +81,28 @@ impl Hlc {
         }
     }
 
-    /// Records a timestamp seen from a peer.
+    /// Records a timestamp seen from a peer. Only stamps the registry accepted may come
+    /// here: the bound on how far ahead of `now` they may be (`--max-clock-skew`) is what
+    /// keeps this clock near the wall clock.
     pub fn observe(&self, ts: Micros) {
         self.last.fetch_max(ts, Ordering::Relaxed);
     }
+
+    /// The newest timestamp issued or seen.
+    #[cfg(test)]
+    pub fn last(&self) -> Micros {
+        self.last.load(Ordering::Relaxed)
+    }
 }
 
+/// The last microsecond RFC 3339 can write with a four-digit year: 9999-12-31T23:59:59.999999Z.
+pub const LATEST_RFC3339: Micros = 253_402_300_799_999_999;
+
 /// Formats a timestamp as RFC 3339 UTC with microseconds, e.g. `2026-11-28T12:00:00.123456Z`.
+/// Never panics: a timestamp past year 9999 (which the skew bound keeps out, but a renderer
+/// must not trust that) is written as the last representable instant.
 pub fn rfc3339(ts: Micros) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(ts);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(ts.min(LATEST_RFC3339));
     humantime::format_rfc3339_micros(t).to_string()
 }
 
@@ -121,6 +136,21 @@ mod tests {
             node: NodeId::new("a"),
         };
         assert!(a > b && c > a);
+    }
+
+    #[test]
+    fn any_timestamp_renders_and_past_year_9999_is_capped() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339(LATEST_RFC3339), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(rfc3339(LATEST_RFC3339 + 1), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn a_clock_at_its_end_does_not_overflow() {
+        let c = Hlc::default();
+        c.observe(u64::MAX);
+        assert_eq!(c.tick(5), u64::MAX);
     }
 
     #[test]

@@ -16,7 +16,7 @@ impl Registry {
     /// the hosts it has). Its version is the service view's content hash.
     pub fn envoy_assignment(&self, service: &ServiceName) -> Option<ClusterLoadAssignment> {
         let svc = self.services.get(service)?;
-        if svc.live == 0 {
+        if svc.tally.live == 0 {
             return None;
         }
         let mut localities: BTreeMap<Locality, Vec<LbEndpoint>> = BTreeMap::new();

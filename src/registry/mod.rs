@@ -6,7 +6,13 @@
 //!
 //! State is sharded by service in a `DashMap`: a heartbeat locks one shard for the length of
 //! a map update, and reads clone an `Arc` of a prepared view, so readers never wait on a
-//! global lock and heartbeats to different services proceed in parallel.
+//! global lock and heartbeats to different services proceed in parallel. A service is held
+//! only while it has a host or a tombstone: memory follows what is live, not every name ever
+//! written. (Lock order: see the field doc of `Registry::services`.)
+//!
+//! Every write, from a client or a peer, passes the same checks before it touches state:
+//! a peer's record is validated like a heartbeat, its TTL bounded by this node's, its stamps
+//! by `--max-clock-skew`, and `--max-hosts` holds whatever the source (`replication.rs`).
 
 mod clock;
 mod envoy;
@@ -17,7 +23,7 @@ mod sweep;
 mod view;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{btree_map, BinaryHeap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,11 +35,11 @@ use parking_lot::Mutex;
 
 pub use clock::{rfc3339, Micros, NodeId, Stamp, SECOND};
 pub use record::{Beat, Merged, Origin, Record, Routing, Version};
-pub use replication::{advance, behind, Delta, Digest, Replica, Span};
+pub use replication::{advance, behind, Applied, Delta, Digest, Refusal, Refusals, Replica, Span};
 pub use sweep::SweepReport;
 pub use view::ServiceView;
 
-use service::{Entry, ServiceState};
+use service::{Entry, ServiceState, Slot, Tally};
 
 /// The registry's rules, validated by `config.rs`.
 #[derive(Debug, Clone)]
@@ -54,8 +60,15 @@ pub struct RegistryConfig {
     pub expiry_guard: f64,
     /// How long the guard may hold a silent host, in seconds; `None` = three times its TTL.
     pub max_stale: Option<u32>,
-    /// Most hosts in all; past it, new hosts are refused.
+    /// Most hosts in all, whatever their source (heartbeat or peer); past it, new hosts are
+    /// refused and refreshes of held ones still pass.
     pub max_hosts: usize,
+    /// `--max-clock-skew` in microseconds: how far ahead of `now` a peer's timestamp may be.
+    /// A record stamped further ahead is refused whole and never moves the local clock, so
+    /// one fast (or forged) peer cannot drag every node's timestamps into the future. Larger
+    /// tolerates worse-synchronized clocks; smaller bounds how long a fast peer's host can
+    /// outlive its TTL. Default 60 s.
+    pub max_clock_skew: Micros,
 }
 
 impl RegistryConfig {
@@ -71,6 +84,7 @@ impl RegistryConfig {
             expiry_guard: 0.5,
             max_stale: None,
             max_hosts: 1_000_000,
+            max_clock_skew: 60 * SECOND,
         }
     }
 
@@ -155,15 +169,27 @@ pub struct Registry {
     clock: clock::Hlc,
     /// The last seq minted by this incarnation.
     seq: AtomicU64,
+    /// The services, sharded. **Lock order**: a shard lock first, then (briefly, nested
+    /// inside it) `expiry`, `stale_keys` or `known`; never a shard lock while one of those
+    /// mutexes is held, and never two shard locks at once (a `DashMap` guard held while
+    /// touching another key of the map can deadlock on the same shard). A service is removed
+    /// only by `forget_if_empty`, with no guard held.
     services: DashMap<ServiceName, ServiceState>,
     /// One entry per host (and tombstone) at the time it must next be looked at; heartbeats
     /// do not touch it, the sweeper reschedules entries whose host was refreshed.
     expiry: Mutex<BinaryHeap<Reverse<(Micros, HostKey)>>>,
-    /// Hosts held by the expiry guard.
+    /// Hosts held by the expiry guard. Changed only by [`Registry::transition`].
     stale_keys: Mutex<HashSet<HostKey>>,
+    /// Live hosts in all (the sum of every service's `tally.live`). Changed only by
+    /// [`Registry::transition`].
     live: AtomicUsize,
+    /// Stale hosts in all. Changed only by [`Registry::transition`].
     stale: AtomicUsize,
     guard_engaged: AtomicBool,
+    /// The highest index a removed service had reached: what a service not held reports,
+    /// and where a new one starts, so an index (`X-Discovery-Index`) never goes back across
+    /// removal and re-creation and a long poll holding an old one still wakes.
+    index_floor: AtomicU64,
     /// Per foreign origin, the seq up to which this node holds everything (or newer).
     known: Mutex<HashMap<Arc<Origin>, u64>>,
     /// When origins were last pruned from `known` (see `forget_origins`).
@@ -188,6 +214,7 @@ impl Registry {
             live: AtomicUsize::new(0),
             stale: AtomicUsize::new(0),
             guard_engaged: AtomicBool::new(false),
+            index_floor: AtomicU64::new(0),
             known: Mutex::new(HashMap::new()),
             origins_pruned_at: AtomicU64::new(0),
         }
@@ -210,7 +237,13 @@ impl Registry {
 
     /// Services with at least one live host.
     pub fn service_count(&self) -> usize {
-        self.services.iter().filter(|s| s.live > 0).count()
+        self.services.iter().filter(|s| s.tally.live > 0).count()
+    }
+
+    /// Services held in memory: those with live hosts and those holding only tombstones.
+    /// A service with neither is removed, so this returns to 0 once everything expired.
+    pub fn services_held(&self) -> usize {
+        self.services.len()
     }
 
     /// Whether the expiry guard held hosts at the last sweep.
@@ -229,13 +262,76 @@ impl Registry {
         self.expiry.lock().push(Reverse((at, key)));
     }
 
-    fn unstale(&self, key: &HostKey, entry: &mut Entry, svc_stale: &mut usize) {
-        if entry.stale {
-            entry.stale = false;
-            *svc_stale -= 1;
-            self.stale.fetch_sub(1, Ordering::Relaxed);
-            self.stale_keys.lock().remove(key);
+    /// A new, empty service, starting at the floor so its index is never below one that an
+    /// earlier life of the same name showed.
+    fn new_service(&self, name: &ServiceName) -> ServiceState {
+        let floor = self.index_floor.load(Ordering::Relaxed);
+        ServiceState::new(name.clone(), &self.config.env, floor)
+    }
+
+    /// Refuses a new live host when `--max-hosts` are held.
+    fn check_room(&self) -> Result<(), RegistryFull> {
+        if self.live.load(Ordering::Relaxed) >= self.config.max_hosts {
+            return Err(RegistryFull(self.config.max_hosts));
         }
+        Ok(())
+    }
+
+    /// The one place where a host entry changes state as the counters see it: moves the
+    /// service's tally, the registry-wide counts, `stale_keys` and the entry's `stale` flag
+    /// together. Called with the service's shard lock held (the `svc` borrow), so a reader
+    /// of the service never sees its counts disagree with its entries.
+    fn transition(
+        &self,
+        tally: &mut Tally,
+        key: &HostKey,
+        entry: Option<&mut Entry>,
+        from: Slot,
+        to: Slot,
+    ) {
+        if let Some(entry) = entry {
+            entry.stale = to == Slot::Stale;
+        }
+        if from == to {
+            return;
+        }
+        match (from.is_live(), to.is_live()) {
+            (false, true) => {
+                tally.live += 1;
+                self.live.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                tally.live -= 1;
+                self.live.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        match (from == Slot::Stale, to == Slot::Stale) {
+            (false, true) => {
+                tally.stale += 1;
+                self.stale.fetch_add(1, Ordering::Relaxed);
+                self.stale_keys.lock().insert(key.clone());
+            }
+            (true, false) => {
+                tally.stale -= 1;
+                self.stale.fetch_sub(1, Ordering::Relaxed);
+                self.stale_keys.lock().remove(key);
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes a service that holds no host and no tombstone, with everything kept for it.
+    /// Checked under the shard's write lock, so a host written in between keeps it; the
+    /// floor is raised before the removal is visible, so `index` never goes back.
+    fn forget_if_empty(&self, service: &ServiceName) {
+        self.services.remove_if(service, |_, svc| {
+            let empty = svc.hosts.is_empty();
+            if empty {
+                self.index_floor.fetch_max(svc.index, Ordering::Relaxed);
+            }
+            empty
+        });
     }
 
     /// Takes a heartbeat (SPEC 3.1) for `ip` (the registration's, or the peer's with
@@ -252,22 +348,32 @@ impl Registry {
             .unwrap_or_else(|_| "{}".into())
             .into();
         let port = reg.port.get();
-        let mut svc = self
-            .services
-            .entry(service.clone())
-            .or_insert_with(|| ServiceState::new(service.clone(), &self.config.env));
-        let svc = &mut *svc;
+        let mut guard = match self.services.get_mut(service) {
+            Some(guard) => guard,
+            None => {
+                // Checked before the service is created: a refused heartbeat leaves nothing.
+                self.check_room()?;
+                self.services
+                    .entry(service.clone())
+                    .or_insert_with(|| self.new_service(service))
+            }
+        };
+        let svc = &mut *guard;
         let key = HostKey {
             service: service.clone(),
             ip,
             port,
         };
-        let is_live = svc
-            .hosts
-            .get(&(ip, port))
-            .is_some_and(|e| !e.record.is_deleted());
-        if !is_live && self.live.load(Ordering::Relaxed) >= self.config.max_hosts {
-            return Err(RegistryFull(self.config.max_hosts));
+        let from = svc.hosts.get(&(ip, port)).map_or(Slot::Absent, Entry::slot);
+        if !from.is_live() {
+            if let Err(full) = self.check_room() {
+                if svc.hosts.is_empty() {
+                    // Created by a racing writer that was refused too: nothing to keep.
+                    drop(guard);
+                    self.forget_if_empty(service);
+                }
+                return Err(full);
+            }
         }
         let ts = self.clock.tick(now);
         let hb = Stamp {
@@ -280,7 +386,7 @@ impl Registry {
                 && r.tags == tags
                 && r.status == reg.status
         };
-        if is_live {
+        if from.is_live() {
             let entry = svc.hosts.get_mut(&(ip, port)).expect("checked live above");
             let old_ttl = entry.record.ttl();
             let unchanged = entry.record.routing().is_some_and(|r| same_routing(r));
@@ -303,10 +409,9 @@ impl Registry {
                 entry.version = self.mint();
                 entry.shipped_ts = ts;
             }
-            let was_stale = entry.stale;
-            self.unstale(&key, entry, &mut svc.stale);
+            self.transition(&mut svc.tally, &key, Some(entry), from, Slot::Live);
             let version = entry.version.clone();
-            if ttl < old_ttl || was_stale {
+            if ttl < old_ttl || from == Slot::Stale {
                 self.schedule(ts + u64::from(ttl) * SECOND, key);
             }
             service::note_version(&mut svc.max_seq, &version);
@@ -328,33 +433,29 @@ impl Registry {
         let routing = service::routing(reg, tags, [svc.recent.as_deref(), None]);
         svc.recent = Some(routing.clone());
         let beat = Beat::Live { routing, ttl };
-        match svc.hosts.get_mut(&(ip, port)) {
-            Some(tomb) => {
+        let entry = match svc.hosts.entry((ip, port)) {
+            btree_map::Entry::Occupied(tomb) => {
+                let tomb = tomb.into_mut();
                 tomb.record.hb = hb;
                 tomb.record.beat = beat;
                 tomb.version = version.clone();
                 tomb.shipped_ts = ts;
+                tomb
             }
-            None => {
-                svc.hosts.insert(
-                    (ip, port),
-                    Entry {
-                        record: Record {
-                            hb,
-                            beat,
-                            weight: None,
-                            cleared: None,
-                        },
-                        version: version.clone(),
-                        shipped_ts: ts,
-                        stale: false,
-                    },
-                );
-            }
-        }
+            btree_map::Entry::Vacant(slot) => slot.insert(Entry {
+                record: Record {
+                    hb,
+                    beat,
+                    weight: None,
+                    cleared: None,
+                },
+                version: version.clone(),
+                shipped_ts: ts,
+                stale: false,
+            }),
+        };
+        self.transition(&mut svc.tally, &key, Some(entry), from, Slot::Live);
         service::note_version(&mut svc.max_seq, &version);
-        svc.live += 1;
-        self.live.fetch_add(1, Ordering::Relaxed);
         let index = svc.routing_changed();
         self.schedule(ts + u64::from(ttl) * SECOND, key);
         Ok(Heartbeat {
@@ -399,15 +500,14 @@ impl Registry {
             };
             let version = self.mint();
             let entry = svc.hosts.get_mut(&(ip, p)).expect("collected above");
-            self.unstale(&key, entry, &mut svc.stale);
+            let from = entry.slot();
             entry.record.hb = stamp.clone();
             entry.record.beat = Beat::Deleted;
             entry.record.cleared = Some(stamp);
             entry.version = version.clone();
             entry.shipped_ts = ts;
+            self.transition(&mut svc.tally, &key, Some(entry), from, Slot::Tombstone);
             service::note_version(&mut svc.max_seq, &version);
-            svc.live -= 1;
-            self.live.fetch_sub(1, Ordering::Relaxed);
             self.schedule(ts + self.config.tombstone_ttl(), key);
         }
         Ok(Change {
@@ -453,18 +553,29 @@ impl Registry {
         }))
     }
 
-    /// The service's current change index (0 for a service never seen).
+    /// The service's current change index. A service not held (never seen, or removed once
+    /// its hosts and tombstones were gone) reports the floor: the highest index any removed
+    /// service reached, so the value a client saw never goes back.
     pub fn index(&self, service: &str) -> u64 {
-        self.services.get(service).map_or(0, |s| s.index)
+        self.services
+            .get(service)
+            .map_or_else(|| self.index_floor.load(Ordering::Relaxed), |s| s.index)
     }
 
+    /// The list of a service not held, at the floor index.
+    fn empty_view(&self, service: &ServiceName) -> Arc<ServiceView> {
+        Arc::new(ServiceView {
+            index: self.index_floor.load(Ordering::Relaxed),
+            ..ServiceView::empty(service, &self.config.env)
+        })
+    }
     /// The prepared host list of a service, rebuilt first if it changed. An unknown service
     /// gets an empty list (rendered, not stored, so lookups of arbitrary names cost no memory).
     pub fn view(&self, service: &ServiceName, now: Micros) -> Arc<ServiceView> {
         match self.services.get(service) {
             Some(svc) if !svc.needs_rebuild(now) => return svc.view.clone(),
             Some(_) => {}
-            None => return Arc::new(ServiceView::empty(service, &self.config.env)),
+            None => return self.empty_view(service),
         }
         match self.services.get_mut(service) {
             Some(mut svc) => {
@@ -473,7 +584,7 @@ impl Registry {
                 }
                 svc.view.clone()
             }
-            None => Arc::new(ServiceView::empty(service, &self.config.env)),
+            None => self.empty_view(service),
         }
     }
 
@@ -522,11 +633,11 @@ impl Registry {
         let mut out: Vec<ServiceSummary> = self
             .services
             .iter()
-            .filter(|s| s.live > 0)
+            .filter(|s| s.tally.live > 0)
             .map(|s| ServiceSummary {
                 service: s.name.to_string(),
-                hosts: s.live as u64,
-                stale: s.stale as u64,
+                hosts: s.tally.live as u64,
+                stale: s.tally.stale as u64,
                 index: s.index,
             })
             .collect();
@@ -535,5 +646,47 @@ impl Registry {
     }
 }
 
+#[cfg(test)]
+impl Registry {
+    /// The newest timestamp this node's clock issued or saw.
+    pub(crate) fn clock_last(&self) -> Micros {
+        self.clock.last()
+    }
+
+    /// Recounts every host over the map and checks each counter against it (per service, the
+    /// registry-wide ones and `stale_keys`), and that no empty service is kept. Panics with
+    /// what differs; returns the live and stale totals.
+    pub(crate) fn recount(&self) -> (usize, usize) {
+        let mut live = 0;
+        let mut stale = 0;
+        let mut stale_keys = HashSet::new();
+        for svc in self.services.iter() {
+            assert!(!svc.hosts.is_empty(), "{} is kept with no entry", svc.name);
+            let mut tally = Tally::default();
+            for ((ip, port), entry) in &svc.hosts {
+                let slot = entry.slot();
+                tally.live += usize::from(slot.is_live());
+                if slot == Slot::Stale {
+                    tally.stale += 1;
+                    stale_keys.insert(HostKey {
+                        service: svc.name.clone(),
+                        ip: *ip,
+                        port: *port,
+                    });
+                }
+            }
+            assert_eq!(svc.tally, tally, "the tally of {}", svc.name);
+            live += tally.live;
+            stale += tally.stale;
+        }
+        assert_eq!(self.live.load(Ordering::Relaxed), live, "live hosts");
+        assert_eq!(self.stale.load(Ordering::Relaxed), stale, "stale hosts");
+        assert_eq!(*self.stale_keys.lock(), stale_keys, "stale_keys");
+        (live, stale)
+    }
+}
+
+#[cfg(test)]
+mod hostile;
 #[cfg(test)]
 mod tests;

@@ -109,7 +109,7 @@ impl Record {
 
     /// When the host's TTL runs out.
     pub fn deadline(&self) -> Micros {
-        self.hb.ts + u64::from(self.ttl()) * SECOND
+        self.hb.ts.saturating_add(u64::from(self.ttl()) * SECOND)
     }
 
     /// The override in force: set after the newest delete.

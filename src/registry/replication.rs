@@ -7,17 +7,17 @@
 //! of the registry. [`Span`]s tell the receiver how far it may advance its digest, so a delta
 //! cut short by the size limit, or a push that skipped a gap, never claims more than it holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{btree_map, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use discovery_api::{ServiceName, Tags};
+use discovery_api::{Port, RepoName, Revision, ServiceName, Tags};
 use serde::{Deserialize, Serialize};
 
 use super::clock::{Micros, NodeId};
 use super::record::{Beat, Merged, Origin, Record, Routing, Version};
-use super::service::{note_version, Entry, ServiceState};
+use super::service::{note_version, Entry, Slot};
 use super::{Change, HostKey, Registry};
 
 /// Per origin, the seq up to which a node holds everything.
@@ -80,13 +80,83 @@ pub struct Delta {
     pub truncated: bool,
 }
 
+/// Why a peer's record was refused (whole: nothing of it is applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// It fails the validation a heartbeat gets (service name, port, revision, repository
+    /// name or tags), or claims a version of this node's own that it never minted.
+    Invalid,
+    /// One of its timestamps (heartbeat, delete or weight) is more than `--max-clock-skew`
+    /// ahead of this node's clock.
+    ClockSkew,
+    /// Its TTL (as this node bounds it), or its tombstone's retention, has run out: it must
+    /// not come back.
+    Expired,
+    /// It would add a live host past `--max-hosts`.
+    Full,
+}
+
+impl Refusal {
+    /// Every reason, in a fixed order.
+    pub const ALL: [Refusal; 4] = [
+        Refusal::Invalid,
+        Refusal::ClockSkew,
+        Refusal::Expired,
+        Refusal::Full,
+    ];
+
+    /// The reason as a metric label value and log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Invalid => "invalid",
+            Refusal::ClockSkew => "clock_skew",
+            Refusal::Expired => "expired",
+            Refusal::Full => "full",
+        }
+    }
+}
+
+/// Refused records of one delta, counted by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Refusals([usize; Refusal::ALL.len()]);
+
+impl Refusals {
+    /// Counts one refusal.
+    pub fn add(&mut self, reason: Refusal) {
+        self.0[reason as usize] += 1;
+    }
+
+    /// How many were refused for `reason`.
+    pub fn get(&self, reason: Refusal) -> usize {
+        self.0[reason as usize]
+    }
+
+    /// The reasons that refused at least one record, with their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (Refusal, usize)> + '_ {
+        Refusal::ALL
+            .into_iter()
+            .map(|r| (r, self.get(r)))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// What merging one accepted record did.
+enum Outcome {
+    /// This node already held it (or something newer).
+    Unchanged,
+    /// It changed the local record; with the change to publish when consumers must look.
+    Changed(Option<Change>),
+}
+
 /// What applying a delta did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Applied {
     /// Records that changed something here.
     pub changed: usize,
-    /// Records refused: invalid, or already expired (they must not come back).
+    /// Records refused, all reasons together (`refusals` has them by reason).
     pub refused: usize,
+    /// Records refused, by reason.
+    pub refusals: Refusals,
     /// Services whose host list changed.
     pub changes: Vec<Change>,
 }
@@ -176,18 +246,21 @@ impl Registry {
         self.seq.load(Ordering::Relaxed)
     }
 
-    /// Merges a delta from a peer (SPEC 4.2). Invalid or expired records are refused and
-    /// counted, never trusted.
+    /// Merges a delta from a peer (SPEC 4.2). Records are checked like heartbeats; a refused
+    /// one (see [`Refusal`]) is counted by reason and changes nothing.
     pub fn apply(&self, delta: Delta, now: Micros) -> Applied {
         let mut applied = Applied::default();
         for replica in delta.records {
             match self.apply_one(replica, now) {
-                Some(Some(change)) => {
+                Ok(Outcome::Unchanged) => {}
+                Ok(Outcome::Changed(change)) => {
                     applied.changed += 1;
-                    applied.changes.push(change);
+                    applied.changes.extend(change);
                 }
-                Some(None) => applied.changed += 1,
-                None => applied.refused += 1,
+                Err(reason) => {
+                    applied.refused += 1;
+                    applied.refusals.add(reason);
+                }
             }
         }
         super::coalesce(&mut applied.changes);
@@ -239,97 +312,137 @@ impl Registry {
         before - known.len()
     }
 
-    /// Checks a peer's record; `None` when it must be refused.
-    fn sanitize(&self, mut replica: Replica, now: Micros) -> Option<Replica> {
-        match &mut replica.record.beat {
+    /// Checks a peer's record as a heartbeat is checked (SPEC 4.2: peers are not trusted more
+    /// than clients), or says why it is refused. The record is refused whole, never applied
+    /// in part.
+    ///
+    /// A TTL outside this node's `[min_ttl, max_ttl]` is clamped, not refused: the host is
+    /// real, only this node holds it for as long as its own rules allow. That keeps this
+    /// node's tombstones (whose lifetime comes from its own `max_ttl`) longer than any copy
+    /// it accepts, so a peer with a longer `--max-ttl` cannot bring a deleted host back. The
+    /// clamped copy keeps the sender's version: replication sees the same write, so it never
+    /// travels back as a new one and nodes with different bounds do not ping-pong.
+    fn sanitize(&self, mut replica: Replica, now: Micros) -> Result<Replica, Refusal> {
+        // The decoder already parsed the names; checked again with the same api rules so
+        // that whatever path a record comes by, it is held only if a heartbeat could be.
+        ServiceName::parse(replica.service.as_str()).map_err(|_| Refusal::Invalid)?;
+        Port::new(i64::from(replica.port)).map_err(|_| Refusal::Invalid)?;
+        // Our own writes come back from peers; a seq this incarnation never minted is forged,
+        // and held it would make every later delta to every peer carry it again.
+        if replica.version.origin == self.origin
+            && replica.version.seq > self.seq.load(Ordering::Relaxed)
+        {
+            return Err(Refusal::Invalid);
+        }
+        let record = &mut replica.record;
+        let horizon = now.saturating_add(self.config.max_clock_skew);
+        let stamps = [
+            Some(&record.hb),
+            record.cleared.as_ref(),
+            record.weight.as_ref().map(|(_, at)| at),
+        ];
+        if stamps.into_iter().flatten().any(|s| s.ts > horizon) {
+            return Err(Refusal::ClockSkew);
+        }
+        match &mut record.beat {
             Beat::Live { routing, ttl } => {
-                let tags = Tags::from_json_str(&routing.tags).ok()?;
-                let canonical = serde_json::to_string(&tags).ok()?;
-                if *ttl == 0 || *ttl > 7 * 24 * 3600 {
-                    return None;
-                }
+                Revision::parse(routing.revision.as_str()).map_err(|_| Refusal::Invalid)?;
+                RepoName::parse(routing.service_repo_name.as_str())
+                    .map_err(|_| Refusal::Invalid)?;
+                let tags = Tags::from_json_str(&routing.tags).map_err(|_| Refusal::Invalid)?;
+                let canonical = serde_json::to_string(&tags).map_err(|_| Refusal::Invalid)?;
                 if *canonical != *routing.tags {
                     let mut fixed = Routing::clone(routing);
                     fixed.tags = canonical.into();
                     *routing = Arc::new(fixed);
                 }
-                if replica.record.deadline() <= now {
-                    return None;
+                *ttl = self.config.clamp_ttl(Some(u64::from(*ttl)));
+                if record.deadline() <= now {
+                    return Err(Refusal::Expired);
                 }
             }
             Beat::Deleted => {
-                if replica.record.hb.ts + self.config.tombstone_ttl() <= now {
-                    return None;
+                if record.hb.ts.saturating_add(self.config.tombstone_ttl()) <= now {
+                    return Err(Refusal::Expired);
                 }
-                if replica.record.cleared.as_ref() < Some(&replica.record.hb) {
-                    replica.record.cleared = Some(replica.record.hb.clone());
+                if record.cleared.as_ref() < Some(&record.hb) {
+                    record.cleared = Some(record.hb.clone());
                 }
             }
         }
-        Some(replica)
+        Ok(replica)
     }
 
-    /// Merges one record. `None`: refused; `Some(change)`: applied.
-    fn apply_one(&self, replica: Replica, now: Micros) -> Option<Option<Change>> {
-        let replica = self.sanitize(replica, now)?;
-        self.clock.observe(replica.record.hb.ts);
-        if let Some((_, at)) = &replica.record.weight {
-            self.clock.observe(at.ts);
-        }
+    /// Merges one record, or says why it was refused. One shard lock is held from the check
+    /// of `--max-hosts` to the last counter, so what a reader of the service sees is always
+    /// whole.
+    fn apply_one(&self, replica: Replica, now: Micros) -> Result<Outcome, Refusal> {
         let Replica {
             service,
             ip,
             port,
             version,
             mut record,
-        } = replica;
+        } = self.sanitize(replica, now)?;
+        let live = !record.is_deleted();
+        let mut guard = match self.services.get_mut(&service) {
+            Some(guard) => guard,
+            None => {
+                // Checked before the service is created: a refused record leaves nothing.
+                if live {
+                    self.check_room().map_err(|_| Refusal::Full)?;
+                }
+                self.services
+                    .entry(service.clone())
+                    .or_insert_with(|| self.new_service(&service))
+            }
+        };
+        let svc = &mut *guard;
+        let held = svc.hosts.get(&(ip, port));
+        let from = held.map_or(Slot::Absent, Entry::slot);
+        let revives = live && !from.is_live() && held.is_none_or(|e| record.hb > e.record.hb);
+        if revives && self.check_room().is_err() {
+            if svc.hosts.is_empty() {
+                drop(guard);
+                self.forget_if_empty(&service);
+            }
+            return Err(Refusal::Full);
+        }
+        // Only accepted stamps move the clock (see `Hlc::observe`).
+        self.clock.observe(record.hb.ts);
+        for at in record
+            .cleared
+            .iter()
+            .chain(record.weight.as_ref().map(|(_, at)| at))
+        {
+            self.clock.observe(at.ts);
+        }
+        if let Beat::Live { routing, .. } = &mut record.beat {
+            svc.share_strings(routing);
+        }
         let key = HostKey {
             service: service.clone(),
             ip,
             port,
         };
-        let mut guard = self
-            .services
-            .entry(service.clone())
-            .or_insert_with(|| ServiceState::new(service.clone(), &self.config.env));
-        let svc = &mut *guard;
-        if let Beat::Live { routing, .. } = &mut record.beat {
-            svc.share_strings(routing);
-        }
-        let Some(entry) = svc.hosts.get_mut(&(ip, port)) else {
-            let live = !record.is_deleted();
-            let at = if live {
-                record.deadline()
-            } else {
-                record.hb.ts + self.config.tombstone_ttl()
-            };
-            note_version(&mut svc.max_seq, &version);
-            svc.hosts.insert(
-                (ip, port),
-                Entry {
+        let (entry, merged, old_ttl, old_hb) = match svc.hosts.entry((ip, port)) {
+            btree_map::Entry::Vacant(slot) => {
+                let entry = slot.insert(Entry {
                     shipped_ts: record.hb.ts,
                     record,
                     version,
                     stale: false,
-                },
-            );
-            drop(guard);
-            self.schedule(at, key);
-            if !live {
-                return Some(None);
+                });
+                (entry, Merged::Routing, 0, None)
             }
-            let mut svc = self.services.get_mut(&service)?;
-            svc.live += 1;
-            self.live.fetch_add(1, Ordering::Relaxed);
-            let index = svc.routing_changed();
-            return Some(Some(Change { service, index }));
-        };
-        let was_live = !entry.record.is_deleted();
-        let old_ttl = entry.record.ttl();
-        let old_hb = entry.record.hb.ts;
-        match entry.record.merge(&record) {
-            Merged::Unchanged => Some(None),
-            merged => {
+            btree_map::Entry::Occupied(held) => {
+                let entry = held.into_mut();
+                let old_ttl = entry.record.ttl();
+                let old_hb = entry.record.hb.ts;
+                let merged = entry.record.merge(&record);
+                if merged == Merged::Unchanged {
+                    return Ok(Outcome::Unchanged);
+                }
                 entry.version = if entry.record == record {
                     version
                 } else {
@@ -338,41 +451,44 @@ impl Registry {
                     self.mint()
                 };
                 entry.shipped_ts = entry.record.hb.ts;
-                note_version(&mut svc.max_seq, &entry.version);
-                let is_live = !entry.record.is_deleted();
-                let mut reschedule = None;
-                if was_live && (entry.record.hb.ts != old_hb) {
-                    self.unstale(&key, entry, &mut svc.stale);
-                }
-                if is_live && (!was_live || entry.record.ttl() < old_ttl) {
-                    reschedule = Some(entry.record.deadline());
-                } else if was_live && !is_live {
-                    reschedule = Some(entry.record.hb.ts + self.config.tombstone_ttl());
-                }
-                let index = match (was_live, is_live) {
-                    (false, true) => {
-                        svc.live += 1;
-                        self.live.fetch_add(1, Ordering::Relaxed);
-                        Some(svc.routing_changed())
-                    }
-                    (true, false) => {
-                        svc.live -= 1;
-                        self.live.fetch_sub(1, Ordering::Relaxed);
-                        Some(svc.routing_changed())
-                    }
-                    (true, true) if merged == Merged::Routing => Some(svc.routing_changed()),
-                    (true, true) => {
-                        svc.refresh_dirty = true;
-                        None
-                    }
-                    (false, false) => None,
-                };
-                drop(guard);
-                if let Some(at) = reschedule {
-                    self.schedule(at, key);
-                }
-                Some(index.map(|index| Change { service, index }))
+                (entry, merged, old_ttl, Some(old_hb))
             }
+        };
+        let to = match entry.slot() {
+            Slot::Tombstone => Slot::Tombstone,
+            // A newer heartbeat releases a host held by the guard; an override does not.
+            _ if from == Slot::Stale && Some(entry.record.hb.ts) == old_hb => Slot::Stale,
+            _ => Slot::Live,
+        };
+        let reschedule = if to.is_live() && (!from.is_live() || entry.record.ttl() < old_ttl) {
+            Some(entry.record.deadline())
+        } else if to == Slot::Tombstone && from != Slot::Tombstone {
+            Some(
+                entry
+                    .record
+                    .hb
+                    .ts
+                    .saturating_add(self.config.tombstone_ttl()),
+            )
+        } else {
+            None
+        };
+        note_version(&mut svc.max_seq, &entry.version);
+        self.transition(&mut svc.tally, &key, Some(entry), from, to);
+        if let Some(at) = reschedule {
+            self.schedule(at, key);
         }
+        let index = match (from.is_live(), to.is_live()) {
+            (false, true) | (true, false) => Some(svc.routing_changed()),
+            (true, true) if merged == Merged::Routing => Some(svc.routing_changed()),
+            (true, true) => {
+                svc.refresh_dirty = true;
+                None
+            }
+            (false, false) => None,
+        };
+        Ok(Outcome::Changed(
+            index.map(|index| Change { service, index }),
+        ))
     }
 }

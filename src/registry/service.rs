@@ -1,7 +1,9 @@
 //! One service's hosts: the records, the change index and the prepared view.
 //!
 //! A `ServiceState` lives inside the registry's sharded map and is only touched under its
-//! shard lock. It knows nothing about other services, the clock or replication peers.
+//! shard lock. It knows nothing about other services, the clock or replication peers; its
+//! counters ([`Tally`]) are moved only by `Registry::transition`, which keeps them equal to
+//! the registry-wide ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -21,8 +23,48 @@ pub(crate) struct Entry {
     pub version: Version,
     /// `hb.ts` when `version` was minted: refreshes are shipped again only after a while.
     pub shipped_ts: Micros,
-    /// Held past its TTL by the expiry guard.
+    /// Held past its TTL by the expiry guard. Set only by `Registry::transition`.
     pub stale: bool,
+}
+
+/// A host entry's state as the counters see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// No entry.
+    Absent,
+    /// A delete, kept so that older copies cannot bring the host back.
+    Tombstone,
+    /// A live host.
+    Live,
+    /// A live host past its TTL, held by the expiry guard.
+    Stale,
+}
+
+impl Slot {
+    /// Whether a host in this state is served (and counts against `--max-hosts`).
+    pub fn is_live(self) -> bool {
+        matches!(self, Slot::Live | Slot::Stale)
+    }
+}
+
+impl Entry {
+    /// Where this entry stands.
+    pub fn slot(&self) -> Slot {
+        match (self.record.is_deleted(), self.stale) {
+            (true, _) => Slot::Tombstone,
+            (false, true) => Slot::Stale,
+            (false, false) => Slot::Live,
+        }
+    }
+}
+
+/// A service's host counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Live hosts (stale ones included, tombstones excluded).
+    pub live: usize,
+    /// Live hosts held by the expiry guard.
+    pub stale: usize,
 }
 
 /// Raises a service's highest seq for the version's origin.
@@ -62,11 +104,11 @@ pub(crate) fn routing(
 pub(crate) struct ServiceState {
     pub name: ServiceName,
     pub hosts: BTreeMap<(IpAddr, u16), Entry>,
-    /// Live hosts (tombstones excluded).
-    pub live: usize,
-    /// Live hosts held by the expiry guard.
-    pub stale: usize,
-    /// Grows with every routing change.
+    /// Live and stale hosts.
+    pub tally: Tally,
+    /// Grows with every routing change. Starts at the registry's floor (see
+    /// `Registry::index_floor`), so it stays monotonic when the service is removed and
+    /// comes back.
     pub index: u64,
     /// The routing content changed since `view` was built.
     pub routing_dirty: bool,
@@ -80,14 +122,18 @@ pub(crate) struct ServiceState {
 }
 
 impl ServiceState {
-    pub fn new(name: ServiceName, env: &str) -> Self {
+    /// An empty service starting at `index` (the registry's floor: no lower than any index
+    /// this name showed before).
+    pub fn new(name: ServiceName, env: &str, index: u64) -> Self {
         ServiceState {
-            view: Arc::new(ServiceView::empty(&name, env)),
+            view: Arc::new(ServiceView {
+                index,
+                ..ServiceView::empty(&name, env)
+            }),
             name,
             hosts: BTreeMap::new(),
-            live: 0,
-            stale: 0,
-            index: 0,
+            tally: Tally::default(),
+            index,
             routing_dirty: false,
             refresh_dirty: false,
             max_seq: HashMap::new(),
@@ -131,7 +177,7 @@ impl ServiceState {
 
     /// Renders the host list body.
     pub fn rebuild(&mut self, env: &str, now: Micros) {
-        let mut body = Vec::with_capacity(64 + self.live * 260);
+        let mut body = Vec::with_capacity(64 + self.tally.live * 260);
         view::open_list(&mut body, "service", self.name.as_str(), env);
         let mut hasher = ContentHasher::default();
         let mut first = true;
@@ -154,7 +200,7 @@ impl ServiceState {
             content_hash,
             body: body.into(),
             built_at: now,
-            hosts: self.live,
+            hosts: self.tally.live,
         });
         self.routing_dirty = false;
         self.refresh_dirty = false;

@@ -2,12 +2,14 @@
 //! when so many are overdue at once that this node, not the fleet, has probably lost contact.
 //!
 //! The sweep looks only at the entries of the expiry queue that are due, never at every host:
-//! a host refreshed since it was queued is put back at its new deadline.
+//! a host refreshed since it was queued is put back at its new deadline. When the last host
+//! or tombstone of a service goes, the service goes with it (`Registry::forget_if_empty`).
 
 use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
 
 use super::clock::Micros;
+use super::service::Slot;
 use super::{Change, HostKey, Registry};
 
 /// What one sweep did.
@@ -70,7 +72,9 @@ impl Registry {
                 }
             }
         } else {
-            let held: Vec<HostKey> = self.stale_keys.lock().drain().collect();
+            // Copied, not drained: `transition` removes each key as its host goes, so the
+            // set stays equal to the entries marked stale even if one is skipped.
+            let held: Vec<HostKey> = self.stale_keys.lock().iter().cloned().collect();
             for key in overdue.into_iter().chain(held) {
                 self.drop_host(&key, now, true, &mut report);
             }
@@ -100,19 +104,27 @@ impl Registry {
     }
 
     fn inspect(&self, key: &HostKey, now: Micros, report: &mut SweepReport) -> Due {
-        let Some(mut svc) = self.services.get_mut(&key.service) else {
+        let Some(mut guard) = self.services.get_mut(&key.service) else {
             return Due::Done;
         };
+        let svc = &mut *guard;
         let Some(entry) = svc.hosts.get(&(key.ip, key.port)) else {
             return Due::Done;
         };
         if entry.record.is_deleted() {
-            let until = entry.record.hb.ts + self.config.tombstone_ttl();
+            let until = entry
+                .record
+                .hb
+                .ts
+                .saturating_add(self.config.tombstone_ttl());
             if until > now {
                 return Due::Later(until);
             }
             svc.hosts.remove(&(key.ip, key.port));
+            self.transition(&mut svc.tally, key, None, Slot::Tombstone, Slot::Absent);
             report.tombstones_collected += 1;
+            drop(guard);
+            self.forget_if_empty(&key.service);
             return Due::Done;
         }
         let deadline = entry.record.deadline();
@@ -126,7 +138,7 @@ impl Registry {
         if until > now {
             return Due::Later(until);
         }
-        drop(svc);
+        drop(guard);
         self.drop_host(key, now, false, report);
         Due::Done
     }
@@ -136,13 +148,11 @@ impl Registry {
         let mut svc = self.services.get_mut(&key.service)?;
         let svc = &mut *svc;
         let entry = svc.hosts.get_mut(&(key.ip, key.port))?;
-        if entry.stale || entry.record.is_deleted() {
+        if entry.slot() != Slot::Live {
             return None;
         }
-        entry.stale = true;
-        svc.stale += 1;
-        self.stale.fetch_add(1, Ordering::Relaxed);
-        self.stale_keys.lock().insert(key.clone());
+        self.transition(&mut svc.tally, key, Some(entry), Slot::Live, Slot::Stale);
+        let entry = svc.hosts.get(&(key.ip, key.port))?;
         Some(entry.record.hb.ts + self.config.max_stale_for(entry.record.ttl()))
     }
 
@@ -170,17 +180,13 @@ impl Registry {
             .hosts
             .remove(&(key.ip, key.port))
             .expect("looked up above");
-        if entry.stale {
-            svc.stale -= 1;
-            self.stale.fetch_sub(1, Ordering::Relaxed);
-            self.stale_keys.lock().remove(key);
-        }
-        svc.live -= 1;
-        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.transition(&mut svc.tally, key, None, entry.slot(), Slot::Absent);
         report.expired += 1;
         report.changes.push(Change {
             service: key.service.clone(),
             index: svc.routing_changed(),
         });
+        drop(guard);
+        self.forget_if_empty(&key.service);
     }
 }

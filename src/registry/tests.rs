@@ -512,3 +512,316 @@ fn a_replaced_incarnation_leaves_the_digest_once_nothing_carries_it() {
     );
     assert_eq!(state(&b, T0 + 3 * SECOND).len(), 1);
 }
+
+// ---- Issue 10: peers are clients too -------------------------------------------------
+
+/// A peer's copy of one live host, as it would arrive in a delta.
+fn replica(service: &str, addr: &str, port: u16, ts: Micros, ttl: u32) -> Replica {
+    let mut record = record::tests::live(ts, "peer", "r1");
+    if let Beat::Live { ttl: t, .. } = &mut record.beat {
+        *t = ttl;
+    }
+    Replica {
+        service: svc(service),
+        ip: ip(addr),
+        port,
+        version: Version {
+            origin: Arc::new(Origin {
+                node: NodeId::new("peer"),
+                generation: 1,
+            }),
+            seq: ts,
+        },
+        record,
+    }
+}
+
+fn delta_of(records: Vec<Replica>) -> Delta {
+    Delta {
+        records,
+        ..Delta::default()
+    }
+}
+
+fn with_config(change: impl FnOnce(&mut RegistryConfig)) -> Registry {
+    let mut config = RegistryConfig::new("test", "a");
+    change(&mut config);
+    Registry::new(config)
+}
+
+/// The first microsecond of year 10000.
+const YEAR_10000: Micros = clock::LATEST_RFC3339 + 1;
+
+#[test]
+fn a_record_stamped_past_the_skew_is_refused_and_the_clock_stays_put() {
+    let r = registry("a");
+    let hours_ahead = T0 + 3 * 3600 * SECOND;
+    for ts in [YEAR_10000, hours_ahead, T0 + 61 * SECOND, u64::MAX] {
+        let applied = r.apply(delta_of(vec![replica("web", "10.0.0.1", 80, ts, 60)]), T0);
+        assert_eq!(applied.refusals.get(Refusal::ClockSkew), 1, "stamp {ts}");
+        assert_eq!(applied.changed, 0);
+    }
+    assert_eq!(r.host_count(), 0);
+    assert_eq!(r.services_held(), 0, "a refused record allocates nothing");
+    assert!(r.clock_last() <= T0);
+    r.heartbeat(&svc("web"), ip("10.0.0.2"), &reg(80, "r"), T0)
+        .unwrap();
+    assert_eq!(hosts(&r, "web", T0).hosts[0].last_check_in, rfc3339(T0));
+    // Within the bound, a fast peer's stamp is taken (and the clock follows it).
+    let applied = r.apply(
+        delta_of(vec![replica("web", "10.0.0.1", 80, T0 + 59 * SECOND, 60)]),
+        T0,
+    );
+    assert_eq!((applied.changed, applied.refused), (1, 0));
+    assert_eq!(r.clock_last(), T0 + 59 * SECOND);
+    r.recount();
+}
+
+#[test]
+fn a_delete_or_a_weight_stamped_past_the_skew_refuses_the_whole_record() {
+    let r = registry("a");
+    r.apply(delta_of(vec![replica("web", "10.0.0.1", 80, T0, 60)]), T0);
+    let mut locked = replica("web", "10.0.0.1", 80, T0 + SECOND, 60);
+    locked.record.weight = Some((
+        Weight::new(1).unwrap(),
+        Stamp {
+            ts: u64::MAX,
+            node: NodeId::new("peer"),
+        },
+    ));
+    let mut deleted = record::tests::deleted(T0 + SECOND, "peer");
+    deleted.cleared.as_mut().unwrap().ts = YEAR_10000;
+    let mut delete = replica("web", "10.0.0.1", 80, T0 + SECOND, 60);
+    delete.record = deleted;
+    let applied = r.apply(delta_of(vec![locked, delete]), T0 + SECOND);
+    assert_eq!(applied.refusals.get(Refusal::ClockSkew), 2);
+    // Nothing of either record was applied: not the newer heartbeat, not the weight.
+    let h = &hosts(&r, "web", T0 + SECOND).hosts[0];
+    assert_eq!(
+        (h.last_check_in.as_str(), h.load_balancing_weight),
+        (&*rfc3339(T0), None)
+    );
+    // The operator still steers the host: no override is locked in forever.
+    r.set_weight(&svc("web"), None, Weight::new(7).unwrap(), T0 + 2 * SECOND)
+        .unwrap();
+    let h = &hosts(&r, "web", T0 + 2 * SECOND).hosts[0];
+    assert_eq!(h.load_balancing_weight, Some(7));
+    assert!(r.clock_last() <= T0 + 2 * SECOND);
+}
+
+#[test]
+fn a_stamp_rendered_past_year_9999_does_not_break_reads() {
+    // The skew bound keeps such stamps out; a renderer still must not trust that.
+    let r = registry("a");
+    r.clock.observe(YEAR_10000);
+    r.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    let body = hosts(&r, "web", T0);
+    assert_eq!(body.hosts[0].last_check_in, "9999-12-31T23:59:59.999999Z");
+    assert!(r.envoy_assignment(&svc("web")).is_some());
+}
+
+#[test]
+fn records_from_peers_pass_the_checks_of_a_heartbeat() {
+    let r = registry("a");
+    let port_zero = replica("web", "10.0.0.1", 0, T0, 60);
+    let mut bad_tags = replica("web", "10.0.0.2", 80, T0, 60);
+    let mut bad_weight_tag = replica("web", "10.0.0.3", 80, T0, 60);
+    for (rep, tags) in [
+        (&mut bad_tags, "not json"),
+        (&mut bad_weight_tag, r#"{"load_balancing_weight":500}"#),
+    ] {
+        if let Beat::Live { routing, .. } = &mut rep.record.beat {
+            Arc::make_mut(routing).tags = tags.into();
+        }
+    }
+    let applied = r.apply(delta_of(vec![port_zero, bad_tags, bad_weight_tag]), T0);
+    assert_eq!(applied.refusals.get(Refusal::Invalid), 3);
+    assert_eq!((r.host_count(), r.services_held()), (0, 0));
+}
+
+#[test]
+fn peer_ttls_are_clamped_to_this_nodes_bounds_and_do_not_travel_back() {
+    let a = with_config(|c| c.max_ttl = 600);
+    let b = with_config(|c| {
+        c.node = NodeId::new("b");
+        c.min_ttl = 10;
+        c.max_ttl = 60;
+    });
+    a.apply(
+        delta_of(vec![
+            replica("web", "10.0.0.1", 80, T0, 0),
+            replica("web", "10.0.0.2", 80, T0, u32::MAX),
+            replica("web", "10.0.0.3", 80, T0, 30),
+        ]),
+        T0,
+    );
+    let ttls = |r: &Registry| -> Vec<Option<u64>> {
+        hosts(r, "web", T0).hosts.iter().map(|h| h.ttl).collect()
+    };
+    assert_eq!(ttls(&a), [Some(5), Some(600), Some(30)]);
+    pull(&b, &a, T0);
+    assert_eq!(ttls(&b), [Some(10), Some(60), Some(30)]);
+    // The clamped copies keep their versions and stamps: nothing is new for either side,
+    // however often they exchange everything.
+    for _ in 0..3 {
+        let back = a.apply(b.delta(&Digest::new(), 100), T0);
+        assert_eq!((back.changed, back.refused), (0, 0));
+        let forth = b.apply(a.delta(&Digest::new(), 100), T0);
+        assert_eq!((forth.changed, forth.refused), (0, 0));
+    }
+    // b holds each host for as long as its own bounds say, not a's.
+    b.sweep(T0 + 31 * SECOND);
+    assert_eq!(ttls(&b), [Some(60)]);
+    b.recount();
+}
+
+#[test]
+fn a_deleted_host_stays_deleted_between_nodes_with_different_max_ttl() {
+    let long = with_config(|c| {
+        c.node = NodeId::new("long");
+        c.max_ttl = 3600;
+        c.max_stale = Some(0);
+    });
+    let short = with_config(|c| {
+        c.node = NodeId::new("short");
+        c.max_ttl = 60;
+        c.max_stale = Some(0);
+    });
+    let mut beat = reg(80, "r");
+    beat.ttl = Some(3600);
+    long.heartbeat(&svc("web"), ip("10.0.0.1"), &beat, T0)
+        .unwrap();
+    pull(&short, &long, T0);
+    assert_eq!(short.host_count(), 1);
+    // Deleted on the short node; the long node never hears of it (partitioned).
+    short
+        .delete(&svc("web"), ip("10.0.0.1"), None, T0 + SECOND)
+        .unwrap();
+    let mut now = T0 + SECOND;
+    while short.services_held() > 0 {
+        now += 10 * SECOND;
+        assert!(now < T0 + 3600 * SECOND, "the tombstone is collected");
+        short.sweep(now);
+    }
+    // The long node's copy (3600 s) is still live there, and arrives in full.
+    let applied = short.apply(long.delta(&Digest::new(), 100), now);
+    assert_eq!(applied.refusals.get(Refusal::Expired), 1);
+    assert_eq!(short.host_count(), 0);
+    assert!(hosts(&short, "web", now).hosts.is_empty());
+}
+
+#[test]
+fn max_hosts_holds_for_replicated_records_and_refreshes_pass() {
+    let a = registry("peer");
+    let b = with_config(|c| c.max_hosts = 10);
+    for i in 0..50 {
+        a.heartbeat(&svc(&format!("s{i}")), ip("10.0.0.1"), &reg(80, "r"), T0)
+            .unwrap();
+    }
+    let applied = b.apply(a.delta(&Digest::new(), 1000), T0);
+    assert_eq!(
+        (applied.changed, applied.refusals.get(Refusal::Full)),
+        (10, 40)
+    );
+    assert_eq!(b.host_count(), 10);
+    assert_eq!(
+        b.services_held(),
+        10,
+        "refused records leave no service behind"
+    );
+    // A held host's routing change still arrives.
+    let held = &b.services()[0].service;
+    a.heartbeat(&svc(held), ip("10.0.0.1"), &reg(80, "r2"), T0 + SECOND)
+        .unwrap();
+    let applied = b.apply(a.delta(&b.digest(), 1000), T0 + SECOND);
+    assert_eq!((applied.changed, applied.refused), (1, 0));
+    assert_eq!(
+        hosts(&b, held, T0 + SECOND).hosts[0].revision.as_str(),
+        "r2"
+    );
+    b.recount();
+}
+
+#[test]
+fn a_heartbeat_refused_for_max_hosts_leaves_nothing_behind() {
+    let r = with_config(|c| c.max_hosts = 1);
+    r.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    for i in 0..100 {
+        let name = svc(&format!("new-{i}"));
+        assert!(r
+            .heartbeat(&name, ip("10.0.0.1"), &reg(80, "r"), T0)
+            .is_err());
+    }
+    assert_eq!(r.services_held(), 1);
+    r.recount();
+}
+
+#[test]
+fn a_service_with_no_host_or_tombstone_left_is_removed_and_its_index_never_goes_back() {
+    let r = registry("a");
+    let web = svc("web");
+    r.heartbeat(&web, ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    for revision in ["r1", "r2", "r3"] {
+        r.heartbeat(&svc("api"), ip("10.0.0.1"), &reg(80, revision), T0)
+            .unwrap();
+    }
+    let deleted = r.delete(&web, ip("10.0.0.1"), None, T0).unwrap();
+    assert_eq!(r.index("web"), deleted.index);
+    // api expires and goes; web's tombstone keeps it until the tombstone is collected.
+    r.sweep(T0 + 61 * SECOND);
+    assert_eq!(r.services_held(), 1);
+    let floor = r.index("api");
+    assert_eq!(floor, 4, "a removed service reports the floor, not 0");
+    r.sweep(T0 + r.config().tombstone_ttl() + SECOND);
+    assert_eq!(r.services_held(), 0);
+    assert_eq!(r.index("web"), floor);
+    assert!(floor >= deleted.index);
+    assert_eq!(r.view(&web, T0).index, floor);
+    // Back again: past every index it showed before, so a long poll holding one wakes.
+    let back = r
+        .heartbeat(&web, ip("10.0.0.2"), &reg(80, "r"), T0 + 3 * 3600 * SECOND)
+        .unwrap();
+    assert_eq!(back.change.unwrap().index, floor + 1);
+    assert_eq!(hosts(&r, "web", T0 + 3 * 3600 * SECOND).hosts.len(), 1);
+    r.recount();
+}
+
+#[test]
+fn a_delete_from_a_peer_for_an_unknown_service_is_kept_at_the_floor() {
+    let r = registry("a");
+    r.heartbeat(&svc("api"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    r.sweep(T0 + 61 * SECOND);
+    let floor = r.index("web");
+    assert!(floor > 0);
+    let mut tomb = replica("web", "10.0.0.1", 80, T0 + 61 * SECOND, 60);
+    tomb.record = record::tests::deleted(T0 + 61 * SECOND, "peer");
+    r.apply(delta_of(vec![tomb]), T0 + 61 * SECOND);
+    assert_eq!(r.services_held(), 1);
+    assert_eq!(r.index("web"), floor);
+    assert_eq!(r.view(&svc("web"), T0 + 61 * SECOND).index, floor);
+}
+
+#[test]
+fn a_record_claiming_a_write_of_ours_that_we_never_minted_is_refused() {
+    let a = registry("a");
+    let b = registry("b");
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    let mut echo = a.delta(&Digest::new(), 100);
+    // A real echo of a's own write is taken (and changes nothing).
+    let back = a.apply(echo.clone(), T0);
+    assert_eq!((back.changed, back.refused), (0, 0));
+    let mut forged = echo.records[0].clone();
+    forged.ip = ip("10.0.0.2");
+    forged.version.seq = u64::MAX;
+    echo.records = vec![forged];
+    let applied = a.apply(echo, T0);
+    assert_eq!(applied.refusals.get(Refusal::Invalid), 1);
+    // Nothing lingers that every delta would carry again.
+    pull(&b, &a, T0);
+    assert!(a.delta(&b.digest(), 100).records.is_empty());
+}
