@@ -2,7 +2,8 @@
 //! weights, node ids, ports and service names), interleaved with heartbeats, deletes,
 //! overrides and sweeps at an advancing `now`. After every step the registry must hold its
 //! invariants: no panic, the clock within the skew bound, every counter equal to a recount,
-//! every index monotonic, and every read (host list, repo query, services, EDS) rendering.
+//! no version of this node's own that it never minted, every index monotonic, and every read
+//! (host list, repo query, services, EDS) rendering.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -168,6 +169,15 @@ fn check(r: &Registry, now: Micros, indices: &mut HashMap<ServiceName, u64>) {
         r.clock_last()
     );
     r.recount();
+    for svc in r.services.iter() {
+        for entry in svc.hosts.values() {
+            let v = &entry.version;
+            assert!(
+                v.origin != *r.origin() || v.seq <= r.own_seq(),
+                "a version of ours this node never minted: {v:?}"
+            );
+        }
+    }
     let mut names: Vec<ServiceName> = r.services.iter().map(|s| s.name.clone()).collect();
     names.extend(indices.keys().cloned());
     names.push(ServiceName::parse("never-seen").unwrap());
