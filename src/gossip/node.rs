@@ -462,8 +462,7 @@ impl<T: Transport> Node<T> {
     }
 }
 
-/// The base URL a sender can be reached at: its own, or its source address and port.
-/// When refused records were last logged, in seconds since the epoch.
+/// When refused records were last logged, in seconds on the node's clock.
 static REFUSED_WARNED: AtomicU64 = AtomicU64::new(0);
 
 /// Logs a message's refused records with the sending peer, at most one line a second at
@@ -476,14 +475,16 @@ fn warn_refused(peer: &str, received: u64, applied: &crate::registry::Applied, n
         .map(|(reason, n)| format!("{}={n}", reason.as_str()))
         .collect::<Vec<_>>()
         .join(",");
+    let refused = applied.refused;
     let second = now / SECOND;
     if REFUSED_WARNED.swap(second, Ordering::Relaxed) != second {
-        tracing::warn!(peer, received, refused = applied.refused, %reasons, "refused records from a peer");
+        tracing::warn!(peer, received, refused, %reasons, "refused records from a peer");
     } else {
-        tracing::debug!(peer, received, refused = applied.refused, %reasons, "refused records from a peer");
+        tracing::debug!(peer, received, refused, %reasons, "refused records from a peer");
     }
 }
 
+/// The base URL a sender can be reached at: its own, or its source address and port.
 fn sender_addr(from: &Sender, remote: Option<IpAddr>) -> Option<String> {
     if let Some(addr) = &from.addr {
         return Some(addr.clone());

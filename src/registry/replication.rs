@@ -384,6 +384,11 @@ impl Registry {
             version,
             mut record,
         } = self.sanitize(replica, now)?;
+        // Our own writes come back from peers; a seq of ours this incarnation never minted
+        // (forged, or another node sharing our id and start time) would make every later
+        // delta to every peer carry the record again: it is held under a version of our own.
+        let foreign_seq =
+            version.origin == self.origin && version.seq > self.seq.load(Ordering::Relaxed);
         let live = !record.is_deleted();
         let mut guard = match self.services.get_mut(&service) {
             Some(guard) => guard,
@@ -427,6 +432,7 @@ impl Registry {
         };
         let (entry, merged, old_ttl, old_hb) = match svc.hosts.entry((ip, port)) {
             btree_map::Entry::Vacant(slot) => {
+                let version = if foreign_seq { self.mint() } else { version };
                 let entry = slot.insert(Entry {
                     shipped_ts: record.hb.ts,
                     record,
@@ -443,7 +449,7 @@ impl Registry {
                 if merged == Merged::Unchanged {
                     return Ok(Outcome::Unchanged);
                 }
-                entry.version = if entry.record == record {
+                entry.version = if entry.record == record && !foreign_seq {
                     version
                 } else {
                     // Content that no single peer minted: give it an identity of our own so
