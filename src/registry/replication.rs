@@ -83,8 +83,8 @@ pub struct Delta {
 /// Why a peer's record was refused (whole: nothing of it is applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
-    /// It fails the validation a heartbeat gets (service name, port, revision, repository
-    /// name or tags), or claims a version of this node's own that it never minted.
+    /// It fails the validation a heartbeat gets: service name, port, revision, repository
+    /// name or tags.
     Invalid,
     /// One of its timestamps (heartbeat, delete or weight) is more than `--max-clock-skew`
     /// ahead of this node's clock.
@@ -327,13 +327,6 @@ impl Registry {
         // that whatever path a record comes by, it is held only if a heartbeat could be.
         ServiceName::parse(replica.service.as_str()).map_err(|_| Refusal::Invalid)?;
         Port::new(i64::from(replica.port)).map_err(|_| Refusal::Invalid)?;
-        // Our own writes come back from peers; a seq this incarnation never minted is forged,
-        // and held it would make every later delta to every peer carry it again.
-        if replica.version.origin == self.origin
-            && replica.version.seq > self.seq.load(Ordering::Relaxed)
-        {
-            return Err(Refusal::Invalid);
-        }
         let record = &mut replica.record;
         let horizon = now.saturating_add(self.config.max_clock_skew);
         let stamps = [
