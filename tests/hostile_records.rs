@@ -281,10 +281,128 @@ fn a_churn_of_distinct_services_leaves_nothing_held_once_expired() {
         "{}/v1/registration/churn-0?index={floor}&wait=60s",
         node.url
     );
-    let poll = std::thread::spawn(move || http("GET", &url, None, ""));
+    let poll = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let answer = http("GET", &url, None, "");
+        (answer, started.elapsed())
+    });
+    // The poll must be waiting before the service comes back, or this proves nothing.
+    wait_until("the long poll to wait", PATIENCE, || {
+        metric(&node, "discovery_long_polls", "") == 1.0
+    });
     heartbeat(&node, "churn-0", "ip=10.0.0.1&port=80&revision=back");
-    let (status, body) = poll.join().unwrap();
+    let ((status, body), took) = poll.join().unwrap();
     assert_eq!(status, 200);
+    // Woken by the write, not by the end of its 60 s wait.
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
     assert!(body.contains("\"back\""), "{body}");
     assert!(index(&node, "churn-0", "") > floor);
+}
+
+/// A message of deletes for invented hosts, `n` services of one tombstone each.
+fn tombstones(n: usize) -> Vec<Replica> {
+    let now = wall_now();
+    (0..n)
+        .map(|i| {
+            let mut r = live(&format!("gone-{i}"), "10.0.0.1", now);
+            r.record.beat = Beat::Deleted;
+            r.record.cleared = Some(r.record.hb.clone());
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn tombstones_for_invented_hosts_count_against_max_hosts() {
+    let node = Node::start(&["--max-hosts", "10"]);
+    assert_eq!(gossip(&node, tombstones(5000)), 200);
+    assert_eq!(refused(&node, "full"), 4990.0);
+    assert_eq!(metric(&node, "discovery_services_held", ""), 10.0);
+    // Tombstones fill the room live hosts would take, but never past the limit.
+    let url = format!("{}/v1/registration/new", node.url);
+    assert_eq!(
+        http("POST", &url, Some(FORM), "ip=10.0.0.1&port=80&revision=r").0,
+        200
+    );
+}
+
+#[test]
+fn invented_origins_cannot_grow_the_digest_past_what_peers_decode() {
+    use discovery::gossip::messages::MAX_ORIGINS;
+    use discovery::registry::{Span, MAX_KNOWN_ORIGINS};
+
+    let a = Node::start(&["--node-id", "a", "--gossip-interval", "200ms"]);
+    let b = Node::start(&[
+        "--node-id",
+        "b",
+        "--gossip-interval",
+        "200ms",
+        "--peers",
+        &a.url,
+    ]);
+    let spans: Vec<Span> = (0..MAX_ORIGINS)
+        .map(|i| Span {
+            origin: Arc::new(Origin {
+                node: NodeId::new(&format!("ghost-{i}")),
+                generation: 1,
+            }),
+            after: 0,
+            upto: 1,
+        })
+        .collect();
+    let forged = SyncMessage {
+        from: Sender {
+            node_id: "mallory".into(),
+            addr: None,
+            port: 1,
+            ready: false,
+        },
+        digest: Digest::new(),
+        delta: Delta {
+            spans,
+            ..Delta::default()
+        },
+        peers: vec![],
+    };
+    let (status, answer) = post_raw(&a, &forged.encode());
+    assert_eq!(status, 200);
+    // What a answers (and so sends every peer) still decodes, its digest bounded.
+    let answer = SyncMessage::decode(&answer).unwrap();
+    assert!(
+        answer.digest.len() <= MAX_KNOWN_ORIGINS + 1,
+        "{}",
+        answer.digest.len()
+    );
+    // And a keeps gossiping with b: a write on a reaches b.
+    heartbeat(&a, "web", "ip=10.0.0.1&port=80&revision=r");
+    wait_until("a's write on b", PATIENCE, || hosts(&b, "web").len() == 1);
+    assert_eq!(
+        metric(
+            &b,
+            "discovery_gossip_messages_refused_total",
+            "kind=\"malformed\""
+        ),
+        0.0
+    );
+}
+
+/// POSTs a gossip message over a plain socket: (status, answer body bytes).
+fn post_raw(node: &Node, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(node.addr()).unwrap();
+    let head = format!(
+        "POST {SYNC_PATH} HTTP/1.1\r\nHost: {}\r\nContent-Type: {CONTENT_TYPE_GOSSIP}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        node.addr(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let status = String::from_utf8_lossy(&answer[9..12]).parse().unwrap();
+    (status, answer[split + 4..].to_vec())
 }

@@ -37,6 +37,8 @@ pub const MAX_RECORDS: usize = 5000;
 pub const MAX_PEERS: usize = 64;
 /// Most origins one message may name (its origin table, digest and spans each).
 pub const MAX_ORIGINS: usize = 10_000;
+// A node's own digest must always fit what its peers decode.
+const _: () = assert!(crate::registry::MAX_KNOWN_ORIGINS < MAX_ORIGINS);
 /// The longest peer URL, in bytes.
 pub const MAX_PEER_URL_LEN: usize = 256;
 /// The records of one message take at most this many bytes of JSON: a sender cuts its

@@ -35,7 +35,9 @@ use parking_lot::Mutex;
 
 pub use clock::{rfc3339, Micros, NodeId, Stamp, SECOND};
 pub use record::{Beat, Merged, Origin, Record, Routing, Version};
-pub use replication::{advance, behind, Applied, Delta, Digest, Refusal, Refusals, Replica, Span};
+pub use replication::{
+    advance, behind, Applied, Delta, Digest, Refusal, Refusals, Replica, Span, MAX_KNOWN_ORIGINS,
+};
 pub use sweep::SweepReport;
 pub use view::ServiceView;
 
@@ -185,6 +187,10 @@ pub struct Registry {
     live: AtomicUsize,
     /// Stale hosts in all. Changed only by [`Registry::transition`].
     stale: AtomicUsize,
+    /// Tombstones in all: with `live`, what bounds the entries a node keeps (a peer's
+    /// tombstone for a key not held counts against `--max-hosts` too). Changed only by
+    /// [`Registry::transition`].
+    tombstones: AtomicUsize,
     guard_engaged: AtomicBool,
     /// The highest index a removed service had reached: what a service not held reports,
     /// and where a new one starts, so an index (`X-Discovery-Index`) never goes back across
@@ -213,6 +219,7 @@ impl Registry {
             stale_keys: Mutex::new(HashSet::new()),
             live: AtomicUsize::new(0),
             stale: AtomicUsize::new(0),
+            tombstones: AtomicUsize::new(0),
             guard_engaged: AtomicBool::new(false),
             index_floor: AtomicU64::new(0),
             known: Mutex::new(HashMap::new()),
@@ -277,6 +284,17 @@ impl Registry {
         Ok(())
     }
 
+    /// Refuses a peer's tombstone for a key not held when live hosts and tombstones together
+    /// fill `--max-hosts`: a tombstone lives for hours (`tombstone_ttl`), so without this one
+    /// message of deletes for invented keys would hold memory that no limit bounds.
+    fn check_room_for_tombstone(&self) -> Result<(), RegistryFull> {
+        let held = self.live.load(Ordering::Relaxed) + self.tombstones.load(Ordering::Relaxed);
+        if held >= self.config.max_hosts {
+            return Err(RegistryFull(self.config.max_hosts));
+        }
+        Ok(())
+    }
+
     /// The one place where a host entry changes state as the counters see it: moves the
     /// service's tally, the registry-wide counts, `stale_keys` and the entry's `stale` flag
     /// together. Called with the service's shard lock held (the `svc` borrow), so a reader
@@ -303,6 +321,15 @@ impl Registry {
             (true, false) => {
                 tally.live -= 1;
                 self.live.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        match (from == Slot::Tombstone, to == Slot::Tombstone) {
+            (false, true) => {
+                self.tombstones.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.tombstones.fetch_sub(1, Ordering::Relaxed);
             }
             _ => {}
         }
@@ -659,6 +686,7 @@ impl Registry {
     pub(crate) fn recount(&self) -> (usize, usize) {
         let mut live = 0;
         let mut stale = 0;
+        let mut tombstones = 0;
         let mut stale_keys = HashSet::new();
         for svc in self.services.iter() {
             assert!(!svc.hosts.is_empty(), "{} is kept with no entry", svc.name);
@@ -666,6 +694,7 @@ impl Registry {
             for ((ip, port), entry) in &svc.hosts {
                 let slot = entry.slot();
                 tally.live += usize::from(slot.is_live());
+                tombstones += usize::from(slot == Slot::Tombstone);
                 if slot == Slot::Stale {
                     tally.stale += 1;
                     stale_keys.insert(HostKey {
@@ -681,6 +710,11 @@ impl Registry {
         }
         assert_eq!(self.live.load(Ordering::Relaxed), live, "live hosts");
         assert_eq!(self.stale.load(Ordering::Relaxed), stale, "stale hosts");
+        assert_eq!(
+            self.tombstones.load(Ordering::Relaxed),
+            tombstones,
+            "tombstones"
+        );
         assert_eq!(*self.stale_keys.lock(), stale_keys, "stale_keys");
         (live, stale)
     }

@@ -35,12 +35,22 @@ pub fn behind(held: &Digest, since: &Digest) -> u64 {
 /// digest already held everything up to the span's `after` (no gap is skipped).
 pub fn advance(digest: &mut Digest, spans: &[Span]) {
     for span in spans {
-        let have = digest.entry(span.origin.clone()).or_insert(0);
-        if *have >= span.after && span.upto > *have {
-            *have = span.upto;
+        // No entry for a span that moves nothing: a digest names only what it holds.
+        let have = digest.get(&span.origin).copied().unwrap_or(0);
+        if have >= span.after && span.upto > have {
+            digest.insert(span.origin.clone(), span.upto);
         }
     }
 }
+
+/// Most foreign origins a node tracks in its digest. Every gossip message carries the whole
+/// digest, and a peer refuses a message naming more than its decoding bound of origins, so a
+/// digest grown by forged spans would cut the node off from every peer. A real cluster needs
+/// one origin per node incarnation whose writes are still held: thousands leave room for
+/// hundreds of nodes and their restarts. Past the bound, spans of new origins are not
+/// tracked (their records are still merged; peers only resend them until pruning makes
+/// room: see [`Registry::forget_origins`]).
+pub const MAX_KNOWN_ORIGINS: usize = 4096;
 
 /// One host key's record as it travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,12 +274,22 @@ impl Registry {
             }
         }
         super::coalesce(&mut applied.changes);
-        let foreign: Vec<Span> = delta
+        let mut known = self.known.lock();
+        let mut room = MAX_KNOWN_ORIGINS.saturating_sub(known.len());
+        let admitted: Vec<Span> = delta
             .spans
             .into_iter()
             .filter(|span| span.origin != self.origin)
+            .filter(|span| {
+                let new = !known.contains_key(&span.origin);
+                if new && room == 0 {
+                    return false;
+                }
+                room -= usize::from(new);
+                true
+            })
             .collect();
-        advance(&mut self.known.lock(), &foreign);
+        advance(&mut known, &admitted);
         applied
     }
 
@@ -306,8 +326,13 @@ impl Registry {
                     m
                 });
         let before = known.len();
+        // Under pressure (half the bound taken, which only forged spans or a very large
+        // cluster reach) every origin no record carries goes: a real peer's origin comes back
+        // with its next span, an invented one does not.
+        let pressed = known.len() > MAX_KNOWN_ORIGINS / 2;
         known.retain(|origin, _| {
-            referenced.contains(origin) || newest.get(&origin.node) == Some(&origin.generation)
+            referenced.contains(origin)
+                || (!pressed && newest.get(&origin.node) == Some(&origin.generation))
         });
         before - known.len()
     }
@@ -389,6 +414,8 @@ impl Registry {
                 // Checked before the service is created: a refused record leaves nothing.
                 if live {
                     self.check_room().map_err(|_| Refusal::Full)?;
+                } else {
+                    self.check_room_for_tombstone().map_err(|_| Refusal::Full)?;
                 }
                 self.services
                     .entry(service.clone())
@@ -399,7 +426,10 @@ impl Registry {
         let held = svc.hosts.get(&(ip, port));
         let from = held.map_or(Slot::Absent, Entry::slot);
         let revives = live && !from.is_live() && held.is_none_or(|e| record.hb > e.record.hb);
-        if revives && self.check_room().is_err() {
+        let new_tombstone = !live && held.is_none();
+        if (revives && self.check_room().is_err())
+            || (new_tombstone && self.check_room_for_tombstone().is_err())
+        {
             if svc.hosts.is_empty() {
                 drop(guard);
                 self.forget_if_empty(&service);

@@ -826,3 +826,67 @@ fn a_record_claiming_a_write_of_ours_that_we_never_minted_is_held_under_a_real_v
     assert_eq!(b.host_count(), 2);
     assert!(a.delta(&b.digest(), 100).records.is_empty());
 }
+
+fn ghost_spans(n: usize, after: u64) -> Vec<Span> {
+    (0..n)
+        .map(|i| Span {
+            origin: Arc::new(Origin {
+                node: NodeId::new(&format!("ghost-{i}")),
+                generation: 1,
+            }),
+            after,
+            upto: after + 1,
+        })
+        .collect()
+}
+
+#[test]
+fn forged_spans_cannot_grow_the_digest_past_its_bound() {
+    let a = registry("a");
+    // A span that moves nothing names nothing.
+    a.apply(
+        Delta {
+            spans: ghost_spans(10, 5),
+            ..Delta::default()
+        },
+        T0,
+    );
+    assert_eq!(a.digest().len(), 1, "only a's own origin");
+    // Spans of invented origins fill the table up to its bound and no further.
+    a.apply(
+        Delta {
+            spans: ghost_spans(MAX_KNOWN_ORIGINS + 500, 0),
+            ..Delta::default()
+        },
+        T0,
+    );
+    assert_eq!(a.digest().len(), MAX_KNOWN_ORIGINS + 1);
+    // Pruning under pressure drops every origin that no record carries.
+    assert_eq!(a.forget_origins(T0 + 61 * SECOND), MAX_KNOWN_ORIGINS);
+    assert_eq!(a.digest().len(), 1);
+}
+
+#[test]
+fn a_peers_tombstones_for_keys_not_held_count_against_max_hosts() {
+    let mut config = RegistryConfig::new("test", "a");
+    config.max_hosts = 3;
+    let a = Registry::new(config);
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    let b = registry("b");
+    for i in 0..5 {
+        let key = format!("10.0.1.{i}");
+        b.heartbeat(&svc("web"), ip(&key), &reg(80, "r"), T0).unwrap();
+        b.delete(&svc("web"), ip(&key), None, T0).unwrap();
+    }
+    let applied = a.apply(b.delta(&Digest::new(), 100), T0);
+    assert_eq!(applied.refusals.get(Refusal::Full), 3);
+    a.recount();
+    // A delete of a host held is never refused: it takes no new room.
+    b.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0 + 1)
+        .unwrap();
+    b.delete(&svc("web"), ip("10.0.0.1"), None, T0 + 2).unwrap();
+    pull(&a, &b, T0 + 3);
+    assert_eq!(a.host_count(), 0);
+    a.recount();
+}
