@@ -10,15 +10,18 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use super::messages::{SyncRequest, SyncResponse};
-use super::node::{Clock, Node, Refusal};
+use super::node::{Clock, MessageRefusal, Node};
 use super::transport::{Exchanged, Transport, TransportError};
 use crate::shared::Shared;
 
 /// The receiving side of an exchange.
 pub trait Handler: Send + Sync {
     /// Answers a request, or refuses it.
-    fn handle(&self, req: SyncRequest, remote: Option<SocketAddr>)
-        -> Result<SyncResponse, Refusal>;
+    fn handle(
+        &self,
+        req: SyncRequest,
+        remote: Option<SocketAddr>,
+    ) -> Result<SyncResponse, MessageRefusal>;
 }
 
 impl<T: Transport> Handler for Node<T> {
@@ -26,7 +29,7 @@ impl<T: Transport> Handler for Node<T> {
         &self,
         req: SyncRequest,
         remote: Option<SocketAddr>,
-    ) -> Result<SyncResponse, Refusal> {
+    ) -> Result<SyncResponse, MessageRefusal> {
         Node::handle(self, req, remote)
     }
 }
@@ -171,7 +174,7 @@ impl Transport for MemoryTransport {
             SyncRequest::decode(&bytes).map_err(|e| TransportError::Refused(e.to_string()))?;
         let answer = match handler.handle(req, None) {
             Ok(answer) => answer.encode(),
-            Err(Refusal::OwnId) => return Err(TransportError::SameId),
+            Err(MessageRefusal::OwnId) => return Err(TransportError::SameId),
         };
         self.net.count(peer, &self.me, answer.len());
         let response = SyncResponse::decode(&answer)

@@ -46,8 +46,9 @@ pub use node::{Clock, Mode, Node};
 
 use crate::auth::{self, Access};
 use crate::shared::{now, Shared};
+use crate::throttle::Throttle;
 use messages::{DecodeError, SyncRequest, MAX_MESSAGE_BYTES};
-use node::Refusal;
+use node::MessageRefusal;
 
 /// The gossip endpoint: `POST` a [`SyncRequest`], get a [`messages::SyncResponse`].
 pub const SYNC_PATH: &str = "/v1/gossip/sync";
@@ -77,6 +78,8 @@ struct Endpoint {
     node: Arc<HttpNode>,
     /// See [`DECODE_SLOTS`].
     slots: Arc<Semaphore>,
+    /// When a refused message was last logged.
+    warned: Arc<Throttle>,
 }
 
 /// Starts gossip for the node listening on `addr`.
@@ -109,6 +112,7 @@ pub fn spawn(
         endpoint: Endpoint {
             node,
             slots: Arc::new(Semaphore::new(DECODE_SLOTS)),
+            warned: Arc::new(Throttle::new()),
         },
     }
 }
@@ -201,14 +205,14 @@ fn refuse(status: StatusCode, error: &str) -> Response {
 enum Handled {
     Answer(Vec<u8>),
     Undecodable(DecodeError),
-    Refused(Refusal),
+    Refused(MessageRefusal),
 }
 
 /// `POST /v1/gossip/sync`: a peer's exchange. Refused without the peer token (when set);
 /// a malformed message, one over a bound, one with a bad sender or one claiming this node's
 /// id is counted, logged with its source address, answered `4xx` and changes nothing.
 async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
-    let node = endpoint.node;
+    let node = endpoint.node.clone();
     let shared = node.shared().clone();
     if !auth::allowed(&shared.config.tokens, Access::Peer, request.headers()) {
         return refuse(
@@ -221,15 +225,19 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let metrics = &shared.metrics;
-    let count = |kind: &'static str| {
+    // Counted every time; logged at most once every `throttle::EVERY_SECS` (a sender can
+    // refuse messages at will), with the source address and what was wrong.
+    let count = |kind: &'static str, why: &dyn std::fmt::Display| {
         crate::metrics::Metrics::gossip(&metrics.gossip_messages_refused, kind, 1);
+        if endpoint.warned.allow(now() / crate::registry::SECOND) {
+            tracing::warn!(peer = ?remote, kind, %why, "refused a gossip message (at most one line every 10 s)");
+        }
     };
     let body = request.into_body();
     if axum::body::HttpBody::size_hint(&body).lower() > MAX_MESSAGE_BYTES as u64 {
         // Declared over the bound: refused before a byte is read, so the sender cannot hold
         // the connection until the read timeout with a body we would refuse anyway.
-        count("too_large");
-        tracing::warn!(peer = ?remote, "refused a gossip message declared over the size bound");
+        count("too_large", &"declared over the size bound");
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "gossip message too large");
     }
     let read = axum::body::to_bytes(body, MAX_MESSAGE_BYTES);
@@ -242,8 +250,7 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
         }
         Ok(Err(e)) => {
             if e.into_inner().is::<http_body_util::LengthLimitError>() {
-                count("too_large");
-                tracing::warn!(peer = ?remote, "refused an oversized gossip message");
+                count("too_large", &"over the size bound");
                 return refuse(StatusCode::PAYLOAD_TOO_LARGE, "gossip message too large");
             }
             return refuse(StatusCode::BAD_REQUEST, "could not read the gossip message");
@@ -253,8 +260,7 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let permit = match tokio::time::timeout(DECODE_WAIT, endpoint.slots.acquire_owned()).await {
         Ok(Ok(permit)) => permit,
         _ => {
-            count("busy");
-            tracing::warn!(peer = ?remote, "gossip decoding is saturated; answered 503");
+            count("busy", &"every decode slot is taken; answered 503");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, "1")],
@@ -282,12 +288,12 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
             return refuse(StatusCode::CONFLICT, &refusal.to_string());
         }
         Ok(Handled::Undecodable(e)) => {
-            count(match e {
+            let kind = match e {
                 DecodeError::TooLarge => "too_large",
                 DecodeError::Malformed(_) => "malformed",
                 DecodeError::BadSender(_) => "bad_sender",
-            });
-            tracing::warn!(peer = ?remote, error = %e, "refused a gossip message");
+            };
+            count(kind, &e);
             return refuse(StatusCode::BAD_REQUEST, &e.to_string());
         }
         Err(e) => {

@@ -11,7 +11,7 @@
 //! Because step 3 uses the digest the peer just sent, a round ships only what the peer
 //! lacks, not what this node guessed it might lack.
 //!
-//! Identity: a message that claims this node's own id is refused whole ([`Refusal::OwnId`],
+//! Identity: a message that claims this node's own id is refused whole ([`MessageRefusal::OwnId`],
 //! `409` over HTTP) before it touches anything, and an answer that claims it fails the
 //! exchange. The initiator of a refused exchange learns that the address is this node (or a
 //! node misconfigured with its id) and stops gossiping with it. What a message says about
@@ -36,6 +36,7 @@ use super::transport::{Transport, TransportError};
 use crate::metrics::Metrics;
 use crate::registry::{advance, behind, Delta, Digest, Micros, Registry, SECOND};
 use crate::shared::Shared;
+use crate::throttle::Throttle;
 
 /// Where a node reads the time: the wall clock in production, a virtual one in tests and
 /// benchmarks (one per node, to model clock skew).
@@ -59,7 +60,7 @@ pub enum Mode {
 
 /// Why a node refused a peer's message (it changed nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub enum MessageRefusal {
     /// The sender claims this node's own node id.
     #[error("the message claims this node's own node id")]
     OwnId,
@@ -94,6 +95,10 @@ pub struct Node<T> {
     warmup_ends: Micros,
     /// The own-origin seq at the last push.
     pushed_seq: AtomicU64,
+    /// When refused records were last logged (on the node's clock).
+    records_warned: Throttle,
+    /// When a message in this node's own name was last logged.
+    own_id_warned: Throttle,
 }
 
 impl<T: Transport> Node<T> {
@@ -123,6 +128,8 @@ impl<T: Transport> Node<T> {
             clock,
             warmup_ends,
             pushed_seq: AtomicU64::new(0),
+            records_warned: Throttle::new(),
+            own_id_warned: Throttle::new(),
         };
         node.publish_table();
         node
@@ -165,7 +172,6 @@ impl<T: Transport> Node<T> {
         if received == 0 && delta.spans.is_empty() {
             return;
         }
-        let newest = delta.records.iter().map(|r| r.record.hb.ts).max();
         let applied = self.shared.registry.apply(delta, now);
         self.shared.publish(&applied.changes);
         Metrics::gossip(&metrics.gossip_records, "received", received);
@@ -174,9 +180,11 @@ impl<T: Transport> Node<T> {
             for (reason, n) in applied.refusals.iter() {
                 metrics.refused(reason, n as u64);
             }
-            warn_refused(&peer(), received, &applied, now);
+            warn_refused(&self.records_warned, &peer(), received, &applied, now);
         }
-        if let (Some(newest), true) = (newest, applied.changed > 0) {
+        // Only records taken count: a refused one (say, stamped in year 10000) says nothing of
+        // how far behind this node is.
+        if let Some(newest) = applied.newest {
             let lag = now.saturating_sub(newest) as f64 / SECOND as f64;
             metrics.convergence_lag_seconds.set(lag);
         }
@@ -189,15 +197,17 @@ impl<T: Transport> Node<T> {
         &self,
         req: SyncRequest,
         remote: Option<SocketAddr>,
-    ) -> Result<SyncResponse, Refusal> {
+    ) -> Result<SyncResponse, MessageRefusal> {
         if req.from.node_id == self.shared.config.registry.node.as_str() {
             Metrics::gossip(&self.shared.metrics.gossip_messages_refused, "own_id", 1);
-            tracing::warn!(
-                source = ?remote,
-                claimed_addr = req.from.addr.as_deref().unwrap_or(""),
-                "refused a gossip message that claims this node's own node id (forged, or this node's own address among its peers)"
-            );
-            return Err(Refusal::OwnId);
+            if self.own_id_warned.allow(self.now() / SECOND) {
+                tracing::warn!(
+                    source = ?remote,
+                    claimed_addr = req.from.addr.as_deref().unwrap_or(""),
+                    "refused a gossip message that claims this node's own node id (forged, or this node's own address among its peers; at most one line every 10 s)"
+                );
+            }
+            return Err(MessageRefusal::OwnId);
         }
         let now = self.now();
         let from = &req.from;
@@ -462,13 +472,16 @@ impl<T: Transport> Node<T> {
     }
 }
 
-/// When refused records were last logged, in seconds on the node's clock.
-static REFUSED_WARNED: AtomicU64 = AtomicU64::new(0);
-
-/// Logs a message's refused records with the sending peer, at most one line a second at
-/// `warn` (a hostile peer must not flood the log) and the rest at `debug`;
-/// `discovery_gossip_records_refused_total` counts every one.
-fn warn_refused(peer: &str, received: u64, applied: &crate::registry::Applied, now: Micros) {
+/// Logs a message's refused records with the sending peer, at most one line every
+/// [`crate::throttle::EVERY_SECS`] at `warn` (a hostile peer must not flood the log) and the
+/// rest at `debug`; `discovery_gossip_records_refused_total` counts every one.
+fn warn_refused(
+    warned: &Throttle,
+    peer: &str,
+    received: u64,
+    applied: &crate::registry::Applied,
+    now: Micros,
+) {
     let reasons = applied
         .refusals
         .iter()
@@ -476,8 +489,7 @@ fn warn_refused(peer: &str, received: u64, applied: &crate::registry::Applied, n
         .collect::<Vec<_>>()
         .join(",");
     let refused = applied.refused;
-    let second = now / SECOND;
-    if REFUSED_WARNED.swap(second, Ordering::Relaxed) != second {
+    if warned.allow(now / SECOND) {
         tracing::warn!(peer, received, refused, %reasons, "refused records from a peer");
     } else {
         tracing::debug!(peer, received, refused, %reasons, "refused records from a peer");

@@ -535,7 +535,7 @@ proptest! {
 
 use super::memory::Handler;
 use super::messages::{Sender, SyncRequest, SyncResponse};
-use super::node::Refusal;
+use super::node::MessageRefusal;
 use super::peers::MAX_UNVERIFIED;
 use crate::metrics::GossipLabels;
 
@@ -589,7 +589,7 @@ async fn a_message_claiming_the_receivers_own_id_is_refused_and_changes_nothing(
             vec![addr(them)],
         );
         let answer = c.nodes[me].handle(req, None);
-        assert_eq!(answer.err(), Some(Refusal::OwnId), "message {i}");
+        assert_eq!(answer.err(), Some(MessageRefusal::OwnId), "message {i}");
         assert_eq!(refused(&c.nodes[me], "own_id"), 1);
     }
     assert_eq!((table(&c.nodes[0]), table(&c.nodes[1])), before);
@@ -613,7 +613,7 @@ impl Handler for Impersonator {
         &self,
         _req: SyncRequest,
         _remote: Option<std::net::SocketAddr>,
-    ) -> Result<SyncResponse, Refusal> {
+    ) -> Result<SyncResponse, MessageRefusal> {
         Ok(forged(
             &self.victim,
             "http://n0:80",
@@ -758,6 +758,7 @@ async fn post_to_endpoint(slots: usize) -> axum::response::Response {
     let endpoint = super::Endpoint {
         node,
         slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+        warned: Arc::new(crate::throttle::Throttle::new()),
     };
     let body = forged("n1", "http://n1:80", Delta::default(), Vec::new()).encode();
     let request = axum::http::Request::post(super::SYNC_PATH)

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use discovery_api::{ErrorBody, ValidationError};
 
-use super::throttle::Throttle;
 use crate::shared::now;
+use crate::throttle::Throttle;
 
 /// When a refusal by a limit was last logged.
 static LIMIT_WARNED: Throttle = Throttle::new();
@@ -81,7 +81,7 @@ impl IntoResponse for ApiError {
         if matches!(
             self,
             ApiError::Unavailable(_) | ApiError::PayloadTooLarge(_)
-        ) && LIMIT_WARNED.allow(now() / 1_000_000, 10)
+        ) && LIMIT_WARNED.allow(now() / 1_000_000)
         {
             tracing::warn!(error = %self, "refused by a limit (at most one line every 10 s)");
         }

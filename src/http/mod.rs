@@ -18,7 +18,6 @@ mod metrics;
 mod peers;
 mod registration;
 mod services;
-mod throttle;
 
 use std::borrow::Cow;
 use std::sync::Arc;

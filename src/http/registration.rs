@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use discovery_api::{parse_bool, Port, Registration, RepoName, ServiceName, INDEX_HEADER};
 
 use super::body::{self, Payload, QueryMap, Segments};
-use super::throttle::Throttle;
 use super::{require, ApiError, AppState};
 use crate::auth::Access;
 use crate::metrics::HeartbeatResult;
 use crate::registry::{RegistryFull, ServiceView};
 use crate::shared::now;
+use crate::throttle::Throttle;
 
 /// `{}`: the seed's success body.
 fn ok_empty() -> Response {
@@ -294,7 +294,7 @@ static LONG_POLL_LIMIT_WARNED: Throttle = Throttle::new();
 /// answered at once poll again at once, so one line per refusal would flood the log.
 /// `discovery_long_polls_refused_total` counts every one.
 fn warn_long_poll_limit(max: usize) {
-    if LONG_POLL_LIMIT_WARNED.allow(now() / 1_000_000, 10) {
+    if LONG_POLL_LIMIT_WARNED.allow(now() / 1_000_000) {
         tracing::warn!(
             max_long_polls = max,
             "long-poll limit reached: further polls are answered at once (--max-long-polls)"

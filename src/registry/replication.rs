@@ -169,6 +169,9 @@ pub struct Applied {
     pub refusals: Refusals,
     /// Services whose host list changed.
     pub changes: Vec<Change>,
+    /// The newest heartbeat stamp among the records that changed something here (for the
+    /// convergence lag: refused records say nothing about it).
+    pub newest: Option<Micros>,
 }
 
 impl Registry {
@@ -261,10 +264,12 @@ impl Registry {
     pub fn apply(&self, delta: Delta, now: Micros) -> Applied {
         let mut applied = Applied::default();
         for replica in delta.records {
+            let stamp = replica.record.hb.ts;
             match self.apply_one(replica, now) {
                 Ok(Outcome::Unchanged) => {}
                 Ok(Outcome::Changed(change)) => {
                     applied.changed += 1;
+                    applied.newest = applied.newest.max(Some(stamp));
                     applied.changes.extend(change);
                 }
                 Err(reason) => {

@@ -876,7 +876,8 @@ fn a_peers_tombstones_for_keys_not_held_count_against_max_hosts() {
     let b = registry("b");
     for i in 0..5 {
         let key = format!("10.0.1.{i}");
-        b.heartbeat(&svc("web"), ip(&key), &reg(80, "r"), T0).unwrap();
+        b.heartbeat(&svc("web"), ip(&key), &reg(80, "r"), T0)
+            .unwrap();
         b.delete(&svc("web"), ip(&key), None, T0).unwrap();
     }
     let applied = a.apply(b.delta(&Digest::new(), 100), T0);
