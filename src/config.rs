@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Fraction of hosts overdue at one sweep above which they are held (0 turns the guard off).
     #[arg(long, env = "DISCOVERY_EXPIRY_GUARD", default_value_t = 0.5)]
     pub expiry_guard: f64,
+    /// Longest grace a host past its TTL gets (half its TTL, at most this) while the expiry
+    /// guard measures the loss, and the window over which the guard counts hosts lost.
+    #[arg(long, env = "DISCOVERY_EXPIRY_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub expiry_grace: Duration,
     /// How long the guard may hold a silent host (default: three times its TTL).
     #[arg(long, env = "DISCOVERY_MAX_STALE", value_parser = humantime::parse_duration)]
     pub max_stale: Option<Duration>,
@@ -347,6 +351,9 @@ impl Config {
                 max_ttl,
                 expiry_guard: args.expiry_guard,
                 max_stale,
+                expiry_grace: secs("expiry-grace", args.expiry_grace)?,
+                // Two rounds for the final copy of an overdue host to arrive.
+                expiry_margin: 2 * args.gossip_interval.as_micros() as u64,
                 max_hosts: args.max_hosts,
                 max_clock_skew: args.max_clock_skew.as_micros() as u64,
             },

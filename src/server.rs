@@ -124,10 +124,11 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
         if report.guard_toggled {
             if report.guard_engaged {
                 tracing::warn!(
-                    overdue = report.overdue,
+                    lost = report.overdue,
                     total = report.total,
                     guard = shared.config.registry.expiry_guard,
-                    "expiry guard engaged: too many hosts overdue at once; this node probably lost contact, holding them as stale"
+                    window_secs = shared.config.registry.expiry_grace,
+                    "expiry guard engaged: too many hosts went overdue within the window; this node probably lost contact, holding them as stale"
                 );
             } else {
                 tracing::info!("expiry guard released");
@@ -139,6 +140,10 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
             );
         }
         shared.publish(&report.changes);
+        if report.reshipped > 0 {
+            // Final copies of hosts that went overdue here: peers drop them on our deadline.
+            shared.changed.notify_one();
+        }
     }
 }
 
