@@ -48,7 +48,8 @@ pub struct ServeArgs {
     /// Largest TTL a heartbeat may ask for.
     #[arg(long, env = "DISCOVERY_MAX_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub max_ttl: Duration,
-    /// Fraction of hosts overdue at one sweep above which they are held (0 turns the guard off).
+    /// Fraction of the hosts held that may be lost (held, in grace or dropped) within the
+    /// guard's window (`--expiry-grace`) before overdue hosts are held (0 turns the guard off).
     #[arg(long, env = "DISCOVERY_EXPIRY_GUARD", default_value_t = 0.5)]
     pub expiry_guard: f64,
     /// Longest grace a host past its TTL gets (half its TTL, at most this) while the expiry

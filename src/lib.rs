@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod shared;
+pub mod stall;

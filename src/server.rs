@@ -112,7 +112,22 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let report = shared.registry.sweep(now());
+        let now = now();
+        if let Some(stall) = shared.stall.tick(now, || shared.clustered()) {
+            shared.stalled(stall);
+        }
+        if shared.stall.give_up(now) {
+            tracing::warn!(
+                bound_secs = shared.stall.resync_bound() as f64 / 1e6,
+                "no ready peer answered after a stall; serving what this node holds"
+            );
+        }
+        if shared.stall.expiry_held(now) {
+            // Hosts overdue only because this node stopped are not expired: the re-sync (or,
+            // alone, their next heartbeats) brings them up to date first.
+            continue;
+        }
+        let report = shared.registry.sweep(now);
         if report.expired > 0 {
             shared.metrics.expirations.inc_by(report.expired as u64);
             tracing::info!(expired = report.expired, "hosts expired");

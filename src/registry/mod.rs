@@ -56,7 +56,8 @@ pub struct RegistryConfig {
     pub min_ttl: u32,
     /// Largest TTL in seconds a heartbeat may ask for.
     pub max_ttl: u32,
-    /// Fraction of overdue hosts above which the expiry guard holds them (0 = off).
+    /// Fraction of the hosts held lost within the guard's window above which the expiry guard
+    /// holds overdue hosts (0 = off). See `sweep.rs`.
     pub expiry_guard: f64,
     /// How long the guard may hold a silent host, in seconds; `None` = three times its TTL.
     pub max_stale: Option<u32>,
