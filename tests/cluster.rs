@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get_json, http, wait_until, Node};
+use common::{agent, get_json, http, wait_until, Node};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const WAIT: Duration = Duration::from_secs(20);
@@ -305,30 +305,6 @@ fn a_peer_that_stops_answering_turns_suspect_then_dead_with_warnings() {
     wait_until("a warning that b is dead", WAIT, || {
         logs.contains("gossip peer is now dead")
     });
-}
-
-/// Keeps `hosts` registered on `node` (TTL `ttl`, every `every`) until `stop` is set.
-fn agent(
-    url: String,
-    hosts: Vec<String>,
-    ttl: u32,
-    every: Duration,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            for ip in &hosts {
-                let body = format!("ip={ip}&port=8080&revision=r1&ttl={ttl}");
-                http(
-                    "POST",
-                    &format!("{url}/v1/registration/web"),
-                    Some(FORM),
-                    &body,
-                );
-            }
-            std::thread::sleep(every);
-        }
-    })
 }
 
 /// Issue 14: an agent heartbeating to one node dies. Every node drops its host within two
