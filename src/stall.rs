@@ -74,20 +74,21 @@ impl StallWatch {
         if last == 0 || gap <= self.threshold {
             return None;
         }
-        // Noticed once: whoever moves the tick forward first reports it.
+        // The re-sync (or hold) is set before the tick moves forward, so no reader sees a
+        // fresh tick without it; whoever then moves the tick reports the stall, once.
+        let clustered = clustered();
+        if clustered {
+            self.resync_since.fetch_max(now, Ordering::AcqRel);
+        } else {
+            self.hold_until
+                .fetch_max(now.saturating_add(self.hold), Ordering::Relaxed);
+        }
         if self
             .last_tick
             .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
             return None;
-        }
-        let clustered = clustered();
-        if clustered {
-            self.resync_since.store(now, Ordering::Release);
-        } else {
-            self.hold_until
-                .fetch_max(now.saturating_add(self.hold), Ordering::Relaxed);
         }
         Some(Stall {
             gap,

@@ -42,6 +42,21 @@ fn cluster(extra: &[&str]) -> Vec<Node> {
     nodes
 }
 
+/// Two nodes gossiping every 200 ms: `a` (its log collected) with no `--peers`, and `b`
+/// naming it.
+fn logged_pair() -> (Node, common::Logs, Node) {
+    let (a, logs) = Node::start_logged(&["--node-id", "a", "--gossip-interval", "200ms"]);
+    let b = Node::start(&[
+        "--node-id",
+        "b",
+        "--gossip-interval",
+        "200ms",
+        "--peers",
+        &a.url,
+    ]);
+    (a, logs, b)
+}
+
 fn ready(node: &Node) -> bool {
     http("GET", &format!("{}/readyz", node.url), None, "").0 == 200
 }
@@ -276,15 +291,7 @@ fn the_peer_token_guards_gossip_and_garbage_changes_nothing() {
 
 #[test]
 fn a_peer_that_stops_answering_turns_suspect_then_dead_with_warnings() {
-    let (a, logs) = Node::start_logged(&["--node-id", "a", "--gossip-interval", "200ms"]);
-    let b = Node::start(&[
-        "--node-id",
-        "b",
-        "--gossip-interval",
-        "200ms",
-        "--peers",
-        &a.url,
-    ]);
+    let (a, logs, b) = logged_pair();
     wait_until("a to see b alive", WAIT, || alive_peers(&a) == 1);
     drop(b);
     let state_of_b = || {
@@ -361,15 +368,7 @@ fn every_node_drops_a_killed_agents_host_within_two_gossip_intervals_of_the_othe
 /// (503s are fine), and it logs the stall.
 #[test]
 fn a_node_resuming_from_a_freeze_resyncs_before_it_serves_a_list() {
-    let (a, logs) = Node::start_logged(&["--node-id", "a", "--gossip-interval", "200ms"]);
-    let b = Node::start(&[
-        "--node-id",
-        "b",
-        "--gossip-interval",
-        "200ms",
-        "--peers",
-        &a.url,
-    ]);
+    let (a, logs, b) = logged_pair();
     wait_until("both ready", WAIT, || ready(&a) && ready(&b));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let live: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}")).collect();
