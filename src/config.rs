@@ -415,4 +415,19 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn expiry_grace_defaults_to_30s_in_whole_seconds_and_the_margin_follows_the_gossip_interval() {
+        let registry = |flags: &[&str]| config(flags).unwrap().registry;
+        assert_eq!(registry(&[]).expiry_grace, 30);
+        assert_eq!(registry(&["--expiry-grace", "2m"]).expiry_grace, 120);
+        assert_eq!(
+            registry(&["--gossip-interval", "200ms"]).expiry_margin,
+            400_000
+        );
+        for refused in ["0s", "1500ms"] {
+            let err = config(&["--expiry-grace", refused]).unwrap_err();
+            assert!(err.to_string().contains("expiry-grace"), "{refused}: {err}");
+        }
+    }
 }
