@@ -48,9 +48,14 @@ pub struct ServeArgs {
     /// Largest TTL a heartbeat may ask for.
     #[arg(long, env = "DISCOVERY_MAX_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub max_ttl: Duration,
-    /// Fraction of hosts overdue at one sweep above which they are held (0 turns the guard off).
+    /// Fraction of the hosts held that may be lost (held, in grace or dropped) within the
+    /// guard's window (`--expiry-grace`) before overdue hosts are held (0 turns the guard off).
     #[arg(long, env = "DISCOVERY_EXPIRY_GUARD", default_value_t = 0.5)]
     pub expiry_guard: f64,
+    /// Longest grace a host past its TTL gets (half its TTL, at most this) while the expiry
+    /// guard measures the loss, and the window over which the guard counts hosts lost.
+    #[arg(long, env = "DISCOVERY_EXPIRY_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub expiry_grace: Duration,
     /// How long the guard may hold a silent host (default: three times its TTL).
     #[arg(long, env = "DISCOVERY_MAX_STALE", value_parser = humantime::parse_duration)]
     pub max_stale: Option<Duration>,
@@ -347,6 +352,9 @@ impl Config {
                 max_ttl,
                 expiry_guard: args.expiry_guard,
                 max_stale,
+                expiry_grace: secs("expiry-grace", args.expiry_grace)?,
+                // Two rounds for the final copy of an overdue host to arrive.
+                expiry_margin: 2 * args.gossip_interval.as_micros() as u64,
                 max_hosts: args.max_hosts,
                 max_clock_skew: args.max_clock_skew.as_micros() as u64,
             },
@@ -405,6 +413,21 @@ mod tests {
                 err.to_string().contains("max-clock-skew"),
                 "{refused}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn expiry_grace_defaults_to_30s_in_whole_seconds_and_the_margin_follows_the_gossip_interval() {
+        let registry = |flags: &[&str]| config(flags).unwrap().registry;
+        assert_eq!(registry(&[]).expiry_grace, 30);
+        assert_eq!(registry(&["--expiry-grace", "2m"]).expiry_grace, 120);
+        assert_eq!(
+            registry(&["--gossip-interval", "200ms"]).expiry_margin,
+            400_000
+        );
+        for refused in ["0s", "1500ms"] {
+            let err = config(&["--expiry-grace", refused]).unwrap_err();
+            assert!(err.to_string().contains("expiry-grace"), "{refused}: {err}");
         }
     }
 }

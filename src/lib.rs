@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod shared;
+pub mod stall;
 mod throttle;

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a registry node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check that a node answers (exit 0) — the container health check.
     Health {
         /// The node's base URL.
@@ -74,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_logging(args.log_format, "info");
-            runtime.block_on(cli::serve::run(args))?;
+            runtime.block_on(cli::serve::run(*args))?;
         }
         Command::Health { url, ready } => runtime.block_on(cli::health::run(&url, ready))?,
         Command::Heartbeat(args) => {

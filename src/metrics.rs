@@ -107,6 +107,12 @@ pub struct Metrics {
     pub services_held: Gauge,
     /// 1 while the expiry guard holds hosts.
     pub expiry_guard_engaged: Gauge,
+    /// Hosts past their TTL in their expiry grace, set at scrape.
+    pub grace_hosts: Gauge,
+    /// The guard's measure: hosts lost in its window over the hosts held, set at scrape.
+    pub expiry_guard_lost_fraction: Gauge<f64, AtomicU64>,
+    /// Stalls this node noticed in its own ticks (a freeze, a VM pause).
+    pub stalls: Counter,
     /// 1 once the node is ready.
     pub ready: Gauge,
     /// Long polls waiting now.
@@ -187,6 +193,24 @@ impl Metrics {
             "expiry_guard_engaged",
             "1 while the expiry guard holds overdue hosts",
             expiry_guard_engaged.clone(),
+        );
+        let grace_hosts = Gauge::default();
+        registry.register(
+            "grace_hosts",
+            "Hosts past their TTL in their expiry grace, still served",
+            grace_hosts.clone(),
+        );
+        let expiry_guard_lost_fraction = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "expiry_guard_lost_fraction",
+            "Hosts lost within the guard's window (held, in grace or dropped) over the hosts held",
+            expiry_guard_lost_fraction.clone(),
+        );
+        let stalls = Counter::default();
+        registry.register(
+            "stalls",
+            "Stalls this node noticed in its own ticks (a freeze or a VM pause)",
+            stalls.clone(),
         );
         let ready = Gauge::default();
         registry.register(
@@ -289,6 +313,9 @@ impl Metrics {
             services,
             services_held,
             expiry_guard_engaged,
+            grace_hosts,
+            expiry_guard_lost_fraction,
+            stalls,
             ready,
             long_polls,
             long_polls_refused,

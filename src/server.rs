@@ -112,7 +112,22 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let report = shared.registry.sweep(now());
+        let now = now();
+        if let Some(stall) = shared.stall.tick(now, || shared.clustered()) {
+            shared.stalled(stall);
+        }
+        if shared.stall.give_up(now) {
+            tracing::warn!(
+                bound_secs = shared.stall.resync_bound() as f64 / 1e6,
+                "no ready peer answered after a stall; serving what this node holds"
+            );
+        }
+        if shared.stall.expiry_held(now) {
+            // Hosts overdue only because this node stopped are not expired: the re-sync (or,
+            // alone, their next heartbeats) brings them up to date first.
+            continue;
+        }
+        let report = shared.registry.sweep(now);
         if report.expired > 0 {
             shared.metrics.expirations.inc_by(report.expired as u64);
             tracing::info!(expired = report.expired, "hosts expired");
@@ -124,10 +139,11 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
         if report.guard_toggled {
             if report.guard_engaged {
                 tracing::warn!(
-                    overdue = report.overdue,
+                    lost = report.overdue,
                     total = report.total,
                     guard = shared.config.registry.expiry_guard,
-                    "expiry guard engaged: too many hosts overdue at once; this node probably lost contact, holding them as stale"
+                    window_secs = shared.config.registry.expiry_grace,
+                    "expiry guard engaged: too many hosts went overdue within the window; this node probably lost contact, holding them as stale"
                 );
             } else {
                 tracing::info!("expiry guard released");
@@ -139,6 +155,10 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
             );
         }
         shared.publish(&report.changes);
+        if report.reshipped > 0 {
+            // Final copies of hosts that went overdue here: peers drop them on our deadline.
+            shared.changed.notify_one();
+        }
     }
 }
 

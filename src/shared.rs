@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::changes::ChangeHub;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::registry::{Change, Micros, Registry};
+use crate::registry::{Change, Micros, Registry, SECOND};
+use crate::stall::{Stall, StallWatch};
 
 /// See the module docs.
 pub struct Shared {
@@ -27,6 +28,9 @@ pub struct Shared {
     pub config: Config,
     /// Set once the node holds a usable state (SPEC 4.4).
     ready: AtomicBool,
+    /// Notices that this node itself was stalled, and holds reads and expiry while it
+    /// re-syncs (see [`crate::stall`]).
+    pub stall: StallWatch,
     /// The gossip layer's view of the cluster, republished after every round.
     pub peers: ArcSwap<PeersResponse>,
     /// Long polls waiting now.
@@ -59,7 +63,12 @@ impl Shared {
             gossip_authenticated: config.tokens.peer.is_some(),
             peers: Vec::new(),
         };
+        let stall = StallWatch::new(
+            config.cluster.gossip_interval.as_micros() as Micros,
+            u64::from(config.registry.expiry_grace) * SECOND,
+        );
         Shared {
+            stall,
             registry: Registry::new(config.registry.clone()),
             hub: ChangeHub::default(),
             metrics: Metrics::new(),
@@ -84,9 +93,62 @@ impl Shared {
         Some(LongPollSlot(self))
     }
 
-    /// Whether the node serves host lists.
+    /// Whether the node serves host lists: it holds a usable state and is not re-syncing
+    /// after a stall. Looks for a stall first, so that a read arriving the moment the node
+    /// resumes is not served from the state it held when it stopped.
     pub fn is_ready(&self) -> bool {
+        if !self.bootstrapped() {
+            return false;
+        }
+        let now = now();
+        if let Some(stall) = self.stall.look(now, || self.clustered()) {
+            self.stalled(stall);
+        }
+        !self.stall.resyncing(now)
+    }
+
+    /// Whether this node has peers to re-sync with: configured, or learned since it started.
+    pub fn clustered(&self) -> bool {
+        let cluster = &self.config.cluster;
+        !cluster.peers.is_empty()
+            || cluster.peers_dns.is_some()
+            || !self.peers.load().peers.is_empty()
+    }
+
+    /// Whether the node has held a usable state since it started (SPEC 4.4), re-sync or not.
+    pub fn bootstrapped(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Logs and counts a stall this node noticed in its own ticks.
+    pub fn stalled(&self, stall: Stall) {
+        self.metrics.stalls.inc();
+        let gap_secs = stall.gap as f64 / SECOND as f64;
+        if stall.resync {
+            tracing::warn!(
+                gap_secs,
+                "this node was stalled (its ticks stopped): re-syncing with a peer before serving reads again; expiring nothing meanwhile"
+            );
+        } else {
+            tracing::warn!(
+                gap_secs,
+                hold_secs = self.config.registry.expiry_grace,
+                "this node was stalled (its ticks stopped): expiring nothing for a while so hosts can heartbeat again"
+            );
+        }
+    }
+
+    /// An exchange with a ready peer, started at `started`, completed: ends a re-sync after a
+    /// stall if it started after the stall was noticed. Returns whether it did.
+    pub fn synced(&self, started: Micros, peer: &str) -> bool {
+        let ended = self.stall.synced(started);
+        if ended {
+            tracing::info!(
+                peer,
+                "re-synced with a ready peer after a stall; serving reads again"
+            );
+        }
+        ended
     }
 
     /// Marks the node ready (once it holds a usable state).

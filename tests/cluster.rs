@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get_json, http, wait_until, Node};
+use common::{agent, get_json, http, wait_until, Node};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const WAIT: Duration = Duration::from_secs(20);
@@ -40,6 +40,21 @@ fn cluster(extra: &[&str]) -> Vec<Node> {
         nodes.iter().all(|n| alive_peers(n) == 2)
     });
     nodes
+}
+
+/// Two nodes gossiping every 200 ms: `a` (its log collected) with no `--peers`, and `b`
+/// naming it.
+fn logged_pair() -> (Node, common::Logs, Node) {
+    let (a, logs) = Node::start_logged(&["--node-id", "a", "--gossip-interval", "200ms"]);
+    let b = Node::start(&[
+        "--node-id",
+        "b",
+        "--gossip-interval",
+        "200ms",
+        "--peers",
+        &a.url,
+    ]);
+    (a, logs, b)
 }
 
 fn ready(node: &Node) -> bool {
@@ -276,15 +291,7 @@ fn the_peer_token_guards_gossip_and_garbage_changes_nothing() {
 
 #[test]
 fn a_peer_that_stops_answering_turns_suspect_then_dead_with_warnings() {
-    let (a, logs) = Node::start_logged(&["--node-id", "a", "--gossip-interval", "200ms"]);
-    let b = Node::start(&[
-        "--node-id",
-        "b",
-        "--gossip-interval",
-        "200ms",
-        "--peers",
-        &a.url,
-    ]);
+    let (a, logs, b) = logged_pair();
     wait_until("a to see b alive", WAIT, || alive_peers(&a) == 1);
     drop(b);
     let state_of_b = || {
@@ -305,4 +312,115 @@ fn a_peer_that_stops_answering_turns_suspect_then_dead_with_warnings() {
     wait_until("a warning that b is dead", WAIT, || {
         logs.contains("gossip peer is now dead")
     });
+}
+
+/// Issue 14: an agent heartbeating to one node dies. Every node drops its host within two
+/// gossip intervals (plus a sweep and the sampling) of the others, and none lists it again.
+#[test]
+fn every_node_drops_a_killed_agents_host_within_two_gossip_intervals_of_the_others() {
+    let nodes = cluster(&[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Every second with a 6 s TTL: refreshes travel every other beat (a third of the TTL).
+    let beating = agent(
+        nodes[0].url.clone(),
+        vec!["10.0.0.1".into(), "10.0.0.2".into()],
+        6,
+        Duration::from_secs(1),
+        stop.clone(),
+    );
+    for node in &nodes {
+        wait_until("the hosts everywhere", WAIT, || {
+            hosts(node, "web").is_some_and(|h| h.len() == 2)
+        });
+    }
+    std::thread::sleep(Duration::from_millis(3300)); // a few refreshes, some unshipped
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beating.join().unwrap();
+    let killed = std::time::Instant::now();
+    let mut dropped: [Option<Duration>; 3] = [None; 3];
+    while killed.elapsed() < Duration::from_secs(16) {
+        for (i, node) in nodes.iter().enumerate() {
+            let Some(list) = hosts(node, "web") else {
+                continue;
+            };
+            match (dropped[i], list.is_empty()) {
+                (None, true) => dropped[i] = Some(killed.elapsed()),
+                (Some(at), false) => panic!("node {i} lists the hosts again (dropped at {at:?})"),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dropped: Vec<Duration> = dropped.iter().map(|d| d.expect("dropped")).collect();
+    let spread = *dropped.iter().max().unwrap() - *dropped.iter().min().unwrap();
+    eprintln!("dropped after {dropped:?}: spread {spread:?}");
+    // Two gossip intervals (400 ms) + a sweep (500 ms) + a sampling round (~200 ms).
+    assert!(spread <= Duration::from_millis(1100), "{dropped:?}");
+    // TTL 6 s + grace 3 s after the last beat (within a second before the kill).
+    assert!(
+        dropped.iter().all(|d| *d >= Duration::from_secs(8)),
+        "{dropped:?}"
+    );
+}
+
+/// Issue 14: a node frozen past its hosts' TTL while they heartbeat to its peer re-syncs
+/// before it serves reads again: a reader polling it never gets a list missing a live host
+/// (503s are fine), and it logs the stall.
+#[test]
+fn a_node_resuming_from_a_freeze_resyncs_before_it_serves_a_list() {
+    let (a, logs, b) = logged_pair();
+    wait_until("both ready", WAIT, || ready(&a) && ready(&b));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let live: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}")).collect();
+    let beating = agent(
+        b.url.clone(),
+        live.clone(),
+        5,
+        Duration::from_secs(1),
+        stop.clone(),
+    );
+    wait_until("the hosts on a", WAIT, || {
+        hosts(&a, "web").is_some_and(|h| h.len() == 5)
+    });
+    let reading = {
+        let url = a.url.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut served, mut refused, mut short) = (0, 0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = http("GET", &format!("{url}/v1/registration/web"), None, "");
+                match status {
+                    200 => {
+                        served += 1;
+                        let n = serde_json::from_str::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| v["hosts"].as_array().map(|h| h.len()))
+                            .unwrap_or(0);
+                        if n < 5 {
+                            short.push(n);
+                        }
+                    }
+                    _ => refused += 1,
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (served, refused, short)
+        })
+    };
+    a.signal("STOP");
+    // The fault: frozen past the TTL, its grace, a third of the TTL and the margin (9.6 s).
+    std::thread::sleep(Duration::from_secs(11));
+    a.signal("CONT");
+    wait_until("a serves again", WAIT, || ready(&a));
+    let before = gossip_rounds_ok(&a);
+    wait_until("a few more rounds", WAIT, || {
+        gossip_rounds_ok(&a) >= before + 5
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (served, refused, short) = reading.join().unwrap();
+    beating.join().unwrap();
+    eprintln!("reads of a: {served} lists, {refused} refused, short lists {short:?}");
+    assert!(short.is_empty(), "lists missing live hosts: {short:?}");
+    assert!(served > 0);
+    wait_until("a logs the stall", WAIT, || logs.contains("was stalled"));
 }

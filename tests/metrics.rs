@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{http, wait_until, Node};
+use common::{agent, http, wait_until, Node};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -253,12 +253,10 @@ fn the_expiry_guard_shows_as_stale_hosts_and_logs_a_warning() {
         let body = format!("ip=10.0.0.{i}&port=80&revision=r&ttl=3");
         assert_eq!(heartbeat(&node, "payments", &body), 200);
     }
-    // The guard's case: the node itself loses contact. Frozen past the hosts' TTL, it finds
-    // all twelve overdue at its first sweep after it resumes, however slowly they were
-    // registered (hosts found overdue a few at a time expire normally).
-    node.signal("STOP");
-    std::thread::sleep(std::time::Duration::from_millis(3500));
-    node.signal("CONT");
+    // The guard's case: the node loses contact with its hosts (here: they all stop). They go
+    // overdue a few per sweep, but each waits out its grace (half its TTL) while the guard
+    // measures the loss, so all twelve are held. (A frozen node is a stall instead: it
+    // expires nothing until it has re-synced; see tests/cluster.rs.)
     wait_until("the guard to hold the twelve hosts", PATIENCE, || {
         metric(&node, "discovery_stale_hosts", &[]) == 12.0
     });
@@ -272,6 +270,57 @@ fn the_expiry_guard_shows_as_stale_hosts_and_logs_a_warning() {
         logs.contains("expiry guard engaged")
     });
     assert!(logs.text().contains("WARN"), "{}", logs.text());
+}
+
+/// Issue 14's fleet: 30 agents heartbeating every 2 s (TTL 5 s) started 66 ms apart; 20 of
+/// them stop. Before, the node drained itself 30 -> 10 hosts in 2 s with no warning; now the
+/// guard engages before any of them is dropped.
+#[test]
+fn a_mass_loss_spread_over_the_heartbeat_interval_engages_the_guard() {
+    let (node, logs) = Node::start_logged(&["--host-ttl", "5s", "--max-stale", "30s"]);
+    let mut stops = Vec::new();
+    let mut agents = Vec::new();
+    for i in 0..30 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        agents.push(agent(
+            node.url.clone(),
+            vec![format!("10.0.0.{i}")],
+            5,
+            Duration::from_secs(2),
+            stop.clone(),
+        ));
+        stops.push(stop);
+        std::thread::sleep(Duration::from_millis(66)); // the agents' phases
+    }
+    wait_until("30 hosts", PATIENCE, || {
+        metric(&node, "discovery_hosts", &[]) == 30.0
+    });
+    for stop in &stops[..20] {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let stopped = std::time::Instant::now();
+    let mut fewest = 30.0f64;
+    let mut engaged_after = None;
+    while stopped.elapsed() < Duration::from_secs(10) {
+        let m = Scrape::of(&node);
+        fewest = fewest.min(m.value("discovery_hosts", &[]));
+        if engaged_after.is_none() && m.value("discovery_expiry_guard_engaged", &[]) == 1.0 {
+            engaged_after = Some(stopped.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("guard engaged after {engaged_after:?}; fewest hosts served {fewest}");
+    assert!(engaged_after.is_some(), "the guard engaged");
+    assert_eq!(fewest, 30.0, "no host was dropped");
+    assert_eq!(metric(&node, "discovery_stale_hosts", &[]), 20.0);
+    assert!(metric(&node, "discovery_expiry_guard_lost_fraction", &[]) > 0.5);
+    assert!(logs.contains("expiry guard engaged"));
+    for stop in &stops {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    for a in agents {
+        a.join().unwrap();
+    }
 }
 
 #[test]

@@ -119,6 +119,24 @@ pub struct ServicesResponse {
     pub env: String,
     /// Every service this node holds, sorted by name.
     pub services: Vec<ServiceSummary>,
+    /// The expiry guard's state on this node (absent from older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<ExpiryStatus>,
+}
+
+/// The expiry guard's measure at the node's last sweep (`GET /v1/services`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryStatus {
+    /// The guard holds overdue hosts as stale: this node probably lost contact.
+    pub guard_engaged: bool,
+    /// Hosts lost within the guard's window: held, in their expiry grace, or dropped.
+    pub lost: u64,
+    /// The hosts `lost` is a fraction of: those held now plus those dropped in the window.
+    /// The guard engages when `lost` is more than `--expiry-guard` of this (and it is at
+    /// least 10).
+    pub of: u64,
+    /// Hosts past their TTL in their expiry grace (still served).
+    pub grace: u64,
 }
 
 /// A peer's health as this node sees it.

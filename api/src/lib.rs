@@ -21,8 +21,8 @@ pub use envoy::{
 };
 pub use error::{ErrorBody, ValidationError};
 pub use host::{
-    Host, HostStatus, HostsResponse, PeerInfo, PeerState, PeersResponse, RepoHostsResponse,
-    ServiceSummary, ServicesResponse,
+    ExpiryStatus, Host, HostStatus, HostsResponse, PeerInfo, PeerState, PeersResponse,
+    RepoHostsResponse, ServiceSummary, ServicesResponse,
 };
 pub use names::{Port, RepoName, Revision, ServiceName, Weight};
 pub use registration::{parse_bool, Registration, WeightUpdate};

@@ -277,6 +277,7 @@ impl<T: Transport> Node<T> {
     async fn run_exchange(&self, addr: &str, mode: Mode) -> Result<(), TransportError> {
         let metrics = &self.shared.metrics;
         let registry = &self.shared.registry;
+        let started = self.now();
         let mut delta = self.opening(addr, mode);
         let mut digest = registry.digest();
         for _ in 0..MAX_PAGES {
@@ -332,9 +333,12 @@ impl<T: Transport> Node<T> {
                     now,
                 );
             }
-            if !more_for_us && response.from.ready && !self.shared.is_ready() {
-                tracing::info!(peer = addr, "pulled a full snapshot from a ready peer");
-                self.shared.set_ready();
+            if !more_for_us && response.from.ready {
+                if !self.shared.bootstrapped() {
+                    tracing::info!(peer = addr, "pulled a full snapshot from a ready peer");
+                    self.shared.set_ready();
+                }
+                self.shared.synced(started, addr);
             }
             (delta, digest) = (next, held);
             if delta.records.is_empty() && delta.spans.is_empty() && !more_for_us {
@@ -410,7 +414,7 @@ impl<T: Transport> Node<T> {
 
     /// Becomes ready when the warmup is over without a snapshot (SPEC 4.4).
     pub fn check_warmup(&self) {
-        if !self.shared.is_ready() && self.now() >= self.warmup_ends {
+        if !self.shared.bootstrapped() && self.now() >= self.warmup_ends {
             tracing::info!(
                 hosts = self.shared.registry.host_count(),
                 "no ready peer gave a snapshot within --warmup; serving what heartbeats brought"

@@ -365,6 +365,9 @@ async fn an_expired_host_sent_late_by_a_peer_does_not_come_back() {
     beat_ttl(&c.nodes[0], "web", "10.0.0.2", 80, "r1", 600);
     c.net.heal_all();
     c.settle().await;
+    // Node 2 finds the host overdue at its first sweep (it enters its grace, already over)
+    // and drops it at the next.
+    c.sweep();
     c.sweep();
     c.assert_serves(&[("web", "10.0.0.2", 80, "r1")]);
 }
@@ -778,4 +781,78 @@ async fn with_every_decode_slot_taken_a_message_waits_then_gets_503_with_retry_a
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(refused.headers()["retry-after"], "1");
+}
+
+/// Issue 14: a host heartbeating to node 0 dies; its newest heartbeat never reached the
+/// others (refreshes travel every TTL/3), yet all three drop it within two gossip intervals
+/// of each other, and none lists it again.
+#[tokio::test]
+async fn every_node_drops_a_dead_host_on_the_deciders_deadline_and_never_lists_it_again() {
+    let c = Cluster::new(3);
+    c.settle().await;
+    let step = 100_000;
+    let lists = |i: usize| c.served(i).iter().any(|h| h.1 == "10.0.0.1");
+    let mut dropped: [Option<Micros>; 3] = [None; 3];
+    let mut t: Micros = 0;
+    while t < 40 * SECOND {
+        // Every 1.5 s until 10.8 s: every other refresh travels (TTL 6 s, a third is 2 s).
+        if t <= 10_800_000 && t % 1_500_000 == 300_000 {
+            beat_ttl(&c.nodes[0], "web", "10.0.0.1", 80, "r1", 6);
+            c.nodes[0].push().await;
+        }
+        if t % 500_000 == 0 {
+            for node in &c.nodes {
+                let report = node.shared().registry.sweep(node.now());
+                node.shared().publish(&report.changes);
+                if report.reshipped > 0 {
+                    node.push().await;
+                }
+            }
+        }
+        if t % SECOND == 0 {
+            for node in &c.nodes {
+                node.round().await;
+            }
+        }
+        for (i, when) in dropped.iter_mut().enumerate() {
+            match (*when, lists(i)) {
+                (None, false) if t > SECOND => *when = Some(t),
+                (Some(at), true) => panic!("node n{i} lists the host again at {t} (dropped {at})"),
+                _ => {}
+            }
+        }
+        c.advance(step);
+        t += step;
+    }
+    let dropped: Vec<Micros> = dropped.iter().map(|d| d.expect("dropped")).collect();
+    let spread = dropped.iter().max().unwrap() - dropped.iter().min().unwrap();
+    assert!(spread <= 2 * SECOND, "dropped at {dropped:?}");
+    // Not before the decider's deadline: last heartbeat 10.8 s + TTL 6 s + grace 3 s.
+    assert!(dropped.iter().all(|d| *d >= 19_800_000), "{dropped:?}");
+    c.assert_serves(&[]);
+}
+
+/// The fallback: with the decider cut off, the others wait a third of the TTL and two
+/// intervals longer than it would, then drop the host together.
+#[tokio::test]
+async fn with_the_decider_cut_off_the_others_drop_the_host_together_after_the_fallback() {
+    let c = Cluster::new(3);
+    c.settle().await;
+    beat_ttl(&c.nodes[0], "web", "10.0.0.1", 80, "r1", 6);
+    c.nodes[0].push().await;
+    c.net.isolate(&addr(0));
+    let mut t: Micros = 0;
+    let mut gone = [None; 2];
+    while t < 30 * SECOND {
+        for (i, node) in c.nodes.iter().enumerate().skip(1) {
+            node.shared().registry.sweep(node.now());
+            if gone[i - 1].is_none() && !c.served(i).iter().any(|h| h.1 == "10.0.0.1") {
+                gone[i - 1] = Some(t);
+            }
+        }
+        c.advance(500_000);
+        t += 500_000;
+    }
+    // TTL 6 + grace 3 + TTL/3 2 + two intervals 2 = 13 s after the heartbeat, at a sweep.
+    assert_eq!(gone, [Some(13 * SECOND), Some(13 * SECOND)]);
 }

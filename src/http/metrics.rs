@@ -20,6 +20,9 @@ pub async fn render(
     m.services_held.set(shared.registry.services_held() as i64);
     m.expiry_guard_engaged
         .set(i64::from(shared.registry.guard_engaged()));
+    m.grace_hosts.set(shared.registry.grace_count() as i64);
+    m.expiry_guard_lost_fraction
+        .set(shared.registry.guard_measure().fraction());
     m.ready.set(i64::from(shared.is_ready()));
     Ok((
         [(

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use discovery_api::ServicesResponse;
+use discovery_api::{ExpiryStatus, ServicesResponse};
 
 use super::{require, ApiError, AppState};
 use crate::auth::Access;
@@ -14,8 +14,15 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<ServicesResponse>, ApiError> {
     require(&shared, Access::Read, &headers)?;
+    let measure = shared.registry.guard_measure();
     Ok(Json(ServicesResponse {
         env: shared.config.registry.env.clone(),
         services: shared.registry.services(),
+        expiry: Some(ExpiryStatus {
+            guard_engaged: shared.registry.guard_engaged(),
+            lost: measure.lost as u64,
+            of: measure.base as u64,
+            grace: shared.registry.grace_count() as u64,
+        }),
     }))
 }

@@ -678,7 +678,8 @@ async fn services_and_repo_queries_list_what_the_node_holds() {
         r,
         json!({"env": "test", "services": [
             {"service": "a", "hosts": 2, "stale": 0, "index": 2},
-            {"service": "b", "hosts": 1, "stale": 0, "index": 1}]})
+            {"service": "b", "hosts": 1, "stale": 0, "index": 1}],
+            "expiry": {"guard_engaged": false, "lost": 0, "of": 0, "grace": 0}})
     );
     let r = send(&app, get("/v1/registration/repo/shop")).await.json();
     assert_eq!(r["service_repo_name"], "shop");

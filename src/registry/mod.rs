@@ -23,7 +23,7 @@ mod sweep;
 mod view;
 
 use std::cmp::Reverse;
-use std::collections::{btree_map, BinaryHeap, HashMap, HashSet};
+use std::collections::{btree_map, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub use record::{Beat, Merged, Origin, Record, Routing, Version};
 pub use replication::{
     advance, behind, Applied, Delta, Digest, Refusal, Refusals, Replica, Span, MAX_KNOWN_ORIGINS,
 };
-pub use sweep::SweepReport;
+pub use sweep::{GuardMeasure, SweepReport};
 pub use view::ServiceView;
 
 use service::{Entry, ServiceState, Slot, Tally};
@@ -58,10 +58,21 @@ pub struct RegistryConfig {
     pub min_ttl: u32,
     /// Largest TTL in seconds a heartbeat may ask for.
     pub max_ttl: u32,
-    /// Fraction of overdue hosts above which the expiry guard holds them (0 = off).
+    /// Fraction of the hosts held lost within the guard's window above which the expiry guard
+    /// holds overdue hosts (0 = off). See `sweep.rs`.
     pub expiry_guard: f64,
     /// How long the guard may hold a silent host, in seconds; `None` = three times its TTL.
     pub max_stale: Option<u32>,
+    /// `--expiry-grace` in seconds: the longest a host past its TTL is still served while the
+    /// guard measures the loss (a host gets half its TTL, at most this), and the window over
+    /// which the guard counts hosts lost. Longer catches a loss spread over longer heartbeat
+    /// intervals; shorter drops dead hosts sooner. Default 30 s.
+    pub expiry_grace: u32,
+    /// How much longer than the node that took a host's newest heartbeat a node holding an
+    /// older copy waits before it drops the host on its own, in microseconds (beyond a third
+    /// of the TTL): the time for that node's final copy to arrive. Set from the gossip
+    /// interval (two intervals); default 2 s.
+    pub expiry_margin: Micros,
     /// Most hosts in all, whatever their source (heartbeat or peer); past it, new hosts are
     /// refused and refreshes of held ones still pass.
     pub max_hosts: usize,
@@ -85,6 +96,8 @@ impl RegistryConfig {
             max_ttl: 3600,
             expiry_guard: 0.5,
             max_stale: None,
+            expiry_grace: 30,
+            expiry_margin: 2 * SECOND,
             max_hosts: 1_000_000,
             max_clock_skew: 60 * SECOND,
         }
@@ -98,6 +111,17 @@ impl RegistryConfig {
     /// How long the guard may hold a host with this TTL, in microseconds.
     fn max_stale_for(&self, ttl: u32) -> Micros {
         u64::from(self.max_stale.unwrap_or(ttl.saturating_mul(3))) * SECOND
+    }
+
+    /// How long a host with this TTL is still served past its TTL while the guard measures
+    /// the loss: half the TTL, at most `--expiry-grace`.
+    fn grace_for(&self, ttl: u32) -> Micros {
+        (u64::from(ttl) * SECOND / 2).min(u64::from(self.expiry_grace) * SECOND)
+    }
+
+    /// The window over which the guard counts hosts lost (`--expiry-grace`).
+    fn loss_window(&self) -> Micros {
+        u64::from(self.expiry_grace) * SECOND
     }
 
     /// How long a tombstone is kept: longer than any copy of the host can live anywhere.
@@ -172,7 +196,7 @@ pub struct Registry {
     /// The last seq minted by this incarnation.
     seq: AtomicU64,
     /// The services, sharded. **Lock order**: a shard lock first, then (briefly, nested
-    /// inside it) `expiry`, `stale_keys` or `known`; never a shard lock while one of those
+    /// inside it) `expiry`, `stale_keys`, `grace_keys` or `known`; never a shard lock while one of those
     /// mutexes is held, and never two shard locks at once (a `DashMap` guard held while
     /// touching another key of the map can deadlock on the same shard). A service is removed
     /// only by `forget_if_empty`, with no guard held.
@@ -191,6 +215,16 @@ pub struct Registry {
     /// tombstone for a key not held counts against `--max-hosts` too). Changed only by
     /// [`Registry::transition`].
     tombstones: AtomicUsize,
+    /// Hosts in their expiry grace. Changed only by [`Registry::transition`].
+    grace_keys: Mutex<HashSet<HostKey>>,
+    /// Hosts in their expiry grace, in all. Changed only by [`Registry::transition`].
+    grace: AtomicUsize,
+    /// When hosts were dropped for their TTL (or `--max-stale`), within the guard's window,
+    /// oldest first. Written only by the sweep.
+    losses: Mutex<VecDeque<Micros>>,
+    /// The guard's last measure: hosts lost in the window (held, in grace or dropped) and
+    /// the hosts they are a fraction of. Written only by the sweep.
+    guard_measure: Mutex<GuardMeasure>,
     guard_engaged: AtomicBool,
     /// The highest index a removed service had reached: what a service not held reports,
     /// and where a new one starts, so an index (`X-Discovery-Index`) never goes back across
@@ -220,6 +254,10 @@ impl Registry {
             live: AtomicUsize::new(0),
             stale: AtomicUsize::new(0),
             tombstones: AtomicUsize::new(0),
+            grace_keys: Mutex::new(HashSet::new()),
+            grace: AtomicUsize::new(0),
+            losses: Mutex::new(VecDeque::new()),
+            guard_measure: Mutex::new(GuardMeasure::default()),
             guard_engaged: AtomicBool::new(false),
             index_floor: AtomicU64::new(0),
             known: Mutex::new(HashMap::new()),
@@ -256,6 +294,16 @@ impl Registry {
     /// Whether the expiry guard held hosts at the last sweep.
     pub fn guard_engaged(&self) -> bool {
         self.guard_engaged.load(Ordering::Relaxed)
+    }
+
+    /// Hosts past their TTL in their expiry grace (still served).
+    pub fn grace_count(&self) -> usize {
+        self.grace.load(Ordering::Relaxed)
+    }
+
+    /// The guard's measure at the last sweep.
+    pub fn guard_measure(&self) -> GuardMeasure {
+        *self.guard_measure.lock()
     }
 
     fn mint(&self) -> Version {
@@ -309,6 +357,7 @@ impl Registry {
     ) {
         if let Some(entry) = entry {
             entry.stale = to == Slot::Stale;
+            entry.grace = to == Slot::Grace;
         }
         if from == to {
             return;
@@ -343,6 +392,19 @@ impl Registry {
                 tally.stale -= 1;
                 self.stale.fetch_sub(1, Ordering::Relaxed);
                 self.stale_keys.lock().remove(key);
+            }
+            _ => {}
+        }
+        match (from == Slot::Grace, to == Slot::Grace) {
+            (false, true) => {
+                tally.grace += 1;
+                self.grace.fetch_add(1, Ordering::Relaxed);
+                self.grace_keys.lock().insert(key.clone());
+            }
+            (true, false) => {
+                tally.grace -= 1;
+                self.grace.fetch_sub(1, Ordering::Relaxed);
+                self.grace_keys.lock().remove(key);
             }
             _ => {}
         }
@@ -438,7 +500,8 @@ impl Registry {
             }
             self.transition(&mut svc.tally, &key, Some(entry), from, Slot::Live);
             let version = entry.version.clone();
-            if ttl < old_ttl || from == Slot::Stale {
+            entry.final_copy = false;
+            if ttl < old_ttl || matches!(from, Slot::Stale | Slot::Grace) {
                 self.schedule(ts + u64::from(ttl) * SECOND, key);
             }
             service::note_version(&mut svc.max_seq, &version);
@@ -479,6 +542,9 @@ impl Registry {
                 version: version.clone(),
                 shipped_ts: ts,
                 stale: false,
+                grace: false,
+                grace_until: 0,
+                final_copy: false,
             }),
         };
         self.transition(&mut svc.tally, &key, Some(entry), from, Slot::Live);
@@ -688,6 +754,7 @@ impl Registry {
         let mut stale = 0;
         let mut tombstones = 0;
         let mut stale_keys = HashSet::new();
+        let mut grace_keys = HashSet::new();
         for svc in self.services.iter() {
             assert!(!svc.hosts.is_empty(), "{} is kept with no entry", svc.name);
             let mut tally = Tally::default();
@@ -695,13 +762,18 @@ impl Registry {
                 let slot = entry.slot();
                 tally.live += usize::from(slot.is_live());
                 tombstones += usize::from(slot == Slot::Tombstone);
+                let key = HostKey {
+                    service: svc.name.clone(),
+                    ip: *ip,
+                    port: *port,
+                };
                 if slot == Slot::Stale {
                     tally.stale += 1;
-                    stale_keys.insert(HostKey {
-                        service: svc.name.clone(),
-                        ip: *ip,
-                        port: *port,
-                    });
+                    stale_keys.insert(key.clone());
+                }
+                if slot == Slot::Grace {
+                    tally.grace += 1;
+                    grace_keys.insert(key);
                 }
             }
             assert_eq!(svc.tally, tally, "the tally of {}", svc.name);
@@ -716,6 +788,12 @@ impl Registry {
             "tombstones"
         );
         assert_eq!(*self.stale_keys.lock(), stale_keys, "stale_keys");
+        assert_eq!(*self.grace_keys.lock(), grace_keys, "grace_keys");
+        assert_eq!(
+            self.grace.load(Ordering::Relaxed),
+            grace_keys.len(),
+            "grace"
+        );
         (live, stale)
     }
 }

@@ -380,7 +380,11 @@ impl Registry {
                     *routing = Arc::new(fixed);
                 }
                 *ttl = self.config.clamp_ttl(Some(u64::from(*ttl)));
-                if record.deadline() <= now {
+                // Past its TTL but within its grace, a copy is still held everywhere (and
+                // the final copy of an overdue host travels then): only past both is it gone.
+                let ttl = *ttl;
+                let gone = record.deadline() + self.config.grace_for(ttl);
+                if gone <= now {
                     return Err(Refusal::Expired);
                 }
             }
@@ -431,6 +435,13 @@ impl Registry {
         let held = svc.hosts.get(&(ip, port));
         let from = held.map_or(Slot::Absent, Entry::slot);
         let revives = live && !from.is_live() && held.is_none_or(|e| record.hb > e.record.hb);
+        // A live copy that arrives already past its TTL, minted by the node that took its
+        // heartbeat, is that node's final copy of a host that went overdue there: this node
+        // then drops it on the same deadline (see `sweep.rs`).
+        let arrives_final = live
+            && record.deadline() <= now
+            && version.origin.node == record.hb.node
+            && record.hb.node != self.config.node;
         let new_tombstone = !live && held.is_none();
         if (revives && self.check_room().is_err())
             || (new_tombstone && self.check_room_for_tombstone().is_err())
@@ -466,6 +477,9 @@ impl Registry {
                     record,
                     version,
                     stale: false,
+                    grace: false,
+                    grace_until: 0,
+                    final_copy: arrives_final,
                 });
                 (entry, Merged::Routing, 0, None)
             }
@@ -475,7 +489,20 @@ impl Registry {
                 let old_hb = entry.record.hb.ts;
                 let merged = entry.record.merge(&record);
                 if merged == Merged::Unchanged {
+                    if arrives_final && !entry.final_copy && entry.record.hb == record.hb {
+                        // The copy held here is that final copy: drop it on its deadline.
+                        entry.final_copy = true;
+                        if entry.slot() == Slot::Grace {
+                            entry.grace_until = self.grace_until(entry);
+                            let at = entry.grace_until;
+                            drop(guard);
+                            self.schedule(at, HostKey { service, ip, port });
+                        }
+                    }
                     return Ok(Outcome::Unchanged);
+                }
+                if entry.record.hb.ts != old_hb {
+                    entry.final_copy = arrives_final && entry.record.hb == record.hb;
                 }
                 entry.version = if entry.record == record && !foreign_seq {
                     version
@@ -488,13 +515,27 @@ impl Registry {
                 (entry, merged, old_ttl, Some(old_hb))
             }
         };
+        let unrefreshed = Some(entry.record.hb.ts) == old_hb;
         let to = match entry.slot() {
             Slot::Tombstone => Slot::Tombstone,
-            // A newer heartbeat releases a host held by the guard; an override does not.
-            _ if from == Slot::Stale && Some(entry.record.hb.ts) == old_hb => Slot::Stale,
+            // A newer heartbeat releases a host held by the guard or in grace; an override
+            // does not.
+            _ if from == Slot::Stale && unrefreshed => Slot::Stale,
+            _ if from == Slot::Grace && unrefreshed => Slot::Grace,
+            // A copy already past its TTL (within its grace, or `sanitize` refused it).
+            _ if entry.record.deadline() <= now => Slot::Grace,
             _ => Slot::Live,
         };
-        let reschedule = if to.is_live() && (!from.is_live() || entry.record.ttl() < old_ttl) {
+        if to == Slot::Grace {
+            entry.grace_until = self.grace_until(entry);
+        }
+        let reschedule = if to == Slot::Grace {
+            Some(entry.grace_until)
+        } else if to.is_live()
+            && (!from.is_live()
+                || matches!(from, Slot::Stale | Slot::Grace)
+                || entry.record.ttl() < old_ttl)
+        {
             Some(entry.record.deadline())
         } else if to == Slot::Tombstone && from != Slot::Tombstone {
             Some(

@@ -25,6 +25,15 @@ pub(crate) struct Entry {
     pub shipped_ts: Micros,
     /// Held past its TTL by the expiry guard. Set only by `Registry::transition`.
     pub stale: bool,
+    /// Past its TTL and in its expiry grace (see `sweep.rs`). Set only by
+    /// `Registry::transition`.
+    pub grace: bool,
+    /// While in grace: when the host is dropped unless the guard engages or it heartbeats.
+    pub grace_until: Micros,
+    /// This copy is the final state of a host that went overdue on the node that took its
+    /// newest heartbeat (it arrived already overdue, minted by that node): this node drops it
+    /// on the same deadline as that node, without the longer wait of a copy that may be old.
+    pub final_copy: bool,
 }
 
 /// A host entry's state as the counters see it.
@@ -38,22 +47,26 @@ pub(crate) enum Slot {
     Live,
     /// A live host past its TTL, held by the expiry guard.
     Stale,
+    /// A live host past its TTL, still served while its expiry grace runs (the guard measures
+    /// the loss before anything is dropped).
+    Grace,
 }
 
 impl Slot {
     /// Whether a host in this state is served (and counts against `--max-hosts`).
     pub fn is_live(self) -> bool {
-        matches!(self, Slot::Live | Slot::Stale)
+        matches!(self, Slot::Live | Slot::Stale | Slot::Grace)
     }
 }
 
 impl Entry {
     /// Where this entry stands.
     pub fn slot(&self) -> Slot {
-        match (self.record.is_deleted(), self.stale) {
-            (true, _) => Slot::Tombstone,
-            (false, true) => Slot::Stale,
-            (false, false) => Slot::Live,
+        match (self.record.is_deleted(), self.stale, self.grace) {
+            (true, _, _) => Slot::Tombstone,
+            (false, true, _) => Slot::Stale,
+            (false, false, true) => Slot::Grace,
+            (false, false, false) => Slot::Live,
         }
     }
 }
@@ -65,6 +78,8 @@ pub(crate) struct Tally {
     pub live: usize,
     /// Live hosts held by the expiry guard.
     pub stale: usize,
+    /// Live hosts past their TTL, in their expiry grace.
+    pub grace: usize,
 }
 
 /// Raises a service's highest seq for the version's origin.

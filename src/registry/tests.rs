@@ -222,11 +222,16 @@ fn hosts_expire_after_their_ttl_and_refreshed_ones_stay() {
     r.heartbeat(&s, ip("10.0.0.2"), &reg(80, "r"), T0 + 30 * SECOND)
         .unwrap();
     assert_eq!(r.sweep(T0 + 59 * SECOND).expired, 0);
+    // Past its TTL a host is still served through its grace (half its TTL, at most 30 s).
     let report = r.sweep(T0 + 60 * SECOND);
+    assert_eq!((report.expired, report.newly_overdue), (0, 1));
+    assert_eq!(r.grace_count(), 1);
+    assert_eq!(hosts(&r, "web", T0 + 60 * SECOND).hosts.len(), 2);
+    let report = r.sweep(T0 + 90 * SECOND);
     assert_eq!(report.expired, 1);
     assert_eq!(report.changes.len(), 1);
-    assert_eq!(hosts(&r, "web", T0 + 60 * SECOND).hosts.len(), 1);
-    assert_eq!(r.sweep(T0 + 90 * SECOND).expired, 1);
+    assert_eq!(hosts(&r, "web", T0 + 90 * SECOND).hosts.len(), 1);
+    assert_eq!(r.sweep(T0 + 120 * SECOND).expired, 1);
     assert_eq!(r.host_count(), 0);
     assert!(r.services().is_empty());
 }
@@ -300,8 +305,22 @@ fn hosts_dying_a_few_at_a_time_expire_normally() {
         .unwrap();
     }
     let report = r.sweep(T0 + 61 * SECOND);
+    assert_eq!((report.newly_overdue, report.newly_stale), (3, 0));
+    assert!(!report.guard_engaged);
+    for i in 3..20 {
+        r.heartbeat(
+            &s,
+            ip(&format!("10.0.0.{i}")),
+            &reg(80, "r"),
+            T0 + 60 * SECOND,
+        )
+        .unwrap();
+    }
+    // Dropped once their grace (30 s) has run out: a bounded extra delay.
+    let report = r.sweep(T0 + 91 * SECOND);
     assert_eq!((report.expired, report.newly_stale), (3, 0));
     assert!(!report.guard_engaged);
+    r.recount();
 }
 
 #[test]
@@ -319,8 +338,10 @@ fn guard_set_to_zero_is_off_and_small_registries_are_never_held() {
             .heartbeat(&svc("web"), ip(&format!("10.0.0.{i}")), &reg(80, "r"), T0)
             .unwrap();
     }
-    assert_eq!(r.sweep(T0 + 61 * SECOND).expired, 20);
-    assert_eq!(small.sweep(T0 + 61 * SECOND).expired, 9);
+    r.sweep(T0 + 61 * SECOND);
+    small.sweep(T0 + 61 * SECOND);
+    assert_eq!(r.sweep(T0 + 91 * SECOND).expired, 20);
+    assert_eq!(small.sweep(T0 + 91 * SECOND).expired, 9);
 }
 
 #[test]
@@ -429,7 +450,14 @@ fn expired_hosts_are_refused_from_peers() {
     let b = registry("b");
     a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
         .unwrap();
-    let applied = b.apply(a.delta(&Digest::new(), 100), T0 + 61 * SECOND);
+    // Past its TTL but within its grace, a copy is still taken (and held in grace)...
+    let late = registry("c");
+    let applied = late.apply(a.delta(&Digest::new(), 100), T0 + 61 * SECOND);
+    assert_eq!((applied.changed, applied.refused), (1, 0));
+    assert_eq!(late.grace_count(), 1);
+    late.recount();
+    // ...past both, it is gone and must not come back.
+    let applied = b.apply(a.delta(&Digest::new(), 100), T0 + 91 * SECOND);
     assert_eq!(applied.refused, 1);
     assert_eq!(b.host_count(), 0);
 }
@@ -671,7 +699,10 @@ fn peer_ttls_are_clamped_to_this_nodes_bounds_and_do_not_travel_back() {
         assert_eq!((forth.changed, forth.refused), (0, 0));
     }
     // b holds each host for as long as its own bounds say, not a's.
+    // (Copies this node did not take wait out their grace, a third of the TTL and the
+    // margin past their TTL: see sweep.rs.)
     b.sweep(T0 + 31 * SECOND);
+    b.sweep(T0 + 61 * SECOND);
     assert_eq!(ttls(&b), [Some(60)]);
     b.recount();
 }
@@ -772,6 +803,7 @@ fn a_service_with_no_host_or_tombstone_left_is_removed_and_its_index_never_goes_
     assert_eq!(r.index("web"), deleted.index);
     // api expires and goes; web's tombstone keeps it until the tombstone is collected.
     r.sweep(T0 + 61 * SECOND);
+    r.sweep(T0 + 91 * SECOND);
     assert_eq!(r.services_held(), 1);
     let floor = r.index("api");
     assert_eq!(floor, 4, "a removed service reports the floor, not 0");
@@ -795,6 +827,7 @@ fn a_delete_from_a_peer_for_an_unknown_service_is_kept_at_the_floor() {
     r.heartbeat(&svc("api"), ip("10.0.0.1"), &reg(80, "r"), T0)
         .unwrap();
     r.sweep(T0 + 61 * SECOND);
+    r.sweep(T0 + 91 * SECOND);
     let floor = r.index("web");
     assert!(floor > 0);
     let mut tomb = replica("web", "10.0.0.1", 80, T0 + 61 * SECOND, 60);
@@ -890,4 +923,96 @@ fn a_peers_tombstones_for_keys_not_held_count_against_max_hosts() {
     pull(&a, &b, T0 + 3);
     assert_eq!(a.host_count(), 0);
     a.recount();
+}
+
+// ---- Issue 14: the guard on the rate of loss, expiry agreement --------------------------
+
+/// Issue 14's fleet: 30 hosts with a 5 s TTL heartbeating every 2 s, started 66 ms apart,
+/// swept every 500 ms. Hosts `silent(i, t)` says are silent skip their heartbeat at `t`.
+/// Returns the fewest hosts served and whether the guard engaged, from `from` to `to`.
+fn run_fleet(
+    r: &Registry,
+    from: Micros,
+    to: Micros,
+    silent: impl Fn(usize, Micros) -> bool,
+) -> (usize, bool) {
+    let step = 100_000;
+    let mut fewest = usize::MAX;
+    let mut engaged = false;
+    let mut t = from;
+    while t < to {
+        for i in 0..30u64 {
+            let phase = i * 66_000;
+            let beats = t >= phase && (t - phase) % (2 * SECOND) < step;
+            if beats && !silent(i as usize, t) {
+                let mut beat = reg(80, "r");
+                beat.ttl = Some(5);
+                r.heartbeat(&svc("web"), ip(&format!("10.0.0.{i}")), &beat, T0 + t)
+                    .unwrap();
+            }
+        }
+        if t % 500_000 == 0 {
+            engaged |= r.sweep(T0 + t).guard_engaged;
+            fewest = fewest.min(hosts(r, "web", T0 + t).hosts.len());
+        }
+        t += step;
+    }
+    r.recount();
+    (fewest, engaged)
+}
+
+fn fleet_registry() -> Registry {
+    with_config(|c| {
+        c.host_ttl = 5;
+        c.expiry_grace = 30;
+    })
+}
+
+#[test]
+fn a_mass_loss_spread_over_the_heartbeat_interval_engages_the_guard_before_any_host_goes() {
+    // The old rule (overdue hosts at one sweep against all hosts) saw at most 5 of 30 at a
+    // time here and drained the node from 30 to 10 hosts in 2 s.
+    let r = fleet_registry();
+    let stop = 10 * SECOND;
+    run_fleet(&r, 0, stop, |_, _| false);
+    // (Until 20 s: `--max-stale`, three TTLs after their last heartbeat, is not yet out.)
+    let (fewest, engaged) = run_fleet(&r, stop, 20 * SECOND, |i, _| i < 20);
+    assert!(engaged, "the guard engaged");
+    assert_eq!(fewest, 30, "no host was dropped before the guard engaged");
+    assert_eq!((r.host_count(), r.stale_count()), (30, 20));
+    let measure = r.guard_measure();
+    assert!(measure.fraction() > 0.5, "{measure:?}");
+    // The 20 come back: released, nothing dropped, nothing held.
+    let (fewest, _) = run_fleet(&r, 20 * SECOND, 26 * SECOND, |_, _| false);
+    assert_eq!(fewest, 30);
+    assert!(!r.guard_engaged());
+    assert_eq!(
+        (r.host_count(), r.stale_count(), r.grace_count()),
+        (30, 0, 0)
+    );
+}
+
+#[test]
+fn a_few_hosts_dying_are_dropped_within_their_ttl_and_grace_and_the_guard_stays_off() {
+    let r = fleet_registry();
+    let stop = 10 * SECOND;
+    let (_, engaged) = run_fleet(&r, 0, 20 * SECOND, |i, t| i < 3 && t >= stop);
+    assert!(!engaged);
+    assert_eq!(r.host_count(), 27);
+    // Their last heartbeats were before 10 s: TTL 5 s and grace 2.5 s later, plus a sweep.
+    let r = fleet_registry();
+    run_fleet(&r, 0, 18 * SECOND, |i, t| i < 3 && t >= stop);
+    assert_eq!(r.host_count(), 27, "dropped by 18 s");
+}
+
+#[test]
+fn when_the_guard_releases_held_hosts_past_their_grace_are_dropped() {
+    let r = fleet_registry();
+    let stop = 10 * SECOND;
+    run_fleet(&r, 0, 20 * SECOND, |i, t| i < 20 && t >= stop);
+    assert!(r.guard_engaged());
+    // 12 of the 20 come back; 8 stay dead: 8 of 30 lost, under half: released and dropped.
+    let (_, _) = run_fleet(&r, 20 * SECOND, 24 * SECOND, |i, _| i < 8);
+    assert!(!r.guard_engaged());
+    assert_eq!((r.host_count(), r.stale_count()), (22, 0));
 }

@@ -161,3 +161,28 @@ pub fn get_json(url: &str) -> Option<serde_json::Value> {
         .then(|| serde_json::from_str(&body).ok())
         .flatten()
 }
+
+/// An agent: keeps `hosts` of service `web` registered at `url` (TTL `ttl`, every `every`)
+/// until `stop` is set.
+pub fn agent(
+    url: String,
+    hosts: Vec<String>,
+    ttl: u32,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for ip in &hosts {
+                let body = format!("ip={ip}&port=8080&revision=r1&ttl={ttl}");
+                http(
+                    "POST",
+                    &format!("{url}/v1/registration/web"),
+                    Some("application/x-www-form-urlencoded"),
+                    &body,
+                );
+            }
+            std::thread::sleep(every);
+        }
+    })
+}
