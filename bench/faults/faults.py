@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cluster import Cluster, Fleet  # noqa: E402
+from cluster import LIBFAKETIME, Cluster, Fleet  # noqa: E402
 from measure import Clock, NodeSample, Sampler, Truth, Window, analyse, guard_stats, window_stats  # noqa: E402
 import report  # noqa: E402
 
@@ -152,6 +152,9 @@ class Run:
         # After the clock comes back, the node's hybrid logical clock stays ahead until the
         # wall clock catches up with the timestamps it issued: that time belongs to this
         # fault, not to the next one.
+        if self.skewed is None:
+            self.log("fault clock skew: skipped (libfaketime not installed: apt-get install faketime)")
+            return
         node = self.cluster.nodes[self.skewed]
         offset = float(self.p.skew.strip("+-s"))
         self.window(f"clock skewed {self.p.skew}", self.p.fault,
@@ -228,7 +231,7 @@ class Run:
 
     def setup(self) -> None:
         c = self.cluster
-        self.skewed = self.p.nodes - 1
+        self.skewed = self.p.nodes - 1 if os.path.exists(LIBFAKETIME) else None
         c.plan_nodes(skewed=self.skewed)
         for node in c.nodes:
             c.start_node(node)

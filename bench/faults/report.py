@@ -49,6 +49,21 @@ def guard_table(windows: list[Window], node_samples) -> str:
     return "\n".join(rows)
 
 
+def _runs(samples, gap: float = 1.5):
+    """The node samples split where the node did not answer: no line across an outage."""
+    run, prev = [], None
+    for s in samples:
+        if not s.up or (prev is not None and s.t - prev > gap):
+            if run:
+                yield run
+            run = []
+        if s.up:
+            run.append(s)
+            prev = s.t
+    if run:
+        yield run
+
+
 COLOURS = {"live": "#999999", "listed": "#2a9d3a", "dead_held": "#d62728", "missing": "#ff8c00"}
 
 
@@ -56,7 +71,7 @@ def timeline(w: Window, analysed: dict[str, tuple[Series, Episodes]], node_sampl
              lead: float = 3.0) -> str:
     """An SVG of one fault: a panel per consumer, then one for the nodes' host counts."""
     t0, t1 = w.start - lead, w.until
-    width, panel_h, left, right, top = 760, 90, 110, 20, 28
+    width, panel_h, left, right, top = 760, 90, 110, 20, 44
     names = list(analysed)
     height = top + (len(names) + 1) * (panel_h + 18) + 30
     span = max(t1 - t0, 1e-6)
@@ -69,9 +84,9 @@ def timeline(w: Window, analysed: dict[str, tuple[Series, Episodes]], node_sampl
     legend = [("live (truth)", "live"), ("live listed", "listed"),
               ("dead listed", "dead_held"), ("live missing", "missing")]
     for k, (label, key) in enumerate(legend):
-        lx = width - right - 4 * 110 + k * 110
-        out.append(f'<line x1="{lx}" y1="12" x2="{lx + 16}" y2="12" stroke="{COLOURS[key]}" stroke-width="2"/>'
-                   f'<text x="{lx + 20}" y="16">{label}</text>')
+        lx = left + k * 120
+        out.append(f'<line x1="{lx}" y1="30" x2="{lx + 16}" y2="30" stroke="{COLOURS[key]}" stroke-width="2"/>'
+                   f'<text x="{lx + 20}" y="34">{label}</text>')
     panels = [(n, analysed[n][0]) for n in names] + [("nodes", None)]
     for p, (name, series) in enumerate(panels):
         y0 = top + p * (panel_h + 18)
@@ -99,9 +114,8 @@ def timeline(w: Window, analysed: dict[str, tuple[Series, Episodes]], node_sampl
                        f'<text x="4" y="{y0 + 52}" fill="#666">0..{top_v}</text>')
             shades = ["#1f77b4", "#9467bd", "#8c564b", "#17becf", "#bcbd22"]
             for k, (node, ss) in enumerate(node_samples.items()):
-                pts = [s for s in ss if t0 <= s.t < t1 and s.up]
                 c = shades[k % len(shades)]
-                if pts:
+                for pts in _runs([s for s in ss if t0 <= s.t < t1]):
                     out.append(f'<polyline points="{" ".join(f"{x(s.t):.1f},{y(s.hosts):.1f}" for s in pts)}" '
                                f'fill="none" stroke="{c}" stroke-width="1.2"/>')
                     out.append(f'<polyline points="{" ".join(f"{x(s.t):.1f},{y(s.stale):.1f}" for s in pts)}" '
