@@ -280,7 +280,9 @@ def guard_stats(node_samples: dict[str, list[NodeSample]], w: Window) -> dict[st
     out = {}
     for name, samples in node_samples.items():
         inside = [s for s in samples if w.start <= s.t < w.until]
+        before = [s.hosts for s in samples if s.t < w.start and s.up]
         out[name] = {
+            "before": before[-1] if before else 0,
             "answered": sum(1 for s in inside if s.up),
             "engaged": any(s.engaged or s.stale > 0 for s in inside),
             "max_stale": max((s.stale for s in inside), default=0),
