@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import signal
 import sys
 import time
@@ -351,7 +352,8 @@ class Run:
         expect = {x for x in os.environ.get("FAULTS_EXPECT_FAIL", "").split(",") if x}
         lines = [f"# Fault run: profile {self.args.profile}, {self.p.nodes} nodes, "
                  f"{self.p.agents} agents, {len(self.consumers)} consumers", "",
-                 table, "", "Expiry guard per node (engaged at any point / most stale hosts / "
+                 report.summary(self.windows, analysed, self.sampler.node_samples), "",
+                 "Per consumer:", "", table, "", "Expiry guard per node (engaged at any point / most stale hosts / "
                  "fewest hosts held):", "", guards, "", "Checks:", ""]
         failed = False
         for check in CHECKS:
@@ -397,6 +399,9 @@ def main() -> int:
     def stop(signum, _frame):
         raise SystemExit(f"faults: stopped by signal {signum} (watchdog or Ctrl-C)")
 
+    # A listening socket per host, hundreds of them: lift the soft descriptor limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGALRM, stop)
     signal.alarm(args.max_seconds)  # the watchdog: the run is bounded whatever hangs

@@ -32,6 +32,25 @@ def table(windows: list[Window], analysed: dict[str, tuple[Series, Episodes]]) -
     return "\n".join(rows)
 
 
+def summary(windows: list[Window], analysed: dict[str, tuple[Series, Episodes]],
+            node_samples) -> str:
+    """One row per fault, the worst consumer for each figure (README's table)."""
+    rows = ["| fault | coverage (worst consumer) | killed host held, max | live host missing, max "
+            "| back from the dead | guard engaged (nodes) |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for w in windows:
+        stats = [window_stats(series, eps, w) for series, eps in analysed.values()]
+        guards = guard_stats(node_samples, w)
+        answered = [g for g in guards.values() if g["answered"]]
+        rows.append(
+            f"| {w.name} | {min(s['coverage'] for s in stats):.1f}% "
+            f"| {max(s['dead_held_max'] for s in stats):.1f}s "
+            f"| {max(s['missing_max'] for s in stats):.1f}s "
+            f"| {sum(s['back'] for s in stats)} "
+            f"| {sum(1 for g in answered if g['engaged'])}/{len(answered)} |")
+    return "\n".join(rows)
+
+
 def guard_table(windows: list[Window], node_samples) -> str:
     names = list(node_samples)
     rows = ["| fault | " + " | ".join(f"{n}: guard / max stale / min hosts" for n in names) + " |",
