@@ -8,6 +8,7 @@ can end each one by its pid. run.sh also kills whatever is left in the namespace
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -22,6 +23,19 @@ from dataclasses import dataclass, field
 SERVICE = "web"
 EDS_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_harness() -> None:
+    """In the child before exec: SIGKILL it if the harness dies (PR_SET_PDEATHSIG), so that
+    not even a harness killed by the watchdog leaves agents or nodes behind."""
+    _libc.prctl(1, signal.SIGKILL)
+
+
+def popen(cmd: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen(cmd, preexec_fn=_die_with_harness, **kw)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -111,7 +125,7 @@ class Cluster:
         if node.netns:
             cmd = ["ip", "netns", "exec", node.netns, *cmd]
         out = open(os.path.join(self.work, f"{node.name}.log"), "ab")
-        node.proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=env)
+        node.proc = popen(cmd, stdout=out, stderr=out, env=env)
         self.procs.append(node.proc)
 
     def stop_node(self, node: Node, sig: int = signal.SIGKILL) -> None:
@@ -156,7 +170,7 @@ class Cluster:
                "--revision", "r1", "--interval", self.agent_interval]
         if self.agents_log is None:
             self.agents_log = open(os.path.join(self.work, "agents.log"), "ab")
-        agent.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.agents_log,
+        agent.proc = popen(cmd, stdout=subprocess.DEVNULL, stderr=self.agents_log,
                                       env=dict(os.environ, DISCOVERY_LOG="error"))
         self.procs.append(agent.proc)
         self.agents[port] = agent
@@ -171,7 +185,7 @@ class Cluster:
     def start_watcher(self, home: int) -> "Watcher":
         cmd = [self.binary, "hosts", SERVICE, "--watch", "--json",
                "--registry", self.registry_list(home)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+        proc = popen(cmd, stdout=subprocess.PIPE,
                                 stderr=open(os.path.join(self.work, "watchers.log"), "ab"),
                                 env=dict(os.environ, DISCOVERY_LOG="warn"))
         self.procs.append(proc)
@@ -198,12 +212,12 @@ backend be_web
     option httpchk GET /
 """)
         log = open(os.path.join(self.work, "haproxy.log"), "ab")
-        proc = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=log, stderr=log)
+        proc = popen(["haproxy", "-db", "-f", cfg], stdout=log, stderr=log)
         self.procs.append(proc)
         deadline = time.monotonic() + 10
         while not os.path.exists(socket_path) and time.monotonic() < deadline:
             time.sleep(0.05)
-        sync = subprocess.Popen(
+        sync = popen(
             [self.binary, "haproxy-sync", "--registry", ",".join(n.url for n in self.nodes),
              "--socket", socket_path, "--backend", f"{SERVICE}=be_web",
              "--check-inter", "1s", "--fall", "2", "--rise", "1", "--interval", "2s",

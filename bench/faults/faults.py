@@ -50,6 +50,7 @@ EXPIRY_GUARD = 0.5  # the nodes' --expiry-guard (their default), which the guard
 NODE_FLAGS = ["--host-ttl", "6s", "--min-ttl", "1s", "--gossip-interval", "200ms",
               "--max-stale", "30s", "--warmup", "4s", "--expiry-guard", str(EXPIRY_GUARD)]
 AGENT_INTERVAL = "2s"
+WATCHER_MAX_BACKOFF = 30.0  # discovery-client's WatcherConfig::max_backoff default
 CHECKS = ("empty", "resurrect", "guard")
 
 
@@ -227,7 +228,11 @@ class Run:
             for node in self.cluster.nodes:
                 self.cluster.start_node(node)
 
-        self.window(f"every node down {self.p.all_down:.0f}s", self.p.all_down, start, undo)
+        # A watcher's backoff doubles while no node answers, up to 30 s: its next try may
+        # come up to min(outage, 30 s) after the nodes are back. The window waits that out,
+        # so that what the consumers hold after the outage is measured too.
+        self.window(f"every node down {self.p.all_down:.0f}s", self.p.all_down, start, undo,
+                    after=min(self.p.all_down, WATCHER_MAX_BACKOFF))
 
     # ---- the run -----------------------------------------------------------------------
 

@@ -134,6 +134,7 @@ class Episodes:
     missing: list[tuple[int, float, float]] = field(default_factory=list)      # port, from, to
     appear: list[tuple[int, float, float]] = field(default_factory=list)       # port, started, first listed
     back: list[tuple[int, float]] = field(default_factory=list)                # port, t
+    never: list[tuple[int, float]] = field(default_factory=list)               # port, started: live, never listed
 
 
 def analyse(truth: Truth, samples: list[tuple[float, frozenset | None]]) -> tuple[Series, Episodes]:
@@ -227,6 +228,9 @@ def analyse(truth: Truth, samples: list[tuple[float, frozenset | None]]) -> tupl
         series.missing.append(len(missing_since))
         series.empty.append(len(listed) == 0)
     end = samples[-1][0] if samples else 0.0
+    for port in live:
+        if port not in seen and first_list_t is not None and life_start[port] > first_list_t:
+            eps.never.append((port, life_start[port]))
     for port, since in missing_since.items():
         eps.missing.append((port, since, end))
     for port, (died, how) in death.items():
@@ -272,6 +276,7 @@ def window_stats(series: Series, eps: Episodes, w: Window) -> dict:
         "missing_host_s": sum(b - a for a, b in missing),
         "appear_p50": _pct(appear, 0.5),
         "appear_max": max(appear, default=0.0),
+        "never": sum(1 for _, start in eps.never if inside(start)),
         "back": sum(1 for _, t in eps.back if inside(t)),
     }
 

@@ -16,6 +16,7 @@ COLUMNS = [
     ("deregistered held max", "{dereg_held_max:.1f}s"),
     ("missing max", "{missing_max:.1f}s"), ("missing host·s", "{missing_host_s:.0f}"),
     ("appear lag p50/max", "{appear_p50:.1f}/{appear_max:.1f}s"),
+    ("never listed", "{never}"),
     ("back from dead", "{back}"),
 ]
 

@@ -67,3 +67,10 @@ def test_an_empty_list_while_hosts_live_is_counted_and_uncovers():
     assert stats["samples"] == 3  # "no list yet" is not a sample
     assert stats["empty"] == 1 and stats["uncovered"] == 1
     assert round(stats["coverage"], 1) == 66.7
+
+
+def test_a_live_host_the_consumer_never_lists_is_counted_as_never_listed():
+    tr = truth((0.0, 1, "live", "start"), (1.0, 2, "live", "start"))
+    series, eps = analyse(tr, samples((0.5, {1}), (2.0, {1}), (3.0, {1})))
+    assert eps.never == [(2, 1.0)] and eps.appear == []
+    assert window_stats(series, eps, Window("w", 0.0, 2.0, 4.0))["never"] == 1
