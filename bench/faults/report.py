@@ -69,6 +69,16 @@ def guard_table(windows: list[Window], node_samples) -> str:
     return "\n".join(rows)
 
 
+def _corners(idx: list[int], col: list[int]) -> list[int]:
+    """The samples where a step line turns (the last before a change and the first after
+    it, plus both ends): the same picture, a fraction of the points."""
+    keep = []
+    for n, k in enumerate(idx):
+        if n in (0, len(idx) - 1) or col[k] != col[idx[n - 1]] or col[k] != col[idx[n + 1]]:
+            keep.append(k)
+    return keep
+
+
 def _runs(samples, gap: float = 1.5):
     """The node samples split where the node did not answer: no line across an outage."""
     run, prev = [], None
@@ -122,7 +132,7 @@ def timeline(w: Window, analysed: dict[str, tuple[Series, Episodes]], node_sampl
             out.append(f'<text x="4" y="{y0 + 28}" fill="#666">0..{top_v} hosts</text>')
             for key in ("live", "listed", "dead_held", "missing"):
                 col = getattr(series, key)
-                pts = " ".join(f"{x(series.t[k]):.1f},{y(col[k]):.1f}" for k in idx)
+                pts = " ".join(f"{x(series.t[k]):.1f},{y(col[k]):.1f}" for k in _corners(idx, col))
                 if pts:
                     out.append(f'<polyline points="{pts}" fill="none" stroke="{COLOURS[key]}" stroke-width="1.5"/>')
         else:
