@@ -37,7 +37,7 @@ def summary(windows: list[Window], analysed: dict[str, tuple[Series, Episodes]],
             node_samples) -> str:
     """One row per fault, the worst consumer for each figure (README's table)."""
     rows = ["| fault | coverage (worst consumer) | killed host held, max | live host missing, max "
-            "| back from the dead | guard engaged (nodes) |",
+            "| back from the dead (all consumers) | guard engaged (nodes) |",
             "|---|---:|---:|---:|---:|---:|"]
     for w in windows:
         stats = [window_stats(series, eps, w) for series, eps in analysed.values()]
