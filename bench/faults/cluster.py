@@ -78,7 +78,7 @@ class Agent:
     port: int
     home: int              # index of the node it asks first
     proc: subprocess.Popen | None = None
-    state: str = "dead"    # live | silent | dead (the ground truth, kept by measure.Truth)
+    state: str = "dead"    # live | silent | dead: what the harness did to it last
 
 
 @dataclass
@@ -89,7 +89,6 @@ class Cluster:
     netns_prefix: str | None   # None: every node on 127.0.0.1 (no partition fault)
     node_flags: list[str]
     agent_interval: str
-    log: callable = print
     nodes: list[Node] = field(default_factory=list)
     agents: dict[int, Agent] = field(default_factory=dict)
     procs: list[subprocess.Popen] = field(default_factory=list)

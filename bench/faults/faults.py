@@ -21,7 +21,7 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cluster import LIBFAKETIME, Cluster, Fleet  # noqa: E402
-from measure import Clock, NodeSample, Sampler, Truth, Window, analyse, guard_stats, window_stats  # noqa: E402
+from measure import Clock, NodeSample, Sampler, Truth, Window, analyse, guard_stats  # noqa: E402
 import report  # noqa: E402
 
 
@@ -64,7 +64,7 @@ class Run:
         self.windows: list[Window] = []
         self.cluster = Cluster(binary=args.binary, work=args.work, nodes_n=profile.nodes,
                                netns_prefix=args.netns or None, node_flags=NODE_FLAGS,
-                               agent_interval=AGENT_INTERVAL, log=self.log)
+                               agent_interval=AGENT_INTERVAL)
         self.cluster.fleet = Fleet()
         self.consumers = []
         self.sampler: Sampler | None = None
