@@ -100,11 +100,25 @@ impl Shared {
         if !self.bootstrapped() {
             return false;
         }
+        let now = self.look_for_stall();
+        !self.stall.resyncing(now)
+    }
+
+    /// Whether writes are refused after a stall (see [`StallWatch::writes_held`]), looking
+    /// for a stall first: the requests read the moment the node resumes are the ones that
+    /// waited while it was stopped.
+    pub fn writes_held(&self) -> bool {
+        let now = self.look_for_stall();
+        self.stall.writes_held(now)
+    }
+
+    /// Notices (and reports) a stall at the current time, which it returns.
+    fn look_for_stall(&self) -> Micros {
         let now = now();
         if let Some(stall) = self.stall.look(now, || self.clustered()) {
             self.stalled(stall);
         }
-        !self.stall.resyncing(now)
+        now
     }
 
     /// Whether this node has peers to re-sync with: configured, or learned since it started.

@@ -29,6 +29,9 @@ pub struct StallWatch {
     last_tick: AtomicU64,
     /// When the stall being re-synced from was noticed; 0 when not re-syncing.
     resync_since: AtomicU64,
+    /// When the last stall with peers was noticed (kept after the re-sync ends): writes are
+    /// refused until `resync_bound` after it, see [`StallWatch::writes_held`].
+    noticed_at: AtomicU64,
     /// Expiry is suspended until this time (alone, after a stall).
     hold_until: AtomicU64,
 }
@@ -52,6 +55,7 @@ impl StallWatch {
             hold,
             last_tick: AtomicU64::new(0),
             resync_since: AtomicU64::new(0),
+            noticed_at: AtomicU64::new(0),
             hold_until: AtomicU64::new(0),
         }
     }
@@ -78,6 +82,7 @@ impl StallWatch {
         // fresh tick without it; whoever then moves the tick reports the stall, once.
         let clustered = clustered();
         if clustered {
+            self.noticed_at.fetch_max(now, Ordering::AcqRel);
             self.resync_since.fetch_max(now, Ordering::AcqRel);
         } else {
             self.hold_until
@@ -107,6 +112,17 @@ impl StallWatch {
     pub fn resyncing(&self, now: Micros) -> bool {
         let since = self.resync_since.load(Ordering::Acquire);
         since != 0 && now < since.saturating_add(self.resync_bound)
+    }
+
+    /// Whether writes must be refused at `now`: for `resync_bound` after a stall with peers,
+    /// however early the re-sync ends. Requests that waited in the node's sockets while it was
+    /// stopped are read the moment it resumes, before or after the re-sync; a heartbeat among
+    /// them may come from an agent that died meanwhile, and taken now it would bring that
+    /// host back on every node for a TTL. Refused (503), the clients take their writes to
+    /// another node.
+    pub fn writes_held(&self, now: Micros) -> bool {
+        let noticed = self.noticed_at.load(Ordering::Acquire);
+        noticed != 0 && now < noticed.saturating_add(self.resync_bound)
     }
 
     /// Whether the sweeper must expire nothing at `now`: during a re-sync, or (alone) while
@@ -169,6 +185,24 @@ mod tests {
         assert!(stall.resync);
         assert_eq!(w.tick(at + 1, CLUSTERED), None);
         assert!(w.resyncing(at + 1) && w.expiry_held(at + 1));
+    }
+
+    #[test]
+    fn writes_are_held_for_the_resync_bound_after_a_stall_however_early_the_resync_ends() {
+        let w = StallWatch::new(SECOND, 30 * SECOND);
+        w.tick(T0, CLUSTERED);
+        assert!(!w.writes_held(T0 + TICK));
+        let at = T0 + 10 * SECOND;
+        w.look(at, CLUSTERED).expect("stall");
+        assert!(w.synced(at + 1));
+        assert!(!w.resyncing(at + 2), "reads are served again");
+        assert!(w.writes_held(at + 2), "writes that queued while stopped are not");
+        assert!(!w.writes_held(at + w.resync_bound()));
+        // Alone, a node has nowhere else to send writes: it takes them.
+        let alone = StallWatch::new(SECOND, 30 * SECOND);
+        alone.tick(T0, || false);
+        alone.look(at, || false).expect("stall");
+        assert!(!alone.writes_held(at + 1));
     }
 
     #[test]

@@ -424,3 +424,46 @@ fn a_node_resuming_from_a_freeze_resyncs_before_it_serves_a_list() {
     assert!(served > 0);
     wait_until("a logs the stall", WAIT, || logs.contains("was stalled"));
 }
+
+/// Issue 14: a heartbeat that waited in a frozen node's socket (from an agent that may have
+/// died meanwhile) is not stamped when the node resumes: the node answers 503 while it
+/// re-syncs, so the agent takes it to another node, and the host is not brought back.
+#[test]
+fn a_heartbeat_queued_while_a_node_was_frozen_is_refused_while_it_resyncs() {
+    use std::io::{Read, Write};
+
+    let (a, _logs, b) = logged_pair();
+    wait_until("both ready", WAIT, || ready(&a) && ready(&b));
+    wait_until("a and b gossip", WAIT, || alive_peers(&a) == 1);
+    a.signal("STOP");
+    // Sent while a is frozen: the kernel takes the connection and the bytes, a reads them
+    // only when it resumes.
+    let mut queued = std::net::TcpStream::connect(a.addr()).expect("connect");
+    let body = "ip=10.0.0.9&port=8080&revision=ghost";
+    let request = format!(
+        "POST /v1/registration/web HTTP/1.1\r\nHost: {}\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        a.addr(),
+        body.len()
+    );
+    queued.write_all(request.as_bytes()).expect("send");
+    // Longer than the stall threshold (2 s, or three gossip intervals).
+    std::thread::sleep(Duration::from_secs(3));
+    a.signal("CONT");
+    let mut answer = String::new();
+    queued.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("re-syncing"), "{answer}");
+    // Once re-synced, a takes writes again; the queued host was never registered anywhere.
+    wait_until("a serves again", WAIT, || ready(&a));
+    register(&a, "web", "10.0.0.1", "live");
+    wait_until("the live host on b", WAIT, || {
+        hosts(&b, "web").is_some_and(|h| h.len() == 1)
+    });
+    for node in [&a, &b] {
+        let listed = hosts(node, "web").unwrap();
+        assert!(
+            listed.iter().all(|(ip, _)| ip != "10.0.0.9"),
+            "the queued host was registered: {listed:?}"
+        );
+    }
+}

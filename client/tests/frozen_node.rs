@@ -134,7 +134,12 @@ async fn a_watcher_parked_on_a_frozen_node_learns_of_changes_within_its_blind_bo
     // Thawed: a write through node a reaches the watcher (now parked on b) by gossip, and
     // the watcher has no reason to fail over again.
     a.signal("CONT");
-    via_a.register(&payments, &host(4)).await.unwrap();
+    // A thawed node answers writes 503 for a moment after a stall (docs/gossip.md, "After a
+    // stall"): writes that waited in its sockets must not be taken late.
+    wait_until_async("node a takes writes again", SOON, || async {
+        via_a.register(&payments, &host(4)).await.is_ok()
+    })
+    .await;
     wait_until(
         "the watcher holds the host written to the thawed node",
         SOON,

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// A limit of the registry refuses the write.
     #[error("{0}")]
     Unavailable(String),
+    /// The node was stalled and takes no write for a moment (see `StallWatch::writes_held`).
+    #[error("this registry node was stalled and is re-syncing with its peers; send the write to another node, or retry")]
+    Resyncing,
 }
 
 impl From<ValidationError> for ApiError {
@@ -68,7 +71,9 @@ impl ApiError {
             ApiError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::NotReady | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady | ApiError::Unavailable(_) | ApiError::Resyncing => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -99,6 +104,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotReady | ApiError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::Resyncing => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

@@ -70,6 +70,9 @@ pub(super) async fn register_now(
 ) -> Result<Response, ApiError> {
     let result = async {
         require(shared, Access::Write, headers)?;
+        if shared.writes_held() {
+            return Err(ApiError::Resyncing);
+        }
         let service = service_name(service)?;
         let limits = &shared.config.limits;
         let registration =
@@ -381,6 +384,9 @@ fn delete_host(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     require(shared, Access::Write, headers)?;
+    if shared.writes_held() {
+        return Err(ApiError::Resyncing);
+    }
     let service = service_name(service)?;
     let ip = ip_literal(ip)?;
     let port = query.get("port").map(|p| Port::parse(p)).transpose()?;
