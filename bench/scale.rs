@@ -19,15 +19,15 @@
 //! fails its exchange at once, where HTTP would wait out a 2 s timeout (during which the
 //! real loop skips only that peer).
 //!
-//! Memory decides what can be materialized: every node holds every host (about 600 B each),
-//! so N nodes × 1,000,000 hosts does not fit in 24 GiB past a handful of nodes. Each cluster
-//! size therefore runs with its own number of materialized hosts (`--clusters N:HOSTS`), while
-//! the change stream (1% of the fleet per minute, about 167 writes/s cluster-wide, which is
-//! what every node must absorb and what drives the pushes) is always that of the whole fleet.
-//! Only the refresh stream (a heartbeat re-shipped once a third of the TTL has passed, about
-//! HOSTS/210 records/s at 30 s heartbeats and the default 600 s TTL) shrinks with the hosts;
-//! the report extrapolates it back to the fleet with a cost per host measured at 5 nodes with
-//! two host counts, and marks those figures as extrapolated.
+//! Memory and CPU decide what can be materialized: every node holds every host (about 450 B
+//! each), so N nodes × 1,000,000 hosts does not fit in 24 GiB past a handful of nodes, and one
+//! thread plays every node. Each cluster size therefore runs with its own number of
+//! materialized hosts (`--clusters N:HOSTS`), while the change stream (1% of `--fleet` per
+//! minute, about 167 writes/s cluster-wide, which every node must absorb and which drives the
+//! pushes) is always that of the whole fleet. Only the refresh stream (a heartbeat re-shipped
+//! once a third of the TTL has passed, about HOSTS/210 records/s at 30 s heartbeats and the
+//! default 600 s TTL) shrinks with the hosts; runs at 5 nodes with several host counts show
+//! what it costs.
 //!
 //! Per cluster size and link loss: a settle, then a measured window (bytes per node per
 //! second, probes), then 20% of the nodes cut off from the rest for `--partition` seconds
@@ -570,7 +570,7 @@ async fn cluster(args: &ScaleArgs, n: usize, hosts: usize) -> Vec<Cell> {
         cell.ran = true;
         cell.wall = cell_started.elapsed().as_secs_f64();
         if args.partition == 0 {
-            eprintln!("[{n} nodes] {}", row(cell, None));
+            eprintln!("[{n} nodes] {}", row(cell));
             continue;
         }
         sim.partition();
@@ -606,7 +606,7 @@ async fn cluster(args: &ScaleArgs, n: usize, hosts: usize) -> Vec<Cell> {
             });
         }
         cell.wall = cell_started.elapsed().as_secs_f64();
-        eprintln!("[{n} nodes] {}", row(cell, None));
+        eprintln!("[{n} nodes] {}", row(cell));
     }
     eprintln!(
         "[{n} nodes, {hosts} hosts] done in {:.0} s wall",
@@ -669,31 +669,27 @@ fn fmt_secs(s: f64) -> String {
     }
 }
 
-/// The markdown row of a cell; `fleet_bytes` is the extrapolation to the whole fleet (`None`:
-/// measured with the whole fleet, or no calibration to extrapolate with).
-fn row(c: &Cell, fleet_bytes: Option<f64>) -> String {
+/// The markdown row of a cell.
+fn row(c: &Cell) -> String {
     if !c.ran {
         return format!(
-            "| {} | {} | {:.0}% | not run (wall cap) | | | | | | |",
+            "| {} | {} | {:.0}% | not run (wall cap) | | | | | |",
             c.nodes,
             c.hosts,
             c.loss * 100.0
         );
     }
     let heal = match c.heal {
-        Some(s) if s.is_finite() => format!(
-            "{s:.1} s ({:.0} rounds)",
-            (s * SECOND as f64 / INTERVAL as f64).ceil()
-        ),
+        Some(s) if s.is_finite() => {
+            let rounds = (s * SECOND as f64 / INTERVAL as f64).ceil();
+            let plural = if rounds == 1.0 { "" } else { "s" };
+            format!("{s:.1} s ({rounds:.0} round{plural})")
+        }
         Some(_) => "not within the cap".into(),
         None => "-".into(),
     };
-    let fleet = match fleet_bytes {
-        Some(b) => format!("{:.0} KB/s", b / 1000.0),
-        None => "-".into(),
-    };
     format!(
-        "| {} | {} | {:.0}% | {} | {} | {}/{} | {:.1} KB/s, {:.0} msg/s | {} | {} | {:.1} ms |",
+        "| {} | {} | {:.0}% | {} | {} | {}/{} | {:.1} KB/s | {:.0} | {} | {:.1} ms |",
         c.nodes,
         c.hosts,
         c.loss * 100.0,
@@ -703,22 +699,9 @@ fn row(c: &Cell, fleet_bytes: Option<f64>) -> String {
         c.probes,
         c.bytes / 1000.0,
         c.messages,
-        fleet,
         heal,
         c.cpu * 1000.0
     )
-}
-
-/// Bytes per node per second per materialized host, from two runs at the same cluster size
-/// and loss with different host counts: the slope the extrapolation uses.
-fn per_host_slope(cells: &[Cell], loss: f64) -> Option<(f64, usize)> {
-    let mut same: Vec<&Cell> = cells.iter().filter(|c| c.ran && c.loss == loss).collect();
-    same.sort_by_key(|c| (c.nodes, std::cmp::Reverse(c.hosts)));
-    let a = same.first()?;
-    let b = same
-        .iter()
-        .find(|c| c.nodes == a.nodes && c.hosts < a.hosts)?;
-    Some(((a.bytes - b.bytes) / (a.hosts - b.hosts) as f64, a.nodes))
 }
 
 pub async fn run(args: ScaleArgs) {
@@ -756,37 +739,16 @@ pub async fn run(args: ScaleArgs) {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| nodes | hosts held | loss | convergence median | p99 | probes converged | measured bytes/node/s (sent+received), messages sent/node/s | {} hosts (extrapolated) | heal after {} s partition of 20% | CPU/node/s |",
-        args.fleet, args.partition
+        "| nodes | hosts held | loss | convergence median | p99 | probes converged | payload bytes/node/s (sent+received) | messages sent/node/s | heal after {} s partition of 20% | CPU/node/s |",
+        args.partition
     );
     let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|");
-    let mut points = Vec::new();
     for c in &cells {
-        let slope = per_host_slope(&cells, c.loss);
-        let fleet_bytes = if c.hosts >= args.fleet {
-            None
-        } else {
-            slope.map(|(s, _)| c.bytes + s * (args.fleet - c.hosts) as f64)
-        };
-        let _ = writeln!(table, "{}", row(c, fleet_bytes));
-        points.push((
-            c.clone(),
-            fleet_bytes.or((c.hosts >= args.fleet).then_some(c.bytes)),
-        ));
-    }
-    for &loss in &args.loss {
-        if let Some((s, n)) = per_host_slope(&cells, loss) {
-            let _ = writeln!(
-                table,
-                "\nloss {:.0}%: {:.3} bytes/node/s per host held, from the two runs at {n} nodes",
-                loss * 100.0,
-                s
-            );
-        }
+        let _ = writeln!(table, "{}", row(c));
     }
     println!("{table}");
     println!("total wall time {:.0} s", started.elapsed().as_secs_f64());
-    let svg = plot(&points, &args.loss, args.fleet, args.partition);
+    let svg = plot(&cells, &args.loss, args.partition);
     match std::fs::write(&args.svg, svg) {
         Ok(()) => println!("plot written to {}", args.svg),
         Err(e) => eprintln!("cannot write {}: {e}", args.svg),
@@ -920,32 +882,32 @@ fn panel(x0: f64, title: &str, y_label: &str, xs: &[f64], series: &[Series]) -> 
 }
 
 /// Three panels: convergence (median, p99), bytes per node per second (for the fleet), heal.
-fn plot(points: &[(Cell, Option<f64>)], losses: &[f64], fleet: usize, partition: u64) -> String {
+fn plot(cells: &[Cell], losses: &[f64], partition: u64) -> String {
     // One point per cluster size and loss: the smallest host count run at that size (the
-    // sweep; a larger one at the same size is the calibration of the extrapolation).
-    let mut best: Vec<&(Cell, Option<f64>)> = Vec::new();
-    for p in points.iter().filter(|p| p.0.ran) {
+    // sweep; larger ones at the same size show what the hosts held cost).
+    let mut best: Vec<&Cell> = Vec::new();
+    for p in cells.iter().filter(|p| p.ran) {
         match best
             .iter_mut()
-            .find(|b| b.0.nodes == p.0.nodes && b.0.loss == p.0.loss)
+            .find(|b| b.nodes == p.nodes && b.loss == p.loss)
         {
-            Some(b) if b.0.hosts <= p.0.hosts => {}
+            Some(b) if b.hosts <= p.hosts => {}
             Some(b) => *b = p,
             None => best.push(p),
         }
     }
-    let mut xs: Vec<f64> = best.iter().map(|p| p.0.nodes as f64).collect();
+    let mut xs: Vec<f64> = best.iter().map(|p| p.nodes as f64).collect();
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs.dedup();
-    let series = |f: &dyn Fn(&(Cell, Option<f64>)) -> f64, dashed: bool, what: &str| {
+    let series = |f: &dyn Fn(&Cell) -> f64, dashed: bool, what: &str| {
         losses
             .iter()
             .enumerate()
             .map(|(k, &loss)| {
                 let mut pts: Vec<(f64, f64)> = best
                     .iter()
-                    .filter(|p| p.0.loss == loss)
-                    .map(|p| (p.0.nodes as f64, f(p)))
+                    .filter(|p| p.loss == loss)
+                    .map(|p| (p.nodes as f64, f(p)))
                     .collect();
                 pts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
                 Series {
@@ -957,15 +919,10 @@ fn plot(points: &[(Cell, Option<f64>)], losses: &[f64], fleet: usize, partition:
             })
             .collect::<Vec<_>>()
     };
-    let mut conv = series(&|p| p.0.p99, false, "p99, ");
-    conv.extend(series(&|p| p.0.median, true, "median, "));
-    let mut bytes = series(&|p| p.0.bytes / 1000.0, false, "measured, ");
-    bytes.extend(series(
-        &|p| p.1.unwrap_or(f64::NAN) / 1000.0,
-        true,
-        &format!("{}k hosts (extrap.), ", fleet / 1000),
-    ));
-    let heal = series(&|p| p.0.heal.unwrap_or(f64::NAN), false, "");
+    let mut conv = series(&|p| p.p99, false, "p99, ");
+    conv.extend(series(&|p| p.median, true, "median, "));
+    let bytes = series(&|p| p.bytes / 1000.0, false, "");
+    let heal = series(&|p| p.heal.unwrap_or(f64::NAN), false, "");
     let mut svg = String::from(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1000\" height=\"320\" viewBox=\"0 0 1000 320\">\n<rect width=\"1000\" height=\"320\" fill=\"white\"/>\n",
     );
