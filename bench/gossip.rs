@@ -5,6 +5,7 @@
 //!     target/release/examples/gossip-bench heal          # real processes, SIGSTOP 30 s
 //!     target/release/examples/gossip-bench bytes         # in-process, virtual time
 //!     target/release/examples/gossip-bench all
+//!     target/release/examples/gossip-bench scale         # in-process, 5-250 nodes (scale.rs)
 //!
 //! - convergence: N `discovery serve` processes on 127.0.0.1 at the default 1 s interval;
 //!   200 writes of a new host, each to the next node in turn; every other node is long
@@ -36,6 +37,8 @@ use discovery::registry::{Micros, SECOND};
 use discovery::shared::Shared;
 use discovery_api::{HostStatus, Port, Registration, RepoName, Revision, ServiceName, Tags};
 use std::io::{BufRead, BufReader};
+
+mod scale;
 
 fn binary() -> String {
     std::env::var("DISCOVERY_BIN").unwrap_or_else(|_| {
@@ -408,6 +411,10 @@ async fn bytes() {
 #[tokio::main]
 async fn main() {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    if what == "scale" {
+        scale::run(scale::ScaleArgs::parse_from(std::env::args().skip(1))).await;
+        return;
+    }
     if what == "convergence" || what == "all" {
         convergence(3).await;
         convergence(5).await;

@@ -1,7 +1,13 @@
 //! An in-memory network for tests and benchmarks: nodes by address, links that can be cut
-//! and healed, and byte counters. Every message is still encoded to bytes and decoded on
-//! the other side, exactly as over HTTP, so what is measured here is what travels.
-//! (chitchat's `transport/channel.rs`, memberlist's `mock_transport.go`.)
+//! and healed, seeded random message loss, and byte counters. Every message is still encoded
+//! to bytes and decoded on the other side, exactly as over HTTP, so what is measured here is
+//! what travels. (chitchat's `transport/channel.rs`, memberlist's `mock_transport.go`.)
+//!
+//! Loss drops each message (a request or an answer) on its own with a fixed probability,
+//! drawn from a seeded generator so that the same seed and the same sequence of messages
+//! drop the same ones. A lost request changes nothing at the peer; a lost answer reaches the
+//! initiator as a timeout after the peer has merged the request, as over HTTP. Either way the
+//! exchange fails at once: there is no virtual clock here to wait out a timeout on.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -51,6 +57,30 @@ struct Net {
     /// Cut links, as sorted address pairs.
     cut: HashSet<(String, String)>,
     traffic: HashMap<String, Traffic>,
+    loss: Loss,
+}
+
+/// Seeded message loss: a probability and a splitmix64 stream (no dependency, repeatable).
+#[derive(Default)]
+struct Loss {
+    /// Probability that one message is dropped, in parts per million.
+    per_million: u64,
+    state: u64,
+}
+
+impl Loss {
+    /// Whether the next message is dropped.
+    fn drops(&mut self) -> bool {
+        if self.per_million == 0 {
+            return false;
+        }
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        z % 1_000_000 < self.per_million
+    }
 }
 
 /// See the module docs. A cheap clone: all clones are one network.
@@ -131,6 +161,19 @@ impl MemoryNetwork {
         self.net.lock().cut.clear();
     }
 
+    /// Drops each message from now on with probability `rate` (0 to 1), drawing from a
+    /// generator seeded with `seed`; `rate` 0 turns loss off.
+    pub fn set_loss(&self, rate: f64, seed: u64) {
+        self.net.lock().loss = Loss {
+            per_million: (rate.clamp(0.0, 1.0) * 1e6).round() as u64,
+            state: seed,
+        };
+    }
+
+    fn lost(&self) -> bool {
+        self.net.lock().loss.drops()
+    }
+
     /// Bytes a node sent and received so far.
     pub fn traffic(&self, addr: &str) -> Traffic {
         self.net
@@ -141,12 +184,15 @@ impl MemoryNetwork {
             .unwrap_or_default()
     }
 
-    fn count(&self, from: &str, to: &str, bytes: usize) {
+    /// Counts a message; `delivered` is false for a lost one (sent, never received).
+    fn count(&self, from: &str, to: &str, bytes: usize, delivered: bool) {
         let mut net = self.net.lock();
         let sender = net.traffic.entry(from.to_owned()).or_default();
         sender.sent += bytes as u64;
         sender.messages += 1;
-        net.traffic.entry(to.to_owned()).or_default().received += bytes as u64;
+        if delivered {
+            net.traffic.entry(to.to_owned()).or_default().received += bytes as u64;
+        }
     }
 }
 
@@ -169,14 +215,22 @@ impl Transport for MemoryTransport {
             return Err(TransportError::Unreachable("no such node".into()));
         };
         let bytes = msg.encode();
-        self.net.count(&self.me, peer, bytes.len());
+        if self.net.lost() {
+            self.net.count(&self.me, peer, bytes.len(), false);
+            return Err(TransportError::Timeout);
+        }
+        self.net.count(&self.me, peer, bytes.len(), true);
         let req =
             SyncRequest::decode(&bytes).map_err(|e| TransportError::Refused(e.to_string()))?;
         let answer = match handler.handle(req, None) {
             Ok(answer) => answer.encode(),
             Err(MessageRefusal::OwnId) => return Err(TransportError::SameId),
         };
-        self.net.count(peer, &self.me, answer.len());
+        if self.net.lost() {
+            self.net.count(peer, &self.me, answer.len(), false);
+            return Err(TransportError::Timeout);
+        }
+        self.net.count(peer, &self.me, answer.len(), true);
         let response = SyncResponse::decode(&answer)
             .map_err(|e| TransportError::BadResponse(e.to_string()))?;
         Ok(Exchanged {

@@ -250,6 +250,54 @@ async fn a_partitioned_node_catches_up_after_the_heal_and_deletes_stick() {
     ]);
 }
 
+/// Bytes (sent, received) over the whole network.
+fn bytes(c: &Cluster) -> (u64, u64) {
+    (0..c.nodes.len())
+        .map(|i| c.net.traffic(&addr(i)))
+        .fold((0, 0), |(s, r), t| (s + t.sent, r + t.received))
+}
+
+#[tokio::test]
+async fn with_a_fifth_of_messages_lost_rounds_still_converge() {
+    let c = Cluster::new(5);
+    c.net.set_loss(0.2, 7);
+    for (i, node) in c.nodes.iter().enumerate() {
+        beat(node, "web", &format!("10.0.0.{i}"), 80, "r1");
+    }
+    let mut rounds = 0;
+    while (0..5).any(|i| c.served(i).len() != 5) {
+        rounds += 1;
+        assert!(rounds <= 20, "not converged after 20 rounds at 20% loss");
+        for node in &c.nodes {
+            node.round().await;
+        }
+    }
+    let (sent, received) = bytes(&c);
+    assert!(received < sent, "lost messages are sent, never received");
+}
+
+#[tokio::test]
+async fn the_same_loss_seed_drops_the_same_messages_and_zero_turns_loss_off() {
+    let run = |loss: f64, seed: u64| async move {
+        let c = Cluster::new(2);
+        c.net.set_loss(0.5, 1);
+        c.net.set_loss(loss, seed);
+        // Node 1 is the one configured with a peer (node 0) in `Cluster::new`.
+        beat(&c.nodes[1], "web", "10.0.0.1", 80, "r1");
+        let mut outcomes = Vec::new();
+        for _ in 0..32 {
+            outcomes.push(c.nodes[1].exchange(&addr(0), Mode::Round).await);
+        }
+        outcomes
+    };
+    // Same draws, same outcomes (byte counts may differ: digests are hash maps, and
+    // their order changes what deflate makes of them).
+    let a = run(0.5, 42).await;
+    assert_eq!(a, run(0.5, 42).await);
+    assert!(a.iter().any(|ok| *ok) && a.iter().any(|ok| !*ok), "{a:?}");
+    assert!(run(0.0, 42).await.iter().all(|ok| *ok));
+}
+
 #[tokio::test]
 async fn a_restarted_node_pulls_a_snapshot_in_pages_before_it_is_ready() {
     let mut c = Cluster::new(3);
