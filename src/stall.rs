@@ -196,7 +196,10 @@ mod tests {
         w.look(at, CLUSTERED).expect("stall");
         assert!(w.synced(at + 1));
         assert!(!w.resyncing(at + 2), "reads are served again");
-        assert!(w.writes_held(at + 2), "writes that queued while stopped are not");
+        assert!(
+            w.writes_held(at + 2),
+            "writes that queued while stopped are not"
+        );
         assert!(!w.writes_held(at + w.resync_bound()));
         // Alone, a node has nowhere else to send writes: it takes them.
         let alone = StallWatch::new(SECOND, 30 * SECOND);

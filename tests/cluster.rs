@@ -453,9 +453,17 @@ fn a_heartbeat_queued_while_a_node_was_frozen_is_refused_while_it_resyncs() {
     queued.read_to_string(&mut answer).expect("answer");
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("re-syncing"), "{answer}");
-    // Once re-synced, a takes writes again; the queued host was never registered anywhere.
-    wait_until("a serves again", WAIT, || ready(&a));
-    register(&a, "web", "10.0.0.1", "live");
+    // A moment later a takes writes again; the queued host was never registered anywhere.
+    wait_until("a takes writes again", WAIT, || {
+        let url = format!("{}/v1/registration/web", a.url);
+        http(
+            "POST",
+            &url,
+            Some(FORM),
+            "ip=10.0.0.1&port=8080&revision=live",
+        )
+        .0 == 200
+    });
     wait_until("the live host on b", WAIT, || {
         hosts(&b, "web").is_some_and(|h| h.len() == 1)
     });
