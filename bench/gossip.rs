@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use discovery::config::{Config, ServeArgs};
-use discovery::gossip::{Clock, MemoryNetwork};
+use discovery::gossip::memory::MemoryTransport;
+use discovery::gossip::{Clock, MemoryNetwork, Node};
 use discovery::registry::{Micros, SECOND};
 use discovery::shared::Shared;
 use discovery_api::{HostStatus, Port, Registration, RepoName, Revision, ServiceName, Tags};
@@ -286,6 +287,36 @@ struct Cli {
     serve: ServeArgs,
 }
 
+/// `n` nodes (`http://n{i}:80`, node ids `n{i}`) on one in-memory network and one virtual
+/// clock read from `time`, each with every other in `--peers`, `--warmup 0s` and `extra`
+/// flags, configured through the real flag parsing.
+fn virtual_cluster(
+    n: usize,
+    time: &Arc<AtomicU64>,
+    extra: &[&str],
+) -> (MemoryNetwork, Vec<String>, Vec<Arc<Node<MemoryTransport>>>) {
+    let net = MemoryNetwork::new();
+    let addrs: Vec<String> = (0..n).map(|i| format!("http://n{i}:80")).collect();
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let peers: Vec<&str> = addrs
+            .iter()
+            .filter(|a| *a != addr)
+            .map(|s| s.as_str())
+            .collect();
+        let id = format!("n{i}");
+        let peers = peers.join(",");
+        let mut args = vec!["x", "--node-id", &id, "--peers", &peers, "--warmup", "0s"];
+        args.extend_from_slice(extra);
+        let config = Config::from_args(Cli::parse_from(args).serve).unwrap();
+        let shared = Arc::new(Shared::new(config));
+        let time = time.clone();
+        let clock: Clock = Arc::new(move || time.load(Ordering::Relaxed));
+        nodes.push(net.join(shared, addr, clock));
+    }
+    (net, addrs, nodes)
+}
+
 async fn bytes() {
     const NODES: usize = 5;
     const HOSTS: usize = 100_000;
@@ -299,30 +330,7 @@ async fn bytes() {
         .and_then(|t| t.parse().ok());
     let t0: Micros = 1_800_000_000 * SECOND;
     let time = Arc::new(AtomicU64::new(t0));
-    let net = MemoryNetwork::new();
-    let addrs: Vec<String> = (0..NODES).map(|i| format!("http://n{i}:80")).collect();
-    let mut nodes = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let peers: Vec<&str> = addrs
-            .iter()
-            .filter(|a| *a != addr)
-            .map(|s| s.as_str())
-            .collect();
-        let args = [
-            "x",
-            "--node-id",
-            &format!("n{i}"),
-            "--peers",
-            &peers.join(","),
-            "--warmup",
-            "0s",
-        ];
-        let config = Config::from_args(Cli::parse_from(args).serve).unwrap();
-        let shared = Arc::new(Shared::new(config));
-        let time = time.clone();
-        let clock: Clock = Arc::new(move || time.load(Ordering::Relaxed));
-        nodes.push(net.join(shared, addr, clock));
-    }
+    let (net, addrs, nodes) = virtual_cluster(NODES, &time, &[]);
     let services: Vec<ServiceName> = (0..HOSTS / PER_SERVICE)
         .map(|s| ServiceName::parse(&format!("service-{s:04}")).unwrap())
         .collect();

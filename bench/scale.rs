@@ -43,11 +43,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use discovery::config::{Config, ServeArgs};
 use discovery::gossip::memory::MemoryTransport;
-use discovery::gossip::{Clock, MemoryNetwork, Mode, Node};
+use discovery::gossip::{MemoryNetwork, Mode, Node};
 use discovery::registry::{Digest, Micros, Origin, SECOND};
-use discovery::shared::Shared;
 use discovery_api::{HostStatus, Port, Registration, RepoName, Revision, ServiceName, Tags};
 use futures_util::FutureExt;
 
@@ -133,12 +131,6 @@ impl Rng {
     }
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    serve: ServeArgs,
-}
-
 struct Probe {
     service: ServiceName,
     written: Micros,
@@ -199,32 +191,7 @@ impl Sim {
     fn new(n: usize, hosts: usize, args: &ScaleArgs) -> Sim {
         let (fleet, seed) = (args.fleet, args.seed);
         let time = Arc::new(AtomicU64::new(T0));
-        let net = MemoryNetwork::new();
-        let addrs: Vec<String> = (0..n).map(|i| format!("http://n{i}:80")).collect();
-        let mut nodes = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let peers: Vec<&str> = addrs
-                .iter()
-                .filter(|a| *a != addr)
-                .map(|s| s.as_str())
-                .collect();
-            let args = [
-                "x",
-                "--node-id",
-                &format!("n{i}"),
-                "--peers",
-                &peers.join(","),
-                "--warmup",
-                "0s",
-                "--max-hosts",
-                "4000000",
-            ];
-            let config = Config::from_args(Cli::parse_from(args).serve).unwrap();
-            let shared = Arc::new(Shared::new(config));
-            let time = time.clone();
-            let clock: Clock = Arc::new(move || time.load(Ordering::Relaxed));
-            nodes.push(net.join(shared, addr, clock));
-        }
+        let (net, addrs, nodes) = super::virtual_cluster(n, &time, &["--max-hosts", "4000000"]);
         let mut rng = Rng(seed);
         let round_phase = (0..n).map(|_| rng.below(INTERVAL / TICK) * TICK).collect();
         let services = (0..hosts.div_ceil(PER_SERVICE))
