@@ -67,6 +67,15 @@ fn live(service: &str, ip: &str, ts: Micros) -> Replica {
 
 /// POSTs one gossip message carrying `records` from "mallory"; returns the status.
 fn gossip(node: &Node, records: Vec<Replica>) -> u16 {
+    let delta = Delta {
+        records,
+        ..Delta::default()
+    };
+    gossip_delta(node, delta).0
+}
+
+/// POSTs one gossip message carrying `delta` from "mallory": (status, answer bytes).
+fn gossip_delta(node: &Node, delta: Delta) -> (u16, Vec<u8>) {
     let message = SyncMessage {
         from: Sender {
             node_id: "mallory".into(),
@@ -75,25 +84,10 @@ fn gossip(node: &Node, records: Vec<Replica>) -> u16 {
             ready: false,
         },
         digest: Digest::new(),
-        delta: Delta {
-            records,
-            ..Delta::default()
-        },
+        delta,
         peers: Vec::new(),
     };
-    let path =
-        std::env::temp_dir().join(format!("hostile-{}-{}.bin", std::process::id(), wall_now()));
-    std::fs::write(&path, message.encode()).unwrap();
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-        .args(["-H", &format!("Content-Type: {CONTENT_TYPE_GOSSIP}")])
-        .arg("--data-binary")
-        .arg(format!("@{}", path.display()))
-        .arg(format!("{}{SYNC_PATH}", node.url))
-        .output()
-        .expect("run curl");
-    let _ = std::fs::remove_file(&path);
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    post_raw(node, &message.encode())
 }
 
 /// One sample of `/metrics`, e.g. `metric(n, "discovery_hosts", "")`.
@@ -350,21 +344,13 @@ fn invented_origins_cannot_grow_the_digest_past_what_peers_decode() {
             upto: 1,
         })
         .collect();
-    let forged = SyncMessage {
-        from: Sender {
-            node_id: "mallory".into(),
-            addr: None,
-            port: 1,
-            ready: false,
-        },
-        digest: Digest::new(),
-        delta: Delta {
+    let (status, answer) = gossip_delta(
+        &a,
+        Delta {
             spans,
             ..Delta::default()
         },
-        peers: vec![],
-    };
-    let (status, answer) = post_raw(&a, &forged.encode());
+    );
     assert_eq!(status, 200);
     // What a answers (and so sends every peer) still decodes, its digest bounded.
     let answer = SyncMessage::decode(&answer).unwrap();
