@@ -76,6 +76,18 @@ fn curl(args: &[&str]) -> Reply {
 }
 
 /// The hosts of `service` on `node`, as JSON.
+/// A `curl -d` heartbeat of host 10.0.0.1:80 with `tags` (JSON text) url-encoded, as a seed
+/// user's script sends it.
+fn beat_with_tags(register: &str, tags: &str) -> Reply {
+    curl(&[
+        "-d",
+        "ip=10.0.0.1&port=80&revision=r",
+        "--data-urlencode",
+        &format!("tags={tags}"),
+        register,
+    ])
+}
+
 fn hosts(node: &Node, service: &str) -> Vec<Value> {
     get_json(&format!("{}/v1/registration/{service}", node.url))
         .and_then(|v| v["hosts"].as_array().cloned())
@@ -258,13 +270,7 @@ fn tags_of_any_json_type_are_stored_as_the_seed_stored_them() {
     let node = Node::start(&[]);
     let register = url(&node, "/v1/registration/web");
     let tags = r#"{"region":"us-east-1","az":"us-east-1a","weight ratio":0.5,"retired":null,"ports":[80,443],"owner":{"team":"pay","oncall":true},"canary":true}"#;
-    let reply = curl(&[
-        "-d",
-        "ip=10.0.0.1&port=80&revision=r",
-        "--data-urlencode",
-        &format!("tags={tags}"),
-        &register,
-    ]);
+    let reply = beat_with_tags(&register, tags);
     assert_eq!(reply.status, 200, "{}", reply.body);
     // Stored whole, keys sorted at every depth, so equal states give equal bytes.
     let body = list_body(&node, "web");
@@ -649,13 +655,7 @@ fn a_heartbeat_replaces_tags_and_an_operator_weight_survives_it() {
     let node = Node::start(&[]);
     let register = url(&node, "/v1/registration/web");
     let beat = |tags: &str| {
-        let reply = curl(&[
-            "-d",
-            "ip=10.0.0.1&port=80&revision=r",
-            "--data-urlencode",
-            &format!("tags={tags}"),
-            &register,
-        ]);
+        let reply = beat_with_tags(&register, tags);
         assert_eq!(reply.status, 200, "{}", reply.body);
     };
     beat(r#"{"az":"a","old":1}"#);
