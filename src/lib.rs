@@ -5,14 +5,14 @@
 //! `server` wires them; `cli` holds one file per subcommand.
 
 pub mod auth;
-pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod gossip;
 pub mod http;
+pub mod long_poll;
 pub mod metrics;
 pub mod registry;
 pub mod server;
-pub mod shared;
 pub mod stall;
+pub mod state;
 mod throttle;

@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::gossip;
 use crate::http;
 use crate::http::hot_path::Hot;
-use crate::shared::{now, Shared};
+use crate::state::{now, NodeState};
 
 /// How often expired hosts are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -41,7 +41,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// A running node. Dropping it does not stop it: call [`Server::shutdown`].
 pub struct Server {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     tasks: TaskTracker,
 }
 
@@ -50,7 +50,7 @@ impl Server {
     pub async fn start(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
         let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks);
@@ -86,7 +86,7 @@ impl Server {
     }
 
     /// The shared state.
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub fn shared(&self) -> &Arc<NodeState> {
         &self.shared
     }
 
@@ -104,7 +104,7 @@ impl Server {
     }
 }
 
-async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn sweeper(shared: Arc<NodeState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -157,7 +157,7 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
         shared.publish(&report.changes);
         if report.reshipped > 0 {
             // Final copies of hosts that went overdue here: peers drop them on our deadline.
-            shared.changed.notify_one();
+            shared.local_writes.notify_one();
         }
     }
 }
@@ -165,7 +165,7 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
 async fn accept_loop(
     listener: TcpListener,
     router: axum::Router,
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {

@@ -13,7 +13,7 @@
 //!   to heartbeat again.
 //!
 //! Pure: time is an argument (the caller reads the clock), so tests drive it directly. Owns
-//! no registry state and does no IO; `Shared` logs and counts what it reports.
+//! no registry state and does no IO; `NodeState` logs and counts what it reports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

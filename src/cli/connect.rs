@@ -1,5 +1,5 @@
 //! What the client subcommands (`heartbeat`, `hosts`, `services`, `peers`, `haproxy-sync`)
-//! share: the `--registry` and `--token` flags, the [`Registry`] client built from them,
+//! share: the `--registry` and `--token` flags, the [`RegistryClient`] client built from them,
 //! and the error they stop with.
 //!
 //! Talking to the registry is the client library's job; this file only turns flags into
@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use clap::Args;
 use discovery_client::{
-    Error, Failure, Registry, RegistryBuilder, WatcherConfig, DEFAULT_POLL_WAIT,
+    Error, Failure, RegistryClient, RegistryClientBuilder, WatcherConfig, DEFAULT_POLL_WAIT,
     DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// The registry nodes to talk to (`--registry`), a flag of every client subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryUrls {
-    /// Registry base URLs (`http://HOST:PORT`), comma-separated or repeated. The client
+    /// RegistryClient base URLs (`http://HOST:PORT`), comma-separated or repeated. The client
     /// asks the one that answered last and fails over to the others in turn.
     #[arg(
         long = "registry",
@@ -30,8 +30,8 @@ pub struct RegistryUrls {
 
 impl RegistryUrls {
     /// The client's settings, with these URLs.
-    pub fn builder(&self) -> RegistryBuilder {
-        Registry::builder(&self.urls)
+    pub fn builder(&self) -> RegistryClientBuilder {
+        RegistryClient::builder(&self.urls)
     }
 }
 
@@ -51,7 +51,7 @@ pub struct ReadArgs {
 
 impl ReadArgs {
     /// A client of the given registries that sends the read token.
-    pub fn client(&self) -> Result<Registry, CommandError> {
+    pub fn client(&self) -> Result<RegistryClient, CommandError> {
         let mut builder = self.registry.builder().request_timeout(self.timeout.into());
         if let Some(token) = non_empty(&self.token) {
             builder = builder.read_token(token);
@@ -94,7 +94,7 @@ pub enum CommandError {
     Usage(String),
     /// No registry answered, or one refused the request.
     #[error("{}", describe(.0))]
-    Registry(Error),
+    RegistryClient(Error),
     /// The registry refused the host's first heartbeat: the flags or the token are wrong.
     #[error("the first heartbeat was refused: {}", describe(.0))]
     Refused(Arc<Error>),
@@ -113,7 +113,7 @@ pub enum CommandError {
 // `main` prints the source chain after the message, and these messages already hold it.
 impl From<Error> for CommandError {
     fn from(error: Error) -> Self {
-        CommandError::Registry(error)
+        CommandError::RegistryClient(error)
     }
 }
 

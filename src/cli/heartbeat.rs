@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use discovery_api::{HostStatus, Port, RepoName, Revision, ServiceName, Tags};
 use discovery_client::{
-    Error, HeartbeatConfig, HeartbeatOutcome, Heartbeater, Registration, Registry,
+    Error, HeartbeatConfig, HeartbeatOutcome, Heartbeater, Registration, RegistryClient,
     MAX_HEARTBEAT_TIMEOUT, MIN_HEARTBEAT_TIMEOUT,
 };
 
@@ -155,7 +155,7 @@ pub async fn run(args: HeartbeatArgs) -> Result<(), CommandError> {
 /// The validated registration the flags describe.
 async fn registration(
     args: &HeartbeatArgs,
-    registry: &Registry,
+    registry: &RegistryClient,
 ) -> Result<Registration, CommandError> {
     let tags = Tags::from_pairs(args.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| CommandError::Usage(format!("--tag: {e}")))?;
@@ -205,7 +205,7 @@ async fn registration(
 /// that registry's URL. Connecting a UDP socket only chooses the route: no packet is sent,
 /// so this works while the registry is down. Behind NAT the registry sees another address;
 /// pass `--ip` there.
-async fn local_address_towards(registry: &Registry) -> Option<(IpAddr, String)> {
+async fn local_address_towards(registry: &RegistryClient) -> Option<(IpAddr, String)> {
     for url in registry.urls() {
         let Ok(parsed) = reqwest::Url::parse(url) else {
             continue;

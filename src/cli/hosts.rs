@@ -135,7 +135,7 @@ fn tags(host: &Host) -> String {
 mod tests {
     use std::time::Duration;
 
-    use discovery_client::{Registry, DEFAULT_REQUEST_TIMEOUT};
+    use discovery_client::{RegistryClient, DEFAULT_REQUEST_TIMEOUT};
 
     use super::*;
 
@@ -171,7 +171,7 @@ mod tests {
             "500ms",
         ])
         .args;
-        let registry: Registry = args.read.client().unwrap();
+        let registry: RegistryClient = args.read.client().unwrap();
         let config = args.polling.apply(WatcherConfig::default());
         assert_eq!(config.wait, Duration::from_secs(3));
         assert_eq!(

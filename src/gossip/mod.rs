@@ -9,7 +9,7 @@
 //!   [`http_transport`] (processes) and [`memory`] (tests and benchmarks, cuttable links).
 //!
 //! This module owns no registry state: it reads digests and deltas from the registry and
-//! merges what peers send, then wakes long polls through [`Shared::publish`]. It never
+//! merges what peers send, then wakes long polls through [`NodeState::publish`]. It never
 //! imports the HTTP API module (`crate::http`).
 //!
 //! The endpoint treats every byte as hostile (SPEC 4.2, 8): the body is read under a size
@@ -45,7 +45,7 @@ pub use memory::MemoryNetwork;
 pub use node::{Clock, Mode, Node};
 
 use crate::auth::{self, Access};
-use crate::shared::{now, Shared};
+use crate::state::{now, NodeState};
 use crate::throttle::Throttle;
 use messages::{DecodeError, SyncRequest, MAX_MESSAGE_BYTES};
 use node::MessageRefusal;
@@ -84,7 +84,7 @@ struct Endpoint {
 
 /// Starts gossip for the node listening on `addr`.
 pub fn spawn(
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
@@ -166,7 +166,7 @@ async fn run(node: Arc<HttpNode>, shutdown: CancellationToken, tasks: TaskTracke
                 start_exchanges(&node, node.round_targets(), Mode::Round, &shutdown, &tasks);
                 node.check_warmup();
             }
-            _ = node.shared().changed.notified() => {
+            _ = node.shared().local_writes.notified() => {
                 tokio::time::sleep(PUSH_DEBOUNCE).await;
                 start_exchanges(&node, node.push_targets(), Mode::Push, &shutdown, &tasks);
             }

@@ -34,7 +34,7 @@ pub const DEAD_PROBE_ROUNDS: u64 = 10;
 /// A learned peer dead this long is forgotten.
 const FORGET_AFTER: Micros = 600 * SECOND;
 /// Most configured and verified peers the table holds: learned addresses beyond it are ignored.
-const MAX_PEERS: usize = 256;
+const MAX_TRUSTED_PEERS: usize = 256;
 /// Most unverified peers the table holds: a flood of invented addresses fills this pool and
 /// nothing else.
 pub const MAX_UNVERIFIED: usize = 32;
@@ -207,7 +207,7 @@ impl PeerTable {
             peer.last_heard = now;
             return;
         }
-        if self.peers.len() - self.unverified() >= MAX_PEERS {
+        if self.peers.len() - self.unverified() >= MAX_TRUSTED_PEERS {
             return;
         }
         self.peers
@@ -341,7 +341,7 @@ impl PeerTable {
         let Some(peer) = self.peers.get_mut(addr) else {
             return;
         };
-        if !peer.trusted() && verified >= MAX_PEERS {
+        if !peer.trusted() && verified >= MAX_TRUSTED_PEERS {
             self.peers.remove(addr);
             return;
         }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use discovery_api::{ErrorBody, ValidationError};
 
-use crate::shared::now;
+use crate::state::now;
 use crate::throttle::Throttle;
 
 /// When a refusal by a limit was last logged.

@@ -1,12 +1,14 @@
 //! `GET /healthz` (and the seed's `/healthcheck`): the process is up. `GET /readyz`: the node
 //! holds a usable state (SPEC 4.4). Both stay open when tokens are set.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::NodeState;
 
 /// `GET /healthz`.
 pub async fn healthz() -> Json<Value> {
@@ -19,7 +21,7 @@ pub async fn healthcheck() -> ([(header::HeaderName, &'static str); 1], &'static
 }
 
 /// `GET /readyz`: 200 once ready, 503 before.
-pub async fn readyz(State(shared): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn readyz(State(shared): State<Arc<NodeState>>) -> (StatusCode, Json<Value>) {
     if shared.is_ready() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {

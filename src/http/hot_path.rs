@@ -12,6 +12,8 @@
 //! Anything else, a long poll, `?auto_ip=`, a percent-encoded or nested path included, is
 //! handed back untouched for the router.
 
+use std::sync::Arc;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +28,7 @@ use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
 use axum::BoxError;
 
-use super::{on_panic, record, registration, AppState};
+use super::{on_panic, record, registration, NodeState};
 
 /// The route this path answers, as the router names it in metrics.
 const ROUTE: &str = "/v1/registration/{service}";
@@ -61,7 +63,7 @@ fn service_of<B>(request: &Request<B>) -> Option<&str> {
 }
 
 /// Takes `request` if it is a plain host-list read or heartbeat from `peer`.
-pub fn take<B>(shared: &AppState, request: Request<B>, peer: SocketAddr) -> Hot<B>
+pub fn take<B>(shared: &Arc<NodeState>, request: Request<B>, peer: SocketAddr) -> Hot<B>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -101,7 +103,7 @@ where
 }
 
 /// Answers `request` if it is a plain host-list read, else `None`.
-pub fn answer<B>(shared: &AppState, request: &Request<B>) -> Option<Response> {
+pub fn answer<B>(shared: &Arc<NodeState>, request: &Request<B>) -> Option<Response> {
     if request.method() != Method::GET {
         return None;
     }
@@ -153,7 +155,7 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    use crate::shared::Shared;
+    use crate::state::NodeState;
 
     use crate::http::tests::shared_with;
 
@@ -187,7 +189,7 @@ mod tests {
         req.body(Body::empty()).unwrap()
     }
 
-    async fn register(shared: &Arc<Shared>, body: &str) {
+    async fn register(shared: &Arc<NodeState>, body: &str) {
         let req = Request::post("/v1/registration/web")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::AUTHORIZATION, "Bearer w")
@@ -202,7 +204,11 @@ mod tests {
 
     /// Every request the hot path takes gets the router's answer byte for byte, and is
     /// counted the same way.
-    async fn same_answer_as_the_router(shared: &Arc<Shared>, uri: &str, headers: &[(&str, &str)]) {
+    async fn same_answer_as_the_router(
+        shared: &Arc<NodeState>,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) {
         let router = super::super::instrument(super::super::router(shared.clone()), shared.clone());
         let routed = parts(router.oneshot(get(uri, headers)).await.unwrap()).await;
         let hot = super::answer(shared, &get(uri, headers))
@@ -227,7 +233,7 @@ mod tests {
         let auth = ("authorization", "Bearer r");
         let etag = shared
             .registry
-            .view(&"web".parse().unwrap(), crate::shared::now())
+            .view(&"web".parse().unwrap(), crate::state::now())
             .etag
             .clone();
         let cases: &[(&str, Vec<(&str, &str)>)] = &[
@@ -273,7 +279,7 @@ mod tests {
     }
 
     /// The counters of a node's `/metrics`, sorted (latency sums differ between any two runs).
-    fn counters(shared: &Shared) -> Vec<String> {
+    fn counters(shared: &NodeState) -> Vec<String> {
         let mut lines: Vec<String> = shared
             .metrics
             .render()
@@ -333,7 +339,7 @@ mod tests {
             assert_eq!(parts(pending.await).await, via_router, "{body}");
         }
         let web = "web".parse().unwrap();
-        let now = crate::shared::now();
+        let now = crate::state::now();
         assert_eq!(
             hot.registry.view(&web, now).etag,
             routed.registry.view(&web, now).etag

@@ -15,13 +15,15 @@
 //!
 //! The checks read the head hyper already parsed: no allocation, and no lock.
 
+use std::sync::Arc;
+
 use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::http::{Request, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::{record, ApiError, AppState};
+use super::{record, ApiError, NodeState};
 
 /// The longest request URI (path and query; scheme and authority too in absolute form).
 /// 8 KiB, as nginx and most proxies: a host-list URL is under 200 bytes.
@@ -74,7 +76,7 @@ pub fn check<B>(request: &Request<B>) -> Result<(), ApiError> {
 
 /// The answer to a request whose head is over a bound, counted like any other answer (route
 /// `unmatched`: it never reached one), or `None` for a request to serve.
-pub fn refuse<B>(shared: &AppState, request: &Request<B>) -> Option<Response> {
+pub fn refuse<B>(shared: &Arc<NodeState>, request: &Request<B>) -> Option<Response> {
     let error = check(request).err()?;
     let started = Instant::now();
     let response = error.into_response();

@@ -2,7 +2,7 @@
 //!
 //! Handlers parse and check input (through `discovery-api`), call the registry and shape the
 //! answer. They hold no lock across an `.await` and never talk to the gossip layer: what they
-//! need of it (readiness, the peer table) is in [`Shared`]. [`hot_path`] answers the two
+//! need of it (readiness, the peer table) is in [`NodeState`]. [`hot_path`] answers the two
 //! most frequent requests (a plain host-list read, a heartbeat) before the router, with the
 //! same handler functions and accounting.
 
@@ -33,10 +33,7 @@ use axum::Router;
 pub use error::ApiError;
 
 use crate::auth::{self, Access};
-use crate::shared::Shared;
-
-/// The state handlers share.
-pub type AppState = Arc<Shared>;
+use crate::state::NodeState;
 
 /// Every public endpoint as `(method, path pattern)`. This one list builds the router and is
 /// what `tests/openapi.rs` holds `api/openapi.yaml` equal to, so the two cannot drift. The
@@ -63,7 +60,7 @@ pub const ROUTES: &[(Method, &str)] = &[
 ///
 /// # Panics
 /// On an entry with no handler: the first test that builds a router finds it.
-fn handler(method: &Method, path: &str) -> MethodRouter<AppState> {
+fn handler(method: &Method, path: &str) -> MethodRouter<Arc<NodeState>> {
     match (method.as_str(), path) {
         ("GET", "/v1/registration/{service}") => get(registration::list),
         ("POST", "/v1/registration/{service}") => post(registration::register),
@@ -85,7 +82,7 @@ fn handler(method: &Method, path: &str) -> MethodRouter<AppState> {
 }
 
 /// The router of every public endpoint. The gossip endpoints are merged in by `server.rs`.
-pub fn router(shared: AppState) -> Router {
+pub fn router(shared: Arc<NodeState>) -> Router {
     ROUTES
         .iter()
         .fold(Router::new(), |router, (method, path)| {
@@ -100,7 +97,7 @@ pub fn router(shared: AppState) -> Router {
 /// Wraps a router (the public one merged with gossip) with request accounting, and turns a
 /// panic (a bug: no input should cause one) into a logged JSON 500 instead of a dropped
 /// connection.
-pub fn instrument(router: Router, shared: AppState) -> Router {
+pub fn instrument(router: Router, shared: Arc<NodeState>) -> Router {
     router
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(middleware::from_fn_with_state(shared, observe))
@@ -132,7 +129,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Checks a bearer token for a class of request.
 pub(crate) fn require(
-    shared: &Shared,
+    shared: &NodeState,
     access: Access,
     headers: &axum::http::HeaderMap,
 ) -> Result<(), ApiError> {
@@ -144,7 +141,7 @@ pub(crate) fn require(
 }
 
 /// Counts every request by route and status, and logs it at debug.
-async fn observe(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+async fn observe(State(shared): State<Arc<NodeState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = match request.extensions().get::<MatchedPath>() {
         None => Cow::Borrowed("unmatched"),
@@ -166,7 +163,7 @@ async fn observe(State(shared): State<AppState>, request: Request, next: Next) -
 
 /// The accounting of one answered request, shared by [`observe`] and the hot path.
 fn record(
-    shared: &Shared,
+    shared: &NodeState,
     route: Cow<'static, str>,
     method: &Method,
     started: Instant,

@@ -1,5 +1,5 @@
-//! The state every part of a running node shares: the registry, the change hub, metrics,
-//! readiness and the latest peer table. One `Arc<Shared>` is built by `server.rs` and handed
+//! The state every part of a running node shares: the registry, the long-poll wakers, metrics,
+//! readiness and the latest peer table. One `Arc<NodeState>` is built by `server.rs` and handed
 //! to the HTTP layer and the gossip layer, which never talk to each other directly.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,18 +10,18 @@ use discovery_api::PeersResponse;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::ChangeHub;
 use crate::config::Config;
+use crate::long_poll::LongPollWakers;
 use crate::metrics::Metrics;
 use crate::registry::{Change, Micros, Registry, SECOND};
 use crate::stall::{Stall, StallWatch};
 
-/// See the module docs.
-pub struct Shared {
+/// One node's state, shared as an `Arc` by the HTTP layer, the gossip layer and the sweeper.
+pub struct NodeState {
     /// The hosts.
     pub registry: Registry,
     /// Wakes long polls when a service's host list changes.
-    pub hub: ChangeHub,
+    pub wakers: LongPollWakers,
     /// Counters and gauges for `/metrics`.
     pub metrics: Metrics,
     /// Validated configuration.
@@ -37,13 +37,13 @@ pub struct Shared {
     long_polls: AtomicUsize,
     /// Cancelled when the node shuts down: background tasks and long polls end.
     pub shutdown: CancellationToken,
-    /// Poked by every [`Shared::publish`] with changes: the gossip layer pushes new local
+    /// Poked by every [`NodeState::publish`] with changes: the gossip layer pushes new local
     /// writes to peers at once instead of waiting for its next round.
-    pub changed: Notify,
+    pub local_writes: Notify,
 }
 
 /// A long poll's place under the limit; dropping it frees the place.
-pub struct LongPollSlot<'a>(&'a Shared);
+pub struct LongPollSlot<'a>(&'a NodeState);
 
 impl Drop for LongPollSlot<'_> {
     fn drop(&mut self) {
@@ -52,7 +52,7 @@ impl Drop for LongPollSlot<'_> {
     }
 }
 
-impl Shared {
+impl NodeState {
     /// Builds the shared state; the node starts ready only when it needs no warmup.
     pub fn new(config: Config) -> Self {
         let clustered = !config.cluster.peers.is_empty() || config.cluster.peers_dns.is_some();
@@ -67,17 +67,17 @@ impl Shared {
             config.cluster.gossip_interval.as_micros() as Micros,
             u64::from(config.registry.expiry_grace) * SECOND,
         );
-        Shared {
+        NodeState {
             stall,
             registry: Registry::new(config.registry.clone()),
-            hub: ChangeHub::default(),
+            wakers: LongPollWakers::default(),
             metrics: Metrics::new(),
             config,
             ready: AtomicBool::new(ready),
             peers: ArcSwap::from_pointee(peers),
             long_polls: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
-            changed: Notify::new(),
+            local_writes: Notify::new(),
         }
     }
 
@@ -175,10 +175,10 @@ impl Shared {
     /// Wakes whoever waits on these services.
     pub fn publish(&self, changes: &[Change]) {
         for change in changes {
-            self.hub.notify(change);
+            self.wakers.notify(change);
         }
         if !changes.is_empty() {
-            self.changed.notify_one();
+            self.local_writes.notify_one();
         }
     }
 }
