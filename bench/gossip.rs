@@ -31,11 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use discovery::config::{Config, ServeArgs};
 use discovery::gossip::memory::MemoryTransport;
 use discovery::gossip::{Clock, MemoryNetwork, Node};
 use discovery::registry::{Micros, SECOND};
-use discovery::state::NodeState;
+use discovery::{Config, NodeState, ServeArgs};
 use discovery_api::{HostStatus, Port, Registration, RepoName, Revision, ServiceName, Tags};
 use std::io::{BufRead, BufReader};
 

@@ -14,12 +14,12 @@ use crate::registry::Change;
 
 /// The channels of the services long polls wait on, by service.
 #[derive(Default)]
-pub struct LongPollWakers {
+pub(crate) struct LongPollWakers {
     channels: DashMap<ServiceName, watch::Sender<u64>>,
 }
 
 /// A poll's subscription; dropping it cleans up the channel when it was the last one.
-pub struct Subscription<'a> {
+pub(crate) struct Subscription<'a> {
     wakers: &'a LongPollWakers,
     service: ServiceName,
     rx: Option<watch::Receiver<u64>>,
@@ -28,7 +28,7 @@ pub struct Subscription<'a> {
 impl LongPollWakers {
     /// Subscribes to a service's changes. Subscribe before reading the current index, so a
     /// change in between is not missed.
-    pub fn subscribe(&self, service: &ServiceName) -> Subscription<'_> {
+    pub(crate) fn subscribe(&self, service: &ServiceName) -> Subscription<'_> {
         let rx = self
             .channels
             .entry(service.clone())
@@ -42,7 +42,7 @@ impl LongPollWakers {
     }
 
     /// Publishes a change to the service's waiting polls, if any.
-    pub fn notify(&self, change: &Change) {
+    pub(crate) fn notify(&self, change: &Change) {
         if let Some(tx) = self.channels.get(&change.service) {
             tx.send_if_modified(|index| {
                 let newer = change.index > *index;
@@ -54,8 +54,9 @@ impl LongPollWakers {
         }
     }
 
-    /// Services with waiting polls (for metrics and tests).
-    pub fn watched(&self) -> usize {
+    /// Services with waiting polls.
+    #[cfg(test)]
+    pub(crate) fn watched(&self) -> usize {
         self.channels.len()
     }
 }
@@ -63,7 +64,7 @@ impl LongPollWakers {
 impl Subscription<'_> {
     /// Waits until the service's index exceeds `index` per the wakers (the caller re-checks the
     /// registry). Returns when notified; never returns if nothing changes.
-    pub async fn changed_past(&mut self, index: u64) {
+    pub(crate) async fn changed_past(&mut self, index: u64) {
         if let Some(rx) = self.rx.as_mut() {
             // The sender lives in the wakers until the last subscription leaves, so this
             // only fails if the wakers is gone; then waiting forever is right (the caller

@@ -39,7 +39,7 @@ use crate::state::{now, NodeState};
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A running node. Dropping it does not stop it: call [`Server::shutdown`].
-pub struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     shared: Arc<NodeState>,
     tasks: TaskTracker,
@@ -47,7 +47,7 @@ pub struct Server {
 
 impl Server {
     /// Binds the listener and starts serving, sweeping and gossiping.
-    pub async fn start(config: Config) -> std::io::Result<Server> {
+    pub(crate) async fn start(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(NodeState::new(config));
@@ -81,18 +81,13 @@ impl Server {
     }
 
     /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The shared state.
-    pub fn shared(&self) -> &Arc<NodeState> {
-        &self.shared
     }
 
     /// Stops accepting, lets in-flight requests finish (long polls are answered at once),
     /// and waits for every task.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.shared.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())

@@ -21,29 +21,29 @@ pub struct NodeState {
     /// The hosts.
     pub registry: Registry,
     /// Wakes long polls when a service's host list changes.
-    pub wakers: LongPollWakers,
+    pub(crate) wakers: LongPollWakers,
     /// Counters and gauges for `/metrics`.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// Validated configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Set once the node holds a usable state (SPEC 4.4).
     ready: AtomicBool,
     /// Notices that this node itself was stalled, and holds reads and expiry while it
     /// re-syncs (see [`crate::stall`]).
-    pub stall: StallWatch,
+    pub(crate) stall: StallWatch,
     /// The gossip layer's view of the cluster, republished after every round.
-    pub peers: ArcSwap<PeersResponse>,
+    pub(crate) peers: ArcSwap<PeersResponse>,
     /// Long polls waiting now.
     long_polls: AtomicUsize,
     /// Cancelled when the node shuts down: background tasks and long polls end.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Poked by every [`NodeState::publish`] with changes: the gossip layer pushes new local
     /// writes to peers at once instead of waiting for its next round.
     pub local_writes: Notify,
 }
 
 /// A long poll's place under the limit; dropping it frees the place.
-pub struct LongPollSlot<'a>(&'a NodeState);
+pub(crate) struct LongPollSlot<'a>(&'a NodeState);
 
 impl Drop for LongPollSlot<'_> {
     fn drop(&mut self) {
@@ -82,7 +82,7 @@ impl NodeState {
     }
 
     /// A place for one more long poll, or `None` at the limit (`--max-long-polls`).
-    pub fn long_poll_slot(&self) -> Option<LongPollSlot<'_>> {
+    pub(crate) fn long_poll_slot(&self) -> Option<LongPollSlot<'_>> {
         let max = self.config.limits.max_long_polls;
         self.long_polls
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -96,7 +96,7 @@ impl NodeState {
     /// Whether the node serves host lists: it holds a usable state and is not re-syncing
     /// after a stall. Looks for a stall first, so that a read arriving the moment the node
     /// resumes is not served from the state it held when it stopped.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         if !self.bootstrapped() {
             return false;
         }
@@ -107,7 +107,7 @@ impl NodeState {
     /// Whether writes are refused after a stall (see [`StallWatch::writes_held`]), looking
     /// for a stall first: the requests read the moment the node resumes are the ones that
     /// waited while it was stopped.
-    pub fn writes_held(&self) -> bool {
+    pub(crate) fn writes_held(&self) -> bool {
         let now = self.look_for_stall();
         self.stall.writes_held(now)
     }
@@ -122,7 +122,7 @@ impl NodeState {
     }
 
     /// Whether this node has peers to re-sync with: configured, or learned since it started.
-    pub fn clustered(&self) -> bool {
+    pub(crate) fn clustered(&self) -> bool {
         let cluster = &self.config.cluster;
         !cluster.peers.is_empty()
             || cluster.peers_dns.is_some()
@@ -130,12 +130,12 @@ impl NodeState {
     }
 
     /// Whether the node has held a usable state since it started (SPEC 4.4), re-sync or not.
-    pub fn bootstrapped(&self) -> bool {
+    pub(crate) fn bootstrapped(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
 
     /// Logs and counts a stall this node noticed in its own ticks.
-    pub fn stalled(&self, stall: Stall) {
+    pub(crate) fn stalled(&self, stall: Stall) {
         self.metrics.stalls.inc();
         let gap_secs = stall.gap as f64 / SECOND as f64;
         if stall.resync {
@@ -154,7 +154,7 @@ impl NodeState {
 
     /// An exchange with a ready peer, started at `started`, completed: ends a re-sync after a
     /// stall if it started after the stall was noticed. Returns whether it did.
-    pub fn synced(&self, started: Micros, peer: &str) -> bool {
+    pub(crate) fn synced(&self, started: Micros, peer: &str) -> bool {
         let ended = self.stall.synced(started);
         if ended {
             tracing::info!(
@@ -166,7 +166,7 @@ impl NodeState {
     }
 
     /// Marks the node ready (once it holds a usable state).
-    pub fn set_ready(&self) {
+    pub(crate) fn set_ready(&self) {
         if !self.ready.swap(true, Ordering::Relaxed) {
             tracing::info!(hosts = self.registry.host_count(), "node is ready");
         }
@@ -184,7 +184,7 @@ impl NodeState {
 }
 
 /// The wall clock in microseconds since the epoch: the only place the server reads it.
-pub fn now() -> Micros {
+pub(crate) fn now() -> Micros {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as Micros)

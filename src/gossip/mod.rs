@@ -20,8 +20,8 @@ mod http_transport;
 pub mod memory;
 pub mod messages;
 pub mod node;
-pub mod peers;
-pub mod transport;
+pub(crate) mod peers;
+pub(crate) mod transport;
 
 #[cfg(test)]
 mod tests;
@@ -40,7 +40,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use http_transport::HttpTransport;
+pub(crate) use http_transport::HttpTransport;
 pub use memory::MemoryNetwork;
 pub use node::{Clock, Mode, Node};
 
@@ -59,16 +59,16 @@ const PUSH_DEBOUNCE: Duration = Duration::from_millis(5);
 /// Gossip messages decoded and merged at once, each on a blocking thread. Two keep a
 /// 2-core node's async workers free for reads even when every slot holds a hostile message
 /// (each costs at most a few ms to refuse), and are plenty for a cluster's legal traffic.
-pub const DECODE_SLOTS: usize = 2;
+pub(crate) const DECODE_SLOTS: usize = 2;
 /// How long a message waits for a decode slot before it is answered `503` with
 /// `Retry-After` (the sender counts a failed exchange and the next round repairs it). Under
 /// the 2 s the sending node waits for an answer by default.
-pub const DECODE_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const DECODE_WAIT: Duration = Duration::from_secs(1);
 
 type HttpNode = Node<HttpTransport>;
 
 /// The running gossip layer (its loop is owned by the server's task tracker).
-pub struct Gossip {
+pub(crate) struct Gossip {
     endpoint: Endpoint,
 }
 
@@ -83,7 +83,7 @@ struct Endpoint {
 }
 
 /// Starts gossip for the node listening on `addr`.
-pub fn spawn(
+pub(crate) fn spawn(
     shared: Arc<NodeState>,
     addr: SocketAddr,
     shutdown: CancellationToken,
@@ -119,7 +119,7 @@ pub fn spawn(
 
 impl Gossip {
     /// The gossip endpoints, merged into the node's router.
-    pub fn routes(&self) -> axum::Router {
+    pub(crate) fn routes(&self) -> axum::Router {
         axum::Router::new()
             .route(SYNC_PATH, post(sync))
             .with_state(self.endpoint.clone())

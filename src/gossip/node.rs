@@ -20,7 +20,6 @@
 //! Locks (the peer table's mutex) are held only to copy data in or out, never across an
 //! `.await`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -463,7 +462,8 @@ impl<T: Transport> Node<T> {
     }
 
     /// Per peer address, its digest at the last exchange (tests).
-    pub fn known_digests(&self) -> HashMap<String, Option<Digest>> {
+    #[cfg(test)]
+    pub(crate) fn known_digests(&self) -> std::collections::HashMap<String, Option<Digest>> {
         let table = self.table.lock();
         table
             .infos(0)

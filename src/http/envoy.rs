@@ -29,7 +29,7 @@ use crate::state::now;
 pub(crate) const MAX_RESOURCES: usize = 1000;
 
 /// `POST /v3/discovery:endpoints`.
-pub async fn endpoints(
+pub(crate) async fn endpoints(
     State(shared): State<Arc<NodeState>>,
     headers: HeaderMap,
     body: Body,

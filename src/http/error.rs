@@ -14,7 +14,7 @@ static LIMIT_WARNED: Throttle = Throttle::new();
 
 /// See the module docs.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// Invalid input: a field, a path segment or a query parameter.
     #[error("{0}")]
     BadRequest(String),

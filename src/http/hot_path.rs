@@ -35,10 +35,10 @@ const ROUTE: &str = "/v1/registration/{service}";
 const PREFIX: &str = "/v1/registration/";
 
 /// A heartbeat being answered.
-pub type Pending = Pin<Box<dyn Future<Output = Response> + Send>>;
+pub(crate) type Pending = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// What the hot path makes of a request.
-pub enum Hot<B> {
+pub(crate) enum Hot<B> {
     /// A host-list read, answered at once.
     Answered(Response),
     /// A heartbeat, answered once its body is read.
@@ -63,7 +63,7 @@ fn service_of<B>(request: &Request<B>) -> Option<&str> {
 }
 
 /// Takes `request` if it is a plain host-list read or heartbeat from `peer`.
-pub fn take<B>(shared: &Arc<NodeState>, request: Request<B>, peer: SocketAddr) -> Hot<B>
+pub(crate) fn take<B>(shared: &Arc<NodeState>, request: Request<B>, peer: SocketAddr) -> Hot<B>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -103,7 +103,7 @@ where
 }
 
 /// Answers `request` if it is a plain host-list read, else `None`.
-pub fn answer<B>(shared: &Arc<NodeState>, request: &Request<B>) -> Option<Response> {
+pub(crate) fn answer<B>(shared: &Arc<NodeState>, request: &Request<B>) -> Option<Response> {
     if request.method() != Method::GET {
         return None;
     }

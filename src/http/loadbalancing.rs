@@ -15,7 +15,7 @@ use crate::auth::Access;
 use crate::state::now;
 
 /// `POST /v1/loadbalancing/{service}/{ip_address}`.
-pub async fn set_host(
+pub(crate) async fn set_host(
     State(shared): State<Arc<NodeState>>,
     Segments((service, ip)): Segments<(String, String)>,
     headers: HeaderMap,
@@ -25,7 +25,7 @@ pub async fn set_host(
 }
 
 /// `POST /v1/loadbalancing/{service}`.
-pub async fn set_service(
+pub(crate) async fn set_service(
     State(shared): State<Arc<NodeState>>,
     Segments(service): Segments<String>,
     headers: HeaderMap,

@@ -10,7 +10,7 @@ use super::{require, ApiError, NodeState};
 use crate::auth::Access;
 
 /// `GET /metrics`. Gauges that mirror the registry are read now, so they cannot drift.
-pub async fn render(
+pub(crate) async fn render(
     State(shared): State<Arc<NodeState>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {

@@ -11,8 +11,8 @@ mod dashboard;
 mod envoy;
 mod error;
 mod health;
-pub mod hot_path;
-pub mod limits;
+pub(crate) mod hot_path;
+pub(crate) mod limits;
 mod loadbalancing;
 mod metrics;
 mod peers;
@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
 use crate::auth::{self, Access};
 use crate::state::NodeState;
@@ -82,7 +82,7 @@ fn handler(method: &Method, path: &str) -> MethodRouter<Arc<NodeState>> {
 }
 
 /// The router of every public endpoint. The gossip endpoints are merged in by `server.rs`.
-pub fn router(shared: Arc<NodeState>) -> Router {
+pub(crate) fn router(shared: Arc<NodeState>) -> Router {
     ROUTES
         .iter()
         .fold(Router::new(), |router, (method, path)| {
@@ -97,7 +97,7 @@ pub fn router(shared: Arc<NodeState>) -> Router {
 /// Wraps a router (the public one merged with gossip) with request accounting, and turns a
 /// panic (a bug: no input should cause one) into a logged JSON 500 instead of a dropped
 /// connection.
-pub fn instrument(router: Router, shared: Arc<NodeState>) -> Router {
+pub(crate) fn instrument(router: Router, shared: Arc<NodeState>) -> Router {
     router
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(middleware::from_fn_with_state(shared, observe))

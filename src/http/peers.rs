@@ -11,7 +11,7 @@ use super::{require, ApiError, NodeState};
 use crate::auth::Access;
 
 /// `GET /v1/peers`.
-pub async fn list(
+pub(crate) async fn list(
     State(shared): State<Arc<NodeState>>,
     headers: HeaderMap,
 ) -> Result<Json<PeersResponse>, ApiError> {

@@ -48,7 +48,7 @@ pub(super) fn ip_literal(s: &str) -> Result<IpAddr, ApiError> {
 }
 
 /// `POST /v1/registration/{service}`: the heartbeat.
-pub async fn register(
+pub(crate) async fn register(
     State(shared): State<Arc<NodeState>>,
     Segments(service): Segments<String>,
     QueryMap(query): QueryMap,
@@ -260,7 +260,7 @@ pub(super) fn require_ready(shared: &Arc<NodeState>) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/registration/{service}`: the live hosts, optionally as a long poll.
-pub async fn list(
+pub(crate) async fn list(
     State(shared): State<Arc<NodeState>>,
     Segments(service): Segments<String>,
     QueryMap(query): QueryMap,
@@ -337,7 +337,7 @@ fn current(
 }
 
 /// `GET /v1/registration/repo/{service_repo_name}`.
-pub async fn list_repo(
+pub(crate) async fn list_repo(
     State(shared): State<Arc<NodeState>>,
     Segments(repo): Segments<String>,
     headers: HeaderMap,
@@ -358,7 +358,7 @@ pub async fn list_repo(
 }
 
 /// `DELETE /v1/registration/{service}/{ip_address}[?port=N]`.
-pub async fn delete(
+pub(crate) async fn delete(
     State(shared): State<Arc<NodeState>>,
     Segments((service, ip)): Segments<(String, String)>,
     QueryMap(query): QueryMap,
@@ -369,7 +369,7 @@ pub async fn delete(
 
 /// `DELETE /v1/registration/repo/{ip_address}`: a delete on the service named `repo`, whose
 /// path the repository query shadows.
-pub async fn delete_repo_service(
+pub(crate) async fn delete_repo_service(
     State(shared): State<Arc<NodeState>>,
     Segments(ip): Segments<String>,
     QueryMap(query): QueryMap,
