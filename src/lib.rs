@@ -22,5 +22,5 @@ mod state;
 mod throttle;
 
 pub use config::{Config, LogFormat, ServeArgs};
-pub use http::ROUTES;
+pub use http::{Route, ROUTES};
 pub use state::NodeState;

@@ -32,7 +32,7 @@ fn documented(spec: &Value) -> BTreeSet<(String, String)> {
 fn served() -> BTreeSet<(String, String)> {
     discovery::ROUTES
         .iter()
-        .map(|(method, path)| (method.as_str().to_owned(), (*path).to_owned()))
+        .map(|route| (route.method.as_str().to_owned(), route.path.to_owned()))
         .collect()
 }
 

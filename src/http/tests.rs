@@ -1071,3 +1071,24 @@ async fn envoy_answers_a_repeated_name_once_and_caps_names_per_request() {
     let error = r.json()["error"].as_str().unwrap().to_owned();
     assert!(error.contains("at most 1000"), "{error}");
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_a_json_500_and_is_counted() {
+    let shared = shared_with(&[]);
+    let panicking = Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            if true {
+                panic!("a bug");
+            }
+        }),
+    );
+    let app = super::instrument(panicking, shared.clone());
+    let r = send(&app, get("/boom")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.json(), json!({"error": "internal error"}));
+    assert!(shared
+        .metrics
+        .render()
+        .contains(r#"discovery_http_requests_total{route="/boom",method="GET",status="500"} 1"#));
+}
