@@ -505,8 +505,6 @@ fn sender_addr(from: &Sender, remote: Option<IpAddr>) -> Option<String> {
     if let Some(addr) = &from.addr {
         return Some(addr.clone());
     }
-    match remote? {
-        IpAddr::V4(ip) => Some(format!("http://{ip}:{}", from.port)),
-        IpAddr::V6(ip) => Some(format!("http://[{ip}]:{}", from.port)),
-    }
+    // `SocketAddr`'s Display brackets an IPv6 address.
+    Some(format!("http://{}", SocketAddr::new(remote?, from.port)))
 }

@@ -808,19 +808,18 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
 /// Calls the gossip endpoint of a node whose decode slots are `slots`, with a legal message.
 async fn post_to_endpoint(slots: usize) -> axum::response::Response {
     let shared = Arc::new(NodeState::new(config("n0", &[], &[])));
-    let transport = super::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
+    let transport =
+        super::http_transport::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
     let node = Arc::new(Node::new(shared, transport, None, 1, Arc::new(|| T0)));
-    let endpoint = super::Endpoint {
-        node,
-        slots: Arc::new(tokio::sync::Semaphore::new(slots)),
-        warned: Arc::new(crate::throttle::Throttle::new()),
-    };
+    let endpoint = super::http_transport::Endpoint::new(node, slots);
     let body = forged("n1", "http://n1:80", Delta::default(), Vec::new()).encode();
     let request = axum::http::Request::post(super::SYNC_PATH)
         .header("content-type", super::CONTENT_TYPE_GOSSIP)
         .body(axum::body::Body::from(body))
         .unwrap();
-    super::sync(axum::extract::State(endpoint.clone()), request).await
+    tower::ServiceExt::oneshot(endpoint.routes(), request)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
