@@ -26,6 +26,7 @@ use super::node::{MessageRefusal, Node};
 use super::transport::{Exchanged, Transport, TransportError};
 use crate::auth::{self, Access};
 use crate::bounded_body::{self, BodyError};
+use crate::metrics::{Direction, RefusedMessage};
 use crate::state::now;
 use crate::throttle::Throttle;
 
@@ -177,10 +178,10 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let metrics = &shared.metrics;
     // Counted every time; logged at most once every `throttle::EVERY_SECS` (a sender can
     // refuse messages at will), with the source address and what was wrong.
-    let count = |kind: &'static str, why: &dyn std::fmt::Display| {
-        crate::metrics::Metrics::gossip(&metrics.gossip_messages_refused, kind, 1);
+    let count = |kind: RefusedMessage, why: &dyn std::fmt::Display| {
+        metrics.gossip_message_refused(kind);
         if endpoint.warned.allow(now() / crate::registry::SECOND) {
-            tracing::warn!(peer = ?remote, kind, %why, "refused a gossip message (at most one line every 10 s)");
+            tracing::warn!(peer = ?remote, ?kind, %why, "refused a gossip message (at most one line every 10 s)");
         }
     };
     let read = bounded_body::read(
@@ -196,7 +197,7 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
             } else {
                 "over the size bound"
             };
-            count("too_large", &why);
+            count(RefusedMessage::too_large, &why);
             return refuse(StatusCode::PAYLOAD_TOO_LARGE, "gossip message too large");
         }
         Err(BodyError::Timeout) => {
@@ -212,7 +213,10 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let permit = match tokio::time::timeout(DECODE_WAIT, endpoint.slots.acquire_owned()).await {
         Ok(Ok(permit)) => permit,
         _ => {
-            count("busy", &"every decode slot is taken; answered 503");
+            count(
+                RefusedMessage::busy,
+                &"every decode slot is taken; answered 503",
+            );
             let busy = refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many gossip messages at once; retry",
@@ -240,9 +244,9 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
         }
         Ok(Handled::Undecodable(e)) => {
             let kind = match e {
-                DecodeError::TooLarge => "too_large",
-                DecodeError::Malformed(_) => "malformed",
-                DecodeError::BadSender(_) => "bad_sender",
+                DecodeError::TooLarge => RefusedMessage::too_large,
+                DecodeError::Malformed(_) => RefusedMessage::malformed,
+                DecodeError::BadSender(_) => RefusedMessage::bad_sender,
             };
             count(kind, &e);
             return refuse(StatusCode::BAD_REQUEST, &e.to_string());
@@ -252,8 +256,8 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
         }
     };
-    crate::metrics::Metrics::gossip(&metrics.gossip_bytes, "received", received);
-    crate::metrics::Metrics::gossip(&metrics.gossip_bytes, "sent", response.len() as u64);
+    metrics.gossip_bytes(Direction::received, received);
+    metrics.gossip_bytes(Direction::sent, response.len() as u64);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, CONTENT_TYPE_GOSSIP)],

@@ -588,14 +588,10 @@ use super::memory::Handler;
 use super::messages::{Sender, SyncRequest, SyncResponse};
 use super::node::MessageRefusal;
 use super::peers::MAX_UNVERIFIED;
-use crate::metrics::GossipLabels;
+use crate::metrics::{PeerState, RefusedMessage};
 
-fn refused(node: &TestNode, kind: &'static str) -> u64 {
-    node.shared()
-        .metrics
-        .gossip_messages_refused
-        .get_or_create(&GossipLabels { kind })
-        .get()
+fn refused(node: &TestNode, kind: RefusedMessage) -> u64 {
+    node.shared().metrics.gossip_messages_refused(kind)
 }
 
 /// What `/v1/peers` says, without the ages (they move with the clock).
@@ -641,7 +637,7 @@ async fn a_message_claiming_the_receivers_own_id_is_refused_and_changes_nothing(
         );
         let answer = c.nodes[me].handle(req, None);
         assert_eq!(answer.err(), Some(MessageRefusal::OwnId), "message {i}");
-        assert_eq!(refused(&c.nodes[me], "own_id"), 1);
+        assert_eq!(refused(&c.nodes[me], RefusedMessage::own_id), 1);
     }
     assert_eq!((table(&c.nodes[0]), table(&c.nodes[1])), before);
     c.assert_serves(&[]);
@@ -699,7 +695,7 @@ async fn an_answer_in_our_own_name_fails_the_exchange_and_a_twin_id_is_dropped()
     );
     c.nodes[0].learn(&["http://twin:1".to_owned()]);
     assert!(!c.nodes[0].exchange("http://twin:1", Mode::Round).await);
-    assert_eq!(refused(&twin, "own_id"), 1);
+    assert_eq!(refused(&twin, RefusedMessage::own_id), 1);
     assert!(c.nodes[0]
         .known_digests()
         .keys()
@@ -723,13 +719,7 @@ fn invented(round: usize) -> Vec<String> {
 }
 
 fn unverified(node: &TestNode) -> i64 {
-    node.shared()
-        .metrics
-        .peers
-        .get_or_create(&crate::metrics::PeerStateLabels {
-            state: "unverified",
-        })
-        .get()
+    node.shared().metrics.peers(PeerState::unverified)
 }
 
 #[tokio::test]
