@@ -21,7 +21,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;
 
 use discovery_api::{PeerInfo, PeerState};
+use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
 
 use super::messages::MAX_PEER_URL_LEN;
 use crate::config::normalize_peer;
@@ -174,6 +176,9 @@ pub struct PeerTable {
     peers: HashMap<String, Peer>,
     /// Addresses that turned out to be this node.
     own_addrs: HashSet<String>,
+    /// Picks round and push targets: seeded from the OS, or by [`PeerTable::seed`] so that a
+    /// simulation's choices repeat.
+    rng: StdRng,
 }
 
 impl PeerTable {
@@ -183,11 +188,32 @@ impl PeerTable {
             own_id: own_id.to_owned(),
             peers: HashMap::new(),
             own_addrs: own_addr.map(|a| a.to_owned()).into_iter().collect(),
+            rng: rand::make_rng(),
         };
         for addr in statics {
             table.configure(addr, Source::Static, now);
         }
         table
+    }
+
+    /// Makes every later random choice of this table a function of `seed` (and of the calls
+    /// made): the scale simulation's runs repeat.
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = StdRng::seed_from_u64(seed);
+    }
+
+    /// Live trusted peers (busy ones too unless `idle_only`), in address order: the order
+    /// random choices start from, so that a seeded table repeats them (a hash map's order
+    /// changes with every process).
+    fn live_trusted(&self, idle_only: bool) -> Vec<String> {
+        let mut live: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.trusted() && !(idle_only && p.busy) && p.state != PeerState::Dead)
+            .map(|p| p.addr.clone())
+            .collect();
+        live.sort_unstable();
+        live
     }
 
     fn unverified(&self) -> usize {
@@ -224,13 +250,14 @@ impl PeerTable {
             return false;
         }
         if self.unverified() >= MAX_UNVERIFIED {
-            let idle: Vec<String> = self
+            let mut idle: Vec<String> = self
                 .peers
                 .values()
                 .filter(|p| !p.trusted() && !p.busy)
                 .map(|p| p.addr.clone())
                 .collect();
-            match idle.choose(&mut rand::rng()) {
+            idle.sort_unstable();
+            match idle.choose(&mut self.rng) {
                 Some(victim) if evict => {
                     self.peers.remove(victim);
                 }
@@ -433,13 +460,8 @@ impl PeerTable {
                 && p.state == PeerState::Dead
                 && now.saturating_sub(p.last_success.unwrap_or(p.last_heard)) > FORGET_AFTER)
         });
-        let mut live: Vec<String> = self
-            .peers
-            .values()
-            .filter(|p| p.trusted() && !p.busy && p.state != PeerState::Dead)
-            .map(|p| p.addr.clone())
-            .collect();
-        live.shuffle(&mut rand::rng());
+        let mut live = self.live_trusted(true);
+        live.shuffle(&mut self.rng);
         if !everyone {
             live.truncate(fanout);
         }
@@ -452,28 +474,25 @@ impl PeerTable {
                     .is_none_or(|at| now.saturating_sub(at) >= probe_every)
         });
         live.extend(dead.map(|p| p.addr.clone()));
-        let unverified: Vec<&Peer> = self
+        let mut unverified: Vec<&String> = self
             .peers
             .values()
             .filter(|p| !p.trusted() && !p.busy)
+            .map(|p| &p.addr)
             .collect();
+        unverified.sort_unstable();
         live.extend(
             unverified
-                .sample(&mut rand::rng(), UNVERIFIED_PER_ROUND)
-                .map(|p| p.addr.clone()),
+                .sample(&mut self.rng, UNVERIFIED_PER_ROUND)
+                .map(|addr| (*addr).clone()),
         );
         live
     }
 
     /// Peers a new local write is pushed to: up to `fanout` random live trusted ones.
-    pub fn push_targets(&self, fanout: usize) -> Vec<String> {
-        let mut live: Vec<String> = self
-            .peers
-            .values()
-            .filter(|p| p.trusted() && p.state != PeerState::Dead)
-            .map(|p| p.addr.clone())
-            .collect();
-        live.shuffle(&mut rand::rng());
+    pub fn push_targets(&mut self, fanout: usize) -> Vec<String> {
+        let mut live = self.live_trusted(false);
+        live.shuffle(&mut self.rng);
         live.truncate(fanout);
         live
     }
@@ -554,6 +573,23 @@ mod tests {
             behind: 0,
             ready: true,
         }
+    }
+
+    /// The scale simulation's runs repeat: a seeded table picks the same peers, whatever
+    /// order its hash map holds them in; another seed picks others.
+    #[test]
+    fn a_seeded_table_repeats_its_choice_of_peers() {
+        let statics: Vec<String> = (0..20).map(|i| format!("http://n{i}:80")).collect();
+        let choices = |seed: u64, order: &[String]| {
+            let mut t = PeerTable::new("me", None, order, 0);
+            t.seed(seed);
+            (0..10)
+                .map(|i| (t.round_targets(3, false, SECOND, i), t.push_targets(8)))
+                .collect::<Vec<_>>()
+        };
+        let reversed: Vec<String> = statics.iter().rev().cloned().collect();
+        assert_eq!(choices(7, &statics), choices(7, &reversed));
+        assert_ne!(choices(7, &statics), choices(8, &statics));
     }
 
     #[test]
