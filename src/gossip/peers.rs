@@ -5,7 +5,10 @@
 //! exchange, `suspect` after a failure (or before the first contact), `dead` after
 //! [`DEAD_AFTER_FAILURES`] failures in a row. Dead peers are probed only every
 //! [`DEAD_PROBE_ROUNDS`] rounds, so a cluster with a lost node does not spend its rounds on it,
-//! and learned peers that stay dead are forgotten.
+//! and learned peers that stay dead are forgotten. A node whose trusted peers are all dead (cut
+//! off by a partition) probes them every round: it has no round to spare them from, and it
+//! catches up within a round of the heal instead of serving its old lists for up to
+//! [`DEAD_PROBE_ROUNDS`] more.
 //!
 //! Trust (SPEC 4.2: peers are not trusted more than clients). An address named in a message,
 //! or claimed by a message's sender, is **unverified** until an exchange this node starts
@@ -465,7 +468,15 @@ impl PeerTable {
         if !everyone {
             live.truncate(fanout);
         }
-        let probe_every = interval.saturating_mul(DEAD_PROBE_ROUNDS);
+        let cut_off = !self
+            .peers
+            .values()
+            .any(|p| p.trusted() && p.state != PeerState::Dead);
+        let probe_every = if cut_off {
+            interval
+        } else {
+            interval.saturating_mul(DEAD_PROBE_ROUNDS)
+        };
         let dead = self.peers.values().filter(|p| {
             p.trusted()
                 && !p.busy
@@ -614,7 +625,8 @@ mod tests {
 
     #[test]
     fn dead_peers_are_probed_less_often_and_learned_ones_are_forgotten() {
-        let mut t = PeerTable::new("me", None, &["http://b:1".into()], 0);
+        let mut t = PeerTable::new("me", None, &["http://b:1".into(), "http://d:1".into()], 0);
+        t.succeeded("http://d:1", contact("d"), 0);
         t.learn(&["http://c:1".to_owned()], 0);
         assert!(t.begin("http://c:1", false, 0));
         t.succeeded("http://c:1", contact("c"), 0);
@@ -626,12 +638,35 @@ mod tests {
             assert!(t.begin(addr, false, 0));
             t.end(addr);
         }
-        assert!(t.round_targets(3, false, SECOND, SECOND).is_empty());
+        assert_eq!(t.round_targets(3, false, SECOND, SECOND), ["http://d:1"]);
         let due = t.round_targets(3, false, SECOND, 10 * SECOND);
-        assert_eq!(due.len(), 2);
+        assert_eq!(due.len(), 3);
         t.round_targets(3, false, SECOND, FORGET_AFTER + SECOND);
         assert!(t.get("http://c:1").is_none(), "learned and dead: forgotten");
         assert!(t.get("http://b:1").is_some(), "configured: kept");
+    }
+
+    /// Issue 14: after a partition the cut-off node served its old lists (dead hosts held by
+    /// its guard) for up to ten rounds, until its next probe found the others again.
+    #[test]
+    fn a_node_cut_off_from_every_peer_probes_them_every_round() {
+        let mut t = PeerTable::new("me", None, &["http://b:1".into(), "http://c:1".into()], 0);
+        for addr in ["http://b:1", "http://c:1"] {
+            t.succeeded(addr, contact(&addr[7..8]), 0);
+            for _ in 0..DEAD_AFTER_FAILURES {
+                t.failed(addr);
+            }
+        }
+        for round in 1..4 {
+            let mut due = t.round_targets(3, false, SECOND, round * SECOND);
+            due.sort();
+            assert_eq!(due, ["http://b:1", "http://c:1"], "round {round}");
+            for addr in &due {
+                assert!(t.begin(addr, false, round * SECOND));
+                t.failed(addr);
+                t.end(addr);
+            }
+        }
     }
 
     #[test]
