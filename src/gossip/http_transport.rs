@@ -12,14 +12,14 @@ use super::transport::{Exchanged, Transport, TransportError};
 use super::{CONTENT_TYPE_GOSSIP, SYNC_PATH};
 
 /// See the module docs.
-pub struct HttpTransport {
+pub(crate) struct HttpTransport {
     client: reqwest::Client,
     token: Option<String>,
 }
 
 impl HttpTransport {
     /// A transport whose exchanges give up after `timeout`.
-    pub fn new(token: Option<String>, timeout: Duration) -> Result<Self, TransportError> {
+    pub(crate) fn new(token: Option<String>, timeout: Duration) -> Result<Self, TransportError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
