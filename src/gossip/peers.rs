@@ -29,7 +29,6 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::SeedableRng;
 
 use super::messages::MAX_PEER_URL_LEN;
-use crate::config::normalize_peer;
 use crate::registry::{rfc3339, Digest, Micros, SECOND};
 
 /// Consecutive failures after which a peer is dead.
@@ -47,6 +46,24 @@ pub(crate) const MAX_UNVERIFIED: usize = 32;
 pub(crate) const MAX_LEARNED_PER_MESSAGE: usize = 8;
 /// Most unverified peers probed per round, on top of the round's fanout of trusted ones.
 pub(crate) const UNVERIFIED_PER_ROUND: usize = 1;
+
+/// Normalizes a peer base URL as an operator writes it (`--peers`, DNS): `host:port` gets
+/// `http://`, trailing slashes go. The error says why it cannot be a peer.
+pub(crate) fn normalize_peer(url: &str) -> Result<String, String> {
+    let url = url.trim().trim_end_matches('/');
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    if !url.starts_with("http://") {
+        return Err(format!("{url:?}: only http:// peers are supported"));
+    }
+    if url.len() <= "http://".len() {
+        return Err("empty peer address".into());
+    }
+    Ok(url)
+}
 
 /// A peer URL as a message may name it: `http://host:port` or `https://host:port` with a
 /// port 1-65535 and nothing else (no path, user or query), at most [`MAX_PEER_URL_LEN`]

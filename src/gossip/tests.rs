@@ -593,14 +593,10 @@ use super::memory::Handler;
 use super::messages::{Sender, SyncRequest, SyncResponse};
 use super::node::MessageRefusal;
 use super::peers::MAX_UNVERIFIED;
-use crate::metrics::GossipLabels;
+use crate::metrics::{PeerState, RefusedMessage};
 
-fn refused(node: &TestNode, kind: &'static str) -> u64 {
-    node.shared()
-        .metrics
-        .gossip_messages_refused
-        .get_or_create(&GossipLabels { kind })
-        .get()
+fn refused(node: &TestNode, kind: RefusedMessage) -> u64 {
+    node.shared().metrics.gossip_messages_refused(kind)
 }
 
 /// What `/v1/peers` says, without the ages (they move with the clock).
@@ -646,7 +642,7 @@ async fn a_message_claiming_the_receivers_own_id_is_refused_and_changes_nothing(
         );
         let answer = c.nodes[me].handle(req, None);
         assert_eq!(answer.err(), Some(MessageRefusal::OwnId), "message {i}");
-        assert_eq!(refused(&c.nodes[me], "own_id"), 1);
+        assert_eq!(refused(&c.nodes[me], RefusedMessage::own_id), 1);
     }
     assert_eq!((table(&c.nodes[0]), table(&c.nodes[1])), before);
     c.assert_serves(&[]);
@@ -704,7 +700,7 @@ async fn an_answer_in_our_own_name_fails_the_exchange_and_a_twin_id_is_dropped()
     );
     c.nodes[0].learn(&["http://twin:1".to_owned()]);
     assert!(!c.nodes[0].exchange("http://twin:1", Mode::Round).await);
-    assert_eq!(refused(&twin, "own_id"), 1);
+    assert_eq!(refused(&twin, RefusedMessage::own_id), 1);
     assert!(c.nodes[0]
         .known_digests()
         .keys()
@@ -728,13 +724,7 @@ fn invented(round: usize) -> Vec<String> {
 }
 
 fn unverified(node: &TestNode) -> i64 {
-    node.shared()
-        .metrics
-        .peers
-        .get_or_create(&crate::metrics::PeerStateLabels {
-            state: "unverified",
-        })
-        .get()
+    node.shared().metrics.peers(PeerState::unverified)
 }
 
 #[tokio::test]
@@ -813,19 +803,18 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
 /// Calls the gossip endpoint of a node whose decode slots are `slots`, with a legal message.
 async fn post_to_endpoint(slots: usize) -> axum::response::Response {
     let shared = Arc::new(NodeState::new(config("n0", &[], &[])));
-    let transport = super::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
+    let transport =
+        super::http_transport::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
     let node = Arc::new(Node::new(shared, transport, None, 1, Arc::new(|| T0)));
-    let endpoint = super::Endpoint {
-        node,
-        slots: Arc::new(tokio::sync::Semaphore::new(slots)),
-        warned: Arc::new(crate::throttle::Throttle::new()),
-    };
+    let endpoint = super::http_transport::Endpoint::new(node, slots);
     let body = forged("n1", "http://n1:80", Delta::default(), Vec::new()).encode();
     let request = axum::http::Request::post(super::SYNC_PATH)
         .header("content-type", super::CONTENT_TYPE_GOSSIP)
         .body(axum::body::Body::from(body))
         .unwrap();
-    super::sync(axum::extract::State(endpoint.clone()), request).await
+    tower::ServiceExt::oneshot(endpoint.routes(), request)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
