@@ -12,9 +12,20 @@ use tokio::sync::watch;
 use crate::registry::Change;
 
 /// See the module docs.
-#[derive(Default)]
 pub struct ChangeHub {
     channels: DashMap<ServiceName, watch::Sender<u64>>,
+    /// Counts every change of any service, and readiness turning on: what xDS streams,
+    /// which watch many services each, wake on.
+    any: watch::Sender<u64>,
+}
+
+impl Default for ChangeHub {
+    fn default() -> Self {
+        ChangeHub {
+            channels: DashMap::new(),
+            any: watch::Sender::new(0),
+        }
+    }
 }
 
 /// A poll's subscription; dropping it cleans up the channel when it was the last one.
@@ -40,8 +51,20 @@ impl ChangeHub {
         }
     }
 
+    /// A receiver of the count of all changes (see the `any` field).
+    pub fn any_change(&self) -> watch::Receiver<u64> {
+        self.any.subscribe()
+    }
+
+    /// Wakes the watchers of all changes without a change: what they may send depends on
+    /// more than the hosts (the node became ready).
+    pub fn poke(&self) {
+        self.any.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Publishes a change to the service's waiting polls, if any.
     pub fn notify(&self, change: &Change) {
+        self.poke();
         if let Some(tx) = self.channels.get(&change.service) {
             tx.send_if_modified(|index| {
                 let newer = change.index > *index;

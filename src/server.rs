@@ -34,6 +34,7 @@ use crate::gossip;
 use crate::http;
 use crate::http::hot_path::Hot;
 use crate::shared::{now, Shared};
+use crate::xds;
 
 /// How often expired hosts are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -41,6 +42,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// A running node. Dropping it does not stop it: call [`Server::shutdown`].
 pub struct Server {
     addr: SocketAddr,
+    xds_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     tasks: TaskTracker,
 }
@@ -50,6 +52,17 @@ impl Server {
     pub async fn start(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let xds_listener =
+            match config.xds_listen {
+                Some(xds) => Some(TcpListener::bind(xds).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("--xds-listen {xds}: {e}"))
+                })?),
+                None => None,
+            };
+        let xds_addr = xds_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let shared = Arc::new(Shared::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
@@ -59,6 +72,9 @@ impl Server {
             shared.clone(),
         );
         tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
+        if let Some(xds_listener) = xds_listener {
+            xds::spawn(shared.clone(), xds_listener, shutdown.clone(), &tasks);
+        }
         tasks.spawn(accept_loop(
             listener,
             router,
@@ -75,6 +91,7 @@ impl Server {
         );
         Ok(Server {
             addr,
+            xds_addr,
             shared,
             tasks,
         })
@@ -83,6 +100,11 @@ impl Server {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound xDS address, unless xDS is off.
+    pub fn xds_addr(&self) -> Option<SocketAddr> {
+        self.xds_addr
     }
 
     /// The shared state.

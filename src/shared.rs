@@ -40,6 +40,8 @@ pub struct Shared {
     /// Poked by every [`Shared::publish`] with changes: the gossip layer pushes new local
     /// writes to peers at once instead of waiting for its next round.
     pub changed: Notify,
+    /// The open xDS streams (`GET /v1/xds/clients`).
+    pub xds_clients: crate::xds::Clients,
 }
 
 /// A long poll's place under the limit; dropping it frees the place.
@@ -78,6 +80,7 @@ impl Shared {
             long_polls: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             changed: Notify::new(),
+            xds_clients: crate::xds::Clients::default(),
         }
     }
 
@@ -157,6 +160,7 @@ impl Shared {
     pub fn synced(&self, started: Micros, peer: &str) -> bool {
         let ended = self.stall.synced(started);
         if ended {
+            self.hub.poke();
             tracing::info!(
                 peer,
                 "re-synced with a ready peer after a stall; serving reads again"
@@ -168,6 +172,7 @@ impl Shared {
     /// Marks the node ready (once it holds a usable state).
     pub fn set_ready(&self) {
         if !self.ready.swap(true, Ordering::Relaxed) {
+            self.hub.poke();
             tracing::info!(hosts = self.registry.host_count(), "node is ready");
         }
     }

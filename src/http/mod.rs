@@ -16,8 +16,10 @@ pub mod limits;
 mod loadbalancing;
 mod metrics;
 mod peers;
+mod prometheus;
 mod registration;
 mod services;
+mod xds;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::POST, "/v3/discovery:endpoints"),
     (Method::GET, "/v1/services"),
     (Method::GET, "/v1/peers"),
+    (Method::GET, "/v1/xds/clients"),
+    (Method::GET, "/v1/prometheus/targets"),
     (Method::GET, "/healthz"),
     (Method::GET, "/healthcheck"),
     (Method::GET, "/readyz"),
@@ -75,6 +79,8 @@ fn handler(method: &Method, path: &str) -> MethodRouter<AppState> {
         ("POST", "/v3/discovery:endpoints") => post(envoy::endpoints),
         ("GET", "/v1/services") => get(services::list),
         ("GET", "/v1/peers") => get(peers::list),
+        ("GET", "/v1/xds/clients") => get(xds::clients),
+        ("GET", "/v1/prometheus/targets") => get(prometheus::targets),
         ("GET", "/healthz") => get(health::healthz),
         ("GET", "/healthcheck") => get(health::healthcheck),
         ("GET", "/readyz") => get(health::readyz),
