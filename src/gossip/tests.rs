@@ -848,7 +848,7 @@ async fn every_node_drops_a_dead_host_on_the_deciders_deadline_and_never_lists_i
             beat_ttl(&c.nodes[0], "web", "10.0.0.1", 80, "r1", 6);
             c.nodes[0].push().await;
         }
-        if t % 500_000 == 0 {
+        if t.is_multiple_of(500_000) {
             for node in &c.nodes {
                 let report = node.shared().registry.sweep(node.now());
                 node.shared().publish(&report.changes);
@@ -857,7 +857,7 @@ async fn every_node_drops_a_dead_host_on_the_deciders_deadline_and_never_lists_i
                 }
             }
         }
-        if t % SECOND == 0 {
+        if t.is_multiple_of(SECOND) {
             for node in &c.nodes {
                 node.round().await;
             }

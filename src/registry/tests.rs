@@ -960,7 +960,7 @@ fn run_fleet(
                     .unwrap();
             }
         }
-        if t % 500_000 == 0 {
+        if t.is_multiple_of(500_000) {
             engaged |= r.sweep(T0 + t).guard_engaged;
             fewest = fewest.min(hosts(r, "web", T0 + t).hosts.len());
         }

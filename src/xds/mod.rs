@@ -157,3 +157,37 @@ impl EndpointDiscoveryService for Eds {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Config, ServeArgs};
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_wakes_streams_once() {
+        let argv = ["serve", "--node-id", "n1"];
+        let config = Config::from_args(Flags::parse_from(argv).serve).unwrap();
+        let shared = Arc::new(Shared::new(config));
+        let (changes_tx, mut changes_rx) = watch::channel(0u64);
+        tokio::spawn(pump(shared.clone(), Arc::default(), changes_tx));
+        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            shared.hub.poke();
+        }
+        changes_rx.changed().await.unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(1), changes_rx.changed()).await;
+        assert!(again.is_err(), "one wake-up for the whole burst");
+        shared.hub.poke();
+        changes_rx.changed().await.unwrap();
+        assert_eq!(*changes_rx.borrow(), 2, "a later change wakes them again");
+        shared.shutdown.cancel();
+    }
+}

@@ -63,6 +63,8 @@ impl Server {
         let listen = addr.to_string();
         let mut child = Command::new(binary())
             .args(["serve", "--listen", &listen])
+            // A node restarted on a fixed port would take the default xDS port 18000.
+            .env("DISCOVERY_XDS_LISTEN", "127.0.0.1:0")
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
