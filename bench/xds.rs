@@ -13,7 +13,7 @@
 //! The client runs in this process on the same machine: its own scheduling is in the figures.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,13 +40,7 @@ struct Args {
     rounds: usize,
 }
 
-fn binary() -> String {
-    std::env::var("DISCOVERY_BIN").unwrap_or_else(|_| {
-        let exe = std::env::current_exe().expect("current exe");
-        let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-        dir.join("discovery").to_string_lossy().into_owned()
-    })
-}
+mod node;
 
 struct Proc {
     child: Child,
@@ -56,14 +50,7 @@ struct Proc {
 
 impl Proc {
     fn start() -> Proc {
-        let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("DISCOVERY_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start discovery (build it with cargo build --release --bins)");
+        let mut child = node::spawn(&[]);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
         let url = next().trim_start_matches("listening on ").to_owned();

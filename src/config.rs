@@ -414,22 +414,25 @@ impl Config {
     }
 }
 
+/// The `serve` flags alone, for tests.
+#[cfg(test)]
+#[derive(clap::Parser)]
+struct Flags {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// A config from `serve` flags as the binary parses them, for tests.
+#[cfg(test)]
+pub(crate) fn config(flags: &[&str]) -> Result<Config, ConfigError> {
+    use clap::Parser;
+    let argv = ["serve"].iter().chain(flags).copied();
+    Config::from_args(Flags::parse_from(argv).serve)
+}
+
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
-
-    fn config(flags: &[&str]) -> Result<Config, ConfigError> {
-        let argv = ["serve"].iter().chain(flags).copied();
-        Config::from_args(Flags::parse_from(argv).serve)
-    }
 
     #[test]
     fn xds_listens_on_18000_by_default_beside_a_free_port_when_listen_is_0_and_off_on_request() {

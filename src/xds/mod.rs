@@ -160,21 +160,11 @@ impl EndpointDiscoveryService for Eds {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::config::{Config, ServeArgs};
-
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_changes_wakes_streams_once() {
-        let argv = ["serve", "--node-id", "n1"];
-        let config = Config::from_args(Flags::parse_from(argv).serve).unwrap();
+        let config = crate::config::config(&["--node-id", "n1"]).unwrap();
         let shared = Arc::new(Shared::new(config));
         let (changes_tx, mut changes_rx) = watch::channel(0u64);
         tokio::spawn(pump(shared.clone(), Arc::default(), changes_tx));

@@ -186,31 +186,55 @@ pub(crate) struct TypeSummary {
     pub names: usize,
 }
 
-/// Nonces are unique per stream; the counter is per stream.
+/// One type on a stream.
 #[derive(Debug, Default)]
-struct Nonces(u64);
-
-impl Nonces {
-    fn next(&mut self) -> String {
-        self.0 += 1;
-        self.0.to_string()
-    }
-}
-
-#[derive(Debug, Default)]
-struct SotwType {
+struct TypeState {
     sub: Subscription,
     sent: Sent,
-    /// The version the client said it has when it (re)connected.
+    /// SotW: the version the client said it has when it (re)connected.
     client_version: String,
+    /// Delta: what the client holds, name to version.
+    known: BTreeMap<String, String>,
+}
+
+/// The types of one stream and its nonce counter (nonces are unique per stream).
+#[derive(Debug, Default)]
+struct Types {
+    types: BTreeMap<Kind, TypeState>,
+    nonce: u64,
+}
+
+impl Types {
+    /// The state of a request's type (`true` when it is the type's first request) and what
+    /// the request says about the type's latest response.
+    fn take(
+        &mut self,
+        kind: Kind,
+        nonce: &str,
+        error: Option<&envoy_types::pb::google::rpc::Status>,
+    ) -> (bool, &mut TypeState, Reply) {
+        let first = !self.types.contains_key(&kind);
+        let state = self.types.entry(kind).or_default();
+        let reply = state.sent.reply(nonce, error.map(|s| s.message.clone()));
+        (first, state, reply)
+    }
+
+    /// The stream's types, for `/v1/xds/clients`.
+    fn summary(&self) -> Vec<TypeSummary> {
+        self.types
+            .iter()
+            .map(|(kind, s)| TypeSummary {
+                kind: *kind,
+                wildcard: s.sub.wildcard,
+                names: s.sub.size(),
+            })
+            .collect()
+    }
 }
 
 /// A state-of-the-world stream.
 #[derive(Debug, Default)]
-pub(crate) struct Sotw {
-    types: BTreeMap<Kind, SotwType>,
-    nonces: Nonces,
-}
+pub(crate) struct Sotw(Types);
 
 impl Sotw {
     /// Takes a request of a served type.
@@ -219,10 +243,9 @@ impl Sotw {
         kind: Kind,
         request: &DiscoveryRequest,
     ) -> Result<Reply, Refused> {
-        let first = !self.types.contains_key(&kind);
-        let state = self.types.entry(kind).or_default();
-        let error = request.error_detail.as_ref().map(|s| s.message.clone());
-        let reply = state.sent.reply(&request.response_nonce, error);
+        let (first, state, reply) =
+            self.0
+                .take(kind, &request.response_nonce, request.error_detail.as_ref());
         if reply == Reply::Stale {
             return Ok(reply);
         }
@@ -237,7 +260,8 @@ impl Sotw {
     /// response (and not to a version the client rejected).
     pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DiscoveryResponse> {
         let mut out = Vec::new();
-        for (kind, state) in &mut self.types {
+        let Types { types, nonce } = &mut self.0;
+        for (kind, state) in types {
             let resources = state.sub.resources(*kind, source);
             let version = set_version(&resources);
             let current = state
@@ -248,14 +272,14 @@ impl Sotw {
             if current == version || state.sent.nacked.as_deref() == Some(&version) {
                 continue;
             }
-            let nonce = self.nonces.next();
-            state.sent.nonce = nonce.clone();
+            *nonce += 1;
+            state.sent.nonce = nonce.to_string();
             state.sent.version = Some(version.clone());
             out.push(DiscoveryResponse {
                 version_info: version,
                 resources: resources.values().map(|r| r.any.clone()).collect(),
                 type_url: kind.url().to_owned(),
-                nonce,
+                nonce: state.sent.nonce.clone(),
                 ..Default::default()
             });
         }
@@ -264,31 +288,13 @@ impl Sotw {
 
     /// The stream's types, for `/v1/xds/clients`.
     pub(crate) fn summary(&self) -> Vec<TypeSummary> {
-        self.types
-            .iter()
-            .map(|(kind, s)| TypeSummary {
-                kind: *kind,
-                wildcard: s.sub.wildcard,
-                names: s.sub.size(),
-            })
-            .collect()
+        self.0.summary()
     }
-}
-
-#[derive(Debug, Default)]
-struct DeltaType {
-    sub: Subscription,
-    sent: Sent,
-    /// What the client holds: name to version.
-    known: BTreeMap<String, String>,
 }
 
 /// An incremental (delta) stream.
 #[derive(Debug, Default)]
-pub(crate) struct Delta {
-    types: BTreeMap<Kind, DeltaType>,
-    nonces: Nonces,
-}
+pub(crate) struct Delta(Types);
 
 impl Delta {
     /// Takes a request of a served type.
@@ -297,8 +303,9 @@ impl Delta {
         kind: Kind,
         request: &DeltaDiscoveryRequest,
     ) -> Result<Reply, Refused> {
-        let first = !self.types.contains_key(&kind);
-        let state = self.types.entry(kind).or_default();
+        let (first, state, reply) =
+            self.0
+                .take(kind, &request.response_nonce, request.error_detail.as_ref());
         if first {
             if request.initial_resource_versions.len() > MAX_NAMES {
                 return Err(Refused::TooManyNames);
@@ -309,8 +316,6 @@ impl Delta {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
         }
-        let error = request.error_detail.as_ref().map(|s| s.message.clone());
-        let reply = state.sent.reply(&request.response_nonce, error);
         // Subscription changes count even with a stale nonce: a delta request carries only
         // changes, which the client does not send twice.
         state.sub.change(
@@ -318,9 +323,6 @@ impl Delta {
             &request.resource_names_subscribe,
             &request.resource_names_unsubscribe,
         )?;
-        for name in &request.resource_names_unsubscribe {
-            state.known.remove(name);
-        }
         let sub = &state.sub;
         state.known.retain(|name, _| sub.covers(name));
         Ok(reply)
@@ -330,7 +332,8 @@ impl Delta {
     /// another version, and those it holds that are gone.
     pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DeltaDiscoveryResponse> {
         let mut out = Vec::new();
-        for (kind, state) in &mut self.types {
+        let Types { types, nonce } = &mut self.0;
+        for (kind, state) in types {
             let resources = state.sub.resources(*kind, source);
             let changed: Vec<&Arc<Resource>> = resources
                 .values()
@@ -349,7 +352,8 @@ impl Delta {
             if state.sent.nacked.as_deref() == Some(&version) {
                 continue;
             }
-            let nonce = self.nonces.next();
+            *nonce += 1;
+            state.sent.nonce = nonce.to_string();
             let response = DeltaDiscoveryResponse {
                 system_version_info: version.clone(),
                 resources: changed
@@ -363,7 +367,7 @@ impl Delta {
                     .collect(),
                 type_url: kind.url().to_owned(),
                 removed_resources: removed.clone(),
-                nonce: nonce.clone(),
+                nonce: state.sent.nonce.clone(),
                 ..Default::default()
             };
             for r in changed {
@@ -372,7 +376,6 @@ impl Delta {
             for name in &removed {
                 state.known.remove(name);
             }
-            state.sent.nonce = nonce;
             state.sent.version = Some(version);
             out.push(response);
         }
@@ -381,14 +384,7 @@ impl Delta {
 
     /// The stream's types, for `/v1/xds/clients`.
     pub(crate) fn summary(&self) -> Vec<TypeSummary> {
-        self.types
-            .iter()
-            .map(|(kind, s)| TypeSummary {
-                kind: *kind,
-                wildcard: s.sub.wildcard,
-                names: s.sub.size(),
-            })
-            .collect()
+        self.0.summary()
     }
 }
 
