@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use discovery::cli;
-use discovery::config::{LogFormat, ServeArgs};
+use discovery::{LogFormat, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 /// An eventually consistent service discovery registry.

@@ -1,12 +1,12 @@
-//! Metric names and recording functions (Prometheus text at `GET /metrics`).
+//! Metric names and recording functions (Prometheus text at `GET /metrics`). A leaf: it knows
+//! no transport (HTTP methods and routes arrive as strings) and label values are enums, so a
+//! label is spelled once, here.
 //!
 //! Counters are recorded where things happen; gauges that mirror registry state (hosts,
 //! services, stale hosts) are read from the registry at scrape time, so they cannot drift.
 
 use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
-
-use axum::http::Method;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -20,26 +20,26 @@ use crate::registry::Refusal;
 /// Labels of a served request. Borrowed `'static` strings for the known routes and methods,
 /// so counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// The route pattern, e.g. `/v1/registration/{service}`.
-    pub route: Cow<'static, str>,
+    pub(crate) route: Cow<'static, str>,
     /// The method.
-    pub method: Cow<'static, str>,
+    pub(crate) method: Cow<'static, str>,
     /// The status code.
-    pub status: u16,
+    pub(crate) status: u16,
 }
 
 /// Labels with a route only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     /// The route pattern.
-    pub route: Cow<'static, str>,
+    pub(crate) route: Cow<'static, str>,
 }
 
 /// What a heartbeat did.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum HeartbeatResult {
+pub(crate) enum HeartbeatResult {
     /// A new host.
     created,
     /// A host whose routing fields changed.
@@ -52,34 +52,97 @@ pub enum HeartbeatResult {
 
 /// Labels of a heartbeat.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HeartbeatLabels {
+pub(crate) struct HeartbeatLabels {
     /// What it did.
-    pub result: HeartbeatResult,
+    pub(crate) result: HeartbeatResult,
 }
 
-/// Labels of a gossip round or transfer.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GossipLabels {
-    /// `ok`/`failed` for rounds, `sent`/`received` for bytes and records.
-    pub kind: &'static str,
+/// How a gossip exchange ended: the `kind` of `discovery_gossip_rounds_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum RoundOutcome {
+    ok,
+    failed,
 }
 
-/// Why gossip messages are refused whole: the `kind` values of
+/// Which way gossip bytes went: the `kind` of `discovery_gossip_bytes_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum Direction {
+    sent,
+    received,
+}
+
+/// What became of gossip records: the `kind` of `discovery_gossip_records_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum RecordFlow {
+    sent,
+    received,
+    /// Received and refused (by reason in `discovery_gossip_records_refused_total`).
+    refused,
+}
+
+/// Why a gossip message was refused whole: the `kind` of
 /// `discovery_gossip_messages_refused_total`.
-pub const GOSSIP_REFUSALS: &[&str] = &["own_id", "bad_sender", "malformed", "too_large", "busy"];
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum RefusedMessage {
+    /// It claims this node's own node id.
+    own_id,
+    /// Its sender's address is not a peer URL.
+    bad_sender,
+    /// It does not decode.
+    malformed,
+    /// Over the size bound.
+    too_large,
+    /// Every decode slot was taken (answered 503).
+    busy,
+}
+
+/// A peer's state: the `state` of the `discovery_peers` gauge.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum PeerState {
+    /// Trusted and answering.
+    alive,
+    /// Trusted, failing lately.
+    suspect,
+    /// Trusted, failing for several rounds in a row.
+    dead,
+    /// Learned from a message and not yet heard from.
+    unverified,
+}
+
+/// The label set of a gossip counter, one `kind` of its own enum (the derive takes no
+/// generics, hence one struct per enum).
+macro_rules! kind_labels {
+    ($($labels:ident($kind:ty)),*) => {$(
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct $labels {
+            kind: $kind,
+        }
+    )*};
+}
+
+kind_labels!(
+    RoundLabels(RoundOutcome),
+    DirectionLabels(Direction),
+    RecordLabels(RecordFlow),
+    RefusedMessageLabels(RefusedMessage)
+);
 
 /// Labels of a refused gossip record.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RefusedLabels {
+pub(crate) struct RefusedLabels {
     /// [`Refusal::as_str`]: `invalid`, `clock_skew`, `expired` or `full`.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 /// Labels of a peer-state gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerStateLabels {
-    /// `alive`, `suspect` or `dead` (trusted peers), or `unverified`.
-    pub state: &'static str,
+pub(crate) struct PeerStateLabels {
+    state: PeerState,
 }
 
 /// What happened on an xDS stream.
@@ -111,69 +174,82 @@ pub struct XdsLabels {
 type Hist = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// All of the node's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Requests by route, method and status.
-    pub requests: Family<RequestLabels, Counter>,
+    pub(crate) requests: Family<RequestLabels, Counter>,
     /// Request latency by route.
-    pub request_seconds: Hist,
+    pub(crate) request_seconds: Hist,
     /// Heartbeats by result.
-    pub heartbeats: Family<HeartbeatLabels, Counter>,
+    pub(crate) heartbeats: Family<HeartbeatLabels, Counter>,
     /// Hosts dropped by expiry.
-    pub expirations: Counter,
+    pub(crate) expirations: Counter,
     /// Tombstones collected.
-    pub tombstones_collected: Counter,
+    pub(crate) tombstones_collected: Counter,
     /// Live hosts (stale included), set at scrape.
-    pub hosts: Gauge,
+    pub(crate) hosts: Gauge,
     /// Hosts held by the expiry guard, set at scrape.
-    pub stale_hosts: Gauge,
+    pub(crate) stale_hosts: Gauge,
     /// Services with hosts, set at scrape.
-    pub services: Gauge,
+    pub(crate) services: Gauge,
     /// Services held in memory (with hosts or only tombstones), set at scrape.
-    pub services_held: Gauge,
+    pub(crate) services_held: Gauge,
     /// 1 while the expiry guard holds hosts.
-    pub expiry_guard_engaged: Gauge,
+    pub(crate) expiry_guard_engaged: Gauge,
     /// Hosts past their TTL in their expiry grace, set at scrape.
-    pub grace_hosts: Gauge,
+    pub(crate) grace_hosts: Gauge,
     /// The guard's measure: hosts lost in its window over the hosts held, set at scrape.
-    pub expiry_guard_lost_fraction: Gauge<f64, AtomicU64>,
+    pub(crate) expiry_guard_lost_fraction: Gauge<f64, AtomicU64>,
     /// Stalls this node noticed in its own ticks (a freeze, a VM pause).
-    pub stalls: Counter,
+    pub(crate) stalls: Counter,
     /// 1 once the node is ready.
-    pub ready: Gauge,
+    pub(crate) ready: Gauge,
     /// Long polls waiting now.
-    pub long_polls: Gauge,
+    pub(crate) long_polls: Gauge,
     /// Long polls answered at once because `--max-long-polls` were already waiting.
-    pub long_polls_refused: Counter,
+    pub(crate) long_polls_refused: Counter,
     /// Connections cut because a response made no write progress for `--write-timeout`.
-    pub write_timeouts: Counter,
-    /// Gossip rounds by outcome (`ok`, `failed`).
-    pub gossip_rounds: Family<GossipLabels, Counter>,
-    /// Gossip payload bytes (`sent`, `received`).
-    pub gossip_bytes: Family<GossipLabels, Counter>,
-    /// Gossip records (`sent`, `received`, `refused`).
-    pub gossip_records: Family<GossipLabels, Counter>,
+    pub(crate) write_timeouts: Counter,
+    gossip_rounds: Family<RoundLabels, Counter>,
+    gossip_bytes: Family<DirectionLabels, Counter>,
+    gossip_records: Family<RecordLabels, Counter>,
     /// Gossip records refused, by reason.
-    pub gossip_records_refused: Family<RefusedLabels, Counter>,
-    /// Peers by state.
-    pub peers: Family<PeerStateLabels, Gauge>,
+    pub(crate) gossip_records_refused: Family<RefusedLabels, Counter>,
+    peers: Family<PeerStateLabels, Gauge>,
     /// Seconds between a write being taken on its node and being applied here, for the
     /// newest records received.
-    pub convergence_lag_seconds: Gauge<f64, AtomicU64>,
+    pub(crate) convergence_lag_seconds: Gauge<f64, AtomicU64>,
     /// The largest number of records any peer lacked from this node at the last exchange.
-    pub replication_backlog: Gauge,
-    /// Gossip messages refused whole, by why (`own_id`, `bad_sender`, `malformed`,
-    /// `too_large`, `busy`).
-    pub gossip_messages_refused: Family<GossipLabels, Counter>,
+    pub(crate) replication_backlog: Gauge,
+    gossip_messages_refused: Family<RefusedMessageLabels, Counter>,
     /// Open xDS streams.
-    pub xds_streams: Gauge,
+    pub(crate) xds_streams: Gauge,
     /// xDS responses sent, accepted and rejected, by resource type.
-    pub xds_messages: Family<XdsLabels, Counter>,
+    xds_messages: Family<XdsLabels, Counter>,
+}
+
+impl RefusedMessage {
+    const ALL: [RefusedMessage; 5] = [
+        RefusedMessage::own_id,
+        RefusedMessage::bad_sender,
+        RefusedMessage::malformed,
+        RefusedMessage::too_large,
+        RefusedMessage::busy,
+    ];
+}
+
+impl PeerState {
+    const ALL: [PeerState; 4] = [
+        PeerState::alive,
+        PeerState::suspect,
+        PeerState::dead,
+        PeerState::unverified,
+    ];
 }
 
 impl Metrics {
     /// Registers every metric.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("discovery");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests served", requests.clone());
@@ -262,15 +338,15 @@ impl Metrics {
             "Connections cut because a response made no write progress for --write-timeout",
             write_timeouts.clone(),
         );
-        let gossip_rounds = Family::<GossipLabels, Counter>::default();
+        let gossip_rounds = Family::<RoundLabels, Counter>::default();
         registry.register(
             "gossip_rounds",
             "Gossip exchanges, by outcome",
             gossip_rounds.clone(),
         );
-        let gossip_bytes = Family::<GossipLabels, Counter>::default();
+        let gossip_bytes = Family::<DirectionLabels, Counter>::default();
         registry.register("gossip_bytes", "Gossip payload bytes", gossip_bytes.clone());
-        let gossip_records = Family::<GossipLabels, Counter>::default();
+        let gossip_records = Family::<RecordLabels, Counter>::default();
         registry.register("gossip_records", "Gossip records", gossip_records.clone());
         let gossip_records_refused = Family::<RefusedLabels, Counter>::default();
         registry.register(
@@ -299,7 +375,7 @@ impl Metrics {
             "Most records a peer lacked from this node at the last exchange",
             replication_backlog.clone(),
         );
-        let gossip_messages_refused = Family::<GossipLabels, Counter>::default();
+        let gossip_messages_refused = Family::<RefusedMessageLabels, Counter>::default();
         registry.register(
             "gossip_messages_refused",
             "Gossip messages refused whole, by reason",
@@ -332,18 +408,25 @@ impl Metrics {
                 .get_or_create(&HeartbeatLabels { result })
                 .inc_by(0);
         }
-        let kinds: [(&Family<GossipLabels, Counter>, &[&str]); 4] = [
-            (&gossip_rounds, &["ok", "failed"]),
-            (&gossip_bytes, &["sent", "received"]),
-            (&gossip_records, &["sent", "received", "refused"]),
-            (&gossip_messages_refused, GOSSIP_REFUSALS),
-        ];
-        for (family, kinds) in kinds {
-            for kind in kinds {
-                Metrics::gossip(family, kind, 0);
-            }
+        for kind in [RoundOutcome::ok, RoundOutcome::failed] {
+            gossip_rounds.get_or_create(&RoundLabels { kind }).inc_by(0);
         }
-        for state in ["alive", "suspect", "dead", "unverified"] {
+        for kind in [Direction::sent, Direction::received] {
+            gossip_bytes
+                .get_or_create(&DirectionLabels { kind })
+                .inc_by(0);
+        }
+        for kind in [RecordFlow::sent, RecordFlow::received, RecordFlow::refused] {
+            gossip_records
+                .get_or_create(&RecordLabels { kind })
+                .inc_by(0);
+        }
+        for kind in RefusedMessage::ALL {
+            gossip_messages_refused
+                .get_or_create(&RefusedMessageLabels { kind })
+                .inc_by(0);
+        }
+        for state in PeerState::ALL {
             peers.get_or_create(&PeerStateLabels { state }).set(0);
         }
         Metrics {
@@ -379,26 +462,68 @@ impl Metrics {
     }
 
     /// Counts an xDS event.
-    pub fn xds(&self, resource: &'static str, event: XdsEvent) {
+    pub(crate) fn xds(&self, resource: &'static str, event: XdsEvent) {
         self.xds_messages
             .get_or_create(&XdsLabels { resource, event })
             .inc();
     }
 
     /// Counts a heartbeat.
-    pub fn heartbeat(&self, result: HeartbeatResult) {
+    pub(crate) fn heartbeat(&self, result: HeartbeatResult) {
         self.heartbeats
             .get_or_create(&HeartbeatLabels { result })
             .inc();
     }
 
-    /// Counts a gossip event of `kind` by `n`.
-    pub fn gossip(family: &Family<GossipLabels, Counter>, kind: &'static str, n: u64) {
-        family.get_or_create(&GossipLabels { kind }).inc_by(n);
+    /// Counts an exchange with a peer.
+    pub(crate) fn gossip_round(&self, kind: RoundOutcome) {
+        self.gossip_rounds
+            .get_or_create(&RoundLabels { kind })
+            .inc();
+    }
+
+    /// Counts `n` gossip payload bytes.
+    pub(crate) fn gossip_bytes(&self, kind: Direction, n: u64) {
+        self.gossip_bytes
+            .get_or_create(&DirectionLabels { kind })
+            .inc_by(n);
+    }
+
+    /// Counts `n` gossip records.
+    pub(crate) fn gossip_records(&self, kind: RecordFlow, n: u64) {
+        self.gossip_records
+            .get_or_create(&RecordLabels { kind })
+            .inc_by(n);
+    }
+
+    /// Counts a gossip message refused whole.
+    pub(crate) fn gossip_message_refused(&self, kind: RefusedMessage) {
+        self.gossip_messages_refused
+            .get_or_create(&RefusedMessageLabels { kind })
+            .inc();
+    }
+
+    /// Gossip messages refused whole for `kind` so far.
+    #[cfg(test)]
+    pub(crate) fn gossip_messages_refused(&self, kind: RefusedMessage) -> u64 {
+        self.gossip_messages_refused
+            .get_or_create(&RefusedMessageLabels { kind })
+            .get()
+    }
+
+    /// Sets the number of peers in `state`.
+    pub(crate) fn set_peers(&self, state: PeerState, n: i64) {
+        self.peers.get_or_create(&PeerStateLabels { state }).set(n);
+    }
+
+    /// The number of peers in `state`, as last set.
+    #[cfg(test)]
+    pub(crate) fn peers(&self, state: PeerState) -> i64 {
+        self.peers.get_or_create(&PeerStateLabels { state }).get()
     }
 
     /// Counts `n` gossip records refused for `reason`.
-    pub fn refused(&self, reason: Refusal, n: u64) {
+    pub(crate) fn refused(&self, reason: Refusal, n: u64) {
         self.gossip_records_refused
             .get_or_create(&RefusedLabels {
                 reason: reason.as_str(),
@@ -407,7 +532,13 @@ impl Metrics {
     }
 
     /// Counts a served request.
-    pub fn request(&self, route: Cow<'static, str>, method: &Method, status: u16, seconds: f64) {
+    pub(crate) fn request(
+        &self,
+        route: Cow<'static, str>,
+        method: &str,
+        status: u16,
+        seconds: f64,
+    ) {
         self.request_seconds
             .get_or_create(&RouteLabels {
                 route: route.clone(),
@@ -423,7 +554,7 @@ impl Metrics {
     }
 
     /// Renders the text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -434,8 +565,8 @@ impl Metrics {
 /// A method as a label value. HTTP lets a client invent any method (`FOO1`, `FOO2`, ...), and
 /// each label value is a series kept for the life of the process, so every method outside
 /// the standard ones counts as `OTHER`: the series stay a fixed set, and nothing allocates.
-fn method_label(method: &Method) -> Cow<'static, str> {
-    Cow::Borrowed(match method.as_str() {
+fn method_label(method: &str) -> Cow<'static, str> {
+    Cow::Borrowed(match method {
         "GET" => "GET",
         "POST" => "POST",
         "DELETE" => "DELETE",

@@ -3,7 +3,7 @@
 //!
 //! The accept loop is our own (on hyper) rather than `axum::serve` so that it can bound open
 //! connections, check every request head against `http::limits`, and hand plain host-list
-//! reads and heartbeats to `http::hot_path` before the router.
+//! reads and heartbeats to the hot path before the router (both behind `http::service`).
 //!
 //! Slow or stalled clients cannot hold a connection slot (and its memory and task) for ever,
 //! whatever side stalls:
@@ -18,8 +18,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use futures_util::future::{Either, FutureExt};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -27,29 +25,27 @@ use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::gossip;
 use crate::http;
-use crate::http::hot_path::Hot;
-use crate::shared::{now, Shared};
+use crate::state::{now, NodeState};
 use crate::xds;
 
 /// How often expired hosts are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A running node. Dropping it does not stop it: call [`Server::shutdown`].
-pub struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     xds_addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     tasks: TaskTracker,
 }
 
 impl Server {
     /// Binds the listener and starts serving, sweeping and gossiping.
-    pub async fn start(config: Config) -> std::io::Result<Server> {
+    pub(crate) async fn start(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let xds_listener =
@@ -63,21 +59,18 @@ impl Server {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
         let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks);
-        let router = http::instrument(
-            http::router(shared.clone()).merge(gossip.routes()),
-            shared.clone(),
-        );
+        let service = http::service(shared.clone(), gossip.routes());
         tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
         if let Some(xds_listener) = xds_listener {
             xds::spawn(shared.clone(), xds_listener, shutdown.clone(), &tasks);
         }
         tasks.spawn(accept_loop(
             listener,
-            router,
+            service,
             shared.clone(),
             shutdown.clone(),
             tasks.clone(),
@@ -98,23 +91,18 @@ impl Server {
     }
 
     /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The bound xDS address, unless xDS is off.
-    pub fn xds_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn xds_addr(&self) -> Option<SocketAddr> {
         self.xds_addr
-    }
-
-    /// The shared state.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
     }
 
     /// Stops accepting, lets in-flight requests finish (long polls are answered at once),
     /// and waits for every task.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.shared.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
@@ -126,7 +114,7 @@ impl Server {
     }
 }
 
-async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn sweeper(shared: Arc<NodeState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -179,15 +167,15 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
         shared.publish(&report.changes);
         if report.reshipped > 0 {
             // Final copies of hosts that went overdue here: peers drop them on our deadline.
-            shared.changed.notify_one();
+            shared.local_writes.notify_one();
         }
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    router: axum::Router,
-    shared: Arc<Shared>,
+    service: http::Service,
+    shared: Arc<NodeState>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -198,8 +186,8 @@ async fn accept_loop(
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(http::limits::HYPER_MAX_BUF)
-        .max_header_size(http::limits::HYPER_MAX_BUF);
+        .max_buf_size(http::HYPER_MAX_BUF)
+        .max_header_size(http::HYPER_MAX_BUF);
     loop {
         let permit = match limit.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -232,25 +220,8 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let hot = shared.clone();
-        let service = hyper::service::service_fn(
-            move |req: axum::extract::Request<hyper::body::Incoming>| {
-                if let Some(refused) = http::limits::refuse(&hot, &req) {
-                    return Either::Left(std::future::ready(Ok(refused)));
-                }
-                // Plain host-list reads and heartbeats skip the router (see `http::hot_path`).
-                match http::hot_path::take(&hot, req, peer) {
-                    Hot::Answered(response) => Either::Left(std::future::ready(Ok(response))),
-                    Hot::Heartbeat(pending) => Either::Right(Either::Left(pending.map(Ok))),
-                    Hot::Router(req) => {
-                        let mut req = req.map(axum::body::Body::new);
-                        req.extensions_mut().insert(ConnectInfo(peer));
-                        Either::Right(Either::Right(router.clone().oneshot(req)))
-                    }
-                }
-            },
-        );
+        let service = service.clone();
+        let service = hyper::service::service_fn(move |request| service.call(request, peer));
         let shutdown = shutdown.clone();
         // The timeout counts only while a write is pending (the socket's send buffer is full),
         // and costs a flag test per write otherwise. Boxed once per connection because it

@@ -20,7 +20,6 @@
 //! Locks (the peer table's mutex) are held only to copy data in or out, never across an
 //! `.await`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,13 +28,13 @@ use discovery_api::PeersResponse;
 use parking_lot::Mutex;
 
 use super::messages::{
-    records_that_fit, Sender, SyncRequest, SyncResponse, MAX_PEERS, MAX_RECORDS,
+    records_that_fit, Sender, SyncRequest, SyncResponse, MAX_PEERS_PER_MESSAGE, MAX_RECORDS,
 };
 use super::peers::{Contact, PeerTable};
 use super::transport::{Transport, TransportError};
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, PeerState, RecordFlow, RefusedMessage, RoundOutcome};
 use crate::registry::{advance, behind, Delta, Digest, Micros, Registry, SECOND};
-use crate::shared::Shared;
+use crate::state::NodeState;
 use crate::throttle::Throttle;
 
 /// Where a node reads the time: the wall clock in production, a virtual one in tests and
@@ -84,7 +83,7 @@ fn page(registry: &Registry, since: &Digest) -> (Delta, Digest) {
 
 /// See the module docs.
 pub struct Node<T> {
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     transport: T,
     /// This node's base URL if it knows a routable one.
     addr: Option<String>,
@@ -105,7 +104,7 @@ impl<T: Transport> Node<T> {
     /// A node with the configured static peers. `addr` is this node's own base URL, when it
     /// has a routable one; `port` is what peers combine with our source address otherwise.
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<NodeState>,
         transport: T,
         addr: Option<String>,
         port: u16,
@@ -136,7 +135,7 @@ impl<T: Transport> Node<T> {
     }
 
     /// The shared state this node gossips for.
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub fn shared(&self) -> &Arc<NodeState> {
         &self.shared
     }
 
@@ -159,7 +158,7 @@ impl<T: Transport> Node<T> {
     }
 
     fn live_addrs(&self) -> Vec<String> {
-        let mut addrs = self.table.lock().live_addrs(MAX_PEERS - 1);
+        let mut addrs = self.table.lock().live_addrs(MAX_PEERS_PER_MESSAGE - 1);
         addrs.extend(self.addr.clone());
         addrs
     }
@@ -174,9 +173,9 @@ impl<T: Transport> Node<T> {
         }
         let applied = self.shared.registry.apply(delta, now);
         self.shared.publish(&applied.changes);
-        Metrics::gossip(&metrics.gossip_records, "received", received);
+        metrics.gossip_records(RecordFlow::received, received);
         if applied.refused > 0 {
-            Metrics::gossip(&metrics.gossip_records, "refused", applied.refused as u64);
+            metrics.gossip_records(RecordFlow::refused, applied.refused as u64);
             for (reason, n) in applied.refusals.iter() {
                 metrics.refused(reason, n as u64);
             }
@@ -199,7 +198,9 @@ impl<T: Transport> Node<T> {
         remote: Option<SocketAddr>,
     ) -> Result<SyncResponse, MessageRefusal> {
         if req.from.node_id == self.shared.config.registry.node.as_str() {
-            Metrics::gossip(&self.shared.metrics.gossip_messages_refused, "own_id", 1);
+            self.shared
+                .metrics
+                .gossip_message_refused(RefusedMessage::own_id);
             if self.own_id_warned.allow(self.now() / SECOND) {
                 tracing::warn!(
                     source = ?remote,
@@ -216,11 +217,9 @@ impl<T: Transport> Node<T> {
             None => from.node_id.clone(),
         });
         let (delta, digest) = page(&self.shared.registry, &req.digest);
-        Metrics::gossip(
-            &self.shared.metrics.gossip_records,
-            "sent",
-            delta.records.len() as u64,
-        );
+        self.shared
+            .metrics
+            .gossip_records(RecordFlow::sent, delta.records.len() as u64);
         if let Some(addr) = sender_addr(&req.from, remote.map(|r| r.ip())) {
             // The requester will hold what this answer carries: remember it that way, so a
             // push does not send it again. A lost answer is repaired by the next round,
@@ -281,7 +280,7 @@ impl<T: Transport> Node<T> {
         let mut delta = self.opening(addr, mode);
         let mut digest = registry.digest();
         for _ in 0..MAX_PAGES {
-            Metrics::gossip(&metrics.gossip_records, "sent", delta.records.len() as u64);
+            metrics.gossip_records(RecordFlow::sent, delta.records.len() as u64);
             let req = SyncRequest {
                 from: self.sender(),
                 digest,
@@ -303,8 +302,8 @@ impl<T: Transport> Node<T> {
                     return Err(e);
                 }
             };
-            Metrics::gossip(&metrics.gossip_bytes, "sent", exchanged.sent as u64);
-            Metrics::gossip(&metrics.gossip_bytes, "received", exchanged.received as u64);
+            metrics.gossip_bytes(Direction::sent, exchanged.sent as u64);
+            metrics.gossip_bytes(Direction::received, exchanged.received as u64);
             let response = exchanged.response;
             if response.from.node_id == self.shared.config.registry.node.as_str() {
                 // Only this node may speak for its id: nothing of this answer is merged.
@@ -361,8 +360,12 @@ impl<T: Transport> Node<T> {
         let mut mode = mode;
         let ok = loop {
             let result = self.run_exchange(addr, mode).await;
-            let outcome = if result.is_ok() { "ok" } else { "failed" };
-            Metrics::gossip(&self.shared.metrics.gossip_rounds, outcome, 1);
+            let outcome = if result.is_ok() {
+                RoundOutcome::ok
+            } else {
+                RoundOutcome::failed
+            };
+            self.shared.metrics.gossip_round(outcome);
             if let Err(e) = &result {
                 tracing::debug!(peer = addr, error = %e, "gossip exchange failed");
             }
@@ -443,15 +446,12 @@ impl<T: Transport> Node<T> {
         };
         let metrics = &self.shared.metrics;
         for (state, n) in [
-            ("alive", alive),
-            ("suspect", suspect),
-            ("dead", dead),
-            ("unverified", unverified),
+            (PeerState::alive, alive),
+            (PeerState::suspect, suspect),
+            (PeerState::dead, dead),
+            (PeerState::unverified, unverified),
         ] {
-            metrics
-                .peers
-                .get_or_create(&crate::metrics::PeerStateLabels { state })
-                .set(n);
+            metrics.set_peers(state, n);
         }
         metrics.replication_backlog.set(behind as i64);
         self.shared.peers.store(Arc::new(PeersResponse {
@@ -463,7 +463,8 @@ impl<T: Transport> Node<T> {
     }
 
     /// Per peer address, its digest at the last exchange (tests).
-    pub fn known_digests(&self) -> HashMap<String, Option<Digest>> {
+    #[cfg(test)]
+    pub(crate) fn known_digests(&self) -> std::collections::HashMap<String, Option<Digest>> {
         let table = self.table.lock();
         table
             .infos(0)
@@ -505,8 +506,6 @@ fn sender_addr(from: &Sender, remote: Option<IpAddr>) -> Option<String> {
     if let Some(addr) = &from.addr {
         return Some(addr.clone());
     }
-    match remote? {
-        IpAddr::V4(ip) => Some(format!("http://{ip}:{}", from.port)),
-        IpAddr::V6(ip) => Some(format!("http://[{ip}]:{}", from.port)),
-    }
+    // `SocketAddr`'s Display brackets an IPv6 address.
+    Some(format!("http://{}", SocketAddr::new(remote?, from.port)))
 }

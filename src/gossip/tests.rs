@@ -20,7 +20,7 @@ use crate::registry::{
     Beat, Delta, Digest, Micros, NodeId, Origin, Record, Registry, RegistryConfig, Replica,
     Routing, Stamp, Version, SECOND,
 };
-use crate::shared::Shared;
+use crate::state::NodeState;
 
 const T0: Micros = 1_800_000_000 * SECOND;
 
@@ -79,7 +79,7 @@ impl Cluster {
         let mut config = config(&format!("n{i}"), &peers, extra);
         self.generation += 1;
         config.registry.generation = self.generation;
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(NodeState::new(config));
         let time = self.time.clone();
         let skew = self.skews[i].clone();
         let clock: Clock = Arc::new(move || {
@@ -588,14 +588,10 @@ use super::memory::Handler;
 use super::messages::{Sender, SyncRequest, SyncResponse};
 use super::node::MessageRefusal;
 use super::peers::MAX_UNVERIFIED;
-use crate::metrics::GossipLabels;
+use crate::metrics::{PeerState, RefusedMessage};
 
-fn refused(node: &TestNode, kind: &'static str) -> u64 {
-    node.shared()
-        .metrics
-        .gossip_messages_refused
-        .get_or_create(&GossipLabels { kind })
-        .get()
+fn refused(node: &TestNode, kind: RefusedMessage) -> u64 {
+    node.shared().metrics.gossip_messages_refused(kind)
 }
 
 /// What `/v1/peers` says, without the ages (they move with the clock).
@@ -641,7 +637,7 @@ async fn a_message_claiming_the_receivers_own_id_is_refused_and_changes_nothing(
         );
         let answer = c.nodes[me].handle(req, None);
         assert_eq!(answer.err(), Some(MessageRefusal::OwnId), "message {i}");
-        assert_eq!(refused(&c.nodes[me], "own_id"), 1);
+        assert_eq!(refused(&c.nodes[me], RefusedMessage::own_id), 1);
     }
     assert_eq!((table(&c.nodes[0]), table(&c.nodes[1])), before);
     c.assert_serves(&[]);
@@ -693,13 +689,13 @@ async fn an_answer_in_our_own_name_fails_the_exchange_and_a_twin_id_is_dropped()
     // talking to it (as it does with its own address among its peers).
     c.skews.push(Arc::new(AtomicI64::new(0)));
     let twin = c.net.join(
-        Arc::new(Shared::new(config("n0", &[], &["--warmup", "0s"]))),
+        Arc::new(NodeState::new(config("n0", &[], &["--warmup", "0s"]))),
         "http://twin:1",
         Arc::new(|| T0),
     );
     c.nodes[0].learn(&["http://twin:1".to_owned()]);
     assert!(!c.nodes[0].exchange("http://twin:1", Mode::Round).await);
-    assert_eq!(refused(&twin, "own_id"), 1);
+    assert_eq!(refused(&twin, RefusedMessage::own_id), 1);
     assert!(c.nodes[0]
         .known_digests()
         .keys()
@@ -723,13 +719,7 @@ fn invented(round: usize) -> Vec<String> {
 }
 
 fn unverified(node: &TestNode) -> i64 {
-    node.shared()
-        .metrics
-        .peers
-        .get_or_create(&crate::metrics::PeerStateLabels {
-            state: "unverified",
-        })
-        .get()
+    node.shared().metrics.peers(PeerState::unverified)
 }
 
 #[tokio::test]
@@ -779,7 +769,11 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
     }
     // A new node naming only n0 joins: it pulls a snapshot, and its writes reach everyone.
     let joiner = c.net.join(
-        Arc::new(Shared::new(config("n3", &[addr(0)], &["--warmup", "30s"]))),
+        Arc::new(NodeState::new(config(
+            "n3",
+            &[addr(0)],
+            &["--warmup", "30s"],
+        ))),
         "http://n3:80",
         Arc::new(|| T0),
     );
@@ -803,20 +797,19 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
 
 /// Calls the gossip endpoint of a node whose decode slots are `slots`, with a legal message.
 async fn post_to_endpoint(slots: usize) -> axum::response::Response {
-    let shared = Arc::new(Shared::new(config("n0", &[], &[])));
-    let transport = super::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
+    let shared = Arc::new(NodeState::new(config("n0", &[], &[])));
+    let transport =
+        super::http_transport::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
     let node = Arc::new(Node::new(shared, transport, None, 1, Arc::new(|| T0)));
-    let endpoint = super::Endpoint {
-        node,
-        slots: Arc::new(tokio::sync::Semaphore::new(slots)),
-        warned: Arc::new(crate::throttle::Throttle::new()),
-    };
+    let endpoint = super::http_transport::Endpoint::new(node, slots);
     let body = forged("n1", "http://n1:80", Delta::default(), Vec::new()).encode();
     let request = axum::http::Request::post(super::SYNC_PATH)
         .header("content-type", super::CONTENT_TYPE_GOSSIP)
         .body(axum::body::Body::from(body))
         .unwrap();
-    super::sync(axum::extract::State(endpoint.clone()), request).await
+    tower::ServiceExt::oneshot(endpoint.routes(), request)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]

@@ -16,7 +16,7 @@ const PREFIX: &str = "__meta_discovery_";
 
 impl Registry {
     /// One group per live host, ordered by service, address and port.
-    pub fn prometheus_targets(&self) -> Vec<TargetGroup> {
+    pub(crate) fn prometheus_targets(&self) -> Vec<TargetGroup> {
         let mut groups = Vec::new();
         let mut services: Vec<_> = self
             .services

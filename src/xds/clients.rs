@@ -1,7 +1,7 @@
 //! The open xDS streams of this node, for `GET /v1/xds/clients`, the dashboard and logs.
 //!
 //! Written by the stream tasks on their events (a request, a response), read by the HTTP
-//! layer through `Shared`: a short mutex, never held across an `.await`.
+//! layer through `NodeState`: a short mutex, never held across an `.await`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 /// See the module docs.
 #[derive(Default)]
-pub struct Clients {
+pub(crate) struct Clients {
     next: AtomicU64,
     open: Mutex<BTreeMap<u64, XdsClient>>,
 }
@@ -42,7 +42,7 @@ impl Clients {
     }
 
     /// Every open stream, oldest first.
-    pub fn snapshot(&self) -> Vec<XdsClient> {
+    pub(crate) fn snapshot(&self) -> Vec<XdsClient> {
         self.open.lock().values().cloned().collect()
     }
 }

@@ -10,9 +10,9 @@
 //!
 //! Changes reach streams through one signal: the change hub's counter, which [`pump`]
 //! coalesces (a burst of writes within [`COALESCE`] wakes each stream once). This layer reads
-//! `Shared` like the HTTP layer does and never talks to gossip or HTTP.
+//! `NodeState` like the HTTP layer does and never talks to gossip or HTTP.
 
-pub mod clients;
+pub(crate) mod clients;
 mod protocol;
 mod resources;
 mod stream;
@@ -35,25 +35,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use clients::Clients;
+pub(crate) use clients::Clients;
 
 use protocol::{Delta, Sotw};
 use resources::{Cache, Kind};
 use stream::{Outbound, Streams};
 
-use crate::shared::{now, Shared};
+use crate::state::{now, NodeState};
 
 /// How long a burst of changes is gathered before streams wake: one update per stream for
 /// a burst, at the cost of this much latency.
-pub const COALESCE: Duration = Duration::from_millis(2);
+pub(crate) const COALESCE: Duration = Duration::from_millis(2);
 
 /// How often an idle connection is pinged, and how long a ping may go unanswered before the
 /// connection (and its streams) is dropped.
 const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
 
 /// Serves xDS on `listener` until shutdown.
-pub fn spawn(
-    shared: Arc<Shared>,
+pub(crate) fn spawn(
+    shared: Arc<NodeState>,
     listener: TcpListener,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
@@ -89,16 +89,16 @@ pub fn spawn(
 
 /// Turns the change hub's counter into the streams' wake-up signal, one per burst, and
 /// drops cached resources of services that went away.
-async fn pump(shared: Arc<Shared>, cache: Arc<Cache>, changes_tx: watch::Sender<u64>) {
-    let mut hub = shared.hub.any_change();
+async fn pump(shared: Arc<NodeState>, cache: Arc<Cache>, changes_tx: watch::Sender<u64>) {
+    let mut changes = shared.routing_changes();
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            changed = hub.changed() => if changed.is_err() { return },
+            changed = changes.changed() => if changed.is_err() { return },
         }
         // Gathers the rest of a burst: the writes of one heartbeat storm or gossip round.
         tokio::time::sleep(COALESCE).await;
-        hub.borrow_and_update();
+        changes.borrow_and_update();
         cache.forget_gone(&shared.registry, now());
         changes_tx.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -165,17 +165,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_changes_wakes_streams_once() {
         let config = crate::config::config(&["--node-id", "n1"]).unwrap();
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(NodeState::new(config));
         let (changes_tx, mut changes_rx) = watch::channel(0u64);
         tokio::spawn(pump(shared.clone(), Arc::default(), changes_tx));
         tokio::task::yield_now().await;
         for _ in 0..100 {
-            shared.hub.poke();
+            shared.poke();
         }
         changes_rx.changed().await.unwrap();
         let again = tokio::time::timeout(Duration::from_secs(1), changes_rx.changed()).await;
         assert!(again.is_err(), "one wake-up for the whole burst");
-        shared.hub.poke();
+        shared.poke();
         changes_rx.changed().await.unwrap();
         assert_eq!(*changes_rx.borrow(), 2, "a later change wakes them again");
         shared.shutdown.cancel();

@@ -25,7 +25,7 @@ use super::resources::{Cache, Kind, Source};
 use crate::auth::{self, Access};
 use crate::metrics::XdsEvent;
 use crate::registry::rfc3339;
-use crate::shared::{now, Shared};
+use crate::state::{now, NodeState};
 
 /// A response stream as tonic wants it.
 pub(crate) type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -91,7 +91,7 @@ impl Protocol for Delta {
 
 /// What every stream of a node shares.
 pub(crate) struct Streams {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<NodeState>,
     pub cache: Arc<Cache>,
     /// Bumped once per coalesced burst of registry changes (see `xds::pump`).
     pub changes: watch::Receiver<u64>,
@@ -143,7 +143,7 @@ impl Streams {
 }
 
 struct Task<R> {
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     cache: Arc<Cache>,
     changes: watch::Receiver<u64>,
     tx: mpsc::Sender<Result<R, Status>>,
