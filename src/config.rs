@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// Largest request body.
     #[arg(long, env = "DISCOVERY_MAX_BODY", default_value = "64KiB", value_parser = parse_size)]
     pub(crate) max_body: usize,
+    /// Largest gRPC message an xDS client may send (a request naming many resources, a
+    /// delta reconnect listing what it holds, Envoy's node sent with every request).
+    #[arg(long, env = "DISCOVERY_XDS_MAX_MESSAGE", default_value = "4MiB", value_parser = parse_size)]
+    pub(crate) xds_max_message: usize,
     /// Most long polls waiting at once; past it, polls answer at once.
     #[arg(long, env = "DISCOVERY_MAX_LONG_POLLS", default_value_t = 10_000)]
     pub(crate) max_long_polls: usize,
@@ -160,6 +164,10 @@ impl std::fmt::Debug for Tokens {
 pub(crate) struct Limits {
     /// Largest request body in bytes (default 64 KiB).
     pub(crate) max_body: usize,
+    /// Largest xDS request message in bytes (default 4 MiB, gRPC's own default): SotW
+    /// requests name every resource, so thousands of names need more than `max_body`; what a
+    /// stream keeps of a message is bounded separately (names must be service names).
+    pub(crate) xds_max_message: usize,
     /// Longest long poll (5 minutes).
     pub(crate) max_wait: Duration,
     /// Most long polls waiting at once (default 10,000); more answer at once.
@@ -295,6 +303,9 @@ impl Config {
         if args.max_body < 256 {
             return Err(bad("max-body", "must be at least 256 bytes"));
         }
+        if args.xds_max_message < 256 {
+            return Err(bad("xds-max-message", "must be at least 256 bytes"));
+        }
         for (flag, timeout) in [
             ("read-timeout", args.read_timeout),
             ("write-timeout", args.write_timeout),
@@ -377,6 +388,7 @@ impl Config {
             },
             limits: Limits {
                 max_body: args.max_body,
+                xds_max_message: args.xds_max_message,
                 max_wait: Duration::from_secs(discovery_api::MAX_WAIT_SECS),
                 max_long_polls: args.max_long_polls,
                 max_connections: args.max_connections.max(1),

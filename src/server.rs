@@ -21,11 +21,11 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accept::Acceptor;
 use crate::config::Config;
 use crate::gossip;
 use crate::http;
@@ -180,7 +180,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    let acceptor = Acceptor::new(listener, shared.config.limits.max_connections, "HTTP");
     let header_timeout = shared.config.limits.read_timeout;
     let write_timeout = shared.config.limits.write_timeout;
     let mut http1 = http1::Builder::new();
@@ -189,38 +189,7 @@ async fn accept_loop(
         .header_read_timeout(header_timeout)
         .max_buf_size(http::HYPER_MAX_BUF)
         .max_header_size(http::HYPER_MAX_BUF);
-    loop {
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // At the limit: new clients wait in the kernel's accept queue until a
-                // connection closes. Say so, at most once per saturation.
-                tracing::warn!(
-                    max_connections = shared.config.limits.max_connections,
-                    "connection limit reached; new connections wait to be accepted"
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    permit = limit.clone().acquire_owned() => match permit {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
-                }
-            }
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer, permit)) = acceptor.next(&shutdown).await {
         let service = service.clone();
         let service = hyper::service::service_fn(move |request| service.call(request, peer));
         let shutdown = shutdown.clone();

@@ -293,12 +293,8 @@ def test_a_node_that_is_not_ready_sends_nothing_until_it_is(start_node):
     s.close()
 
 
-def test_limits_message_size_names_and_streams(start_node):
+def test_limits_streams(start_node):
     node = start_node("--max-connections", "2")
-    s = ads(node)
-    s.send(type_url=EDS, resource_names=["x" * 100] * 700)  # about 70 KB > 64 KiB
-    err = s.error()
-    assert err.code() == grpc.StatusCode.OUT_OF_RANGE and "too large" in err.details()
     a, b = ads(node), ads(node)
     for st in (a, b):
         st.send(type_url=EDS, resource_names=["web"])
@@ -313,7 +309,7 @@ def test_limits_message_size_names_and_streams(start_node):
 
 
 def test_more_names_than_the_limit_end_the_stream(start_node):
-    node = start_node("--max-body", "1MiB")
+    node = start_node()
     s = ads(node)
     s.send(type_url=EDS, resource_names=[f"s{i}" for i in range(10_000)])
     assert len(s.recv().resources) == 0, "at the limit: taken (none of them exists)"
