@@ -12,9 +12,12 @@
 //! - versions come from content: a SotW response's `version_info` hashes the names and
 //!   versions it carries, so every node gives the same version for the same state, and a
 //!   client that reconnects quoting the current version gets nothing new;
-//! - removal: a service without live hosts is absent from SotW responses and reported in
-//!   `removed_resources` on delta streams (SPEC 3.2 leaves it out of REST answers too:
-//!   Envoy keeps its endpoints when an assignment is absent).
+//! - removal: a service without live hosts has no `ClusterLoadAssignment`: absent from SotW
+//!   responses and reported in `removed_resources` on delta streams (SPEC 3.2 leaves it out of
+//!   REST answers too: Envoy keeps its endpoints when an assignment is absent). A `Listener`
+//!   or `Cluster` once sent on a stream stays in its answers for the stream's life, wildcard
+//!   or not: their absence is a deletion, which a registry that restarted empty, is partly
+//!   synced, or saw a service's hosts expire must not order (see `resources`).
 //!
 //! Sending nothing while the node is not ready is the caller's decision (`responses` is
 //! only asked when it is), so a node that lost its state never pushes it as empty lists.
@@ -121,22 +124,30 @@ impl Subscription {
         Ok(changed)
     }
 
-    /// The resources it covers now, by name.
-    fn resources(&self, kind: Kind, source: &dyn Source) -> BTreeMap<String, Arc<Resource>> {
+    /// The resources it covers now, by name, plus the listeners and clusters of `held` (the
+    /// names the client holds) that it still covers.
+    fn resources<'a>(
+        &self,
+        kind: Kind,
+        source: &dyn Source,
+        held: impl Iterator<Item = &'a String>,
+    ) -> BTreeMap<String, Arc<Resource>> {
         let mut out = BTreeMap::new();
         let wildcard = if self.wildcard {
             source.names()
         } else {
             Vec::new()
         };
-        for name in wildcard.iter().chain(&self.names) {
-            if out.contains_key(name) {
-                continue;
+        let mut add = |name: &str| {
+            if !out.contains_key(name) {
+                if let Some(r) = source.resource(kind, name) {
+                    out.insert(name.to_owned(), r);
+                }
             }
-            if let Some(r) = source.resource(kind, name) {
-                out.insert(name.clone(), r);
-            }
-        }
+        };
+        wildcard.iter().chain(&self.names).for_each(|n| add(n));
+        held.filter(|name| kind != Kind::Endpoints && self.covers(name))
+            .for_each(|n| add(n));
         out
     }
 
@@ -224,6 +235,8 @@ struct TypeState {
     sent: Sent,
     /// SotW: the version the client said it has when it (re)connected.
     client_version: String,
+    /// SotW: the names in the latest response.
+    sent_names: Vec<String>,
     /// Delta: what the client holds, name to version, counting what was sent as held...
     known: BTreeMap<String, String>,
     /// ...until a NACK says otherwise: the entries of `known` as they were before the
@@ -311,7 +324,7 @@ impl Sotw {
         } = &mut self.0;
         *pending = false;
         for (kind, state) in types {
-            let resources = state.sub.resources(*kind, source);
+            let resources = state.sub.resources(*kind, source, state.sent_names.iter());
             let version = set_version(&resources);
             let current = state
                 .sent
@@ -325,6 +338,7 @@ impl Sotw {
             state.sent.nonce = nonce.to_string();
             state.sent.answered = false;
             state.sent.version = Some(version.clone());
+            state.sent_names = resources.keys().cloned().collect();
             out.push(DiscoveryResponse {
                 version_info: version,
                 resources: resources.values().map(|r| r.any.clone()).collect(),
@@ -409,7 +423,7 @@ impl Delta {
         } = &mut self.0;
         *pending = false;
         for (kind, state) in types {
-            let resources = state.sub.resources(*kind, source);
+            let resources = state.sub.resources(*kind, source, state.known.keys());
             let changed: Vec<&Arc<Resource>> = resources
                 .values()
                 .filter(|r| state.known.get(&r.name) != Some(&r.version))
@@ -492,7 +506,13 @@ mod tests {
 
     impl Source for Fixed {
         fn resource(&self, kind: Kind, name: &str) -> Option<Arc<Resource>> {
-            let version = self.0.get(name)?;
+            // As the catalog: a listener or cluster for any name, endpoints for services.
+            let fixed = "static".to_string();
+            let version = match (self.0.get(name), kind) {
+                (Some(version), Kind::Endpoints) => version,
+                (_, Kind::Listener | Kind::Cluster) => &fixed,
+                (None, Kind::Endpoints) => return None,
+            };
             Some(Arc::new(Resource {
                 name: name.into(),
                 version: version.clone(),
@@ -609,18 +629,45 @@ mod tests {
     }
 
     #[test]
-    fn sotw_wildcard_covers_every_service_and_drops_removed_ones() {
+    fn sotw_wildcard_covers_every_service_and_drops_endpoints_of_removed_ones() {
         let mut src = Fixed::default();
         src.set("web", "1");
         let mut s = Sotw::default();
-        let mut req = sotw_req(&[], "", "");
-        req.type_url = Kind::Listener.url().into();
-        s.request(Kind::Listener, &req).unwrap();
+        s.request(Kind::Endpoints, &sotw_req(&["*"], "", ""))
+            .unwrap();
         assert_eq!(names_in(&s.responses(&src)[0]), ["web@1"]);
         src.set("db", "1");
         assert_eq!(names_in(&s.responses(&src)[0]), ["db@1", "web@1"]);
         src.0.remove("web");
         assert_eq!(names_in(&s.responses(&src)[0]), ["db@1"]);
+    }
+
+    #[test]
+    fn listeners_and_clusters_once_sent_stay_when_their_hosts_go() {
+        for kind in [Kind::Listener, Kind::Cluster] {
+            let mut src = Fixed::default();
+            src.set("web", "1");
+            let mut s = Sotw::default();
+            let mut req = sotw_req(&[], "", "");
+            req.type_url = kind.url().into();
+            s.request(kind, &req).unwrap();
+            assert_eq!(names_in(&s.responses(&src)[0]), ["web@static"]);
+            src.0.remove("web");
+            src.set("db", "1");
+            assert_eq!(
+                names_in(&s.responses(&src)[0]),
+                ["db@static", "web@static"],
+                "web stays: its absence would delete it"
+            );
+            let mut d = Delta::default();
+            let mut req = delta_req(&[], &[], "");
+            req.type_url = kind.url().into();
+            d.request(kind, &req).unwrap();
+            let r = d.responses(&src).remove(0);
+            assert_eq!(r.resources.len(), 1, "db");
+            src.0.clear();
+            assert!(d.responses(&src).is_empty(), "nothing removed");
+        }
     }
 
     #[test]

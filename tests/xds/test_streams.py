@@ -358,3 +358,33 @@ def test_node_ids_and_nack_errors_are_kept_to_256_bytes(start_node):
     assert eds["names"] == 1, "a name that is not a service name is not kept"
     assert len(body) < 4096
     s.close()
+
+
+def test_a_fresh_node_serves_the_listener_and_cluster_of_any_service_name(start_node):
+    node = start_node()
+    for url in (LDS, CDS):
+        s = ads(node)
+        s.send(type_url=url, resource_names=["payments"])
+        r = s.recv()
+        assert len(r.resources) == 1, "absent would delete the client's copy"
+        s.close()
+    s = ads(node)
+    s.send(type_url=EDS, resource_names=["payments"])
+    assert len(s.recv().resources) == 0, "endpoints exist only with hosts"
+    s.close()
+
+
+def test_wildcard_lds_keeps_a_service_whose_hosts_all_went(start_node):
+    node = start_node()
+    register(node, "web", "10.0.0.1", 80)
+    s = ads(node)
+    s.send(type_url=LDS)
+    r = s.recv()
+    assert len(r.resources) == 1
+    s.send(type_url=LDS, version_info=r.version_info, response_nonce=r.nonce)
+    delete(node, "web", "10.0.0.1")
+    register(node, "db", "10.0.1.1", 5432)
+    r = s.recv()
+    # The next answer is db's arrival: web's departure changed nothing.
+    assert sorted(unpack_name(a) for a in r.resources) == ["db", "web"]
+    s.close()
