@@ -25,9 +25,9 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "DISCOVERY_LISTEN", default_value = "0.0.0.0:8080")]
     pub(crate) listen: SocketAddr,
-    /// Address of the gRPC xDS server (ADS and EDS), or `off`. Not given, it is
-    /// 0.0.0.0:18000, except that a node whose `--listen` port is 0 (a test, a throwaway
-    /// node) takes a free port on the `--listen` address too. The bound address is printed as
+    /// Address of the gRPC xDS server (ADS and EDS), or `off`. Not given, it is port 18000
+    /// on `--listen`'s IP (a node kept to loopback keeps its inventory there too), except that
+    /// a node whose `--listen` port is 0 (a test, a throwaway node) takes a free port. The bound address is printed as
     /// `xds listening on ADDR`.
     #[arg(long, env = "DISCOVERY_XDS_LISTEN")]
     pub(crate) xds_listen: Option<String>,
@@ -259,7 +259,7 @@ fn token(flag: &'static str, t: Option<String>) -> Result<Option<String>, Config
 }
 
 /// The default xDS address (SPEC 7).
-const XDS_DEFAULT: &str = "0.0.0.0:18000";
+const XDS_DEFAULT_PORT: u16 = 18000;
 
 /// `--xds-listen`: an address, `off`, or (not given) the default, which follows a
 /// `--listen` on port 0 so that nodes started on free ports never contend for 18000.
@@ -269,11 +269,11 @@ fn xds_listen(given: Option<&str>, listen: SocketAddr) -> Result<Option<SocketAd
         Some(addr) => addr.parse().map(Some).map_err(|_| {
             bad(
                 "xds-listen",
-                format!("{addr:?}: expected IP:PORT (such as {XDS_DEFAULT}) or off"),
+                format!("{addr:?}: expected IP:PORT (such as 0.0.0.0:{XDS_DEFAULT_PORT}) or off"),
             )
         }),
         None if listen.port() == 0 => Ok(Some(SocketAddr::new(listen.ip(), 0))),
-        None => Ok(XDS_DEFAULT.parse().ok()),
+        None => Ok(Some(SocketAddr::new(listen.ip(), XDS_DEFAULT_PORT))),
     }
 }
 
@@ -431,6 +431,15 @@ mod tests {
     fn xds_listens_on_18000_by_default_beside_a_free_port_when_listen_is_0_and_off_on_request() {
         let xds = |flags: &[&str]| config(flags).unwrap().xds_listen.map(|a| a.to_string());
         assert_eq!(xds(&[]).as_deref(), Some("0.0.0.0:18000"));
+        assert_eq!(
+            xds(&["--listen", "127.0.0.1:8080"]).as_deref(),
+            Some("127.0.0.1:18000"),
+            "--listen's IP"
+        );
+        assert_eq!(
+            xds(&["--listen", "[::1]:8080"]).as_deref(),
+            Some("[::1]:18000")
+        );
         assert_eq!(
             xds(&["--listen", "127.0.0.1:0"]).as_deref(),
             Some("127.0.0.1:0")
