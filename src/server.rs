@@ -131,6 +131,8 @@ async fn sweeper(shared: Arc<NodeState>, shutdown: CancellationToken) {
                 bound_secs = shared.stall.resync_bound() as f64 / 1e6,
                 "no ready peer answered after a stall; serving what this node holds"
             );
+            // Ready again: wake the xDS streams that held their answers meanwhile.
+            shared.poke();
         }
         if shared.stall.expiry_held(now) {
             // Hosts overdue only because this node stopped are not expired: the re-sync (or,
