@@ -13,6 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::state::now;
+use crate::throttle::Throttle;
+
 /// How long accepting pauses after `accept` failed (out of file descriptors and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -23,6 +26,10 @@ pub(crate) struct Acceptor {
     max: usize,
     /// Which listener, for the log.
     what: &'static str,
+    /// The two lines below, which clients cause at will (idle connections at the limit,
+    /// connections past the file descriptor limit).
+    full_log: Throttle,
+    failed_log: Throttle,
 }
 
 impl Acceptor {
@@ -33,6 +40,8 @@ impl Acceptor {
             limit: Arc::new(Semaphore::new(max)),
             max,
             what,
+            full_log: Throttle::new(),
+            failed_log: Throttle::new(),
         }
     }
 
@@ -47,12 +56,14 @@ impl Acceptor {
                 Ok(permit) => permit,
                 Err(_) => {
                     // At the limit: new clients wait in the kernel's accept queue until a
-                    // connection closes. Say so, at most once per saturation.
-                    tracing::warn!(
-                        listener = self.what,
-                        max_connections = self.max,
-                        "connection limit reached; new connections wait to be accepted"
-                    );
+                    // connection closes.
+                    if self.full_log.allow(now_secs()) {
+                        tracing::warn!(
+                            listener = self.what,
+                            max_connections = self.max,
+                            "connection limit reached; new connections wait to be accepted"
+                        );
+                    }
                     tokio::select! {
                         _ = shutdown.cancelled() => return None,
                         permit = self.limit.clone().acquire_owned() => permit.ok()?,
@@ -68,7 +79,9 @@ impl Acceptor {
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(listener = self.what, error = %e, "accept failed");
+                        if self.failed_log.allow(now_secs()) {
+                            tracing::warn!(listener = self.what, error = %e, "accept failed");
+                        }
                         drop(permit);
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
@@ -76,4 +89,8 @@ impl Acceptor {
             }
         }
     }
+}
+
+fn now_secs() -> u64 {
+    now() / 1_000_000
 }
