@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::registry::{NodeId, RegistryConfig};
+use crate::tls::{TlsArgs, TlsFiles};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,6 +107,8 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "DISCOVERY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -205,6 +208,8 @@ pub struct Config {
     pub trusted_proxy_hops: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// TLS on `--listen` and toward peers; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A flag with a value that cannot work.
@@ -248,14 +253,36 @@ pub fn normalize_peer(url: &str) -> Result<String, ConfigError> {
     } else {
         format!("http://{url}")
     };
-    if !url.starts_with("http://") {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         return Err(bad(
             "peers",
-            format!("{url:?}: only http:// peers are supported"),
+            format!("{url:?}: only http:// and https:// peers are supported"),
         ));
-    }
-    if url.len() <= "http://".len() {
+    };
+    if rest.is_empty() {
         return Err(bad("peers", "empty peer address"));
+    }
+    Ok(url)
+}
+
+/// A `--peers` entry with the node's scheme: `host:port` gets it, and a URL with the other
+/// one is refused (every node of a cluster speaks TLS, or none does).
+fn peer_with_scheme(url: &str, scheme: &str) -> Result<String, ConfigError> {
+    let trimmed = url.trim();
+    let url = if trimmed.contains("://") {
+        normalize_peer(trimmed)?
+    } else {
+        normalize_peer(&format!("{scheme}://{trimmed}"))?
+    };
+    if !url.starts_with(&format!("{scheme}://")) {
+        let why = match scheme {
+            "https" => "this node speaks TLS (--tls-cert), so its peers are https:// URLs",
+            _ => "https:// peers need --tls-cert, --tls-key and --tls-ca",
+        };
+        return Err(bad("peers", format!("{url:?}: {why}")));
     }
     Ok(url)
 }
@@ -309,11 +336,16 @@ impl Config {
             }
             None => format!("node-{:08x}", rand::random::<u32>()),
         };
+        let tls = args
+            .tls
+            .validate()
+            .map_err(|(flag, reason)| bad(flag, reason))?;
+        let scheme = scheme(tls.as_ref());
         let peers = args
             .peers
             .iter()
             .filter(|p| !p.trim().is_empty())
-            .map(|p| normalize_peer(p))
+            .map(|p| peer_with_scheme(p, scheme))
             .collect::<Result<Vec<_>, _>>()?;
         let peers_dns = match args.peers_dns {
             None => None,
@@ -332,6 +364,12 @@ impl Config {
             }
         };
         let clustered = !peers.is_empty() || peers_dns.is_some();
+        if clustered && tls.as_ref().is_some_and(|t| t.ca.is_none()) {
+            return Err(bad(
+                "tls-ca",
+                "a node with peers needs the CA that signs their certificates",
+            ));
+        }
         let warmup = args.warmup.unwrap_or(if clustered {
             Duration::from_secs(30)
         } else {
@@ -380,7 +418,20 @@ impl Config {
             },
             trusted_proxy_hops: args.trusted_proxy_hops,
             log_format: args.log_format,
+            tls,
         })
+    }
+
+    /// `https` when the node speaks TLS, else `http`: the scheme of its own and its peers' URLs.
+    pub fn scheme(&self) -> &'static str {
+        scheme(self.tls.as_ref())
+    }
+}
+
+fn scheme(tls: Option<&TlsFiles>) -> &'static str {
+    match tls {
+        Some(_) => "https",
+        None => "http",
     }
 }
 

@@ -16,3 +16,4 @@ pub mod server;
 pub mod shared;
 pub mod stall;
 mod throttle;
+pub mod tls;

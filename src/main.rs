@@ -29,6 +29,8 @@ enum Command {
         /// Require readiness (`/readyz`) instead of liveness (`/healthz`).
         #[arg(long)]
         ready: bool,
+        #[command(flatten)]
+        tls: cli::connect::TlsFlags,
     },
     /// Keep a host registered until SIGTERM, then drain and deregister it (an agent).
     Heartbeat(cli::heartbeat::HeartbeatArgs),
@@ -76,7 +78,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(args.log_format, "info");
             runtime.block_on(cli::serve::run(*args))?;
         }
-        Command::Health { url, ready } => runtime.block_on(cli::health::run(&url, ready))?,
+        Command::Health { url, ready, tls } => {
+            runtime.block_on(cli::health::run(&url, ready, tls.client_tls()?))?
+        }
         Command::Heartbeat(args) => {
             init_logging(args.log_format, "info");
             runtime.block_on(cli::heartbeat::run(args))?;

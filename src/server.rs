@@ -15,10 +15,12 @@
 //!   then drops the connection.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use discovery_client::ClientTls;
 use futures_util::future::{Either, FutureExt};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -34,6 +36,11 @@ use crate::gossip;
 use crate::http;
 use crate::http::hot_path::Hot;
 use crate::shared::{now, Shared};
+use crate::tls::Tls;
+
+/// A connection's byte stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> Io for T {}
 
 /// How often expired hosts are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -48,26 +55,40 @@ pub struct Server {
 impl Server {
     /// Binds the listener and starts serving, sweeping and gossiping.
     pub async fn start(config: Config) -> std::io::Result<Server> {
+        // Loaded before binding: a node whose certificate does not load never listens.
+        let tls = match config.tls.clone() {
+            Some(files) => Some(Tls::load(files).map_err(std::io::Error::other)?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
-        let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks);
+        if let Some(tls) = &tls {
+            tls.spawn_reloader(shutdown.clone(), &tasks);
+        }
+        let peer_tls = tls
+            .as_ref()
+            .map(|tls| ClientTls::from_config(tls.client_config()));
+        let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks, peer_tls);
         let router = http::instrument(
             http::router(shared.clone()).merge(gossip.routes()),
             shared.clone(),
         );
         tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
+        let https = tls.is_some();
         tasks.spawn(accept_loop(
             listener,
             router,
             shared.clone(),
             shutdown.clone(),
             tasks.clone(),
+            tls,
         ));
         tracing::info!(
             %addr,
+            https,
             node = %shared.config.registry.node,
             env = %shared.config.registry.env,
             peers = shared.config.cluster.peers.len(),
@@ -168,6 +189,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    tls: Option<Arc<Tls>>,
 ) {
     let limit = Arc::new(Semaphore::new(shared.config.limits.max_connections));
     let header_timeout = shared.config.limits.read_timeout;
@@ -212,32 +234,60 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let hot = shared.clone();
-        let service = hyper::service::service_fn(
-            move |req: axum::extract::Request<hyper::body::Incoming>| {
-                if let Some(refused) = http::limits::refuse(&hot, &req) {
-                    return Either::Left(std::future::ready(Ok(refused)));
-                }
-                // Plain host-list reads and heartbeats skip the router (see `http::hot_path`).
-                match http::hot_path::take(&hot, req, peer) {
-                    Hot::Answered(response) => Either::Left(std::future::ready(Ok(response))),
-                    Hot::Heartbeat(pending) => Either::Right(Either::Left(pending.map(Ok))),
-                    Hot::Router(req) => {
-                        let mut req = req.map(axum::body::Body::new);
-                        req.extensions_mut().insert(ConnectInfo(peer));
-                        Either::Right(Either::Right(router.clone().oneshot(req)))
+        let http1 = http1.clone();
+        let shutdown = shutdown.clone();
+        let metrics = shared.clone();
+        let tls = tls.clone();
+        tasks.spawn(async move {
+            // The timeout counts only while a write is pending (the socket's send buffer is full),
+            // and costs a flag test per write otherwise. Boxed once per connection because it
+            // holds a timer and hyper wants an `Unpin` socket.
+            let mut stream = TimeoutWriter::new(stream);
+            stream.set_timeout(Some(write_timeout));
+            let stream = Box::pin(stream);
+            // With TLS, the handshake runs here, in the connection's task, so a slow client never
+            // holds up the accept loop; it is bounded like a request head.
+            let (io, client_cert): (Pin<Box<dyn Io>>, _) = match &tls {
+                None => (stream, None),
+                Some(tls) => {
+                    let accepted = tokio::select! {
+                        _ = shutdown.cancelled() => None,
+                        accepted = tls.accept(stream, header_timeout, peer) => accepted,
+                    };
+                    match accepted {
+                        Some((stream, cert)) => (Box::pin(stream), Some(cert)),
+                        None => {
+                            drop(permit);
+                            return;
+                        }
                     }
                 }
-            },
-        );
-        let shutdown = shutdown.clone();
-        // The timeout counts only while a write is pending (the socket's send buffer is full),
-        // and costs a flag test per write otherwise. Boxed once per connection because it
-        // holds a timer and hyper wants an `Unpin` socket.
-        let mut stream = TimeoutWriter::new(stream);
-        stream.set_timeout(Some(write_timeout));
-        let conn = http1.serve_connection(TokioIo::new(Box::pin(stream)), service);
-        let metrics = shared.clone();
-        tasks.spawn(async move {
+            };
+            let service = hyper::service::service_fn(
+                move |req: axum::extract::Request<hyper::body::Incoming>| {
+                    if let Some(why) = client_cert.and_then(|cert| cert.refused) {
+                        let refused = crate::tls::certificate_refused(why);
+                        return Either::Left(std::future::ready(Ok(refused)));
+                    }
+                    if let Some(refused) = http::limits::refuse(&hot, &req) {
+                        return Either::Left(std::future::ready(Ok(refused)));
+                    }
+                    // Plain host-list reads and heartbeats skip the router (see `http::hot_path`).
+                    match http::hot_path::take(&hot, req, peer) {
+                        Hot::Answered(response) => Either::Left(std::future::ready(Ok(response))),
+                        Hot::Heartbeat(pending) => Either::Right(Either::Left(pending.map(Ok))),
+                        Hot::Router(req) => {
+                            let mut req = req.map(axum::body::Body::new);
+                            req.extensions_mut().insert(ConnectInfo(peer));
+                            if let Some(cert) = client_cert {
+                                req.extensions_mut().insert(cert);
+                            }
+                            Either::Right(Either::Right(router.clone().oneshot(req)))
+                        }
+                    }
+                },
+            );
+            let conn = http1.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,

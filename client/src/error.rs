@@ -98,6 +98,9 @@ pub enum Error {
     /// A setting is out of its range.
     #[error("invalid setting: {0}")]
     Config(String),
+    /// A TLS file (CA, certificate, key) cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use discovery_client::ClientTls;
 use reqwest::header::CONTENT_TYPE;
 
 use super::messages::{SyncRequest, SyncResponse, MAX_MESSAGE_BYTES};
@@ -18,13 +19,17 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// A transport whose exchanges give up after `timeout`.
-    pub fn new(token: Option<String>, timeout: Duration) -> Result<Self, TransportError> {
-        let client = reqwest::Client::builder()
+    /// A transport whose exchanges give up after `timeout`, speaking TLS to `https://` peers
+    /// as `tls` says.
+    pub fn new(
+        token: Option<String>,
+        timeout: Duration,
+        tls: Option<ClientTls>,
+    ) -> Result<Self, TransportError> {
+        // Peers are our own nodes on the private network: never through a proxy.
+        let client = discovery_client::tls::http_client(tls.as_ref())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
-            // Peers are our own nodes on the private network: never through a proxy.
-            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| TransportError::Unreachable(format!("HTTP client: {e}")))?;

@@ -44,6 +44,8 @@ pub use http_transport::HttpTransport;
 pub use memory::MemoryNetwork;
 pub use node::{Clock, Mode, Node};
 
+use discovery_client::ClientTls;
+
 use crate::auth::{self, Access};
 use crate::shared::{now, Shared};
 use crate::throttle::Throttle;
@@ -88,23 +90,30 @@ pub fn spawn(
     addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
+    tls: Option<ClientTls>,
 ) -> Gossip {
     let cluster = &shared.config.cluster;
     let clustered = !cluster.peers.is_empty() || cluster.peers_dns.is_some();
-    if clustered && shared.config.tokens.peer.is_none() {
+    let mtls = shared
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth != crate::tls::ClientAuth::Off);
+    if clustered && shared.config.tokens.peer.is_none() && !mtls {
         tracing::warn!(
-            "gossip is unauthenticated: peers are configured but --peer-token is not set, so anyone who can reach this node can send it gossip; set the same --peer-token on every node"
+            "gossip is unauthenticated: peers are configured but neither --peer-token nor mutual TLS (--tls-ca) is set, so anyone who can reach this node can send it gossip"
         );
     }
     // Long enough for a page of a snapshot, short enough that a frozen peer does not hold
     // an exchange slot for long.
     let timeout =
         (cluster.gossip_interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
-    let transport = HttpTransport::new(shared.config.tokens.peer.clone(), timeout)
+    let transport = HttpTransport::new(shared.config.tokens.peer.clone(), timeout, tls)
         .expect("the HTTP client builds with a plain configuration");
     // A wildcard listen address is no address to give to peers: they use our source
     // address and this port instead.
-    let own = (!addr.ip().is_unspecified()).then(|| format!("http://{addr}"));
+    let scheme = shared.config.scheme();
+    let own = (!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}"));
     let clock: Clock = Arc::new(now);
     let node = Arc::new(Node::new(shared, transport, own, addr.port(), clock));
     tasks.spawn(run(node.clone(), shutdown, tasks.clone()));
@@ -184,10 +193,11 @@ async fn resolve(node: &HttpNode, name: &str, port: u16) {
     let lookup = tokio::net::lookup_host((name, port));
     match tokio::time::timeout(Duration::from_secs(2), lookup).await {
         Ok(Ok(addrs)) => {
+            let scheme = node.shared().config.scheme();
             let urls: Vec<String> = addrs
                 .map(|a| match a {
-                    SocketAddr::V4(a) => format!("http://{a}"),
-                    SocketAddr::V6(a) => format!("http://[{}]:{}", a.ip(), a.port()),
+                    SocketAddr::V4(a) => format!("{scheme}://{a}"),
+                    SocketAddr::V6(a) => format!("{scheme}://[{}]:{}", a.ip(), a.port()),
                 })
                 .collect();
             node.resolved(&urls);
@@ -214,6 +224,12 @@ enum Handled {
 async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let node = endpoint.node.clone();
     let shared = node.shared().clone();
+    if !crate::tls::gossip_allowed(shared.config.tls.as_ref(), request.extensions()) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "gossip requires a client certificate signed by this node's --tls-ca",
+        );
+    }
     if !auth::allowed(&shared.config.tokens, Access::Peer, request.headers()) {
         return refuse(
             StatusCode::UNAUTHORIZED,

@@ -221,7 +221,11 @@ impl<T: Transport> Node<T> {
             "sent",
             delta.records.len() as u64,
         );
-        if let Some(addr) = sender_addr(&req.from, remote.map(|r| r.ip())) {
+        if let Some(addr) = sender_addr(
+            &req.from,
+            remote.map(|r| r.ip()),
+            self.shared.config.scheme(),
+        ) {
             // The requester will hold what this answer carries: remember it that way, so a
             // push does not send it again. A lost answer is repaired by the next round,
             // which never relies on this guess.
@@ -501,12 +505,12 @@ fn warn_refused(
 }
 
 /// The base URL a sender can be reached at: its own, or its source address and port.
-fn sender_addr(from: &Sender, remote: Option<IpAddr>) -> Option<String> {
+fn sender_addr(from: &Sender, remote: Option<IpAddr>, scheme: &str) -> Option<String> {
     if let Some(addr) = &from.addr {
         return Some(addr.clone());
     }
     match remote? {
-        IpAddr::V4(ip) => Some(format!("http://{ip}:{}", from.port)),
-        IpAddr::V6(ip) => Some(format!("http://[{ip}]:{}", from.port)),
+        IpAddr::V4(ip) => Some(format!("{scheme}://{ip}:{}", from.port)),
+        IpAddr::V6(ip) => Some(format!("{scheme}://[{ip}]:{}", from.port)),
     }
 }

@@ -804,7 +804,8 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
 /// Calls the gossip endpoint of a node whose decode slots are `slots`, with a legal message.
 async fn post_to_endpoint(slots: usize) -> axum::response::Response {
     let shared = Arc::new(Shared::new(config("n0", &[], &[])));
-    let transport = super::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
+    let transport =
+        super::HttpTransport::new(None, std::time::Duration::from_secs(1), None).unwrap();
     let node = Arc::new(Node::new(shared, transport, None, 1, Arc::new(|| T0)));
     let endpoint = super::Endpoint {
         node,

@@ -1,6 +1,8 @@
 //! Helpers for tests that start real `discovery` processes on 127.0.0.1 port 0.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,7 +80,9 @@ impl Node {
 
     /// `host:port` of the node.
     pub fn addr(&self) -> &str {
-        self.url.trim_start_matches("http://")
+        self.url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
     }
 
     /// Sends a signal to the process.
@@ -143,7 +147,19 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 
 /// A blocking HTTP call with curl-like simplicity: returns (status, body).
 pub fn http(method: &str, url: &str, content_type: Option<&str>, body: &str) -> (u16, String) {
+    curl(&[], method, url, content_type, body)
+}
+
+/// [`http`] with more curl options first (`--cacert`, `--cert`...).
+pub fn curl(
+    options: &[&str],
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut cmd = Command::new("curl");
+    cmd.args(options);
     cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
     if let Some(ct) = content_type {
         cmd.args(["-H", &format!("Content-Type: {ct}"), "--data-binary", body]);
