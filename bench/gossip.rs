@@ -31,11 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use discovery::config::{Config, ServeArgs};
 use discovery::gossip::memory::MemoryTransport;
 use discovery::gossip::{Clock, MemoryNetwork, Node};
 use discovery::registry::{Micros, SECOND};
-use discovery::shared::Shared;
+use discovery::{Config, NodeState, ServeArgs};
 use discovery_api::{HostStatus, Port, Registration, RepoName, Revision, ServiceName, Tags};
 use std::io::{BufRead, BufReader};
 
@@ -309,7 +308,7 @@ fn virtual_cluster(
         let mut args = vec!["x", "--node-id", &id, "--peers", &peers, "--warmup", "0s"];
         args.extend_from_slice(extra);
         let config = Config::from_args(Cli::parse_from(args).serve).unwrap();
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(NodeState::new(config));
         let time = time.clone();
         let clock: Clock = Arc::new(move || time.load(Ordering::Relaxed));
         nodes.push(net.join(shared, addr, clock));

@@ -8,7 +8,7 @@
 //!   on node `h % N`); a heartbeat carries a new revision with the probability that makes the
 //!   cluster-wide change rate that of the modelled fleet (1% of `--fleet` per minute);
 //! - a node whose host lists changed in the previous tick pushes its new writes (up to 8
-//!   peers: `PUSH_FANOUT`), as the loop does 5 ms after `Shared::publish`;
+//!   peers: `PUSH_FANOUT`), as the loop does 5 ms after `NodeState::publish`;
 //! - each node runs its anti-entropy round (3 random peers) once per second, at its own
 //!   random phase, and sweeps every 500 ms;
 //! - probes: a new service with one host written to a random node; its convergence time is
@@ -279,7 +279,7 @@ impl Sim {
         }
         for node in &self.nodes {
             node.check_warmup();
-            let _ = node.shared().changed.notified().now_or_never();
+            let _ = node.shared().local_writes.notified().now_or_never();
         }
     }
 
@@ -301,13 +301,13 @@ impl Sim {
         }
     }
 
-    /// Schedules a push for node `i` if its host lists changed (`Shared::publish` poked it),
+    /// Schedules a push for node `i` if its host lists changed (`NodeState::publish` poked it),
     /// as the node loop does.
     fn note_changed(&mut self, i: usize) {
         let now = self.now();
         if self.nodes[i]
             .shared()
-            .changed
+            .local_writes
             .notified()
             .now_or_never()
             .is_some()

@@ -8,7 +8,7 @@ use crate::config::Tokens;
 
 /// The classes of request that tokens guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Every read except `/healthz` and `/readyz`.
     Read,
     /// `POST`/`DELETE` on `/v1/registration/...`.
@@ -25,7 +25,7 @@ fn matches(given: &[u8], expected: &str) -> bool {
 
 /// Whether the request may do `access`: true when the class has no token set, or the
 /// request carries that token (the admin token counts for reads and writes too).
-pub fn allowed(tokens: &Tokens, access: Access, headers: &HeaderMap) -> bool {
+pub(crate) fn allowed(tokens: &Tokens, access: Access, headers: &HeaderMap) -> bool {
     let (own, admin_ok) = match access {
         Access::Read => (&tokens.read, true),
         Access::Write => (&tokens.write, true),

@@ -24,86 +24,86 @@ pub enum LogFormat {
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "DISCOVERY_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Environment name echoed in host lists.
     #[arg(long, env = "DISCOVERY_ENV", default_value = "development")]
-    pub env: String,
+    pub(crate) env: String,
     /// This node's id (default: random each start).
     #[arg(long, env = "DISCOVERY_NODE_ID")]
-    pub node_id: Option<String>,
+    pub(crate) node_id: Option<String>,
     /// Peer base URLs, comma-separated (e.g. http://10.0.0.2:8080).
     #[arg(long, env = "DISCOVERY_PEERS", value_delimiter = ',')]
-    pub peers: Vec<String>,
+    pub(crate) peers: Vec<String>,
     /// A DNS name resolving to the peers, with their port (NAME:PORT); re-resolved periodically.
     #[arg(long, env = "DISCOVERY_PEERS_DNS")]
-    pub peers_dns: Option<String>,
+    pub(crate) peers_dns: Option<String>,
     /// Time between anti-entropy rounds.
     #[arg(long, env = "DISCOVERY_GOSSIP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub gossip_interval: Duration,
+    pub(crate) gossip_interval: Duration,
     /// TTL of a heartbeat that names none.
     #[arg(long, env = "DISCOVERY_HOST_TTL", default_value = "600s", value_parser = humantime::parse_duration)]
-    pub host_ttl: Duration,
+    pub(crate) host_ttl: Duration,
     /// Smallest TTL a heartbeat may ask for.
     #[arg(long, env = "DISCOVERY_MIN_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub min_ttl: Duration,
+    pub(crate) min_ttl: Duration,
     /// Largest TTL a heartbeat may ask for.
     #[arg(long, env = "DISCOVERY_MAX_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
-    pub max_ttl: Duration,
+    pub(crate) max_ttl: Duration,
     /// Fraction of the hosts held that may be lost (held, in grace or dropped) within the
     /// guard's window (`--expiry-grace`) before overdue hosts are held (0 turns the guard off).
     #[arg(long, env = "DISCOVERY_EXPIRY_GUARD", default_value_t = 0.5)]
-    pub expiry_guard: f64,
+    pub(crate) expiry_guard: f64,
     /// Longest grace a host past its TTL gets (half its TTL, at most this) while the expiry
     /// guard measures the loss, and the window over which the guard counts hosts lost.
     #[arg(long, env = "DISCOVERY_EXPIRY_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub expiry_grace: Duration,
+    pub(crate) expiry_grace: Duration,
     /// How long the guard may hold a silent host (default: three times its TTL).
     #[arg(long, env = "DISCOVERY_MAX_STALE", value_parser = humantime::parse_duration)]
-    pub max_stale: Option<Duration>,
+    pub(crate) max_stale: Option<Duration>,
     /// How long an empty node with no reachable peer waits for heartbeats before it reports
     /// ready (default: 30s with peers, 0 alone).
     #[arg(long, env = "DISCOVERY_WARMUP", value_parser = humantime::parse_duration)]
-    pub warmup: Option<Duration>,
+    pub(crate) warmup: Option<Duration>,
     /// Token required for registration writes.
     #[arg(long, env = "DISCOVERY_WRITE_TOKEN", hide_env_values = true)]
-    pub write_token: Option<String>,
+    pub(crate) write_token: Option<String>,
     /// Token required for load-balancing overrides (accepted for writes and reads too).
     #[arg(long, env = "DISCOVERY_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
     /// Token required between nodes for gossip.
     #[arg(long, env = "DISCOVERY_PEER_TOKEN", hide_env_values = true)]
-    pub peer_token: Option<String>,
+    pub(crate) peer_token: Option<String>,
     /// Token required for every read (dashboard and metrics included).
     #[arg(long, env = "DISCOVERY_READ_TOKEN", hide_env_values = true)]
-    pub read_token: Option<String>,
+    pub(crate) read_token: Option<String>,
     /// Most hosts in all; past it, new hosts get 503.
     #[arg(long, env = "DISCOVERY_MAX_HOSTS", default_value_t = 1_000_000)]
-    pub max_hosts: usize,
+    pub(crate) max_hosts: usize,
     /// How far ahead of this node's clock a peer's timestamp may be; a record stamped
     /// further ahead is refused and never moves this node's clock.
     #[arg(long, env = "DISCOVERY_MAX_CLOCK_SKEW", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub max_clock_skew: Duration,
+    pub(crate) max_clock_skew: Duration,
     /// Largest request body.
     #[arg(long, env = "DISCOVERY_MAX_BODY", default_value = "64KiB", value_parser = parse_size)]
-    pub max_body: usize,
+    pub(crate) max_body: usize,
     /// Most long polls waiting at once; past it, polls answer at once.
     #[arg(long, env = "DISCOVERY_MAX_LONG_POLLS", default_value_t = 10_000)]
-    pub max_long_polls: usize,
+    pub(crate) max_long_polls: usize,
     /// Most open client connections; past it, new ones wait to be accepted.
     #[arg(long, env = "DISCOVERY_MAX_CONNECTIONS", default_value_t = 20_000)]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Longest time a client may take to send a request's headers or its body, and to stay
     /// idle between requests on a kept-alive connection; past it the connection is cut.
     #[arg(long, env = "DISCOVERY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Longest time a response may make no write progress (a client that does not read);
     /// past it the connection is cut and its slot freed.
     #[arg(long, env = "DISCOVERY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// Proxies in front of this node that append to `X-Forwarded-For` (set 1 behind one load
     /// balancer); `auto_ip` then takes the N-th address from the right. 0 uses the TCP peer.
     #[arg(long, env = "DISCOVERY_TRUSTED_PROXY_HOPS", default_value_t = 0)]
-    pub trusted_proxy_hops: usize,
+    pub(crate) trusted_proxy_hops: usize,
     /// Log format.
     #[arg(long, env = "DISCOVERY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -128,15 +128,15 @@ fn parse_size(s: &str) -> Result<usize, String> {
 
 /// Access tokens (SPEC 3.4); `None` leaves that class of request open.
 #[derive(Clone, Default)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     /// For `POST`/`DELETE` on `/v1/registration/...`.
-    pub write: Option<String>,
+    pub(crate) write: Option<String>,
     /// For `/v1/loadbalancing/...`; also accepted for writes and reads.
-    pub admin: Option<String>,
+    pub(crate) admin: Option<String>,
     /// For the gossip endpoints.
-    pub peer: Option<String>,
+    pub(crate) peer: Option<String>,
     /// For every read except `/healthz` and `/readyz`.
-    pub read: Option<String>,
+    pub(crate) read: Option<String>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -153,59 +153,59 @@ impl std::fmt::Debug for Tokens {
 
 /// Request limits (SPEC 8).
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest request body in bytes (default 64 KiB).
-    pub max_body: usize,
+    pub(crate) max_body: usize,
     /// Longest long poll (5 minutes).
-    pub max_wait: Duration,
+    pub(crate) max_wait: Duration,
     /// Most long polls waiting at once (default 10,000); more answer at once.
-    pub max_long_polls: usize,
+    pub(crate) max_long_polls: usize,
     /// Most open connections (default 20,000); more wait in the accept queue.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Longest time to receive a request's headers or body, or to wait idle for the next
     /// request on a kept-alive connection (default 10 s): stalled and idle clients are cut,
     /// so they cannot hold one of `max_connections` for ever. Longer lets slower clients
     /// through; shorter frees slots sooner.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Longest time a response may make no write progress (default 10 s): a client that stops
     /// reading has its connection cut, so that clients that never read cannot hold every
     /// connection slot. It bounds the time without progress, not a whole response: a slow
     /// reader that keeps reading is never cut. Longer tolerates clients stalled by a pause
     /// (a GC, a full receive buffer); shorter frees slots sooner.
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
 }
 
 /// Cluster settings.
 #[derive(Debug, Clone)]
-pub struct ClusterConfig {
+pub(crate) struct ClusterConfig {
     /// Static peers' base URLs, normalized without a trailing slash.
-    pub peers: Vec<String>,
+    pub(crate) peers: Vec<String>,
     /// `NAME:PORT` re-resolved for peers.
-    pub peers_dns: Option<(String, u16)>,
+    pub(crate) peers_dns: Option<(String, u16)>,
     /// Time between anti-entropy rounds (default 1 s).
-    pub gossip_interval: Duration,
+    pub(crate) gossip_interval: Duration,
     /// How long an empty node with no reachable peer waits before reporting ready.
-    pub warmup: Duration,
+    pub(crate) warmup: Duration,
 }
 
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where to listen.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The registry's rules.
-    pub registry: RegistryConfig,
+    pub(crate) registry: RegistryConfig,
     /// Access tokens.
-    pub tokens: Tokens,
+    pub(crate) tokens: Tokens,
     /// Request limits.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Cluster settings.
-    pub cluster: ClusterConfig,
+    pub(crate) cluster: ClusterConfig,
     /// How many proxies in front of this node append to `X-Forwarded-For` (default 0: the
     /// TCP peer is the client). With N, `auto_ip` takes the N-th address from the right:
     /// entries further left are the client's own and could be forged. Too high a value lets
     /// clients pick their address; too low registers a proxy's.
-    pub trusted_proxy_hops: usize,
+    pub(crate) trusted_proxy_hops: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// TLS on `--listen` and toward peers; `None`: plain HTTP.
@@ -246,7 +246,7 @@ fn token(flag: &'static str, t: Option<String>) -> Result<Option<String>, Config
 }
 
 /// Normalizes a peer base URL: `host:port` gets `http://`, trailing slashes go.
-pub fn normalize_peer(url: &str) -> Result<String, ConfigError> {
+pub(crate) fn normalize_peer(url: &str) -> Result<String, ConfigError> {
     let url = url.trim().trim_end_matches('/');
     let url = if url.contains("://") {
         url.to_owned()

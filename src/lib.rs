@@ -1,19 +1,27 @@
 //! `discovery`: an eventually consistent service discovery registry.
 //!
-//! The crate is the server and its CLI. The folders are the architecture (see STYLE.md):
-//! `registry` is the pure core; `http` and `gossip` sit on it and never import each other;
-//! `server` wires them; `cli` holds one file per subcommand.
+//! The crate is the server and its CLI. The folders are the architecture (see
+//! docs/architecture.md): `registry` is the pure core; `http` and `gossip` sit on it and never
+//! import each other; `server` wires them; `cli` holds one file per subcommand.
+//!
+//! Modules are private. What is public is what the binary (`main.rs`), the integration tests
+//! (`tests/`) and the gossip benchmark (`bench/`) need: the subcommands, the configuration, the
+//! registry core and the gossip node with its in-memory network.
 
-pub mod auth;
-pub mod changes;
+mod auth;
 pub mod cli;
-pub mod config;
+mod config;
 pub mod gossip;
-pub mod http;
-pub mod metrics;
+mod http;
+mod long_poll;
+mod metrics;
 pub mod registry;
-pub mod server;
-pub mod shared;
-pub mod stall;
+mod server;
+mod stall;
+mod state;
 mod throttle;
-pub mod tls;
+mod tls;
+
+pub use config::{Config, LogFormat, ServeArgs};
+pub use http::{Route, ROUTES};
+pub use state::NodeState;

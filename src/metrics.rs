@@ -20,26 +20,26 @@ use crate::registry::Refusal;
 /// Labels of a served request. Borrowed `'static` strings for the known routes and methods,
 /// so counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// The route pattern, e.g. `/v1/registration/{service}`.
-    pub route: Cow<'static, str>,
+    pub(crate) route: Cow<'static, str>,
     /// The method.
-    pub method: Cow<'static, str>,
+    pub(crate) method: Cow<'static, str>,
     /// The status code.
-    pub status: u16,
+    pub(crate) status: u16,
 }
 
 /// Labels with a route only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     /// The route pattern.
-    pub route: Cow<'static, str>,
+    pub(crate) route: Cow<'static, str>,
 }
 
 /// What a heartbeat did.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum HeartbeatResult {
+pub(crate) enum HeartbeatResult {
     /// A new host.
     created,
     /// A host whose routing fields changed.
@@ -52,98 +52,99 @@ pub enum HeartbeatResult {
 
 /// Labels of a heartbeat.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HeartbeatLabels {
+pub(crate) struct HeartbeatLabels {
     /// What it did.
-    pub result: HeartbeatResult,
+    pub(crate) result: HeartbeatResult,
 }
 
 /// Labels of a gossip round or transfer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GossipLabels {
+pub(crate) struct GossipLabels {
     /// `ok`/`failed` for rounds, `sent`/`received` for bytes and records.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
 }
 
 /// Why gossip messages are refused whole: the `kind` values of
 /// `discovery_gossip_messages_refused_total`.
-pub const GOSSIP_REFUSALS: &[&str] = &["own_id", "bad_sender", "malformed", "too_large", "busy"];
+pub(crate) const GOSSIP_REFUSALS: &[&str] =
+    &["own_id", "bad_sender", "malformed", "too_large", "busy"];
 
 /// Labels of a refused gossip record.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RefusedLabels {
+pub(crate) struct RefusedLabels {
     /// [`Refusal::as_str`]: `invalid`, `clock_skew`, `expired` or `full`.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 /// Labels of a peer-state gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerStateLabels {
+pub(crate) struct PeerStateLabels {
     /// `alive`, `suspect` or `dead` (trusted peers), or `unverified`.
-    pub state: &'static str,
+    pub(crate) state: &'static str,
 }
 
 type Hist = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// All of the node's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Requests by route, method and status.
-    pub requests: Family<RequestLabels, Counter>,
+    pub(crate) requests: Family<RequestLabels, Counter>,
     /// Request latency by route.
-    pub request_seconds: Hist,
+    pub(crate) request_seconds: Hist,
     /// Heartbeats by result.
-    pub heartbeats: Family<HeartbeatLabels, Counter>,
+    pub(crate) heartbeats: Family<HeartbeatLabels, Counter>,
     /// Hosts dropped by expiry.
-    pub expirations: Counter,
+    pub(crate) expirations: Counter,
     /// Tombstones collected.
-    pub tombstones_collected: Counter,
+    pub(crate) tombstones_collected: Counter,
     /// Live hosts (stale included), set at scrape.
-    pub hosts: Gauge,
+    pub(crate) hosts: Gauge,
     /// Hosts held by the expiry guard, set at scrape.
-    pub stale_hosts: Gauge,
+    pub(crate) stale_hosts: Gauge,
     /// Services with hosts, set at scrape.
-    pub services: Gauge,
+    pub(crate) services: Gauge,
     /// Services held in memory (with hosts or only tombstones), set at scrape.
-    pub services_held: Gauge,
+    pub(crate) services_held: Gauge,
     /// 1 while the expiry guard holds hosts.
-    pub expiry_guard_engaged: Gauge,
+    pub(crate) expiry_guard_engaged: Gauge,
     /// Hosts past their TTL in their expiry grace, set at scrape.
-    pub grace_hosts: Gauge,
+    pub(crate) grace_hosts: Gauge,
     /// The guard's measure: hosts lost in its window over the hosts held, set at scrape.
-    pub expiry_guard_lost_fraction: Gauge<f64, AtomicU64>,
+    pub(crate) expiry_guard_lost_fraction: Gauge<f64, AtomicU64>,
     /// Stalls this node noticed in its own ticks (a freeze, a VM pause).
-    pub stalls: Counter,
+    pub(crate) stalls: Counter,
     /// 1 once the node is ready.
-    pub ready: Gauge,
+    pub(crate) ready: Gauge,
     /// Long polls waiting now.
-    pub long_polls: Gauge,
+    pub(crate) long_polls: Gauge,
     /// Long polls answered at once because `--max-long-polls` were already waiting.
-    pub long_polls_refused: Counter,
+    pub(crate) long_polls_refused: Counter,
     /// Connections cut because a response made no write progress for `--write-timeout`.
-    pub write_timeouts: Counter,
+    pub(crate) write_timeouts: Counter,
     /// Gossip rounds by outcome (`ok`, `failed`).
-    pub gossip_rounds: Family<GossipLabels, Counter>,
+    pub(crate) gossip_rounds: Family<GossipLabels, Counter>,
     /// Gossip payload bytes (`sent`, `received`).
-    pub gossip_bytes: Family<GossipLabels, Counter>,
+    pub(crate) gossip_bytes: Family<GossipLabels, Counter>,
     /// Gossip records (`sent`, `received`, `refused`).
-    pub gossip_records: Family<GossipLabels, Counter>,
+    pub(crate) gossip_records: Family<GossipLabels, Counter>,
     /// Gossip records refused, by reason.
-    pub gossip_records_refused: Family<RefusedLabels, Counter>,
+    pub(crate) gossip_records_refused: Family<RefusedLabels, Counter>,
     /// Peers by state.
-    pub peers: Family<PeerStateLabels, Gauge>,
+    pub(crate) peers: Family<PeerStateLabels, Gauge>,
     /// Seconds between a write being taken on its node and being applied here, for the
     /// newest records received.
-    pub convergence_lag_seconds: Gauge<f64, AtomicU64>,
+    pub(crate) convergence_lag_seconds: Gauge<f64, AtomicU64>,
     /// The largest number of records any peer lacked from this node at the last exchange.
-    pub replication_backlog: Gauge,
+    pub(crate) replication_backlog: Gauge,
     /// Gossip messages refused whole, by why (`own_id`, `bad_sender`, `malformed`,
     /// `too_large`, `busy`).
-    pub gossip_messages_refused: Family<GossipLabels, Counter>,
+    pub(crate) gossip_messages_refused: Family<GossipLabels, Counter>,
 }
 
 impl Metrics {
     /// Registers every metric.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("discovery");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests served", requests.clone());
@@ -332,19 +333,19 @@ impl Metrics {
     }
 
     /// Counts a heartbeat.
-    pub fn heartbeat(&self, result: HeartbeatResult) {
+    pub(crate) fn heartbeat(&self, result: HeartbeatResult) {
         self.heartbeats
             .get_or_create(&HeartbeatLabels { result })
             .inc();
     }
 
     /// Counts a gossip event of `kind` by `n`.
-    pub fn gossip(family: &Family<GossipLabels, Counter>, kind: &'static str, n: u64) {
+    pub(crate) fn gossip(family: &Family<GossipLabels, Counter>, kind: &'static str, n: u64) {
         family.get_or_create(&GossipLabels { kind }).inc_by(n);
     }
 
     /// Counts `n` gossip records refused for `reason`.
-    pub fn refused(&self, reason: Refusal, n: u64) {
+    pub(crate) fn refused(&self, reason: Refusal, n: u64) {
         self.gossip_records_refused
             .get_or_create(&RefusedLabels {
                 reason: reason.as_str(),
@@ -353,7 +354,13 @@ impl Metrics {
     }
 
     /// Counts a served request.
-    pub fn request(&self, route: Cow<'static, str>, method: &Method, status: u16, seconds: f64) {
+    pub(crate) fn request(
+        &self,
+        route: Cow<'static, str>,
+        method: &Method,
+        status: u16,
+        seconds: f64,
+    ) {
         self.request_seconds
             .get_or_create(&RouteLabels {
                 route: route.clone(),
@@ -369,7 +376,7 @@ impl Metrics {
     }
 
     /// Renders the text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -3,7 +3,7 @@
 //!
 //! The accept loop is our own (on hyper) rather than `axum::serve` so that it can bound open
 //! connections, check every request head against `http::limits`, and hand plain host-list
-//! reads and heartbeats to `http::hot_path` before the router.
+//! reads and heartbeats to the hot path before the router (both behind `http::service`).
 //!
 //! Slow or stalled clients cannot hold a connection slot (and its memory and task) for ever,
 //! whatever side stalls:
@@ -19,9 +19,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use discovery_client::ClientTls;
-use futures_util::future::{Either, FutureExt};
+use futures_util::future::Either;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -29,13 +28,11 @@ use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::gossip;
 use crate::http;
-use crate::http::hot_path::Hot;
-use crate::shared::{now, Shared};
+use crate::state::{now, NodeState};
 use crate::tls::Tls;
 
 /// A connection's byte stream, plain or TLS.
@@ -46,15 +43,15 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> Io for T {}
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A running node. Dropping it does not stop it: call [`Server::shutdown`].
-pub struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     tasks: TaskTracker,
 }
 
 impl Server {
     /// Binds the listener and starts serving, sweeping and gossiping.
-    pub async fn start(config: Config) -> std::io::Result<Server> {
+    pub(crate) async fn start(config: Config) -> std::io::Result<Server> {
         // Loaded before binding: a node whose certificate does not load never listens.
         let tls = match config.tls.clone() {
             Some(files) => Some(Tls::load(files).map_err(std::io::Error::other)?),
@@ -62,7 +59,7 @@ impl Server {
         };
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
         if let Some(tls) = &tls {
@@ -72,15 +69,12 @@ impl Server {
             .as_ref()
             .map(|tls| ClientTls::from_config(tls.client_config()));
         let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks, peer_tls);
-        let router = http::instrument(
-            http::router(shared.clone()).merge(gossip.routes()),
-            shared.clone(),
-        );
+        let service = http::service(shared.clone(), gossip.routes());
         tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
         let https = tls.is_some();
         tasks.spawn(accept_loop(
             listener,
-            router,
+            service,
             shared.clone(),
             shutdown.clone(),
             tasks.clone(),
@@ -102,18 +96,13 @@ impl Server {
     }
 
     /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The shared state.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
     }
 
     /// Stops accepting, lets in-flight requests finish (long polls are answered at once),
     /// and waits for every task.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.shared.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
@@ -125,7 +114,7 @@ impl Server {
     }
 }
 
-async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn sweeper(shared: Arc<NodeState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -178,15 +167,15 @@ async fn sweeper(shared: Arc<Shared>, shutdown: CancellationToken) {
         shared.publish(&report.changes);
         if report.reshipped > 0 {
             // Final copies of hosts that went overdue here: peers drop them on our deadline.
-            shared.changed.notify_one();
+            shared.local_writes.notify_one();
         }
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    router: axum::Router,
-    shared: Arc<Shared>,
+    service: http::Service,
+    shared: Arc<NodeState>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     tls: Option<Arc<Tls>>,
@@ -198,8 +187,8 @@ async fn accept_loop(
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(http::limits::HYPER_MAX_BUF)
-        .max_header_size(http::limits::HYPER_MAX_BUF);
+        .max_buf_size(http::HYPER_MAX_BUF)
+        .max_header_size(http::HYPER_MAX_BUF);
     loop {
         let permit = match limit.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -232,21 +221,20 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let hot = shared.clone();
+        let service = service.clone();
         let http1 = http1.clone();
         let shutdown = shutdown.clone();
         let metrics = shared.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
-            // The timeout counts only while a write is pending (the socket's send buffer is full),
-            // and costs a flag test per write otherwise. Boxed once per connection because it
-            // holds a timer and hyper wants an `Unpin` socket.
+            // The timeout counts only while a write is pending (the socket's send buffer is
+            // full), and costs a flag test per write otherwise. Boxed once per connection
+            // because it holds a timer and hyper wants an `Unpin` socket.
             let mut stream = TimeoutWriter::new(stream);
             stream.set_timeout(Some(write_timeout));
             let stream = Box::pin(stream);
-            // With TLS, the handshake runs here, in the connection's task, so a slow client never
-            // holds up the accept loop; it is bounded like a request head.
+            // With TLS, the handshake runs here, in the connection's task, so a slow client
+            // never holds up the accept loop; it is bounded like a request head.
             let (io, client_cert): (Pin<Box<dyn Io>>, _) = match &tls {
                 None => (stream, None),
                 Some(tls) => {
@@ -263,30 +251,18 @@ async fn accept_loop(
                     }
                 }
             };
-            let service = hyper::service::service_fn(
-                move |req: axum::extract::Request<hyper::body::Incoming>| {
-                    if let Some(why) = client_cert.and_then(|cert| cert.refused) {
+            let service = hyper::service::service_fn(move |mut request| {
+                // A connection whose client certificate is refused reaches no handler; the
+                // others carry what their certificate came to (the gossip endpoint reads it).
+                if let Some(cert) = client_cert {
+                    if let Some(why) = cert.refused {
                         let refused = crate::tls::certificate_refused(why);
                         return Either::Left(std::future::ready(Ok(refused)));
                     }
-                    if let Some(refused) = http::limits::refuse(&hot, &req) {
-                        return Either::Left(std::future::ready(Ok(refused)));
-                    }
-                    // Plain host-list reads and heartbeats skip the router (see `http::hot_path`).
-                    match http::hot_path::take(&hot, req, peer) {
-                        Hot::Answered(response) => Either::Left(std::future::ready(Ok(response))),
-                        Hot::Heartbeat(pending) => Either::Right(Either::Left(pending.map(Ok))),
-                        Hot::Router(req) => {
-                            let mut req = req.map(axum::body::Body::new);
-                            req.extensions_mut().insert(ConnectInfo(peer));
-                            if let Some(cert) = client_cert {
-                                req.extensions_mut().insert(cert);
-                            }
-                            Either::Right(Either::Right(router.clone().oneshot(req)))
-                        }
-                    }
-                },
-            );
+                    request.extensions_mut().insert(cert);
+                }
+                Either::Right(service.call(request, peer))
+            });
             let conn = http1.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let result = tokio::select! {

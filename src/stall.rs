@@ -13,7 +13,7 @@
 //!   to heartbeat again.
 //!
 //! Pure: time is an argument (the caller reads the clock), so tests drive it directly. Owns
-//! no registry state and does no IO; `Shared` logs and counts what it reports.
+//! no registry state and does no IO; `NodeState` logs and counts what it reports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,7 +21,7 @@ use crate::registry::{Micros, SECOND};
 
 /// See the module docs.
 #[derive(Debug)]
-pub struct StallWatch {
+pub(crate) struct StallWatch {
     threshold: Micros,
     resync_bound: Micros,
     hold: Micros,
@@ -38,17 +38,17 @@ pub struct StallWatch {
 
 /// A stall, as noticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stall {
+pub(crate) struct Stall {
     /// How long the node's ticks stopped.
-    pub gap: Micros,
+    pub(crate) gap: Micros,
     /// The node re-syncs with a peer (it has peers) rather than only holding expiry.
-    pub resync: bool,
+    pub(crate) resync: bool,
 }
 
 impl StallWatch {
     /// A watch for a node gossiping every `gossip_interval` (micros); `hold` is how long a
     /// node alone suspends expiry after a stall.
-    pub fn new(gossip_interval: Micros, hold: Micros) -> Self {
+    pub(crate) fn new(gossip_interval: Micros, hold: Micros) -> Self {
         StallWatch {
             threshold: (3 * gossip_interval).max(2 * SECOND),
             resync_bound: (5 * gossip_interval).max(3 * SECOND),
@@ -60,19 +60,14 @@ impl StallWatch {
         }
     }
 
-    /// A gap in the ticks longer than this is a stall.
-    pub fn threshold(&self) -> Micros {
-        self.threshold
-    }
-
     /// The longest a re-sync keeps reads waiting when no ready peer answers.
-    pub fn resync_bound(&self) -> Micros {
+    pub(crate) fn resync_bound(&self) -> Micros {
         self.resync_bound
     }
 
     /// Looks for a stall at `now` without ticking; returns it if this call noticed it.
     /// `clustered` says whether the node knows peers to re-sync with (asked only on a stall).
-    pub fn look(&self, now: Micros, clustered: impl FnOnce() -> bool) -> Option<Stall> {
+    pub(crate) fn look(&self, now: Micros, clustered: impl FnOnce() -> bool) -> Option<Stall> {
         let last = self.last_tick.load(Ordering::Relaxed);
         let gap = now.saturating_sub(last);
         if last == 0 || gap <= self.threshold {
@@ -102,14 +97,14 @@ impl StallWatch {
     }
 
     /// The sweeper's tick: notices a stall, then records the tick.
-    pub fn tick(&self, now: Micros, clustered: impl FnOnce() -> bool) -> Option<Stall> {
+    pub(crate) fn tick(&self, now: Micros, clustered: impl FnOnce() -> bool) -> Option<Stall> {
         let stall = self.look(now, clustered);
         self.last_tick.fetch_max(now, Ordering::Relaxed);
         stall
     }
 
     /// Whether reads must wait for a re-sync at `now` (within its bound).
-    pub fn resyncing(&self, now: Micros) -> bool {
+    pub(crate) fn resyncing(&self, now: Micros) -> bool {
         let since = self.resync_since.load(Ordering::Acquire);
         since != 0 && now < since.saturating_add(self.resync_bound)
     }
@@ -120,20 +115,20 @@ impl StallWatch {
     /// them may come from an agent that died meanwhile, and taken now it would bring that
     /// host back on every node for a TTL. Refused (503), the clients take their writes to
     /// another node.
-    pub fn writes_held(&self, now: Micros) -> bool {
+    pub(crate) fn writes_held(&self, now: Micros) -> bool {
         let noticed = self.noticed_at.load(Ordering::Acquire);
         noticed != 0 && now < noticed.saturating_add(self.resync_bound)
     }
 
     /// Whether the sweeper must expire nothing at `now`: during a re-sync, or (alone) while
     /// expiry is held after a stall.
-    pub fn expiry_held(&self, now: Micros) -> bool {
+    pub(crate) fn expiry_held(&self, now: Micros) -> bool {
         self.resyncing(now) || now < self.hold_until.load(Ordering::Relaxed)
     }
 
     /// An exchange with a ready peer, started at `started`, completed: ends a re-sync noticed
     /// before it started. Returns whether it ended one.
-    pub fn synced(&self, started: Micros) -> bool {
+    pub(crate) fn synced(&self, started: Micros) -> bool {
         let since = self.resync_since.load(Ordering::Acquire);
         since != 0
             && started >= since
@@ -144,7 +139,7 @@ impl StallWatch {
     }
 
     /// Ends a re-sync whose bound has passed at `now`; returns whether it ended one.
-    pub fn give_up(&self, now: Micros) -> bool {
+    pub(crate) fn give_up(&self, now: Micros) -> bool {
         let since = self.resync_since.load(Ordering::Acquire);
         since != 0
             && now >= since.saturating_add(self.resync_bound)

@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 /// How often the files are read to notice a change (they are small; a rotation by a tool
 /// such as cert-manager or a cron job is noticed within this).
-pub const POLL: Duration = Duration::from_secs(2);
+pub(crate) const POLL: Duration = Duration::from_secs(2);
 
 /// Who must present a client certificate signed by `--tls-ca`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,7 +127,7 @@ impl TlsArgs {
 /// What a connection's client certificate came to (a request extension; absent on plain
 /// HTTP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientCert {
+pub(crate) struct ClientCert {
     /// True when one was presented and `--tls-ca` verified it.
     pub verified: bool,
     /// Why every request of the connection is refused, when it is: a certificate that does
@@ -164,7 +164,7 @@ impl ClientCert {
 }
 
 /// The answer to each request of a connection whose [`ClientCert::refused`] says why.
-pub fn certificate_refused(why: &str) -> axum::response::Response {
+pub(crate) fn certificate_refused(why: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
     (
         axum::http::StatusCode::UNAUTHORIZED,
@@ -175,7 +175,7 @@ pub fn certificate_refused(why: &str) -> axum::response::Response {
 
 /// Whether a gossip request may go on: under `--tls-client-auth peers` or `all`, only over a
 /// connection that presented a verified client certificate.
-pub fn gossip_allowed(tls: Option<&TlsFiles>, extensions: &axum::http::Extensions) -> bool {
+pub(crate) fn gossip_allowed(tls: Option<&TlsFiles>, extensions: &axum::http::Extensions) -> bool {
     match tls.map(|t| t.client_auth) {
         None | Some(ClientAuth::Off) => true,
         Some(ClientAuth::Peers | ClientAuth::All) => extensions
@@ -201,7 +201,7 @@ struct Material {
 type Snapshot = Vec<Result<Vec<u8>, String>>;
 
 /// A node's TLS state; see the module docs.
-pub struct Tls {
+pub(crate) struct Tls {
     files: TlsFiles,
     current: ArcSwap<Material>,
     /// The files as last read by the poller (loaded or refused), so that a refused file is
@@ -221,7 +221,7 @@ fn refused(e: impl std::fmt::Display) -> TlsError {
 
 impl Tls {
     /// Loads the files; an error names the file and what is wrong with it.
-    pub fn load(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
+    pub(crate) fn load(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
         let seen = snapshot(&files);
         let material = build(&files, &seen)?;
         Ok(Arc::new(Tls {
@@ -231,15 +231,10 @@ impl Tls {
         }))
     }
 
-    /// The validated settings.
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
     /// Reads the files again and, when they load, swaps them in for new connections. With
     /// `only_if_changed`, does nothing unless a file's content changed since the last read.
     /// Logs what it did; an error keeps the old material.
-    pub fn reload(&self, only_if_changed: bool) -> Result<bool, TlsError> {
+    pub(crate) fn reload(&self, only_if_changed: bool) -> Result<bool, TlsError> {
         let now = snapshot(&self.files);
         {
             let mut seen = self.seen.lock();
@@ -262,7 +257,11 @@ impl Tls {
     }
 
     /// Reloads on SIGHUP and when a file changes, until shutdown.
-    pub fn spawn_reloader(self: &Arc<Self>, shutdown: CancellationToken, tasks: &TaskTracker) {
+    pub(crate) fn spawn_reloader(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) {
         let tls = self.clone();
         tasks.spawn(async move {
             let mut hup =
@@ -292,7 +291,7 @@ impl Tls {
     /// certificate of the moment. A client that speaks plain HTTP gets a `400` that says to use
     /// `https://`, and `None`, as does a failed handshake (logged at debug: clients cause them
     /// at will).
-    pub async fn accept<S>(
+    pub(crate) async fn accept<S>(
         &self,
         stream: S,
         timeout: Duration,
@@ -341,7 +340,7 @@ impl Tls {
 
     /// The rustls configuration of the gossip client: it presents this node's certificate and
     /// verifies peers against `--tls-ca`, both as of the latest reload.
-    pub fn client_config(self: &Arc<Self>) -> ClientConfig {
+    pub(crate) fn client_config(self: &Arc<Self>) -> ClientConfig {
         ClientConfig::builder_with_provider(pem::provider())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default TLS versions")
@@ -360,7 +359,7 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 74\r\nconnection: close\r\n\r\n{\"error\":\"this port speaks HTTPS only: use an https:// URL for this node\"}";
 
 /// A stream whose first byte can be looked at without taking it.
-pub trait Peek {
+pub(crate) trait Peek {
     /// Waits for the first byte; returns how many were peeked (0 at end of stream).
     fn peek_byte(
         &self,

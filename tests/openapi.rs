@@ -1,5 +1,5 @@
 //! `api/openapi.yaml` stays equal to the router: the documented operations are exactly
-//! `discovery::http::ROUTES` (the list the router is built from), every `$ref` resolves,
+//! `discovery::ROUTES` (the list the router is built from), every `$ref` resolves,
 //! every path parameter is declared, and a live node serves every documented operation.
 
 mod common;
@@ -30,9 +30,9 @@ fn documented(spec: &Value) -> BTreeSet<(String, String)> {
 }
 
 fn served() -> BTreeSet<(String, String)> {
-    discovery::http::ROUTES
+    discovery::ROUTES
         .iter()
-        .map(|(method, path)| (method.as_str().to_owned(), (*path).to_owned()))
+        .map(|route| (route.method.as_str().to_owned(), route.path.to_owned()))
         .collect()
 }
 

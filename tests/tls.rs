@@ -425,8 +425,8 @@ fn certificates_rotate_on_sighup_and_on_file_change_without_dropping_open_connec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_certificates() {
     use discovery_client::{
-        ClientTls, HeartbeatConfig, Heartbeater, HostWatcher, Registration, Registry, ServiceName,
-        WatcherConfig,
+        ClientTls, HeartbeatConfig, Heartbeater, HostWatcher, Registration, RegistryClient,
+        ServiceName, WatcherConfig,
     };
     let dir = TempDir::new("tls-client");
     let ca = Ca::new(&dir.0, "lib");
@@ -439,7 +439,12 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
     ));
     let client = ca.leaf("client", 3);
     let tls = ClientTls::from_files(&ca.pem, Some(&client.cert), Some(&client.key)).unwrap();
-    let through = |url: &str| Registry::builder([url]).tls(tls.clone()).build().unwrap();
+    let through = |url: &str| {
+        RegistryClient::builder([url])
+            .tls(tls.clone())
+            .build()
+            .unwrap()
+    };
     let service = ServiceName::parse("web").unwrap();
     let me =
         Registration::from_json(br#"{"ip": "10.9.9.9", "port": 8080, "revision": "r"}"#).unwrap();
@@ -483,7 +488,7 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
     assert!(gone.is_ok(), "the deregistration reached b");
     // The same client without its certificate is refused with the node's reason.
     let bare = ClientTls::from_files(&ca.pem, None, None).unwrap();
-    let refused = Registry::builder([a.url.as_str()])
+    let refused = RegistryClient::builder([a.url.as_str()])
         .tls(bare)
         .build()
         .unwrap()
@@ -497,3 +502,4 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
         "{refused}"
     );
 }
+

@@ -2,7 +2,7 @@
 //! out of rotation cleanly on shutdown.
 //!
 //! The background task is one `select!` loop over its timer and a cancellation token: send
-//! a heartbeat (to whichever node answers, see [`Registry`]), publish the outcome, sleep
+//! a heartbeat (to whichever node answers, see [`RegistryClient`]), publish the outcome, sleep
 //! `interval` with jitter, or a growing backoff when no node took it. Dropping the handle
 //! stops the heartbeats (the host then expires by its TTL); [`Heartbeater::shutdown`]
 //! marks the host `draining` and then deregisters it.
@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{jitter, Backoff};
 use crate::error::describe_skipped;
-use crate::registry::Answered;
-use crate::{Error, Registry};
+use crate::registry_client::Answered;
+use crate::{Error, RegistryClient};
 
 /// The shortest heartbeat request timeout derived from the interval: below it, a busy but
 /// healthy node would be taken for a dead one.
@@ -112,9 +112,9 @@ pub enum HeartbeatOutcome {
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), discovery_client::Error> {
-/// use discovery_client::{HeartbeatConfig, Heartbeater, Registration, Registry, ServiceName};
+/// use discovery_client::{HeartbeatConfig, Heartbeater, Registration, RegistryClient, ServiceName};
 ///
-/// let registry = Registry::new(["http://10.0.0.1:8080,http://10.0.0.2:8080"])?;
+/// let registry = RegistryClient::new(["http://10.0.0.1:8080,http://10.0.0.2:8080"])?;
 /// let registration = Registration::from_json(
 ///     br#"{"ip": "10.0.0.7", "port": 8080, "revision": "4f2a9c1"}"#,
 /// ).expect("a valid registration");
@@ -127,7 +127,7 @@ pub enum HeartbeatOutcome {
 /// ```
 #[derive(Debug)]
 pub struct Heartbeater {
-    registry: Registry,
+    registry: RegistryClient,
     service: ServiceName,
     registration: Registration,
     drain_period: Duration,
@@ -143,7 +143,7 @@ impl Heartbeater {
     /// called inside one). Fails only on bad settings: a zero interval or timeout, a jitter
     /// outside 0..1, or a registration with no `ip` and no `auto_ip`.
     pub fn spawn(
-        registry: Registry,
+        registry: RegistryClient,
         service: ServiceName,
         registration: Registration,
         config: HeartbeatConfig,
@@ -253,7 +253,7 @@ impl Drop for Heartbeater {
 
 /// The task's state.
 struct Beat {
-    registry: Registry,
+    registry: RegistryClient,
     service: ServiceName,
     registration: Registration,
     config: HeartbeatConfig,
@@ -352,7 +352,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_zero_timeout_is_refused() {
-        let registry = Registry::new(["http://127.0.0.1:9"]).unwrap();
+        let registry = RegistryClient::new(["http://127.0.0.1:9"]).unwrap();
         let me = Registration::from_form(b"ip=10.0.0.7&port=8080&revision=r1").unwrap();
         let service = ServiceName::parse("payments").unwrap();
         let config = HeartbeatConfig {
@@ -372,7 +372,7 @@ mod tests {
             _ => (200, vec![], "{}".into()),
         })
         .await;
-        let registry = Registry::new([&stub.url]).unwrap();
+        let registry = RegistryClient::new([&stub.url]).unwrap();
         let me = Registration::from_form(b"ip=10.0.0.7&port=8080&revision=r1").unwrap();
         let service = ServiceName::parse("payments").unwrap();
         let heartbeater = Heartbeater::spawn(registry, service, me, fast_config()).unwrap();
@@ -404,7 +404,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_sends_draining_then_deletes_the_host() {
         let stub = stub::serve(|_| (200, vec![], "{}".into())).await;
-        let registry = Registry::new([&stub.url]).unwrap();
+        let registry = RegistryClient::new([&stub.url]).unwrap();
         let me = Registration::from_form(b"ip=10.0.0.7&port=8080&revision=r1").unwrap();
         let service = ServiceName::parse("payments").unwrap();
         let heartbeater = Heartbeater::spawn(registry, service, me, fast_config()).unwrap();

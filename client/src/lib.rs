@@ -1,7 +1,7 @@
 //! The client library of the `discovery` registry: keep a host registered, and keep a
 //! service's host list up to date, through registry outages.
 //!
-//! - [`Registry`]: the HTTP API over several registry nodes, failing over between them.
+//! - [`RegistryClient`]: the HTTP API over several registry nodes, failing over between them.
 //! - [`Heartbeater`]: re-sends a host's registration every interval (with jitter), backs
 //!   off while no node answers, marks the host `draining` and deregisters it on
 //!   [`Heartbeater::shutdown`].
@@ -23,7 +23,7 @@
 //!
 //! | caller | `T` | default |
 //! |---|---|---|
-//! | one-off calls ([`Registry::hosts`], `services`, `peers`, `register`, `deregister`) | [`RegistryBuilder::request_timeout`] | [`DEFAULT_REQUEST_TIMEOUT`], 2 s |
+//! | one-off calls ([`RegistryClient::hosts`], `services`, `peers`, `register`, `deregister`) | [`RegistryClientBuilder::request_timeout`] | [`DEFAULT_REQUEST_TIMEOUT`], 2 s |
 //! | [`HostWatcher`] polls | the same, on top of [`WatcherConfig::wait`] | 2 s + [`DEFAULT_POLL_WAIT`], 5 s |
 //! | [`Heartbeater`] beats | [`HeartbeatConfig::timeout`] | half the interval within [`MIN_HEARTBEAT_TIMEOUT`]..[`MAX_HEARTBEAT_TIMEOUT`] (1..10 s) |
 //!
@@ -37,16 +37,16 @@
 //!
 //! The wire types come from [`discovery_api`] (re-exported as [`api`]), so client and
 //! server share one definition of the format and its validation rules. `https://` registries
-//! are reached with [`RegistryBuilder::tls`] (a CA, and a client certificate for mutual TLS).
+//! are reached with [`RegistryClientBuilder::tls`] (a CA, and a client certificate for mutual TLS).
 //!
 //! ```no_run
 //! use discovery_client::{
-//!     HeartbeatConfig, Heartbeater, HostWatcher, Registration, Registry, ServiceName,
+//!     HeartbeatConfig, Heartbeater, HostWatcher, Registration, RegistryClient, ServiceName,
 //!     WatcherConfig,
 //! };
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let registry = Registry::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+//! let registry = RegistryClient::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
 //!
 //! // Announce this host.
 //! let me = Registration::from_json(br#"{"ip": "10.0.0.7", "port": 8080, "revision": "4f2a9c1"}"#)?;
@@ -73,7 +73,7 @@ mod cache;
 mod error;
 mod haproxy;
 mod heartbeat;
-mod registry;
+mod registry_client;
 mod shrink_guard;
 #[cfg(test)]
 mod stub;
@@ -87,7 +87,9 @@ pub use haproxy::{BackendBinding, HaproxySync, HaproxySyncConfig, HealthCheck};
 pub use heartbeat::{
     HeartbeatConfig, HeartbeatOutcome, Heartbeater, MAX_HEARTBEAT_TIMEOUT, MIN_HEARTBEAT_TIMEOUT,
 };
-pub use registry::{Registry, RegistryBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use registry_client::{
+    RegistryClient, RegistryClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 pub use shrink_guard::ShrinkPolicy;
 pub use tls::{ClientTls, TlsError};
 pub use watcher::{

@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{jitter, Backoff};
 use crate::error::describe_skipped;
-use crate::registry::{Answered, HostsPoll, Polled};
+use crate::registry_client::{Answered, HostsPoll, Polled};
 use crate::shrink_guard::{ShrinkGuard, Verdict};
-use crate::{cache, Error, Failure, Registry, ShrinkPolicy};
+use crate::{cache, Error, Failure, RegistryClient, ShrinkPolicy};
 
 /// How long one long poll waits for a change, by default ([`WatcherConfig::wait`]).
 pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(5);
@@ -84,11 +84,11 @@ impl Default for WatcherConfig {
 
 impl WatcherConfig {
     /// The longest a watcher with these settings over `registry` goes without hearing
-    /// from some node while one answers: `wait` + [`Registry::request_timeout`] (7 s with
+    /// from some node while one answers: `wait` + [`RegistryClient::request_timeout`] (7 s with
     /// the defaults). A watcher parked on a node that freezes gives up on it then and asks
     /// the next, so it learns of a change within this bound of the change reaching a node
     /// that answers; each further frozen node in its way adds one request timeout.
-    pub fn blind_bound(&self, registry: &Registry) -> Duration {
+    pub fn blind_bound(&self, registry: &RegistryClient) -> Duration {
         self.wait + registry.request_timeout()
     }
 }
@@ -154,9 +154,9 @@ pub struct WatcherStatus {
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), discovery_client::Error> {
-/// use discovery_client::{HostWatcher, Registry, ServiceName, WatcherConfig};
+/// use discovery_client::{HostWatcher, RegistryClient, ServiceName, WatcherConfig};
 ///
-/// let registry = Registry::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+/// let registry = RegistryClient::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
 /// let config = WatcherConfig {
 ///     cache_file: Some("/var/cache/payments.json".into()),
 ///     ..WatcherConfig::default()
@@ -198,7 +198,7 @@ impl HostWatcher {
     /// Starts following `service` at once, in a task on the current tokio runtime (so this
     /// must be called inside one). Fails only on bad settings.
     pub fn spawn(
-        registry: Registry,
+        registry: RegistryClient,
         service: ServiceName,
         config: WatcherConfig,
     ) -> Result<Self, Error> {
@@ -323,7 +323,7 @@ const CONFIRM_MARGIN: Duration = Duration::from_millis(50);
 
 /// The task's state.
 struct Follow {
-    registry: Registry,
+    registry: RegistryClient,
     service: ServiceName,
     config: WatcherConfig,
     shared: Arc<Shared>,
@@ -590,7 +590,7 @@ mod tests {
             ),
         })
         .await;
-        let registry = Registry::new([&stub.url]).unwrap();
+        let registry = RegistryClient::new([&stub.url]).unwrap();
         let watcher =
             HostWatcher::spawn(registry, payments(), fast_config(Duration::ZERO)).unwrap();
         let seen = stub.seen.clone();
@@ -611,7 +611,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_past_the_registrys_limit_is_refused_up_front() {
-        let registry = Registry::new(["http://127.0.0.1:9"]).unwrap();
+        let registry = RegistryClient::new(["http://127.0.0.1:9"]).unwrap();
         let config = WatcherConfig {
             wait: Duration::from_secs(discovery_api::MAX_WAIT_SECS + 1),
             ..WatcherConfig::default()
@@ -634,7 +634,7 @@ mod tests {
             }
         })
         .await;
-        let registry = Registry::new([&stub.url]).unwrap();
+        let registry = RegistryClient::new([&stub.url]).unwrap();
         let config = WatcherConfig {
             wait: Duration::from_millis(10),
             ..fast_config(Duration::ZERO)
@@ -672,7 +672,7 @@ mod tests {
             }
         })
         .await;
-        let registry = Registry::new([&stub.url]).unwrap();
+        let registry = RegistryClient::new([&stub.url]).unwrap();
         let grace = Duration::from_millis(300);
         let mut watcher = HostWatcher::spawn(registry, payments(), fast_config(grace)).unwrap();
         assert_eq!(watcher.changed().await.len(), 4);

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use discovery_client::{
-    HeartbeatConfig, HeartbeatOutcome, Heartbeater, HostStatus, HostWatcher, ListSource, Registry,
-    ShrinkPolicy, WatcherConfig,
+    HeartbeatConfig, HeartbeatOutcome, Heartbeater, HostStatus, HostWatcher, ListSource,
+    RegistryClient, ShrinkPolicy, WatcherConfig,
 };
 use support::{dead_url, host, service, wait_until, Server};
 
@@ -36,7 +36,7 @@ fn watcher_config(grace: Duration) -> WatcherConfig {
 }
 
 /// Starts heartbeating `payments` at 10.0.0.1:`port`.
-fn heartbeat(registry: &Registry, port: u16, config: HeartbeatConfig) -> Heartbeater {
+fn heartbeat(registry: &RegistryClient, port: u16, config: HeartbeatConfig) -> Heartbeater {
     Heartbeater::spawn(registry.clone(), service("payments"), host(port), config).unwrap()
 }
 
@@ -51,7 +51,7 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_fails_over_when_the_first_url_is_dead() {
     let server = Server::start(&[]);
-    let registry = Registry::new([dead_url(), server.url.clone()]).unwrap();
+    let registry = RegistryClient::new([dead_url(), server.url.clone()]).unwrap();
     let payments = service("payments");
 
     let heartbeater = heartbeat(&registry, 8080, fast_heartbeats());
@@ -77,7 +77,7 @@ async fn every_call_fails_over_when_the_first_url_is_dead() {
     assert!(registry.peers().await.unwrap().ready);
 
     // A watcher with its own client starts at the dead URL too.
-    let fresh = Registry::new([dead_url(), server.url.clone()]).unwrap();
+    let fresh = RegistryClient::new([dead_url(), server.url.clone()]).unwrap();
     let mut watcher = HostWatcher::spawn(fresh, payments, watcher_config(SOON)).unwrap();
     assert_eq!(watcher.changed().await.len(), 1);
     assert_eq!(
@@ -91,7 +91,7 @@ async fn every_call_fails_over_when_the_first_url_is_dead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_delivers_a_change_long_before_it_would_expire() {
     let server = Server::start(&[]);
-    let registry = Registry::new([&server.url]).unwrap();
+    let registry = RegistryClient::new([&server.url]).unwrap();
     let payments = service("payments");
     registry.register(&payments, &host(1)).await.unwrap();
     let config = WatcherConfig {
@@ -116,7 +116,7 @@ async fn a_long_poll_delivers_a_change_long_before_it_would_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watcher_keeps_its_list_while_the_registry_is_down_and_recovers_after() {
     let server = Server::start(&[]);
-    let registry = Registry::new([&server.url]).unwrap();
+    let registry = RegistryClient::new([&server.url]).unwrap();
     let payments = service("payments");
     let heartbeater = heartbeat(&registry, 8080, fast_heartbeats());
     let mut watcher =
@@ -193,7 +193,7 @@ async fn a_cold_start_with_no_registry_uses_the_cache_file() {
     let payments = service("payments");
     {
         let server = Server::start(&[]);
-        let registry = Registry::new([&server.url]).unwrap();
+        let registry = RegistryClient::new([&server.url]).unwrap();
         registry.register(&payments, &host(1)).await.unwrap();
         registry.register(&payments, &host(2)).await.unwrap();
         let config = WatcherConfig {
@@ -206,7 +206,7 @@ async fn a_cold_start_with_no_registry_uses_the_cache_file() {
         watcher.shutdown().await;
     }
 
-    let nowhere = Registry::new([dead_url(), dead_url()]).unwrap();
+    let nowhere = RegistryClient::new([dead_url(), dead_url()]).unwrap();
     let config = WatcherConfig {
         cache_file: Some(cache_file.clone()),
         ..watcher_config(SOON)
@@ -225,7 +225,7 @@ async fn a_cold_start_with_no_registry_uses_the_cache_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_to_zero_is_held_back_until_confirmed_for_the_grace_period() {
     let server = Server::start(&[]);
-    let registry = Registry::new([&server.url]).unwrap();
+    let registry = RegistryClient::new([&server.url]).unwrap();
     let payments = service("payments");
     for port in 1..=4 {
         registry.register(&payments, &host(port)).await.unwrap();
@@ -260,7 +260,7 @@ async fn a_drop_to_zero_is_held_back_until_confirmed_for_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_marks_the_host_draining_then_deregisters_it() {
     let server = Server::start(&[]);
-    let registry = Registry::new([&server.url]).unwrap();
+    let registry = RegistryClient::new([&server.url]).unwrap();
     let payments = service("payments");
     let config = HeartbeatConfig {
         drain_period: Duration::from_millis(500),

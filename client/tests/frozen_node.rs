@@ -9,9 +9,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use discovery_client::{
-    HeartbeatConfig, HeartbeatOutcome, Heartbeater, HostWatcher, Port, Registration, Registry,
-    ServiceName, ShrinkPolicy, WatcherConfig, DEFAULT_POLL_WAIT, DEFAULT_REQUEST_TIMEOUT,
-    MIN_HEARTBEAT_TIMEOUT,
+    HeartbeatConfig, HeartbeatOutcome, Heartbeater, HostWatcher, Port, Registration,
+    RegistryClient, ServiceName, ShrinkPolicy, WatcherConfig, DEFAULT_POLL_WAIT,
+    DEFAULT_REQUEST_TIMEOUT, MIN_HEARTBEAT_TIMEOUT,
 };
 use support::{host, service, wait_until, wait_until_async, Server};
 
@@ -34,7 +34,7 @@ async fn two_nodes() -> (Server, Server) {
         &a.url,
     ]);
     for node in [&a, &b] {
-        let registry = Registry::new([&node.url]).unwrap();
+        let registry = RegistryClient::new([&node.url]).unwrap();
         wait_until_async("the node is ready and sees its peer alive", SOON, || {
             let registry = registry.clone();
             async move {
@@ -50,7 +50,7 @@ async fn two_nodes() -> (Server, Server) {
 
 /// The ports of a service's hosts on the one node `registry` talks to, sorted; empty when
 /// it does not answer.
-async fn ports_on(registry: &Registry, service: &ServiceName) -> Vec<u16> {
+async fn ports_on(registry: &RegistryClient, service: &ServiceName) -> Vec<u16> {
     let mut ports: Vec<u16> = match registry.hosts(service).await {
         Ok(response) => response.hosts.iter().map(|h| h.port.get()).collect(),
         Err(_) => Vec::new(),
@@ -62,8 +62,8 @@ async fn ports_on(registry: &Registry, service: &ServiceName) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_parked_on_a_frozen_node_learns_of_changes_within_its_blind_bound() {
     let (a, b) = two_nodes().await;
-    let via_a = Registry::new([&a.url]).unwrap();
-    let via_b = Registry::new([&b.url]).unwrap();
+    let via_a = RegistryClient::new([&a.url]).unwrap();
+    let via_b = RegistryClient::new([&b.url]).unwrap();
     let payments = service("payments");
     via_b.register(&payments, &host(1)).await.unwrap();
     via_b.register(&payments, &host(2)).await.unwrap();
@@ -73,7 +73,7 @@ async fn a_watcher_parked_on_a_frozen_node_learns_of_changes_within_its_blind_bo
     .await;
 
     // Defaults but for the shrink guard, which would hold back the delete below.
-    let registry = Registry::new([&a.url, &b.url]).unwrap();
+    let registry = RegistryClient::new([&a.url, &b.url]).unwrap();
     let config = WatcherConfig {
         shrink: ShrinkPolicy {
             grace: Duration::ZERO,
@@ -154,8 +154,8 @@ async fn a_watcher_parked_on_a_frozen_node_learns_of_changes_within_its_blind_bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeater_fails_over_from_a_frozen_node_before_its_host_expires() {
     let (a, b) = two_nodes().await;
-    let registry = Registry::new([&a.url, &b.url]).unwrap();
-    let via_b = Registry::new([&b.url]).unwrap();
+    let registry = RegistryClient::new([&a.url, &b.url]).unwrap();
+    let via_b = RegistryClient::new([&b.url]).unwrap();
     let payments = service("payments");
     let ttl = Duration::from_secs(5);
     let me = Registration::from_json(

@@ -1,5 +1,5 @@
 //! What the client subcommands (`heartbeat`, `hosts`, `services`, `peers`, `haproxy-sync`)
-//! share: the `--registry` and `--token` flags, the [`Registry`] client built from them,
+//! share: the `--registry` and `--token` flags, the [`RegistryClient`] client built from them,
 //! and the error they stop with.
 //!
 //! Talking to the registry is the client library's job; this file only turns flags into
@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use clap::Args;
 use discovery_client::{
-    ClientTls, Error, Failure, Registry, RegistryBuilder, WatcherConfig, DEFAULT_POLL_WAIT,
-    DEFAULT_REQUEST_TIMEOUT,
+    ClientTls, Error, Failure, RegistryClient, RegistryClientBuilder, WatcherConfig,
+    DEFAULT_POLL_WAIT, DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// The registry nodes to talk to (`--registry`), a flag of every client subcommand.
 #[derive(Debug, Clone, Args)]
-pub struct RegistryUrls {
-    /// Registry base URLs (`http://HOST:PORT`), comma-separated or repeated. The client
+pub(crate) struct RegistryUrls {
+    /// RegistryClient base URLs (`http://HOST:PORT`), comma-separated or repeated. The client
     /// asks the one that answered last and fails over to the others in turn.
     #[arg(
         long = "registry",
@@ -26,15 +26,15 @@ pub struct RegistryUrls {
         value_name = "URL[,URL]",
         required = true
     )]
-    pub urls: Vec<String>,
+    pub(crate) urls: Vec<String>,
     #[command(flatten)]
-    pub tls: TlsFlags,
+    pub(crate) tls: TlsFlags,
 }
 
 impl RegistryUrls {
     /// The client's settings, with these URLs and the TLS files.
-    pub fn builder(&self) -> Result<RegistryBuilder, CommandError> {
-        let builder = Registry::builder(&self.urls);
+    pub(crate) fn builder(&self) -> Result<RegistryClientBuilder, CommandError> {
+        let builder = RegistryClient::builder(&self.urls);
         Ok(match self.tls.client_tls()? {
             Some(tls) => builder.tls(tls),
             None => builder,
@@ -44,21 +44,21 @@ impl RegistryUrls {
 
 /// The TLS flags of every client subcommand, for `https://` registries.
 #[derive(Debug, Clone, Default, Args)]
-pub struct TlsFlags {
+pub(crate) struct TlsFlags {
     /// CA bundle (PEM) that signs the registry's certificate; needed for https:// URLs.
     #[arg(long, env = "DISCOVERY_CA", value_name = "FILE")]
-    pub ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
     /// Client certificate (PEM) for a registry that requires one (--tls-client-auth all).
     #[arg(long, env = "DISCOVERY_CERT", value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     /// The private key of --cert (PEM).
     #[arg(long, env = "DISCOVERY_KEY", value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
 }
 
 impl TlsFlags {
     /// The client's TLS settings; `None` without `--ca` (plain HTTP only).
-    pub fn client_tls(&self) -> Result<Option<ClientTls>, CommandError> {
+    pub(crate) fn client_tls(&self) -> Result<Option<ClientTls>, CommandError> {
         match &self.ca {
             Some(ca) => {
                 let tls = ClientTls::from_files(ca, self.cert.as_deref(), self.key.as_deref())
@@ -77,19 +77,19 @@ impl TlsFlags {
 #[derive(Debug, Clone, Args)]
 pub struct ReadArgs {
     #[command(flatten)]
-    pub registry: RegistryUrls,
+    pub(crate) registry: RegistryUrls,
     /// The registry's read token, when it has one (`serve --read-token`).
     #[arg(long, env = "DISCOVERY_READ_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// How long one request to one registry may take before the next is asked (a long
     /// poll gets its `--poll-wait` on top). A frozen registry costs at most this.
     #[arg(long, env = "DISCOVERY_TIMEOUT", value_name = "DURATION", default_value_t = DEFAULT_REQUEST_TIMEOUT.into())]
-    pub timeout: humantime::Duration,
+    pub(crate) timeout: humantime::Duration,
 }
 
 impl ReadArgs {
     /// A client of the given registries that sends the read token.
-    pub fn client(&self) -> Result<Registry, CommandError> {
+    pub(crate) fn client(&self) -> Result<RegistryClient, CommandError> {
         let mut builder = self
             .registry
             .builder()?
@@ -108,12 +108,12 @@ pub struct WatchArgs {
     /// bounds how long a registry that froze keeps the command blind (it then asks the
     /// next one): at most `--poll-wait` + `--timeout`.
     #[arg(long, env = "DISCOVERY_POLL_WAIT", value_name = "DURATION", default_value_t = DEFAULT_POLL_WAIT.into())]
-    pub poll_wait: humantime::Duration,
+    pub(crate) poll_wait: humantime::Duration,
 }
 
 impl WatchArgs {
     /// `config` with these flags applied.
-    pub fn apply(&self, config: WatcherConfig) -> WatcherConfig {
+    pub(crate) fn apply(&self, config: WatcherConfig) -> WatcherConfig {
         WatcherConfig {
             wait: self.poll_wait.into(),
             ..config
@@ -123,7 +123,7 @@ impl WatchArgs {
 
 /// A token from a flag or the environment; an empty one (`DISCOVERY_READ_TOKEN=`) counts
 /// as none, since no registry accepts an empty token.
-pub fn non_empty(token: &Option<String>) -> Option<&str> {
+pub(crate) fn non_empty(token: &Option<String>) -> Option<&str> {
     token.as_deref().filter(|t| !t.is_empty())
 }
 
@@ -135,7 +135,7 @@ pub enum CommandError {
     Usage(String),
     /// No registry answered, or one refused the request.
     #[error("{}", describe(.0))]
-    Registry(Error),
+    RegistryClient(Error),
     /// The registry refused the host's first heartbeat: the flags or the token are wrong.
     #[error("the first heartbeat was refused: {}", describe(.0))]
     Refused(Arc<Error>),
@@ -154,7 +154,7 @@ pub enum CommandError {
 // `main` prints the source chain after the message, and these messages already hold it.
 impl From<Error> for CommandError {
     fn from(error: Error) -> Self {
-        CommandError::Registry(error)
+        CommandError::RegistryClient(error)
     }
 }
 
@@ -185,7 +185,7 @@ fn describe_failure(failure: &Failure) -> String {
 }
 
 /// Why a request got no answer, in one line: its root cause, and what a TLS failure means.
-pub fn why_unreachable(source: &reqwest::Error) -> String {
+pub(crate) fn why_unreachable(source: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = source;
     while let Some(inner) = cause.source() {
         cause = inner;

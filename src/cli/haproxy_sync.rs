@@ -17,39 +17,39 @@ use crate::config::LogFormat;
 pub struct HaproxySyncArgs {
     /// `--registry`, the read `--token` and `--timeout`, as for `hosts`.
     #[command(flatten)]
-    pub read: ReadArgs,
+    pub(crate) read: ReadArgs,
     /// `--poll-wait`, as for `hosts --watch`.
     #[command(flatten)]
-    pub polling: WatchArgs,
+    pub(crate) polling: WatchArgs,
     /// HAProxy's admin socket (`stats socket PATH level admin`).
     #[arg(long)]
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// A service and the HAProxy backend that holds its hosts; repeatable.
     #[arg(long = "backend", value_name = "SERVICE=BACKEND", required = true)]
-    pub backends: Vec<BackendBinding>,
+    pub(crate) backends: Vec<BackendBinding>,
     /// How long a server whose host vanished from the registry keeps serving while
     /// HAProxy's check finds it up.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub max_stale: Duration,
+    pub(crate) max_stale: Duration,
     /// Time between full resyncs (registry changes are applied at once).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Health check interval of added servers (`inter`).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub check_inter: Duration,
+    pub(crate) check_inter: Duration,
     /// Failed checks before an added server is down (`fall`).
     #[arg(long, default_value_t = 3)]
-    pub fall: u32,
+    pub(crate) fall: u32,
     /// Passed checks before an added server is up (`rise`).
     #[arg(long, default_value_t = 2)]
-    pub rise: u32,
+    pub(crate) rise: u32,
     /// How long a stale server is drained before it is removed with sessions open.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// A folder for the last good host lists, used when the sync starts while no
     /// registry answers.
     #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -3,7 +3,22 @@
 
 use std::time::Duration;
 
-use discovery_client::ClientTls;
+use clap::Args;
+
+use super::connect::{CommandError, TlsFlags};
+
+/// The flags of `discovery health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The node's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Require readiness (`/readyz`) instead of liveness (`/healthz`).
+    #[arg(long)]
+    ready: bool,
+    #[command(flatten)]
+    tls: TlsFlags,
+}
 
 /// Why the check failed.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +31,9 @@ pub enum HealthError {
         /// Why it failed, with the TLS cause in words when it was one.
         why: String,
     },
+    /// The TLS flags cannot be used.
+    #[error("{0}")]
+    Tls(#[from] CommandError),
     /// The node answered something other than 200.
     #[error("{url}: status {status}")]
     Unhealthy {
@@ -26,12 +44,13 @@ pub enum HealthError {
     },
 }
 
-/// Checks one node, over TLS as `tls` says for an `https://` URL.
-pub async fn run(base: &str, ready: bool, tls: Option<ClientTls>) -> Result<(), HealthError> {
+/// Checks one node, over TLS with `--ca` (and `--cert`/`--key`) for an `https://` URL.
+pub async fn run(args: HealthArgs) -> Result<(), HealthError> {
+    let tls = args.tls.client_tls()?;
     let url = format!(
         "{}/{}",
-        base.trim_end_matches('/'),
-        if ready { "readyz" } else { "healthz" }
+        args.url.trim_end_matches('/'),
+        if args.ready { "readyz" } else { "healthz" }
     );
     let unreachable = |source: reqwest::Error| HealthError::Unreachable {
         url: url.clone(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use discovery_api::{HostStatus, Port, RepoName, Revision, ServiceName, Tags};
 use discovery_client::{
-    Error, HeartbeatConfig, HeartbeatOutcome, Heartbeater, Registration, Registry,
+    Error, HeartbeatConfig, HeartbeatOutcome, Heartbeater, Registration, RegistryClient,
     MAX_HEARTBEAT_TIMEOUT, MIN_HEARTBEAT_TIMEOUT,
 };
 
@@ -24,48 +24,48 @@ use crate::config::LogFormat;
 #[derive(Debug, Clone, Args)]
 pub struct HeartbeatArgs {
     #[command(flatten)]
-    pub registry: RegistryUrls,
+    pub(crate) registry: RegistryUrls,
     /// The service this host belongs to.
     #[arg(long, env = "DISCOVERY_SERVICE")]
-    pub service: ServiceName,
+    pub(crate) service: ServiceName,
     /// The port the host serves on.
     #[arg(long, env = "DISCOVERY_PORT", value_parser = Port::parse)]
-    pub port: Port,
+    pub(crate) port: Port,
     /// The host's address. Default: this machine's address on the route to the first
     /// registry, which is what the registry sees when there is no NAT in between.
     #[arg(long, env = "DISCOVERY_IP")]
-    pub ip: Option<IpAddr>,
+    pub(crate) ip: Option<IpAddr>,
     /// The running code's revision, usually its commit SHA.
     #[arg(long, env = "DISCOVERY_REVISION", default_value = "unknown")]
-    pub revision: Revision,
+    pub(crate) revision: Revision,
     /// The repository the service is built from (`service_repo_name`).
     #[arg(long, env = "DISCOVERY_REPO", value_name = "NAME")]
-    pub repo: Option<RepoName>,
+    pub(crate) repo: Option<RepoName>,
     /// A tag, `KEY=VALUE`; repeat for more. `true`/`false` become booleans and whole
     /// numbers integers (`--tag canary=true --tag load_balancing_weight=20`).
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
-    pub tags: Vec<(String, String)>,
+    pub(crate) tags: Vec<(String, String)>,
     /// Time between heartbeats (each moved at random by up to 10%).
     #[arg(long, env = "DISCOVERY_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     #[arg(long, env = "DISCOVERY_TIMEOUT", value_name = "DURATION", help = timeout_help())]
-    pub timeout: Option<humantime::Duration>,
+    pub(crate) timeout: Option<humantime::Duration>,
     /// The host's time to live, in whole seconds (`90s`, `5m`); the registry clamps it to
     /// its `--min-ttl`/`--max-ttl`. Default: the registry's `--host-ttl`. Must be longer
     /// than `--interval`.
     #[arg(long, env = "DISCOVERY_TTL", value_parser = humantime::parse_duration)]
-    pub ttl: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
     /// The status to register with: `up`, or `draining` to announce a host that should
     /// get no new work yet.
     #[arg(long, default_value = "up", value_parser = HostStatus::parse)]
-    pub status: HostStatus,
+    pub(crate) status: HostStatus,
     /// On shutdown, how long the host stays registered as `draining` before it is
     /// deleted, so that proxies polling every few seconds stop sending it new work first.
     #[arg(long, env = "DISCOVERY_DRAIN_PERIOD", default_value = "0s", value_parser = humantime::parse_duration)]
-    pub drain_period: Duration,
+    pub(crate) drain_period: Duration,
     /// The registry's write token, when it has one (`serve --write-token`).
     #[arg(long, env = "DISCOVERY_WRITE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Log line format (logs go to stderr).
     #[arg(long, env = "DISCOVERY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -155,7 +155,7 @@ pub async fn run(args: HeartbeatArgs) -> Result<(), CommandError> {
 /// The validated registration the flags describe.
 async fn registration(
     args: &HeartbeatArgs,
-    registry: &Registry,
+    registry: &RegistryClient,
 ) -> Result<Registration, CommandError> {
     let tags = Tags::from_pairs(args.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| CommandError::Usage(format!("--tag: {e}")))?;
@@ -205,7 +205,7 @@ async fn registration(
 /// that registry's URL. Connecting a UDP socket only chooses the route: no packet is sent,
 /// so this works while the registry is down. Behind NAT the registry sees another address;
 /// pass `--ip` there.
-async fn local_address_towards(registry: &Registry) -> Option<(IpAddr, String)> {
+async fn local_address_towards(registry: &RegistryClient) -> Option<(IpAddr, String)> {
     for url in registry.urls() {
         let Ok(parsed) = reqwest::Url::parse(url) else {
             continue;

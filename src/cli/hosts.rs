@@ -20,19 +20,19 @@ use crate::cli::shutdown_signal;
 #[derive(Debug, Clone, Args)]
 pub struct HostsArgs {
     /// The service whose hosts to show.
-    pub service: ServiceName,
+    pub(crate) service: ServiceName,
     #[command(flatten)]
-    pub read: ReadArgs,
+    pub(crate) read: ReadArgs,
     /// Keep running and print the list again each time it changes (until Ctrl-C).
     #[arg(long)]
-    pub watch: bool,
+    pub(crate) watch: bool,
     /// `--poll-wait`, used with `--watch`.
     #[command(flatten)]
-    pub polling: WatchArgs,
+    pub(crate) polling: WatchArgs,
     /// Print the registry's JSON body instead of a table (with `--watch`, one body per
     /// line).
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Prints the service's hosts once, or follows them with `--watch`.
@@ -135,7 +135,7 @@ fn tags(host: &Host) -> String {
 mod tests {
     use std::time::Duration;
 
-    use discovery_client::{Registry, DEFAULT_REQUEST_TIMEOUT};
+    use discovery_client::{RegistryClient, DEFAULT_REQUEST_TIMEOUT};
 
     use super::*;
 
@@ -171,7 +171,7 @@ mod tests {
             "500ms",
         ])
         .args;
-        let registry: Registry = args.read.client().unwrap();
+        let registry: RegistryClient = args.read.client().unwrap();
         let config = args.polling.apply(WatcherConfig::default());
         assert_eq!(config.wait, Duration::from_secs(3));
         assert_eq!(

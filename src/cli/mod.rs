@@ -2,18 +2,18 @@
 //! print), plus what several of them share: `connect` (registry flags, client, errors),
 //! `output` (tables and JSON on stdout) and [`shutdown_signal`].
 
-pub mod connect;
+pub(crate) mod connect;
 pub mod haproxy_sync;
 pub mod health;
 pub mod heartbeat;
 pub mod hosts;
-pub mod output;
+pub(crate) mod output;
 pub mod peers;
 pub mod serve;
 pub mod services;
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -10,14 +10,14 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 /// A table of text cells, printed with each column padded to its widest cell.
-pub struct Table {
+pub(crate) struct Table {
     header: Vec<&'static str>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
     /// An empty table with these column titles.
-    pub fn new(header: &[&'static str]) -> Self {
+    pub(crate) fn new(header: &[&'static str]) -> Self {
         Table {
             header: header.to_vec(),
             rows: Vec::new(),
@@ -25,7 +25,7 @@ impl Table {
     }
 
     /// Adds a row; it must have one cell per column.
-    pub fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.header.len());
         self.rows.push(cells.into_iter().map(one_line).collect());
     }
@@ -33,7 +33,7 @@ impl Table {
     /// The table as text, one line per row after the header, each ending in `\n`. Columns
     /// are separated by two spaces; the last one is not padded, so lines carry no trailing
     /// blanks.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -74,7 +74,7 @@ fn one_line(cell: String) -> String {
 /// sees each update as soon as it is printed. Returns `Ok(false)` when the reader has gone
 /// away (`discovery hosts web | head -1`): like other Unix tools, the command then just
 /// stops, without an error.
-pub fn print(text: &str) -> io::Result<bool> {
+pub(crate) fn print(text: &str) -> io::Result<bool> {
     let mut stdout = io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -87,7 +87,7 @@ pub fn print(text: &str) -> io::Result<bool> {
 }
 
 /// A response body as indented JSON with a final newline (for one-shot `--json`).
-pub fn json_pretty<T: Serialize>(value: &T) -> String {
+pub(crate) fn json_pretty<T: Serialize>(value: &T) -> String {
     // Serializing our own wire types cannot fail: they hold no maps with non-string keys.
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
@@ -95,7 +95,7 @@ pub fn json_pretty<T: Serialize>(value: &T) -> String {
 }
 
 /// A response body as one line of JSON (for `--watch --json`: one document per line).
-pub fn json_line<T: Serialize>(value: &T) -> String {
+pub(crate) fn json_line<T: Serialize>(value: &T) -> String {
     let mut text = serde_json::to_string(value).unwrap_or_default();
     text.push('\n');
     text
@@ -104,7 +104,7 @@ pub fn json_line<T: Serialize>(value: &T) -> String {
 /// How long ago an RFC 3339 timestamp was, in short form (`4s`, `2m05s`); `-` when the
 /// text is not a timestamp. A time in the future (clocks of two machines disagree) shows
 /// as `0s`.
-pub fn age_of_timestamp(rfc3339: &str, now: SystemTime) -> String {
+pub(crate) fn age_of_timestamp(rfc3339: &str, now: SystemTime) -> String {
     match humantime::parse_rfc3339_weak(rfc3339) {
         Ok(then) => short_duration(now.duration_since(then).unwrap_or_default()),
         Err(_) => "-".to_owned(),
@@ -112,7 +112,7 @@ pub fn age_of_timestamp(rfc3339: &str, now: SystemTime) -> String {
 }
 
 /// A duration in whole seconds, the two largest units only: `4s`, `2m05s`, `3h07m`, `2d04h`.
-pub fn short_duration(d: Duration) -> String {
+pub(crate) fn short_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s}s"),

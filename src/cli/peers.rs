@@ -12,10 +12,10 @@ use crate::cli::output::{self, Table};
 #[derive(Debug, Clone, Args)]
 pub struct PeersArgs {
     #[command(flatten)]
-    pub read: ReadArgs,
+    pub(crate) read: ReadArgs,
     /// Print the registry's JSON body instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Asks the first registry that answers and prints its peers. Each node has its own view,

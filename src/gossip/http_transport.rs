@@ -13,7 +13,7 @@ use super::transport::{Exchanged, Transport, TransportError};
 use super::{CONTENT_TYPE_GOSSIP, SYNC_PATH};
 
 /// See the module docs.
-pub struct HttpTransport {
+pub(crate) struct HttpTransport {
     client: reqwest::Client,
     token: Option<String>,
 }
@@ -21,7 +21,7 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// A transport whose exchanges give up after `timeout`, speaking TLS to `https://` peers
     /// as `tls` says.
-    pub fn new(
+    pub(crate) fn new(
         token: Option<String>,
         timeout: Duration,
         tls: Option<ClientTls>,

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use super::messages::{SyncRequest, SyncResponse};
 use super::node::{Clock, MessageRefusal, Node};
 use super::transport::{Exchanged, Transport, TransportError};
-use crate::shared::Shared;
+use crate::state::NodeState;
 
 /// The receiving side of an exchange.
 pub trait Handler: Send + Sync {
@@ -106,7 +106,7 @@ impl MemoryNetwork {
     /// Adds a node at `addr` (an `http://` URL) gossiping for `shared`, on its own clock.
     pub fn join(
         &self,
-        shared: Arc<Shared>,
+        shared: Arc<NodeState>,
         addr: &str,
         clock: Clock,
     ) -> Arc<Node<MemoryTransport>> {

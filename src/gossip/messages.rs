@@ -34,7 +34,7 @@ use crate::registry::{Beat, Delta, Digest, NodeId, Origin, Record, Replica, Span
 /// Most records one delta carries; a larger backlog travels in pages.
 pub const MAX_RECORDS: usize = 5000;
 /// Most peer addresses one message carries.
-pub const MAX_PEERS: usize = 64;
+pub const MAX_PEERS_PER_MESSAGE: usize = 64;
 /// Most origins one message may name (its origin table, digest and spans each).
 pub const MAX_ORIGINS: usize = 10_000;
 // A node's own digest must always fit what its peers decode.
@@ -46,9 +46,9 @@ pub const MAX_PEER_URL_LEN: usize = 256;
 pub const MAX_DELTA_BYTES: usize = 4 * 1024 * 1024;
 /// Upper bound of the JSON of everything in a message but its records: the origin table,
 /// digest and spans at [`MAX_ORIGINS`] entries of the longest legal form (node ids are at
-/// most 128 characters), [`MAX_PEERS`] URLs of [`MAX_PEER_URL_LEN`], the sender.
+/// most 128 characters), [`MAX_PEERS_PER_MESSAGE`] URLs of [`MAX_PEER_URL_LEN`], the sender.
 const MAX_FRAME_BYTES: usize = MAX_ORIGINS * (ORIGIN_ENTRY + DIGEST_ENTRY + SPAN_ENTRY)
-    + MAX_PEERS * (MAX_PEER_URL_LEN + 3)
+    + MAX_PEERS_PER_MESSAGE * (MAX_PEER_URL_LEN + 3)
     + 1024;
 /// `["<128-char node id>",<u64>],`
 const ORIGIN_ENTRY: usize = 128 + 2 + 20 + 4;
@@ -173,7 +173,7 @@ struct WireMessage {
     /// `(origin index, after, upto)`: at most one per origin.
     spans: Bounded<(u32, u64, u64), MAX_ORIGINS>,
     truncated: bool,
-    peers: Bounded<String, MAX_PEERS>,
+    peers: Bounded<String, MAX_PEERS_PER_MESSAGE>,
 }
 
 const VERSION: u32 = 1;
@@ -225,7 +225,7 @@ fn to_wire(from: &Sender, digest: &Digest, delta: &Delta, peers: &[String]) -> W
         records: Bounded(records),
         spans: Bounded(spans),
         truncated: delta.truncated,
-        peers: Bounded(peers.iter().take(MAX_PEERS).cloned().collect()),
+        peers: Bounded(peers.iter().take(MAX_PEERS_PER_MESSAGE).cloned().collect()),
     }
 }
 
@@ -532,8 +532,8 @@ mod tests {
         let wire = to_wire(&sender(), &Digest::new(), &at(MAX_RECORDS + 1), &[]);
         refused_as(&wire, &format!("more than {MAX_RECORDS} items"));
         let mut wire = to_wire(&sender(), &Digest::new(), &Delta::default(), &[]);
-        wire.peers.0 = vec!["http://a:1".into(); MAX_PEERS + 1];
-        refused_as(&wire, &format!("more than {MAX_PEERS} items"));
+        wire.peers.0 = vec!["http://a:1".into(); MAX_PEERS_PER_MESSAGE + 1];
+        refused_as(&wire, &format!("more than {MAX_PEERS_PER_MESSAGE} items"));
         let mut wire = to_wire(&sender(), &Digest::new(), &Delta::default(), &[]);
         wire.origins.0 = vec![(NodeId::new("x"), 1); MAX_ORIGINS + 1];
         refused_as(&wire, &format!("more than {MAX_ORIGINS} items"));
@@ -593,7 +593,7 @@ mod tests {
             from: sender(),
             digest: Digest::new(),
             delta,
-            peers: vec!["http://b:1".into(); MAX_PEERS],
+            peers: vec!["http://b:1".into(); MAX_PEERS_PER_MESSAGE],
         };
         assert_eq!(SyncRequest::decode(&msg.encode()).unwrap(), msg);
         assert_eq!(records_that_fit(&records[..1]), 1, "one record always goes");
@@ -682,7 +682,7 @@ mod tests {
             from: sender(),
             digest: r.digest(),
             delta: r.delta(&Digest::new(), MAX_RECORDS),
-            peers: vec!["http://b:1".into(); MAX_PEERS],
+            peers: vec!["http://b:1".into(); MAX_PEERS_PER_MESSAGE],
         };
         let report = |what: &str, msg: &SyncRequest| {
             let bytes = msg.encode();

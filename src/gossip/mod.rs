@@ -9,7 +9,7 @@
 //!   [`http_transport`] (processes) and [`memory`] (tests and benchmarks, cuttable links).
 //!
 //! This module owns no registry state: it reads digests and deltas from the registry and
-//! merges what peers send, then wakes long polls through [`Shared::publish`]. It never
+//! merges what peers send, then wakes long polls through [`NodeState::publish`]. It never
 //! imports the HTTP API module (`crate::http`).
 //!
 //! The endpoint treats every byte as hostile (SPEC 4.2, 8): the body is read under a size
@@ -20,8 +20,8 @@ mod http_transport;
 pub mod memory;
 pub mod messages;
 pub mod node;
-pub mod peers;
-pub mod transport;
+pub(crate) mod peers;
+pub(crate) mod transport;
 
 #[cfg(test)]
 mod tests;
@@ -40,14 +40,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use http_transport::HttpTransport;
+pub(crate) use http_transport::HttpTransport;
 pub use memory::MemoryNetwork;
 pub use node::{Clock, Mode, Node};
 
 use discovery_client::ClientTls;
 
 use crate::auth::{self, Access};
-use crate::shared::{now, Shared};
+use crate::state::{now, NodeState};
 use crate::throttle::Throttle;
 use messages::{DecodeError, SyncRequest, MAX_MESSAGE_BYTES};
 use node::MessageRefusal;
@@ -61,16 +61,16 @@ const PUSH_DEBOUNCE: Duration = Duration::from_millis(5);
 /// Gossip messages decoded and merged at once, each on a blocking thread. Two keep a
 /// 2-core node's async workers free for reads even when every slot holds a hostile message
 /// (each costs at most a few ms to refuse), and are plenty for a cluster's legal traffic.
-pub const DECODE_SLOTS: usize = 2;
+pub(crate) const DECODE_SLOTS: usize = 2;
 /// How long a message waits for a decode slot before it is answered `503` with
 /// `Retry-After` (the sender counts a failed exchange and the next round repairs it). Under
 /// the 2 s the sending node waits for an answer by default.
-pub const DECODE_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const DECODE_WAIT: Duration = Duration::from_secs(1);
 
 type HttpNode = Node<HttpTransport>;
 
 /// The running gossip layer (its loop is owned by the server's task tracker).
-pub struct Gossip {
+pub(crate) struct Gossip {
     endpoint: Endpoint,
 }
 
@@ -85,8 +85,8 @@ struct Endpoint {
 }
 
 /// Starts gossip for the node listening on `addr`.
-pub fn spawn(
-    shared: Arc<Shared>,
+pub(crate) fn spawn(
+    shared: Arc<NodeState>,
     addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
@@ -128,7 +128,7 @@ pub fn spawn(
 
 impl Gossip {
     /// The gossip endpoints, merged into the node's router.
-    pub fn routes(&self) -> axum::Router {
+    pub(crate) fn routes(&self) -> axum::Router {
         axum::Router::new()
             .route(SYNC_PATH, post(sync))
             .with_state(self.endpoint.clone())
@@ -175,7 +175,7 @@ async fn run(node: Arc<HttpNode>, shutdown: CancellationToken, tasks: TaskTracke
                 start_exchanges(&node, node.round_targets(), Mode::Round, &shutdown, &tasks);
                 node.check_warmup();
             }
-            _ = node.shared().changed.notified() => {
+            _ = node.shared().local_writes.notified() => {
                 tokio::time::sleep(PUSH_DEBOUNCE).await;
                 start_exchanges(&node, node.push_targets(), Mode::Push, &shutdown, &tasks);
             }

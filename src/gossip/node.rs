@@ -20,7 +20,6 @@
 //! Locks (the peer table's mutex) are held only to copy data in or out, never across an
 //! `.await`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,13 +28,13 @@ use discovery_api::PeersResponse;
 use parking_lot::Mutex;
 
 use super::messages::{
-    records_that_fit, Sender, SyncRequest, SyncResponse, MAX_PEERS, MAX_RECORDS,
+    records_that_fit, Sender, SyncRequest, SyncResponse, MAX_PEERS_PER_MESSAGE, MAX_RECORDS,
 };
 use super::peers::{Contact, PeerTable};
 use super::transport::{Transport, TransportError};
 use crate::metrics::Metrics;
 use crate::registry::{advance, behind, Delta, Digest, Micros, Registry, SECOND};
-use crate::shared::Shared;
+use crate::state::NodeState;
 use crate::throttle::Throttle;
 
 /// Where a node reads the time: the wall clock in production, a virtual one in tests and
@@ -84,7 +83,7 @@ fn page(registry: &Registry, since: &Digest) -> (Delta, Digest) {
 
 /// See the module docs.
 pub struct Node<T> {
-    shared: Arc<Shared>,
+    shared: Arc<NodeState>,
     transport: T,
     /// This node's base URL if it knows a routable one.
     addr: Option<String>,
@@ -105,7 +104,7 @@ impl<T: Transport> Node<T> {
     /// A node with the configured static peers. `addr` is this node's own base URL, when it
     /// has a routable one; `port` is what peers combine with our source address otherwise.
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<NodeState>,
         transport: T,
         addr: Option<String>,
         port: u16,
@@ -136,7 +135,7 @@ impl<T: Transport> Node<T> {
     }
 
     /// The shared state this node gossips for.
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub fn shared(&self) -> &Arc<NodeState> {
         &self.shared
     }
 
@@ -159,7 +158,7 @@ impl<T: Transport> Node<T> {
     }
 
     fn live_addrs(&self) -> Vec<String> {
-        let mut addrs = self.table.lock().live_addrs(MAX_PEERS - 1);
+        let mut addrs = self.table.lock().live_addrs(MAX_PEERS_PER_MESSAGE - 1);
         addrs.extend(self.addr.clone());
         addrs
     }
@@ -467,7 +466,8 @@ impl<T: Transport> Node<T> {
     }
 
     /// Per peer address, its digest at the last exchange (tests).
-    pub fn known_digests(&self) -> HashMap<String, Option<Digest>> {
+    #[cfg(test)]
+    pub(crate) fn known_digests(&self) -> std::collections::HashMap<String, Option<Digest>> {
         let table = self.table.lock();
         table
             .infos(0)

@@ -28,25 +28,25 @@ use crate::config::normalize_peer;
 use crate::registry::{rfc3339, Digest, Micros, SECOND};
 
 /// Consecutive failures after which a peer is dead.
-pub const DEAD_AFTER_FAILURES: u64 = 5;
+pub(crate) const DEAD_AFTER_FAILURES: u64 = 5;
 /// A dead peer is probed once per this many gossip intervals.
-pub const DEAD_PROBE_ROUNDS: u64 = 10;
+pub(crate) const DEAD_PROBE_ROUNDS: u64 = 10;
 /// A learned peer dead this long is forgotten.
 const FORGET_AFTER: Micros = 600 * SECOND;
 /// Most configured and verified peers the table holds: learned addresses beyond it are ignored.
-const MAX_PEERS: usize = 256;
+const MAX_TRUSTED_PEERS: usize = 256;
 /// Most unverified peers the table holds: a flood of invented addresses fills this pool and
 /// nothing else.
-pub const MAX_UNVERIFIED: usize = 32;
+pub(crate) const MAX_UNVERIFIED: usize = 32;
 /// Most new addresses taken from one message's peer list; the rest are ignored.
-pub const MAX_LEARNED_PER_MESSAGE: usize = 8;
+pub(crate) const MAX_LEARNED_PER_MESSAGE: usize = 8;
 /// Most unverified peers probed per round, on top of the round's fanout of trusted ones.
-pub const UNVERIFIED_PER_ROUND: usize = 1;
+pub(crate) const UNVERIFIED_PER_ROUND: usize = 1;
 
 /// A peer URL as a message may name it: `http://host:port` or `https://host:port` with a
 /// port 1-65535 and nothing else (no path, user or query), at most [`MAX_PEER_URL_LEN`]
 /// bytes; a trailing slash is dropped. `None` when it is anything else.
-pub fn peer_url(url: &str) -> Option<String> {
+pub(crate) fn peer_url(url: &str) -> Option<String> {
     if url.len() > MAX_PEER_URL_LEN {
         return None;
     }
@@ -75,7 +75,7 @@ pub fn peer_url(url: &str) -> Option<String> {
 
 /// Where the node learned of a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// `--peers`.
     Static,
     /// `--peers-dns`, at the last resolution.
@@ -86,29 +86,29 @@ pub enum Source {
 
 /// One peer.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// Its base URL.
-    pub addr: String,
+    pub(crate) addr: String,
     /// How it got here.
-    pub source: Source,
+    pub(crate) source: Source,
     /// It answered an exchange this node started (with a node id other than ours).
-    pub verified: bool,
+    pub(crate) verified: bool,
     /// Its node id, once it answered.
-    pub node_id: Option<String>,
+    pub(crate) node_id: Option<String>,
     /// Alive, suspect or dead.
-    pub state: PeerState,
+    pub(crate) state: PeerState,
     /// Consecutive failed exchanges.
-    pub failures: u64,
+    pub(crate) failures: u64,
     /// The last successful exchange (either direction).
-    pub last_success: Option<Micros>,
+    pub(crate) last_success: Option<Micros>,
     /// When this node last tried to reach it, for dead-peer probing.
-    pub last_attempt: Option<Micros>,
+    pub(crate) last_attempt: Option<Micros>,
     /// Its digest at the last exchange (what a push may skip).
-    pub digest: Option<Digest>,
+    pub(crate) digest: Option<Digest>,
     /// How many changes this node held that the peer lacked, at the last exchange.
-    pub behind: u64,
+    pub(crate) behind: u64,
     /// Whether it said it was ready.
-    pub ready: bool,
+    pub(crate) ready: bool,
     /// An exchange with it is in flight.
     busy: bool,
     /// A push was wanted while it was busy: push again when the exchange ends.
@@ -150,26 +150,26 @@ impl Peer {
 
     /// Configured by the operator, or verified by its own answer: a peer the node trusts to
     /// gossip with.
-    pub fn trusted(&self) -> bool {
+    pub(crate) fn trusted(&self) -> bool {
         self.verified || self.source != Source::Learned
     }
 }
 
 /// What an exchange learned about the peer.
-pub struct Contact<'a> {
+pub(crate) struct Contact<'a> {
     /// Its node id.
-    pub node_id: &'a str,
+    pub(crate) node_id: &'a str,
     /// Its digest.
-    pub digest: Digest,
+    pub(crate) digest: Digest,
     /// How far behind this node it is.
-    pub behind: u64,
+    pub(crate) behind: u64,
     /// Whether it is ready.
-    pub ready: bool,
+    pub(crate) ready: bool,
 }
 
 /// See the module docs.
 #[derive(Debug)]
-pub struct PeerTable {
+pub(crate) struct PeerTable {
     own_id: String,
     peers: HashMap<String, Peer>,
     /// Addresses that turned out to be this node.
@@ -178,7 +178,12 @@ pub struct PeerTable {
 
 impl PeerTable {
     /// A table with the static peers; `own_addr` (when known) is never added.
-    pub fn new(own_id: &str, own_addr: Option<&str>, statics: &[String], now: Micros) -> Self {
+    pub(crate) fn new(
+        own_id: &str,
+        own_addr: Option<&str>,
+        statics: &[String],
+        now: Micros,
+    ) -> Self {
         let mut table = PeerTable {
             own_id: own_id.to_owned(),
             peers: HashMap::new(),
@@ -207,7 +212,7 @@ impl PeerTable {
             peer.last_heard = now;
             return;
         }
-        if self.peers.len() - self.unverified() >= MAX_PEERS {
+        if self.peers.len() - self.unverified() >= MAX_TRUSTED_PEERS {
             return;
         }
         self.peers
@@ -244,7 +249,7 @@ impl PeerTable {
 
     /// Takes peers another node named: at most [`MAX_LEARNED_PER_MESSAGE`] new ones, as
     /// unverified, while the unverified pool has room (they never displace anything).
-    pub fn learn<'a>(&mut self, addrs: impl IntoIterator<Item = &'a String>, now: Micros) {
+    pub(crate) fn learn<'a>(&mut self, addrs: impl IntoIterator<Item = &'a String>, now: Micros) {
         let mut taken = 0;
         for addr in addrs {
             if taken == MAX_LEARNED_PER_MESSAGE {
@@ -263,7 +268,7 @@ impl PeerTable {
     /// that address answered itself; an unknown address joins the unverified pool (taking a
     /// random unverified slot when full: a node that contacts us keeps a chance to be probed
     /// even while the pool is flooded).
-    pub fn claimed(&mut self, addr: &str, contact: Contact<'_>, now: Micros) {
+    pub(crate) fn claimed(&mut self, addr: &str, contact: Contact<'_>, now: Micros) {
         if contact.node_id == self.own_id {
             return;
         }
@@ -280,7 +285,7 @@ impl PeerTable {
 
     /// Replaces the DNS-sourced peers with a fresh resolution. Peers that left it become
     /// "learned", so they are forgotten if they stay dead.
-    pub fn resolved(&mut self, addrs: &[String], now: Micros) {
+    pub(crate) fn resolved(&mut self, addrs: &[String], now: Micros) {
         let fresh: HashSet<String> = addrs
             .iter()
             .filter_map(|a| normalize_peer(a).ok())
@@ -296,13 +301,13 @@ impl PeerTable {
     }
 
     /// The peer at `addr`.
-    pub fn get(&self, addr: &str) -> Option<&Peer> {
+    pub(crate) fn get(&self, addr: &str) -> Option<&Peer> {
         self.peers.get(addr)
     }
 
     /// Marks an exchange with `addr` as started; `false` (and, for a push, a note to push
     /// again) when one is already in flight.
-    pub fn begin(&mut self, addr: &str, push: bool, now: Micros) -> bool {
+    pub(crate) fn begin(&mut self, addr: &str, push: bool, now: Micros) -> bool {
         let Some(peer) = self.peers.get_mut(addr) else {
             return false;
         };
@@ -316,7 +321,7 @@ impl PeerTable {
     }
 
     /// Marks the exchange as over; returns whether a push is owed to the peer.
-    pub fn end(&mut self, addr: &str) -> bool {
+    pub(crate) fn end(&mut self, addr: &str) -> bool {
         match self.peers.get_mut(addr) {
             Some(peer) => {
                 peer.busy = false;
@@ -329,19 +334,19 @@ impl PeerTable {
     /// `addr` refused our message because it carries its own node id, which is ours: it is
     /// this node (its own address in `--peers`, say), or a node misconfigured with our id.
     /// Either way it is never gossiped with again.
-    pub fn is_us(&mut self, addr: &str) {
+    pub(crate) fn is_us(&mut self, addr: &str) {
         self.own_addrs.insert(addr.to_owned());
         self.peers.remove(addr);
     }
 
     /// Records an exchange this node started with `addr` and that `addr` answered as
     /// `contact` (the caller has refused an answer with our own id): the peer is verified.
-    pub fn succeeded(&mut self, addr: &str, contact: Contact<'_>, now: Micros) {
+    pub(crate) fn succeeded(&mut self, addr: &str, contact: Contact<'_>, now: Micros) {
         let verified = self.peers.len() - self.unverified();
         let Some(peer) = self.peers.get_mut(addr) else {
             return;
         };
-        if !peer.trusted() && verified >= MAX_PEERS {
+        if !peer.trusted() && verified >= MAX_TRUSTED_PEERS {
             self.peers.remove(addr);
             return;
         }
@@ -382,7 +387,7 @@ impl PeerTable {
 
     /// Records a failed exchange. An unverified peer is dropped at once: it never answered,
     /// and if it is real another node will name it again.
-    pub fn failed(&mut self, addr: &str) {
+    pub(crate) fn failed(&mut self, addr: &str) {
         if self.peers.get(addr).is_some_and(|p| !p.trusted()) {
             self.peers.remove(addr);
             return;
@@ -421,7 +426,7 @@ impl PeerTable {
     /// the node is not ready, to find a snapshot fast), dead ones due for a probe, and at most
     /// [`UNVERIFIED_PER_ROUND`] unverified ones: however many of those there are, the
     /// trusted peers keep their share of every round.
-    pub fn round_targets(
+    pub(crate) fn round_targets(
         &mut self,
         fanout: usize,
         everyone: bool,
@@ -466,7 +471,7 @@ impl PeerTable {
     }
 
     /// Peers a new local write is pushed to: up to `fanout` random live trusted ones.
-    pub fn push_targets(&self, fanout: usize) -> Vec<String> {
+    pub(crate) fn push_targets(&self, fanout: usize) -> Vec<String> {
         let mut live: Vec<String> = self
             .peers
             .values()
@@ -480,7 +485,7 @@ impl PeerTable {
 
     /// Addresses of live peers, to tell other nodes about: only those that answered us, and
     /// only in the form other nodes accept.
-    pub fn live_addrs(&self, limit: usize) -> Vec<String> {
+    pub(crate) fn live_addrs(&self, limit: usize) -> Vec<String> {
         let mut addrs: Vec<String> = self
             .peers
             .values()
@@ -493,12 +498,13 @@ impl PeerTable {
     }
 
     /// Whether any peer is known at all.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }
 
     /// Trusted peers by state, then unverified ones: (alive, suspect, dead, unverified).
-    pub fn counts(&self) -> (i64, i64, i64, i64) {
+    pub(crate) fn counts(&self) -> (i64, i64, i64, i64) {
         let mut counts = (0, 0, 0, 0);
         for p in self.peers.values() {
             match p.state {
@@ -512,7 +518,7 @@ impl PeerTable {
     }
 
     /// The most changes any live peer lacked at its last exchange.
-    pub fn max_behind(&self) -> u64 {
+    pub(crate) fn max_behind(&self) -> u64 {
         self.peers
             .values()
             .filter(|p| p.state != PeerState::Dead)
@@ -522,7 +528,7 @@ impl PeerTable {
     }
 
     /// The rows of `GET /v1/peers`, sorted by address.
-    pub fn infos(&self, now: Micros) -> Vec<PeerInfo> {
+    pub(crate) fn infos(&self, now: Micros) -> Vec<PeerInfo> {
         let mut rows: Vec<PeerInfo> = self
             .peers
             .values()

@@ -20,7 +20,7 @@ use crate::registry::{
     Beat, Delta, Digest, Micros, NodeId, Origin, Record, Registry, RegistryConfig, Replica,
     Routing, Stamp, Version, SECOND,
 };
-use crate::shared::Shared;
+use crate::state::NodeState;
 
 const T0: Micros = 1_800_000_000 * SECOND;
 
@@ -79,7 +79,7 @@ impl Cluster {
         let mut config = config(&format!("n{i}"), &peers, extra);
         self.generation += 1;
         config.registry.generation = self.generation;
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(NodeState::new(config));
         let time = self.time.clone();
         let skew = self.skews[i].clone();
         let clock: Clock = Arc::new(move || {
@@ -693,7 +693,7 @@ async fn an_answer_in_our_own_name_fails_the_exchange_and_a_twin_id_is_dropped()
     // talking to it (as it does with its own address among its peers).
     c.skews.push(Arc::new(AtomicI64::new(0)));
     let twin = c.net.join(
-        Arc::new(Shared::new(config("n0", &[], &["--warmup", "0s"]))),
+        Arc::new(NodeState::new(config("n0", &[], &["--warmup", "0s"]))),
         "http://twin:1",
         Arc::new(|| T0),
     );
@@ -779,7 +779,11 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
     }
     // A new node naming only n0 joins: it pulls a snapshot, and its writes reach everyone.
     let joiner = c.net.join(
-        Arc::new(Shared::new(config("n3", &[addr(0)], &["--warmup", "30s"]))),
+        Arc::new(NodeState::new(config(
+            "n3",
+            &[addr(0)],
+            &["--warmup", "30s"],
+        ))),
         "http://n3:80",
         Arc::new(|| T0),
     );
@@ -803,7 +807,7 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
 
 /// Calls the gossip endpoint of a node whose decode slots are `slots`, with a legal message.
 async fn post_to_endpoint(slots: usize) -> axum::response::Response {
-    let shared = Arc::new(Shared::new(config("n0", &[], &[])));
+    let shared = Arc::new(NodeState::new(config("n0", &[], &[])));
     let transport =
         super::HttpTransport::new(None, std::time::Duration::from_secs(1), None).unwrap();
     let node = Arc::new(Node::new(shared, transport, None, 1, Arc::new(|| T0)));

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::ApiError;
 
 /// Path parameters, with a JSON 400 when they do not decode.
-pub struct Segments<T>(pub T);
+pub(crate) struct Segments<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segments<T> {
     type Rejection = ApiError;
@@ -28,7 +28,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segment
 }
 
 /// Query parameters by name, with a JSON 400 for a repeated one.
-pub struct QueryMap(pub HashMap<String, String>);
+pub(crate) struct QueryMap(pub HashMap<String, String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
     type Rejection = ApiError;
@@ -50,7 +50,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
 
 /// The body encodings the write endpoints take.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Encoding {
+pub(crate) enum Encoding {
     /// `application/x-www-form-urlencoded`, what `curl -d` sends.
     Form,
     /// `application/json`.
@@ -65,7 +65,7 @@ const ACCEPTED: &str =
     "send application/x-www-form-urlencoded, multipart/form-data or application/json";
 
 /// The body's encoding, from `Content-Type`; anything else is a 415.
-pub fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+pub(crate) fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     let value = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -97,7 +97,7 @@ pub fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
 
 /// A write endpoint's body, read within the limits.
 #[derive(Debug)]
-pub enum Payload {
+pub(crate) enum Payload {
     /// A url-encoded form.
     Form(Bytes),
     /// A JSON document.
@@ -111,7 +111,7 @@ pub enum Payload {
 /// `requests.post(url)`, which send no content type either) is an empty form whatever its
 /// content type, so its missing fields answer 400, as the seed's did (SPEC 3.1: "an empty
 /// body included"), rather than 415: there is no content to be of the wrong type.
-pub async fn read_payload(
+pub(crate) async fn read_payload(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -137,7 +137,7 @@ fn is_empty(body: &Body) -> bool {
 
 /// The most parts a multipart body may have. A heartbeat has nine fields; the bound keeps a
 /// 64 KiB body of empty parts from becoming thousands of allocations.
-pub const MAX_MULTIPART_PARTS: usize = 32;
+pub(crate) const MAX_MULTIPART_PARTS: usize = 32;
 
 /// The text fields of a multipart body already read within the body limit (so no part, file
 /// or not, can hold more memory than `--max-body`). File parts are refused rather than
@@ -187,7 +187,7 @@ fn malformed(e: multer::Error) -> ApiError {
 /// read: waiting for bytes we would refuse anyway lets a client hold the connection until
 /// the read timeout (and hyper closes the connection after the answer, so the unread body is
 /// never drained).
-pub async fn read(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+pub(crate) async fn read(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
     if body.size_hint().lower() > limit as u64 {
         return Err(ApiError::PayloadTooLarge(limit));
     }

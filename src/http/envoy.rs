@@ -5,6 +5,8 @@
 //! whose version is current gets 304; services without live hosts are left out, so Envoy
 //! keeps what it has; a node that is not ready answers 503, which Envoy also survives.
 
+use std::sync::Arc;
+
 use std::collections::HashSet;
 
 use axum::body::Body;
@@ -17,9 +19,9 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::body;
 use super::registration::require_ready;
-use super::{require, ApiError, AppState};
+use super::{require, ApiError, NodeState};
 use crate::auth::Access;
-use crate::shared::now;
+use crate::state::now;
 
 /// The most entries `resource_names` may have, duplicates included. Envoy sends one name
 /// per request; the cap bounds the validation work and, with duplicates answered once, the
@@ -27,8 +29,8 @@ use crate::shared::now;
 pub(crate) const MAX_RESOURCES: usize = 1000;
 
 /// `POST /v3/discovery:endpoints`.
-pub async fn endpoints(
-    State(shared): State<AppState>,
+pub(crate) async fn endpoints(
+    State(shared): State<Arc<NodeState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use discovery_api::{ErrorBody, ValidationError};
 
-use crate::shared::now;
+use crate::state::now;
 use crate::throttle::Throttle;
 
 /// When a refusal by a limit was last logged.
@@ -14,7 +14,7 @@ static LIMIT_WARNED: Throttle = Throttle::new();
 
 /// See the module docs.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// Invalid input: a field, a path segment or a query parameter.
     #[error("{0}")]
     BadRequest(String),

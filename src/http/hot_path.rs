@@ -6,19 +6,20 @@
 //! cost about as much CPU as the kernel's work of sending a host list (see
 //! docs/benchmarks.md). The answers are produced by the same functions as the routed
 //! handlers ([`registration::list_now`], [`registration::register_now`]), counted by the same
-//! accounting ([`record`]) and guarded against panics like the router's panic layer, so the
-//! two paths cannot answer differently; the tests below hold them byte-equal.
+//! accounting ([`record`]) and guarded by the same panic guard ([`guard`]), so the two paths
+//! cannot answer differently; the tests below hold them byte-equal. Which routes are hot, and
+//! their path and metrics label, come from the route table ([`super::routes`]).
 //!
 //! Anything else, a long poll, `?auto_ip=`, a percent-encoded or nested path included, is
 //! handed back untouched for the router.
+
+use std::sync::Arc;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -26,17 +27,17 @@ use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
 use axum::BoxError;
 
-use super::{on_panic, record, registration, AppState};
+use super::routes::HOT_PATH;
+use super::{guard, record, registration, Guarded, NodeState};
 
-/// The route this path answers, as the router names it in metrics.
-const ROUTE: &str = "/v1/registration/{service}";
-const PREFIX: &str = "/v1/registration/";
+/// The bytes of [`HOT_PATH`] before its one parameter, `{service}`.
+const PREFIX_LEN: usize = HOT_PATH.len() - "{service}".len();
 
 /// A heartbeat being answered.
-pub type Pending = Pin<Box<dyn Future<Output = Response> + Send>>;
+pub(super) type Pending = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// What the hot path makes of a request.
-pub enum Hot<B> {
+pub(super) enum Hot<B> {
     /// A host-list read, answered at once.
     Answered(Response),
     /// A heartbeat, answered once its body is read.
@@ -52,7 +53,7 @@ fn service_of<B>(request: &Request<B>) -> Option<&str> {
     if request.uri().query().is_some() {
         return None;
     }
-    let service = request.uri().path().strip_prefix(PREFIX)?;
+    let service = request.uri().path().strip_prefix(&HOT_PATH[..PREFIX_LEN])?;
     let plain = !service.is_empty()
         && service
             .bytes()
@@ -61,7 +62,7 @@ fn service_of<B>(request: &Request<B>) -> Option<&str> {
 }
 
 /// Takes `request` if it is a plain host-list read or heartbeat from `peer`.
-pub fn take<B>(shared: &AppState, request: Request<B>, peer: SocketAddr) -> Hot<B>
+pub(super) fn take<B>(shared: &Arc<NodeState>, request: Request<B>, peer: SocketAddr) -> Hot<B>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -88,10 +89,10 @@ where
             Some(peer),
             Body::new(body),
         ));
-        let response = CatchPanic(heartbeat).await;
+        let response = Guarded(heartbeat).await;
         record(
             &shared,
-            Cow::Borrowed(ROUTE),
+            Cow::Borrowed(HOT_PATH),
             &Method::POST,
             started,
             &response,
@@ -101,45 +102,23 @@ where
 }
 
 /// Answers `request` if it is a plain host-list read, else `None`.
-pub fn answer<B>(shared: &AppState, request: &Request<B>) -> Option<Response> {
+pub(super) fn answer<B>(shared: &Arc<NodeState>, request: &Request<B>) -> Option<Response> {
     if request.method() != Method::GET {
         return None;
     }
     let service = service_of(request)?;
     let started = Instant::now();
     let headers = request.headers();
-    // Like the router's panic layer: a bug becomes a logged JSON 500, not a dropped connection.
-    let response = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        registration::list_now(shared, service, headers).into_response()
-    }))
-    .unwrap_or_else(on_panic);
+    let response = guard(|| registration::list_now(shared, service, headers).into_response())
+        .unwrap_or_else(IntoResponse::into_response);
     record(
         shared,
-        Cow::Borrowed(ROUTE),
+        Cow::Borrowed(HOT_PATH),
         &Method::GET,
         started,
         &response,
     );
     Some(response)
-}
-
-/// A handler future whose panic becomes the router's JSON 500.
-struct CatchPanic<F>(F);
-
-impl<F, R> Future for CatchPanic<F>
-where
-    F: Future<Output = R> + Unpin,
-    R: IntoResponse,
-{
-    type Output = Response;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
-            Ok(Poll::Ready(r)) => Poll::Ready(r.into_response()),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(on_panic(panic)),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -153,7 +132,7 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    use crate::shared::Shared;
+    use crate::state::NodeState;
 
     use crate::http::tests::shared_with;
 
@@ -187,7 +166,7 @@ mod tests {
         req.body(Body::empty()).unwrap()
     }
 
-    async fn register(shared: &Arc<Shared>, body: &str) {
+    async fn register(shared: &Arc<NodeState>, body: &str) {
         let req = Request::post("/v1/registration/web")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::AUTHORIZATION, "Bearer w")
@@ -202,7 +181,11 @@ mod tests {
 
     /// Every request the hot path takes gets the router's answer byte for byte, and is
     /// counted the same way.
-    async fn same_answer_as_the_router(shared: &Arc<Shared>, uri: &str, headers: &[(&str, &str)]) {
+    async fn same_answer_as_the_router(
+        shared: &Arc<NodeState>,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) {
         let router = super::super::instrument(super::super::router(shared.clone()), shared.clone());
         let routed = parts(router.oneshot(get(uri, headers)).await.unwrap()).await;
         let hot = super::answer(shared, &get(uri, headers))
@@ -227,7 +210,7 @@ mod tests {
         let auth = ("authorization", "Bearer r");
         let etag = shared
             .registry
-            .view(&"web".parse().unwrap(), crate::shared::now())
+            .view(&"web".parse().unwrap(), crate::state::now())
             .etag
             .clone();
         let cases: &[(&str, Vec<(&str, &str)>)] = &[
@@ -273,7 +256,7 @@ mod tests {
     }
 
     /// The counters of a node's `/metrics`, sorted (latency sums differ between any two runs).
-    fn counters(shared: &Shared) -> Vec<String> {
+    fn counters(shared: &NodeState) -> Vec<String> {
         let mut lines: Vec<String> = shared
             .metrics
             .render()
@@ -333,7 +316,7 @@ mod tests {
             assert_eq!(parts(pending.await).await, via_router, "{body}");
         }
         let web = "web".parse().unwrap();
-        let now = crate::shared::now();
+        let now = crate::state::now();
         assert_eq!(
             hot.registry.view(&web, now).etag,
             routed.registry.view(&web, now).etag

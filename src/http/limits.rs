@@ -15,30 +15,32 @@
 //!
 //! The checks read the head hyper already parsed: no allocation, and no lock.
 
+use std::sync::Arc;
+
 use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::http::{Request, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::{record, ApiError, AppState};
+use super::{record, ApiError, NodeState};
 
 /// The longest request URI (path and query; scheme and authority too in absolute form).
 /// 8 KiB, as nginx and most proxies: a host-list URL is under 200 bytes.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// The most header lines in a request. Under hyper's fixed 100 so that ours answers.
-pub const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 
 /// The largest request head: the request line plus every header line, counted as
 /// `method + uri + 12` and `name + value + 4` per header (the bytes of a minimal HTTP/1.1
 /// head). 16 KiB, as Node.js: room for long bearer tokens and browser cookies.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// hyper's bound on a request head (past it hyper answers an empty `431`), and on its read
 /// buffer, which bounds the memory one connection's reads can take (a read may overshoot it
 /// by one read's size). Four of our largest heads, so that ours answer first.
-pub const HYPER_MAX_BUF: usize = 4 * MAX_HEAD_BYTES;
+pub(crate) const HYPER_MAX_BUF: usize = 4 * MAX_HEAD_BYTES;
 
 /// The bytes of a URI as it was on the request line.
 fn uri_len(uri: &Uri) -> usize {
@@ -48,7 +50,7 @@ fn uri_len(uri: &Uri) -> usize {
 }
 
 /// Which bound, if any, the head of `request` is over.
-pub fn check<B>(request: &Request<B>) -> Result<(), ApiError> {
+pub(crate) fn check<B>(request: &Request<B>) -> Result<(), ApiError> {
     let uri = uri_len(request.uri());
     if uri > MAX_URI_BYTES {
         return Err(ApiError::UriTooLong(MAX_URI_BYTES));
@@ -74,7 +76,7 @@ pub fn check<B>(request: &Request<B>) -> Result<(), ApiError> {
 
 /// The answer to a request whose head is over a bound, counted like any other answer (route
 /// `unmatched`: it never reached one), or `None` for a request to serve.
-pub fn refuse<B>(shared: &AppState, request: &Request<B>) -> Option<Response> {
+pub(crate) fn refuse<B>(shared: &Arc<NodeState>, request: &Request<B>) -> Option<Response> {
     let error = check(request).err()?;
     let started = Instant::now();
     let response = error.into_response();

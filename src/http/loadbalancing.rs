@@ -1,6 +1,8 @@
 //! `/v1/loadbalancing/...`: the operator's weight override of one host or of a whole service
 //! (SPEC 3.1). It survives heartbeats until the host expires or is deleted.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -8,13 +10,13 @@ use discovery_api::WeightUpdate;
 
 use super::body::{self, Payload, Segments};
 use super::registration::{ip_literal, service_name};
-use super::{require, ApiError, AppState};
+use super::{require, ApiError, NodeState};
 use crate::auth::Access;
-use crate::shared::now;
+use crate::state::now;
 
 /// `POST /v1/loadbalancing/{service}/{ip_address}`.
-pub async fn set_host(
-    State(shared): State<AppState>,
+pub(crate) async fn set_host(
+    State(shared): State<Arc<NodeState>>,
     Segments((service, ip)): Segments<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -23,8 +25,8 @@ pub async fn set_host(
 }
 
 /// `POST /v1/loadbalancing/{service}`.
-pub async fn set_service(
-    State(shared): State<AppState>,
+pub(crate) async fn set_service(
+    State(shared): State<Arc<NodeState>>,
     Segments(service): Segments<String>,
     headers: HeaderMap,
     body: Body,
@@ -33,7 +35,7 @@ pub async fn set_service(
 }
 
 async fn set(
-    shared: &AppState,
+    shared: &Arc<NodeState>,
     service: &str,
     ip: Option<&str>,
     headers: &HeaderMap,

@@ -1,15 +1,17 @@
 //! `GET /metrics`: the Prometheus text exposition.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 
-use super::{require, ApiError, AppState};
+use super::{require, ApiError, NodeState};
 use crate::auth::Access;
 
 /// `GET /metrics`. Gauges that mirror the registry are read now, so they cannot drift.
-pub async fn render(
-    State(shared): State<AppState>,
+pub(crate) async fn render(
+    State(shared): State<Arc<NodeState>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     require(&shared, Access::Read, &headers)?;

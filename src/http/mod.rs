@@ -1,125 +1,164 @@
-//! The HTTP API (SPEC 3): `router(shared)` builds the axum router; one file per resource.
+//! The HTTP API (SPEC 3). [`service`] is what the listener runs for every request: the head's
+//! bounds, then the hot path or the router. [`ROUTES`] is the one table of endpoints; one file
+//! per resource holds its handlers.
 //!
 //! Handlers parse and check input (through `discovery-api`), call the registry and shape the
 //! answer. They hold no lock across an `.await` and never talk to the gossip layer: what they
-//! need of it (readiness, the peer table) is in [`Shared`]. [`hot_path`] answers the two
+//! need of it (readiness, the peer table) is in [`NodeState`]. The hot path answers the two
 //! most frequent requests (a plain host-list read, a heartbeat) before the router, with the
-//! same handler functions and accounting.
+//! same handler functions, accounting and panic guard.
 
 mod body;
 mod dashboard;
 mod envoy;
 mod error;
 mod health;
-pub mod hot_path;
-pub mod limits;
+mod hot_path;
+mod limits;
 mod loadbalancing;
 mod metrics;
 mod peers;
 mod registration;
+mod routes;
 mod services;
 
 use std::borrow::Cow;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
-use axum::Router;
+use axum::{BoxError, Router};
+use futures_util::future::{Either, FutureExt};
+use tower::ServiceExt;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
+pub(crate) use limits::HYPER_MAX_BUF;
+pub use routes::{Route, ROUTES};
+
+use hot_path::Hot;
 
 use crate::auth::{self, Access};
-use crate::shared::Shared;
+use crate::state::NodeState;
 
-/// The state handlers share.
-pub type AppState = Arc<Shared>;
-
-/// Every public endpoint as `(method, path pattern)`. This one list builds the router and is
-/// what `tests/openapi.rs` holds `api/openapi.yaml` equal to, so the two cannot drift. The
-/// gossip endpoints are not here: `server.rs` merges them in from the gossip layer.
-pub const ROUTES: &[(Method, &str)] = &[
-    (Method::GET, "/v1/registration/{service}"),
-    (Method::POST, "/v1/registration/{service}"),
-    (Method::GET, "/v1/registration/repo/{repo}"),
-    (Method::DELETE, "/v1/registration/repo/{repo}"),
-    (Method::DELETE, "/v1/registration/{service}/{ip}"),
-    (Method::POST, "/v1/loadbalancing/{service}"),
-    (Method::POST, "/v1/loadbalancing/{service}/{ip}"),
-    (Method::POST, "/v3/discovery:endpoints"),
-    (Method::GET, "/v1/services"),
-    (Method::GET, "/v1/peers"),
-    (Method::GET, "/healthz"),
-    (Method::GET, "/healthcheck"),
-    (Method::GET, "/readyz"),
-    (Method::GET, "/metrics"),
-    (Method::GET, "/"),
-];
-
-/// The handler of one entry of [`ROUTES`].
-///
-/// # Panics
-/// On an entry with no handler: the first test that builds a router finds it.
-fn handler(method: &Method, path: &str) -> MethodRouter<AppState> {
-    match (method.as_str(), path) {
-        ("GET", "/v1/registration/{service}") => get(registration::list),
-        ("POST", "/v1/registration/{service}") => post(registration::register),
-        ("GET", "/v1/registration/repo/{repo}") => get(registration::list_repo),
-        ("DELETE", "/v1/registration/repo/{repo}") => delete(registration::delete_repo_service),
-        ("DELETE", "/v1/registration/{service}/{ip}") => delete(registration::delete),
-        ("POST", "/v1/loadbalancing/{service}") => post(loadbalancing::set_service),
-        ("POST", "/v1/loadbalancing/{service}/{ip}") => post(loadbalancing::set_host),
-        ("POST", "/v3/discovery:endpoints") => post(envoy::endpoints),
-        ("GET", "/v1/services") => get(services::list),
-        ("GET", "/v1/peers") => get(peers::list),
-        ("GET", "/healthz") => get(health::healthz),
-        ("GET", "/healthcheck") => get(health::healthcheck),
-        ("GET", "/readyz") => get(health::readyz),
-        ("GET", "/metrics") => get(metrics::render),
-        ("GET", "/") => get(dashboard::page),
-        _ => panic!("{method} {path} is in ROUTES but has no handler"),
-    }
-}
-
-/// The router of every public endpoint. The gossip endpoints are merged in by `server.rs`.
-pub fn router(shared: AppState) -> Router {
+/// The router of every public endpoint, built from [`ROUTES`]. The gossip endpoint is merged
+/// in by `server.rs`.
+pub(crate) fn router(shared: Arc<NodeState>) -> Router {
     ROUTES
         .iter()
-        .fold(Router::new(), |router, (method, path)| {
+        .fold(Router::new(), |router, route| {
             // Two methods on one path merge into one route.
-            router.route(path, handler(method, path))
+            router.route(route.path, (route.handler)())
         })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
 }
 
-/// Wraps a router (the public one merged with gossip) with request accounting, and turns a
-/// panic (a bug: no input should cause one) into a logged JSON 500 instead of a dropped
-/// connection.
-pub fn instrument(router: Router, shared: AppState) -> Router {
-    router
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
-        .layer(middleware::from_fn_with_state(shared, observe))
+/// Wraps a router (the public one merged with gossip) with request accounting and the panic
+/// guard. These layers do not reach the hot path: it calls the same [`record`] and
+/// [`guard`] itself, so both paths count and guard alike.
+pub(crate) fn instrument(router: Router, shared: Arc<NodeState>) -> Router {
+    router.layer(middleware::from_fn_with_state(shared, observe))
 }
 
-fn on_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown");
-    tracing::error!(detail, "handler panicked");
-    (
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(discovery_api::ErrorBody {
-            error: "internal error".into(),
-        }),
-    )
-        .into_response()
+/// Every request a node serves, connection by connection: the head's bounds
+/// ([`limits`]), then the hot path for plain host-list reads and heartbeats, and the router
+/// (public routes and `extra`, the gossip endpoint) for the rest.
+#[derive(Clone)]
+pub(crate) struct Service {
+    shared: Arc<NodeState>,
+    router: Router,
+}
+
+/// The node's HTTP service, with `extra` routes (the gossip endpoint) merged into the router.
+pub(crate) fn service(shared: Arc<NodeState>, extra: Router) -> Service {
+    let router = instrument(router(shared.clone()).merge(extra), shared.clone());
+    Service { shared, router }
+}
+
+impl Service {
+    /// Answers one request from `peer`. Never fails: every error is an answer.
+    pub(crate) fn call<B>(
+        &self,
+        request: Request<B>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Response, Infallible>> + Send + 'static
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if let Some(refused) = limits::refuse(&self.shared, &request) {
+            return Either::Left(std::future::ready(Ok(refused)));
+        }
+        match hot_path::take(&self.shared, request, peer) {
+            Hot::Answered(response) => Either::Left(std::future::ready(Ok(response))),
+            Hot::Heartbeat(pending) => Either::Right(Either::Left(pending.map(Ok))),
+            Hot::Router(request) => {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                Either::Right(Either::Right(self.router.clone().oneshot(request)))
+            }
+        }
+    }
+}
+
+/// Runs `f`; a panic (a bug: no input should cause one) is logged and becomes [`Panicked`],
+/// a JSON 500, instead of a dropped connection. The one panic guard, of the router and the
+/// hot path.
+fn guard<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        tracing::error!(detail, "handler panicked");
+        Panicked
+    })
+}
+
+/// A handler panicked (and [`guard`] logged it).
+struct Panicked;
+
+impl IntoResponse for Panicked {
+    fn into_response(self) -> Response {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(discovery_api::ErrorBody {
+                error: "internal error".into(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// A handler's future under [`guard`], at every poll.
+struct Guarded<F>(F);
+
+impl<F, R> Future for Guarded<F>
+where
+    F: Future<Output = R> + Unpin,
+    R: IntoResponse,
+{
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        match guard(|| Pin::new(&mut self.0).poll(cx)) {
+            Ok(Poll::Ready(r)) => Poll::Ready(r.into_response()),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panicked) => Poll::Ready(panicked.into_response()),
+        }
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -132,7 +171,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Checks a bearer token for a class of request.
 pub(crate) fn require(
-    shared: &Shared,
+    shared: &NodeState,
     access: Access,
     headers: &axum::http::HeaderMap,
 ) -> Result<(), ApiError> {
@@ -144,29 +183,24 @@ pub(crate) fn require(
 }
 
 /// Counts every request by route and status, and logs it at debug.
-async fn observe(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+async fn observe(State(shared): State<Arc<NodeState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = match request.extensions().get::<MatchedPath>() {
         None => Cow::Borrowed("unmatched"),
-        // The public routes' labels are the static patterns of `ROUTES`; others (gossip) are
-        // rare enough to allocate.
-        Some(path) => ROUTES
-            .iter()
-            .find(|(_, pattern)| *pattern == path.as_str())
-            .map_or_else(
-                || Cow::Owned(path.as_str().to_owned()),
-                |(_, p)| Cow::Borrowed(*p),
-            ),
+        // Gossip's endpoint is not in the table, and rare enough to allocate.
+        Some(path) => routes::label(path.as_str())
+            .map_or_else(|| Cow::Owned(path.as_str().to_owned()), Cow::Borrowed),
     };
     let method = request.method().clone();
-    let response = next.run(request).await.into_response();
+    let response = Guarded(std::pin::pin!(next.run(request))).await;
     record(&shared, route, &method, started, &response);
     response
 }
 
-/// The accounting of one answered request, shared by [`observe`] and the hot path.
+/// The accounting of one answered request, shared by [`observe`], the hot path and the head
+/// limits.
 fn record(
-    shared: &Shared,
+    shared: &NodeState,
     route: Cow<'static, str>,
     method: &Method,
     started: Instant,

@@ -1,16 +1,18 @@
 //! `GET /v1/peers`: this node's view of the cluster, as the gossip layer last published it.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use discovery_api::PeersResponse;
 
-use super::{require, ApiError, AppState};
+use super::{require, ApiError, NodeState};
 use crate::auth::Access;
 
 /// `GET /v1/peers`.
-pub async fn list(
-    State(shared): State<AppState>,
+pub(crate) async fn list(
+    State(shared): State<Arc<NodeState>>,
     headers: HeaderMap,
 ) -> Result<Json<PeersResponse>, ApiError> {
     require(&shared, Access::Read, &headers)?;

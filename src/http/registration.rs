@@ -1,6 +1,8 @@
 //! `/v1/registration/...`: heartbeats, host lists (with ETag, index and long polls), the
 //! repository query and deletes (SPEC 3.1).
 
+use std::sync::Arc;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -11,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use discovery_api::{parse_bool, Port, Registration, RepoName, ServiceName, INDEX_HEADER};
 
 use super::body::{self, Payload, QueryMap, Segments};
-use super::{require, ApiError, AppState};
+use super::{require, ApiError, NodeState};
 use crate::auth::Access;
 use crate::metrics::HeartbeatResult;
 use crate::registry::{RegistryFull, ServiceView};
-use crate::shared::now;
+use crate::state::now;
 use crate::throttle::Throttle;
 
 /// `{}`: the seed's success body.
@@ -46,8 +48,8 @@ pub(super) fn ip_literal(s: &str) -> Result<IpAddr, ApiError> {
 }
 
 /// `POST /v1/registration/{service}`: the heartbeat.
-pub async fn register(
-    State(shared): State<AppState>,
+pub(crate) async fn register(
+    State(shared): State<Arc<NodeState>>,
     Segments(service): Segments<String>,
     QueryMap(query): QueryMap,
     headers: HeaderMap,
@@ -61,7 +63,7 @@ pub async fn register(
 /// A heartbeat from the connecting `peer`: the routed handler's and the hot path's answer.
 /// Refusals are counted here, whatever refused them.
 pub(super) async fn register_now(
-    shared: &AppState,
+    shared: &Arc<NodeState>,
     service: &str,
     query: &std::collections::HashMap<String, String>,
     headers: &HeaderMap,
@@ -249,7 +251,7 @@ fn respond(view: &ServiceView, headers: &HeaderMap) -> Response {
 }
 
 /// Refuses host-list reads until the node holds a usable state (SPEC 4.4).
-pub(super) fn require_ready(shared: &AppState) -> Result<(), ApiError> {
+pub(super) fn require_ready(shared: &Arc<NodeState>) -> Result<(), ApiError> {
     if shared.is_ready() {
         Ok(())
     } else {
@@ -258,8 +260,8 @@ pub(super) fn require_ready(shared: &AppState) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/registration/{service}`: the live hosts, optionally as a long poll.
-pub async fn list(
-    State(shared): State<AppState>,
+pub(crate) async fn list(
+    State(shared): State<Arc<NodeState>>,
     Segments(service): Segments<String>,
     QueryMap(query): QueryMap,
     headers: HeaderMap,
@@ -278,7 +280,7 @@ pub async fn list(
         warn_long_poll_limit(shared.config.limits.max_long_polls);
         return Ok(respond(&shared.registry.view(&service, now()), &headers));
     };
-    let mut subscription = shared.hub.subscribe(&service);
+    let mut subscription = shared.wakers.subscribe(&service);
     // Subscribed first, then checked: a change in between is not lost.
     if shared.registry.index(service.as_str()) <= index {
         tokio::select! {
@@ -307,7 +309,7 @@ fn warn_long_poll_limit(max: usize) {
 
 /// A host-list read that is not a long poll: the routed handler's and the hot path's answer.
 pub(super) fn list_now(
-    shared: &AppState,
+    shared: &Arc<NodeState>,
     service: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -316,7 +318,7 @@ pub(super) fn list_now(
 
 /// The service named in a read the caller may make.
 fn readable(
-    shared: &AppState,
+    shared: &Arc<NodeState>,
     service: &str,
     headers: &HeaderMap,
 ) -> Result<ServiceName, ApiError> {
@@ -326,7 +328,7 @@ fn readable(
 
 /// The service's current list, once the node is ready.
 fn current(
-    shared: &AppState,
+    shared: &Arc<NodeState>,
     service: &ServiceName,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -335,8 +337,8 @@ fn current(
 }
 
 /// `GET /v1/registration/repo/{service_repo_name}`.
-pub async fn list_repo(
-    State(shared): State<AppState>,
+pub(crate) async fn list_repo(
+    State(shared): State<Arc<NodeState>>,
     Segments(repo): Segments<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -356,8 +358,8 @@ pub async fn list_repo(
 }
 
 /// `DELETE /v1/registration/{service}/{ip_address}[?port=N]`.
-pub async fn delete(
-    State(shared): State<AppState>,
+pub(crate) async fn delete(
+    State(shared): State<Arc<NodeState>>,
     Segments((service, ip)): Segments<(String, String)>,
     QueryMap(query): QueryMap,
     headers: HeaderMap,
@@ -367,8 +369,8 @@ pub async fn delete(
 
 /// `DELETE /v1/registration/repo/{ip_address}`: a delete on the service named `repo`, whose
 /// path the repository query shadows.
-pub async fn delete_repo_service(
-    State(shared): State<AppState>,
+pub(crate) async fn delete_repo_service(
+    State(shared): State<Arc<NodeState>>,
     Segments(ip): Segments<String>,
     QueryMap(query): QueryMap,
     headers: HeaderMap,
@@ -377,7 +379,7 @@ pub async fn delete_repo_service(
 }
 
 fn delete_host(
-    shared: &AppState,
+    shared: &Arc<NodeState>,
     service: &str,
     ip: &str,
     query: &std::collections::HashMap<String, String>,

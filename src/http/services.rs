@@ -1,16 +1,18 @@
 //! `GET /v1/services`: every service this node holds, with host and stale counts.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use discovery_api::{ExpiryStatus, ServicesResponse};
 
-use super::{require, ApiError, AppState};
+use super::{require, ApiError, NodeState};
 use crate::auth::Access;
 
 /// `GET /v1/services`.
-pub async fn list(
-    State(shared): State<AppState>,
+pub(crate) async fn list(
+    State(shared): State<Arc<NodeState>>,
     headers: HeaderMap,
 ) -> Result<Json<ServicesResponse>, ApiError> {
     require(&shared, Access::Read, &headers)?;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::config::{Config, ServeArgs};
-use crate::shared::Shared;
+use crate::state::NodeState;
 
 #[derive(Parser)]
 struct Flags {
@@ -24,14 +24,14 @@ struct Flags {
 }
 
 /// A node's shared state from `serve` flags (env `test`, node `n1`), as the binary builds it.
-pub(super) fn shared_with(flags: &[&str]) -> Arc<Shared> {
+pub(super) fn shared_with(flags: &[&str]) -> Arc<NodeState> {
     let mut argv = vec!["serve", "--env", "test", "--node-id", "n1"];
     argv.extend_from_slice(flags);
     let config = Config::from_args(Flags::parse_from(argv).serve).unwrap();
-    Arc::new(Shared::new(config))
+    Arc::new(NodeState::new(config))
 }
 
-fn app(shared: &Arc<Shared>) -> Router {
+fn app(shared: &Arc<NodeState>) -> Router {
     super::router(shared.clone())
 }
 
@@ -706,7 +706,7 @@ async fn long_polls_wake_on_routing_changes_but_not_on_refreshes() {
         tokio::spawn(async move { send(&app, get("/v1/registration/web?index=1&wait=30s")).await })
     };
     // The poll is waiting once it has subscribed to the service's changes.
-    while shared.hub.watched() == 0 {
+    while shared.wakers.watched() == 0 {
         tokio::task::yield_now().await;
     }
     send(&app, form("/v1/registration/web", WEB1)).await;
@@ -736,7 +736,7 @@ async fn long_polls_wake_on_routing_changes_but_not_on_refreshes() {
     assert_eq!(r.header("x-discovery-index"), "2");
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(
-        shared.hub.watched(),
+        shared.wakers.watched(),
         0,
         "finished polls leave no channel behind"
     );
@@ -1070,4 +1070,25 @@ async fn envoy_answers_a_repeated_name_once_and_caps_names_per_request() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let error = r.json()["error"].as_str().unwrap().to_owned();
     assert!(error.contains("at most 1000"), "{error}");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_a_json_500_and_is_counted() {
+    let shared = shared_with(&[]);
+    let panicking = Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            if true {
+                panic!("a bug");
+            }
+        }),
+    );
+    let app = super::instrument(panicking, shared.clone());
+    let r = send(&app, get("/boom")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.json(), json!({"error": "internal error"}));
+    assert!(shared
+        .metrics
+        .render()
+        .contains(r#"discovery_http_requests_total{route="/boom",method="GET",status="500"} 1"#));
 }

@@ -25,7 +25,7 @@ use super::naming::is_valid_proxy_name;
 use super::parse::{self, Admin, ParseError, ProcessInfo};
 use super::plan::{plan, wanted_servers, Action, Memory, Observed, Rules, Wanted};
 use super::runtime::{Expect, HaproxyError, RuntimeApi, DEFAULT_COMMAND_TIMEOUT};
-use crate::{Error, HostWatcher, ListSource, Registry, WatcherConfig};
+use crate::{Error, HostWatcher, ListSource, RegistryClient, WatcherConfig};
 
 /// One service kept in one HAProxy backend: `--backend SERVICE=BACKEND`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,9 +166,9 @@ impl HaproxySyncConfig {
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), discovery_client::Error> {
-/// use discovery_client::{HaproxySync, HaproxySyncConfig, Registry};
+/// use discovery_client::{HaproxySync, HaproxySyncConfig, RegistryClient};
 ///
-/// let registry = Registry::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+/// let registry = RegistryClient::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
 /// let config = HaproxySyncConfig::new(
 ///     "/run/haproxy/admin.sock",
 ///     vec!["payments=be_payments".parse()?],
@@ -187,7 +187,7 @@ pub struct HaproxySync {
 impl HaproxySync {
     /// Starts one watcher and one sync task per backend on the current tokio runtime.
     /// Fails only on bad settings; an unreachable HAProxy or registry is retried.
-    pub fn spawn(registry: Registry, config: HaproxySyncConfig) -> Result<Self, Error> {
+    pub fn spawn(registry: RegistryClient, config: HaproxySyncConfig) -> Result<Self, Error> {
         config.validate()?;
         let api = RuntimeApi::new(&config.socket).with_timeout(config.command_timeout);
         let rules = Rules {

@@ -1,5 +1,6 @@
-//! Change notification for long polls: one `watch` channel per service that somebody is
-//! waiting on, carrying the service's latest index.
+//! Long-poll wake-ups: one `watch` channel per service that somebody is waiting on, carrying
+//! the service's latest index. (The gossip layer's push trigger is another notifier,
+//! [`NodeState::local_writes`](crate::state::NodeState::local_writes).)
 //!
 //! Channels exist only while a poll waits on them (the last poll to leave removes its
 //! channel), so polls on arbitrary names cost nothing once they end, and their number is
@@ -11,37 +12,37 @@ use tokio::sync::watch;
 
 use crate::registry::Change;
 
-/// See the module docs.
+/// The channels of the services long polls wait on, by service.
 #[derive(Default)]
-pub struct ChangeHub {
+pub(crate) struct LongPollWakers {
     channels: DashMap<ServiceName, watch::Sender<u64>>,
 }
 
 /// A poll's subscription; dropping it cleans up the channel when it was the last one.
-pub struct Subscription<'a> {
-    hub: &'a ChangeHub,
+pub(crate) struct Subscription<'a> {
+    wakers: &'a LongPollWakers,
     service: ServiceName,
     rx: Option<watch::Receiver<u64>>,
 }
 
-impl ChangeHub {
+impl LongPollWakers {
     /// Subscribes to a service's changes. Subscribe before reading the current index, so a
     /// change in between is not missed.
-    pub fn subscribe(&self, service: &ServiceName) -> Subscription<'_> {
+    pub(crate) fn subscribe(&self, service: &ServiceName) -> Subscription<'_> {
         let rx = self
             .channels
             .entry(service.clone())
             .or_insert_with(|| watch::channel(0).0)
             .subscribe();
         Subscription {
-            hub: self,
+            wakers: self,
             service: service.clone(),
             rx: Some(rx),
         }
     }
 
     /// Publishes a change to the service's waiting polls, if any.
-    pub fn notify(&self, change: &Change) {
+    pub(crate) fn notify(&self, change: &Change) {
         if let Some(tx) = self.channels.get(&change.service) {
             tx.send_if_modified(|index| {
                 let newer = change.index > *index;
@@ -53,19 +54,20 @@ impl ChangeHub {
         }
     }
 
-    /// Services with waiting polls (for metrics and tests).
-    pub fn watched(&self) -> usize {
+    /// Services with waiting polls.
+    #[cfg(test)]
+    pub(crate) fn watched(&self) -> usize {
         self.channels.len()
     }
 }
 
 impl Subscription<'_> {
-    /// Waits until the service's index exceeds `index` per the hub (the caller re-checks the
+    /// Waits until the service's index exceeds `index` per the wakers (the caller re-checks the
     /// registry). Returns when notified; never returns if nothing changes.
-    pub async fn changed_past(&mut self, index: u64) {
+    pub(crate) async fn changed_past(&mut self, index: u64) {
         if let Some(rx) = self.rx.as_mut() {
-            // The sender lives in the hub until the last subscription leaves, so this
-            // only fails if the hub is gone; then waiting forever is right (the caller
+            // The sender lives in the wakers until the last subscription leaves, so this
+            // only fails if the wakers is gone; then waiting forever is right (the caller
             // times out).
             if rx.wait_for(|latest| *latest > index).await.is_err() {
                 std::future::pending::<()>().await;
@@ -77,7 +79,7 @@ impl Subscription<'_> {
 impl Drop for Subscription<'_> {
     fn drop(&mut self) {
         drop(self.rx.take());
-        self.hub
+        self.wakers
             .channels
             .remove_if(&self.service, |_, tx| tx.receiver_count() == 0);
     }
@@ -89,11 +91,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_poll_wakes_on_a_newer_index_and_its_channel_goes_with_it() {
-        let hub = ChangeHub::default();
+        let wakers = LongPollWakers::default();
         let web = ServiceName::parse("web").unwrap();
-        let mut sub = hub.subscribe(&web);
-        assert_eq!(hub.watched(), 1);
-        hub.notify(&Change {
+        let mut sub = wakers.subscribe(&web);
+        assert_eq!(wakers.watched(), 1);
+        wakers.notify(&Change {
             service: web.clone(),
             index: 3,
         });
@@ -101,15 +103,15 @@ mod tests {
             .await
             .expect("woken");
         drop(sub);
-        assert_eq!(hub.watched(), 0);
+        assert_eq!(wakers.watched(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_older_index_does_not_wake_a_poll() {
-        let hub = ChangeHub::default();
+        let wakers = LongPollWakers::default();
         let web = ServiceName::parse("web").unwrap();
-        let mut sub = hub.subscribe(&web);
-        hub.notify(&Change {
+        let mut sub = wakers.subscribe(&web);
+        wakers.notify(&Change {
             service: web.clone(),
             index: 3,
         });

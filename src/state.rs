@@ -1,5 +1,5 @@
-//! The state every part of a running node shares: the registry, the change hub, metrics,
-//! readiness and the latest peer table. One `Arc<Shared>` is built by `server.rs` and handed
+//! The state every part of a running node shares: the registry, the long-poll wakers, metrics,
+//! readiness and the latest peer table. One `Arc<NodeState>` is built by `server.rs` and handed
 //! to the HTTP layer and the gossip layer, which never talk to each other directly.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,40 +10,40 @@ use discovery_api::PeersResponse;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::ChangeHub;
 use crate::config::Config;
+use crate::long_poll::LongPollWakers;
 use crate::metrics::Metrics;
 use crate::registry::{Change, Micros, Registry, SECOND};
 use crate::stall::{Stall, StallWatch};
 
-/// See the module docs.
-pub struct Shared {
+/// One node's state, shared as an `Arc` by the HTTP layer, the gossip layer and the sweeper.
+pub struct NodeState {
     /// The hosts.
     pub registry: Registry,
     /// Wakes long polls when a service's host list changes.
-    pub hub: ChangeHub,
+    pub(crate) wakers: LongPollWakers,
     /// Counters and gauges for `/metrics`.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// Validated configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Set once the node holds a usable state (SPEC 4.4).
     ready: AtomicBool,
     /// Notices that this node itself was stalled, and holds reads and expiry while it
     /// re-syncs (see [`crate::stall`]).
-    pub stall: StallWatch,
+    pub(crate) stall: StallWatch,
     /// The gossip layer's view of the cluster, republished after every round.
-    pub peers: ArcSwap<PeersResponse>,
+    pub(crate) peers: ArcSwap<PeersResponse>,
     /// Long polls waiting now.
     long_polls: AtomicUsize,
     /// Cancelled when the node shuts down: background tasks and long polls end.
-    pub shutdown: CancellationToken,
-    /// Poked by every [`Shared::publish`] with changes: the gossip layer pushes new local
+    pub(crate) shutdown: CancellationToken,
+    /// Poked by every [`NodeState::publish`] with changes: the gossip layer pushes new local
     /// writes to peers at once instead of waiting for its next round.
-    pub changed: Notify,
+    pub local_writes: Notify,
 }
 
 /// A long poll's place under the limit; dropping it frees the place.
-pub struct LongPollSlot<'a>(&'a Shared);
+pub(crate) struct LongPollSlot<'a>(&'a NodeState);
 
 impl Drop for LongPollSlot<'_> {
     fn drop(&mut self) {
@@ -52,7 +52,7 @@ impl Drop for LongPollSlot<'_> {
     }
 }
 
-impl Shared {
+impl NodeState {
     /// Builds the shared state; the node starts ready only when it needs no warmup.
     pub fn new(config: Config) -> Self {
         let clustered = !config.cluster.peers.is_empty() || config.cluster.peers_dns.is_some();
@@ -67,22 +67,22 @@ impl Shared {
             config.cluster.gossip_interval.as_micros() as Micros,
             u64::from(config.registry.expiry_grace) * SECOND,
         );
-        Shared {
+        NodeState {
             stall,
             registry: Registry::new(config.registry.clone()),
-            hub: ChangeHub::default(),
+            wakers: LongPollWakers::default(),
             metrics: Metrics::new(),
             config,
             ready: AtomicBool::new(ready),
             peers: ArcSwap::from_pointee(peers),
             long_polls: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
-            changed: Notify::new(),
+            local_writes: Notify::new(),
         }
     }
 
     /// A place for one more long poll, or `None` at the limit (`--max-long-polls`).
-    pub fn long_poll_slot(&self) -> Option<LongPollSlot<'_>> {
+    pub(crate) fn long_poll_slot(&self) -> Option<LongPollSlot<'_>> {
         let max = self.config.limits.max_long_polls;
         self.long_polls
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -96,7 +96,7 @@ impl Shared {
     /// Whether the node serves host lists: it holds a usable state and is not re-syncing
     /// after a stall. Looks for a stall first, so that a read arriving the moment the node
     /// resumes is not served from the state it held when it stopped.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         if !self.bootstrapped() {
             return false;
         }
@@ -107,7 +107,7 @@ impl Shared {
     /// Whether writes are refused after a stall (see [`StallWatch::writes_held`]), looking
     /// for a stall first: the requests read the moment the node resumes are the ones that
     /// waited while it was stopped.
-    pub fn writes_held(&self) -> bool {
+    pub(crate) fn writes_held(&self) -> bool {
         let now = self.look_for_stall();
         self.stall.writes_held(now)
     }
@@ -122,7 +122,7 @@ impl Shared {
     }
 
     /// Whether this node has peers to re-sync with: configured, or learned since it started.
-    pub fn clustered(&self) -> bool {
+    pub(crate) fn clustered(&self) -> bool {
         let cluster = &self.config.cluster;
         !cluster.peers.is_empty()
             || cluster.peers_dns.is_some()
@@ -130,12 +130,12 @@ impl Shared {
     }
 
     /// Whether the node has held a usable state since it started (SPEC 4.4), re-sync or not.
-    pub fn bootstrapped(&self) -> bool {
+    pub(crate) fn bootstrapped(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
 
     /// Logs and counts a stall this node noticed in its own ticks.
-    pub fn stalled(&self, stall: Stall) {
+    pub(crate) fn stalled(&self, stall: Stall) {
         self.metrics.stalls.inc();
         let gap_secs = stall.gap as f64 / SECOND as f64;
         if stall.resync {
@@ -154,7 +154,7 @@ impl Shared {
 
     /// An exchange with a ready peer, started at `started`, completed: ends a re-sync after a
     /// stall if it started after the stall was noticed. Returns whether it did.
-    pub fn synced(&self, started: Micros, peer: &str) -> bool {
+    pub(crate) fn synced(&self, started: Micros, peer: &str) -> bool {
         let ended = self.stall.synced(started);
         if ended {
             tracing::info!(
@@ -166,7 +166,7 @@ impl Shared {
     }
 
     /// Marks the node ready (once it holds a usable state).
-    pub fn set_ready(&self) {
+    pub(crate) fn set_ready(&self) {
         if !self.ready.swap(true, Ordering::Relaxed) {
             tracing::info!(hosts = self.registry.host_count(), "node is ready");
         }
@@ -175,16 +175,16 @@ impl Shared {
     /// Wakes whoever waits on these services.
     pub fn publish(&self, changes: &[Change]) {
         for change in changes {
-            self.hub.notify(change);
+            self.wakers.notify(change);
         }
         if !changes.is_empty() {
-            self.changed.notify_one();
+            self.local_writes.notify_one();
         }
     }
 }
 
 /// The wall clock in microseconds since the epoch: the only place the server reads it.
-pub fn now() -> Micros {
+pub(crate) fn now() -> Micros {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as Micros)

@@ -1,4 +1,4 @@
-//! [`Registry`]: the HTTP client of the registry API over a list of registry nodes, with
+//! [`RegistryClient`]: the HTTP client of the registry API over a list of registry nodes, with
 //! failover.
 //!
 //! Every call tries the node that answered last, then the others in turn. A node that
@@ -15,7 +15,7 @@
 //! request to one node has one: its timeout `T`, or `wait + T` for a long poll (the node
 //! is expected to hold it for `wait`). Past it the node counts as down and the next one
 //! is asked at once, in the same call, never after a backoff. `T` is
-//! [`RegistryBuilder::request_timeout`] (default [`DEFAULT_REQUEST_TIMEOUT`]) for one-off
+//! [`RegistryClientBuilder::request_timeout`] (default [`DEFAULT_REQUEST_TIMEOUT`]) for one-off
 //! calls and for the [`crate::HostWatcher`]'s polls, and the heartbeat timeout for the
 //! [`crate::Heartbeater`] (it follows the heartbeat interval, see
 //! [`crate::HeartbeatConfig::timeout`]). A call that had to skip nodes reports them, so
@@ -52,9 +52,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), discovery_client::Error> {
-/// use discovery_client::{Registry, ServiceName};
+/// use discovery_client::{RegistryClient, ServiceName};
 ///
-/// let registry = Registry::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+/// let registry = RegistryClient::new(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
 /// let service = ServiceName::parse("payments").expect("a valid name");
 /// for host in registry.hosts(&service).await?.hosts {
 ///     println!("{}:{}", host.ip_address, host.port);
@@ -62,7 +62,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct Registry {
+pub struct RegistryClient {
     inner: Arc<Inner>,
 }
 
@@ -78,19 +78,19 @@ struct Inner {
     read_token: Option<String>,
 }
 
-impl std::fmt::Debug for Registry {
+impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Tokens are left out on purpose: they must never reach a log.
-        f.debug_struct("Registry")
+        f.debug_struct("RegistryClient")
             .field("urls", &self.inner.urls)
             .field("preferred", &self.preferred_url())
             .finish_non_exhaustive()
     }
 }
 
-/// Settings of a [`Registry`]; from [`Registry::builder`].
+/// Settings of a [`RegistryClient`]; from [`RegistryClient::builder`].
 #[derive(Debug, Clone)]
-pub struct RegistryBuilder {
+pub struct RegistryClientBuilder {
     urls: Vec<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -99,7 +99,7 @@ pub struct RegistryBuilder {
     tls: Option<ClientTls>,
 }
 
-impl RegistryBuilder {
+impl RegistryClientBuilder {
     /// Speak TLS to `https://` URLs: trust the CA of `tls`, and present its client
     /// certificate when it has one ([`ClientTls::from_files`]). Without it, only `http://`
     /// URLs are accepted.
@@ -140,7 +140,7 @@ impl RegistryBuilder {
     }
 
     /// Checks the URLs and builds the client.
-    pub fn build(self) -> Result<Registry, Error> {
+    pub fn build(self) -> Result<RegistryClient, Error> {
         let urls = self
             .urls
             .iter()
@@ -158,7 +158,7 @@ impl RegistryBuilder {
             .connect_timeout(self.connect_timeout)
             .build()
             .map_err(Error::Http)?;
-        Ok(Registry {
+        Ok(RegistryClient {
             inner: Arc::new(Inner {
                 urls,
                 preferred: AtomicUsize::new(0),
@@ -264,7 +264,7 @@ pub(crate) struct Answered<T> {
     pub(crate) skipped: Vec<Failure>,
 }
 
-impl Registry {
+impl RegistryClient {
     /// A client of these registry nodes with default settings. Each item is a base URL
     /// (`http://10.0.0.1:8080`); an item may also hold several, separated by commas, the
     /// way `--registry` takes them.
@@ -273,11 +273,11 @@ impl Registry {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        Registry::builder(urls).build()
+        RegistryClient::builder(urls).build()
     }
 
-    /// Settings for a client of these registry nodes (see [`Registry::new`]).
-    pub fn builder<I>(urls: I) -> RegistryBuilder
+    /// Settings for a client of these registry nodes (see [`RegistryClient::new`]).
+    pub fn builder<I>(urls: I) -> RegistryClientBuilder
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -293,7 +293,7 @@ impl Registry {
                     .collect::<Vec<_>>()
             })
             .collect();
-        RegistryBuilder {
+        RegistryClientBuilder {
             urls,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -304,7 +304,7 @@ impl Registry {
     }
 
     /// How long one request to one node may take before the next node is tried (a long
-    /// poll gets its `wait` on top); see [`RegistryBuilder::request_timeout`].
+    /// poll gets its `wait` on top); see [`RegistryClientBuilder::request_timeout`].
     pub fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
     }
@@ -330,7 +330,7 @@ impl Registry {
             .map(drop)
     }
 
-    /// [`Registry::register`] with `timeout` per node, telling which node took the
+    /// [`RegistryClient::register`] with `timeout` per node, telling which node took the
     /// heartbeat and which were skipped.
     pub(crate) async fn register_within(
         &self,
@@ -369,7 +369,7 @@ impl Registry {
             .await
     }
 
-    /// [`Registry::deregister`] with `timeout` per node.
+    /// [`RegistryClient::deregister`] with `timeout` per node.
     pub(crate) async fn deregister_within(
         &self,
         service: &ServiceName,
@@ -664,7 +664,7 @@ mod tests {
         .await;
         let ready = stub::serve(|_| (200, vec![], hosts_body("payments", &[1, 2]))).await;
         let dead = dead_url().await;
-        let registry = Registry::new([&dead, &not_ready.url, &ready.url]).unwrap();
+        let registry = RegistryClient::new([&dead, &not_ready.url, &ready.url]).unwrap();
         assert_eq!(registry.hosts(&payments()).await.unwrap().hosts.len(), 2);
         assert_eq!(registry.preferred_url(), ready.url);
         registry.hosts(&payments()).await.unwrap();
@@ -676,7 +676,7 @@ mod tests {
     async fn a_refusal_ends_the_call_without_trying_other_nodes() {
         let strict = stub::serve(|_| (401, vec![], r#"{"error":"missing token"}"#.into())).await;
         let other = stub::serve(|_| (200, vec![], "{}".into())).await;
-        let registry = Registry::builder([&strict.url, &other.url])
+        let registry = RegistryClient::builder([&strict.url, &other.url])
             .write_token("t0ken")
             .build()
             .unwrap();
@@ -698,7 +698,7 @@ mod tests {
     async fn every_node_is_named_when_none_answers() {
         let garbage = stub::serve(|_| (200, vec![], "<html>".into())).await;
         let dead = dead_url().await;
-        let registry = Registry::new([&garbage.url, &dead]).unwrap();
+        let registry = RegistryClient::new([&garbage.url, &dead]).unwrap();
         match registry.services().await {
             Err(Error::Unavailable(failures)) => {
                 let urls: Vec<_> = failures.iter().map(Failure::url).collect();
@@ -720,7 +720,7 @@ mod tests {
             }
         })
         .await;
-        let registry = Registry::new([&stub.url]).unwrap();
+        let registry = RegistryClient::new([&stub.url]).unwrap();
         let ip: IpAddr = "10.0.0.7".parse().unwrap();
         let port = Port::new(8080).unwrap();
         assert!(registry
@@ -751,7 +751,7 @@ mod tests {
         });
         let healthy = stub::serve(|_| (200, vec![], hosts_body("payments", &[1]))).await;
         let timeout = Duration::from_millis(300);
-        let registry = Registry::builder([&frozen_url, &healthy.url])
+        let registry = RegistryClient::builder([&frozen_url, &healthy.url])
             .request_timeout(timeout)
             .build()
             .unwrap();
@@ -792,7 +792,7 @@ mod tests {
             (200, headers, hosts_body("payments", &[1]))
         })
         .await;
-        let registry = Registry::new([&stub.url]).unwrap();
+        let registry = RegistryClient::new([&stub.url]).unwrap();
         let mut poll = HostsPoll {
             origin: None,
             index: Some(7),
@@ -849,18 +849,18 @@ mod tests {
 
     #[test]
     fn comma_separated_lists_are_split_like_the_registry_flag() {
-        let registry = Registry::new(["http://a:1,http://b:2", " http://c:3 "]).unwrap();
+        let registry = RegistryClient::new(["http://a:1,http://b:2", " http://c:3 "]).unwrap();
         assert_eq!(registry.urls(), ["http://a:1", "http://b:2", "http://c:3"]);
         assert_eq!(registry.preferred_url(), "http://a:1");
         assert!(matches!(
-            Registry::new(Vec::<String>::new()),
+            RegistryClient::new(Vec::<String>::new()),
             Err(Error::NoRegistries)
         ));
     }
 
     #[test]
     fn debug_output_never_shows_tokens() {
-        let registry = Registry::builder(["http://a:1"])
+        let registry = RegistryClient::builder(["http://a:1"])
             .write_token("s3cret")
             .build()
             .unwrap();
