@@ -503,3 +503,77 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
     );
 }
 
+/// `heartbeat`, `hosts`, `services` and `peers` against an HTTPS cluster that requires client
+/// certificates: the agent registers through one node and deregisters on SIGTERM, the read
+/// commands answer through the other.
+#[test]
+fn every_client_subcommand_works_against_an_https_cluster_with_client_certificates() {
+    let dir = TempDir::new("tls-cli");
+    let ca = Ca::new(&dir.0, "cli");
+    let mtls = ["--tls-client-auth", "all", "--gossip-interval", "200ms"];
+    let a = start(&tls_args(&ca.leaf("a", 1), &ca, &mtls));
+    let b = start(&tls_args(
+        &ca.leaf("b", 2),
+        &ca,
+        &[&mtls[..], &["--peers", &a.url]].concat(),
+    ));
+    let client = ca.leaf("client", 3);
+    let tls = [
+        &["--ca".to_owned(), ca.pem.display().to_string()][..],
+        &client.client_args(),
+    ]
+    .concat();
+    let mut agent = Command::new(binary())
+        .args(strings(&[
+            "heartbeat",
+            "--registry",
+            &a.url,
+            "--service",
+            "web",
+        ]))
+        .args(strings(&[
+            "--port",
+            "9000",
+            "--ip",
+            "10.3.3.3",
+            "--interval",
+            "1s",
+        ]))
+        .args(&tls)
+        .env("DISCOVERY_LOG", "warn")
+        .spawn()
+        .expect("start the agent");
+    wait_until("the agent's host reaches b", WAIT, || {
+        ips(&ca, Some(&client), &b, "web") == ["10.3.3.3"]
+    });
+    let read = |command: &[&str]| {
+        let out = cli(&[
+            &strings(command)[..],
+            &strings(&["--registry", &b.url]),
+            &tls,
+        ]
+        .concat());
+        assert!(
+            out.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(read(&["hosts", "web"]).contains("10.3.3.3"));
+    assert!(read(&["services"]).contains("web"));
+    assert!(read(&["peers"]).contains(&a.url));
+    let status = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = agent.wait().expect("wait for the agent");
+    assert!(
+        exit.success(),
+        "the agent drained and deregistered over TLS"
+    );
+    wait_until("the host is gone from b", WAIT, || {
+        ips(&ca, Some(&client), &b, "web").is_empty()
+    });
+}
