@@ -189,6 +189,22 @@ pub fn http_client(tls: Option<&ClientTls>) -> reqwest::ClientBuilder {
         .tls_backend_preconfigured(config)
 }
 
+/// Why a request got no answer, in one line: "timed out", or its root cause (reqwest's own
+/// text names the URL again and hides why), with what a TLS failure means in words.
+pub fn why_unreachable(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if let Some(tls) = explain(error) {
+        format!("{tls} ({cause})")
+    } else {
+        cause.to_string()
+    }
+}
+
 /// What a TLS failure somewhere in `error`'s chain means, in words a person can act on; `None`
 /// when the failure was not TLS's.
 pub fn explain(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {

@@ -179,22 +179,9 @@ fn describe(error: &Error) -> String {
 
 fn describe_failure(failure: &Failure) -> String {
     match failure {
-        Failure::Transport { url, source } => format!("{url}: {}", why_unreachable(source)),
+        Failure::Transport { url, source } => {
+            format!("{url}: {}", discovery_client::tls::why_unreachable(source))
+        }
         other => other.to_string(),
-    }
-}
-
-/// Why a request got no answer, in one line: its root cause, and what a TLS failure means.
-pub(crate) fn why_unreachable(source: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = source;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    if source.is_timeout() {
-        "timed out".to_owned()
-    } else if let Some(tls) = discovery_client::tls::explain(source) {
-        format!("{tls} ({cause})")
-    } else {
-        cause.to_string()
     }
 }

@@ -54,7 +54,7 @@ pub async fn run(args: HealthArgs) -> Result<(), HealthError> {
     );
     let unreachable = |source: reqwest::Error| HealthError::Unreachable {
         url: url.clone(),
-        why: super::connect::why_unreachable(&source),
+        why: discovery_client::tls::why_unreachable(&source),
     };
     let client = discovery_client::tls::http_client(tls.as_ref())
         .timeout(Duration::from_secs(3))

@@ -41,7 +41,7 @@ fn failure(e: reqwest::Error) -> TransportError {
     if e.is_timeout() {
         TransportError::Timeout
     } else {
-        TransportError::Unreachable(e.to_string())
+        TransportError::Unreachable(discovery_client::tls::why_unreachable(&e))
     }
 }
 
