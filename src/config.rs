@@ -481,4 +481,25 @@ mod tests {
             assert!(err.to_string().contains("expiry-grace"), "{refused}: {err}");
         }
     }
+
+    #[test]
+    fn peers_take_the_nodes_scheme_and_a_tls_node_with_peers_needs_a_ca() {
+        let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        let with_ca = [&tls[..], &["--tls-ca", "ca.pem"]].concat();
+        let peers = |flags: &[&str]| config(flags).map(|c| c.cluster.peers);
+        assert_eq!(peers(&["--peers", "b:1"]).unwrap(), ["http://b:1"]);
+        let https = [&with_ca[..], &["--peers", "b:1,https://c:2"]].concat();
+        assert_eq!(peers(&https).unwrap(), ["https://b:1", "https://c:2"]);
+        for (refused, flag) in [
+            (vec!["--peers", "https://b:1"], "--peers"),
+            (
+                [&with_ca[..], &["--peers", "http://b:1"]].concat(),
+                "--peers",
+            ),
+            ([&tls[..], &["--peers", "b:1"]].concat(), "--tls-ca"),
+        ] {
+            let err = config(&refused).unwrap_err().to_string();
+            assert!(err.starts_with(flag), "{refused:?}: {err}");
+        }
+    }
 }
