@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::gossip::normalize_peer;
 use crate::registry::{NodeId, RegistryConfig};
 use crate::tls::{TlsArgs, TlsFiles};
 
@@ -245,38 +246,16 @@ fn token(flag: &'static str, t: Option<String>) -> Result<Option<String>, Config
     }
 }
 
-/// Normalizes a peer base URL: `host:port` gets `http://`, trailing slashes go.
-pub(crate) fn normalize_peer(url: &str) -> Result<String, ConfigError> {
-    let url = url.trim().trim_end_matches('/');
-    let url = if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    };
-    let Some(rest) = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-    else {
-        return Err(bad(
-            "peers",
-            format!("{url:?}: only http:// and https:// peers are supported"),
-        ));
-    };
-    if rest.is_empty() {
-        return Err(bad("peers", "empty peer address"));
-    }
-    Ok(url)
-}
-
 /// A `--peers` entry with the node's scheme: `host:port` gets it, and a URL with the other
 /// one is refused (every node of a cluster speaks TLS, or none does).
 fn peer_with_scheme(url: &str, scheme: &str) -> Result<String, ConfigError> {
     let trimmed = url.trim();
     let url = if trimmed.contains("://") {
-        normalize_peer(trimmed)?
+        normalize_peer(trimmed)
     } else {
-        normalize_peer(&format!("{scheme}://{trimmed}"))?
-    };
+        normalize_peer(&format!("{scheme}://{trimmed}"))
+    }
+    .map_err(|why| bad("peers", why))?;
     if !url.starts_with(&format!("{scheme}://")) {
         let why = match scheme {
             "https" => "this node speaks TLS (--tls-cert), so its peers are https:// URLs",

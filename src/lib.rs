@@ -9,6 +9,7 @@
 //! registry core and the gossip node with its in-memory network.
 
 mod auth;
+mod bounded_body;
 pub mod cli;
 mod config;
 pub mod gossip;

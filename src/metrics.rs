@@ -1,12 +1,12 @@
-//! Metric names and recording functions (Prometheus text at `GET /metrics`).
+//! Metric names and recording functions (Prometheus text at `GET /metrics`). A leaf: it knows
+//! no transport (HTTP methods and routes arrive as strings) and label values are enums, so a
+//! label is spelled once, here.
 //!
 //! Counters are recorded where things happen; gauges that mirror registry state (hosts,
 //! services, stale hosts) are read from the registry at scrape time, so they cannot drift.
 
 use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
-
-use axum::http::Method;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -57,17 +57,80 @@ pub(crate) struct HeartbeatLabels {
     pub(crate) result: HeartbeatResult,
 }
 
-/// Labels of a gossip round or transfer.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct GossipLabels {
-    /// `ok`/`failed` for rounds, `sent`/`received` for bytes and records.
-    pub(crate) kind: &'static str,
+/// How a gossip exchange ended: the `kind` of `discovery_gossip_rounds_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum RoundOutcome {
+    ok,
+    failed,
 }
 
-/// Why gossip messages are refused whole: the `kind` values of
+/// Which way gossip bytes went: the `kind` of `discovery_gossip_bytes_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum Direction {
+    sent,
+    received,
+}
+
+/// What became of gossip records: the `kind` of `discovery_gossip_records_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum RecordFlow {
+    sent,
+    received,
+    /// Received and refused (by reason in `discovery_gossip_records_refused_total`).
+    refused,
+}
+
+/// Why a gossip message was refused whole: the `kind` of
 /// `discovery_gossip_messages_refused_total`.
-pub(crate) const GOSSIP_REFUSALS: &[&str] =
-    &["own_id", "bad_sender", "malformed", "too_large", "busy"];
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum RefusedMessage {
+    /// It claims this node's own node id.
+    own_id,
+    /// Its sender's address is not a peer URL.
+    bad_sender,
+    /// It does not decode.
+    malformed,
+    /// Over the size bound.
+    too_large,
+    /// Every decode slot was taken (answered 503).
+    busy,
+}
+
+/// A peer's state: the `state` of the `discovery_peers` gauge.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum PeerState {
+    /// Trusted and answering.
+    alive,
+    /// Trusted, failing lately.
+    suspect,
+    /// Trusted, failing for several rounds in a row.
+    dead,
+    /// Learned from a message and not yet heard from.
+    unverified,
+}
+
+/// The label set of a gossip counter, one `kind` of its own enum (the derive takes no
+/// generics, hence one struct per enum).
+macro_rules! kind_labels {
+    ($($labels:ident($kind:ty)),*) => {$(
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct $labels {
+            kind: $kind,
+        }
+    )*};
+}
+
+kind_labels!(
+    RoundLabels(RoundOutcome),
+    DirectionLabels(Direction),
+    RecordLabels(RecordFlow),
+    RefusedMessageLabels(RefusedMessage)
+);
 
 /// Labels of a refused gossip record.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,8 +142,7 @@ pub(crate) struct RefusedLabels {
 /// Labels of a peer-state gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct PeerStateLabels {
-    /// `alive`, `suspect` or `dead` (trusted peers), or `unverified`.
-    pub(crate) state: &'static str,
+    state: PeerState,
 }
 
 type Hist = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -122,24 +184,37 @@ pub(crate) struct Metrics {
     pub(crate) long_polls_refused: Counter,
     /// Connections cut because a response made no write progress for `--write-timeout`.
     pub(crate) write_timeouts: Counter,
-    /// Gossip rounds by outcome (`ok`, `failed`).
-    pub(crate) gossip_rounds: Family<GossipLabels, Counter>,
-    /// Gossip payload bytes (`sent`, `received`).
-    pub(crate) gossip_bytes: Family<GossipLabels, Counter>,
-    /// Gossip records (`sent`, `received`, `refused`).
-    pub(crate) gossip_records: Family<GossipLabels, Counter>,
+    gossip_rounds: Family<RoundLabels, Counter>,
+    gossip_bytes: Family<DirectionLabels, Counter>,
+    gossip_records: Family<RecordLabels, Counter>,
     /// Gossip records refused, by reason.
     pub(crate) gossip_records_refused: Family<RefusedLabels, Counter>,
-    /// Peers by state.
-    pub(crate) peers: Family<PeerStateLabels, Gauge>,
+    peers: Family<PeerStateLabels, Gauge>,
     /// Seconds between a write being taken on its node and being applied here, for the
     /// newest records received.
     pub(crate) convergence_lag_seconds: Gauge<f64, AtomicU64>,
     /// The largest number of records any peer lacked from this node at the last exchange.
     pub(crate) replication_backlog: Gauge,
-    /// Gossip messages refused whole, by why (`own_id`, `bad_sender`, `malformed`,
-    /// `too_large`, `busy`).
-    pub(crate) gossip_messages_refused: Family<GossipLabels, Counter>,
+    gossip_messages_refused: Family<RefusedMessageLabels, Counter>,
+}
+
+impl RefusedMessage {
+    const ALL: [RefusedMessage; 5] = [
+        RefusedMessage::own_id,
+        RefusedMessage::bad_sender,
+        RefusedMessage::malformed,
+        RefusedMessage::too_large,
+        RefusedMessage::busy,
+    ];
+}
+
+impl PeerState {
+    const ALL: [PeerState; 4] = [
+        PeerState::alive,
+        PeerState::suspect,
+        PeerState::dead,
+        PeerState::unverified,
+    ];
 }
 
 impl Metrics {
@@ -233,15 +308,15 @@ impl Metrics {
             "Connections cut because a response made no write progress for --write-timeout",
             write_timeouts.clone(),
         );
-        let gossip_rounds = Family::<GossipLabels, Counter>::default();
+        let gossip_rounds = Family::<RoundLabels, Counter>::default();
         registry.register(
             "gossip_rounds",
             "Gossip exchanges, by outcome",
             gossip_rounds.clone(),
         );
-        let gossip_bytes = Family::<GossipLabels, Counter>::default();
+        let gossip_bytes = Family::<DirectionLabels, Counter>::default();
         registry.register("gossip_bytes", "Gossip payload bytes", gossip_bytes.clone());
-        let gossip_records = Family::<GossipLabels, Counter>::default();
+        let gossip_records = Family::<RecordLabels, Counter>::default();
         registry.register("gossip_records", "Gossip records", gossip_records.clone());
         let gossip_records_refused = Family::<RefusedLabels, Counter>::default();
         registry.register(
@@ -270,7 +345,7 @@ impl Metrics {
             "Most records a peer lacked from this node at the last exchange",
             replication_backlog.clone(),
         );
-        let gossip_messages_refused = Family::<GossipLabels, Counter>::default();
+        let gossip_messages_refused = Family::<RefusedMessageLabels, Counter>::default();
         registry.register(
             "gossip_messages_refused",
             "Gossip messages refused whole, by reason",
@@ -288,18 +363,25 @@ impl Metrics {
                 .get_or_create(&HeartbeatLabels { result })
                 .inc_by(0);
         }
-        let kinds: [(&Family<GossipLabels, Counter>, &[&str]); 4] = [
-            (&gossip_rounds, &["ok", "failed"]),
-            (&gossip_bytes, &["sent", "received"]),
-            (&gossip_records, &["sent", "received", "refused"]),
-            (&gossip_messages_refused, GOSSIP_REFUSALS),
-        ];
-        for (family, kinds) in kinds {
-            for kind in kinds {
-                Metrics::gossip(family, kind, 0);
-            }
+        for kind in [RoundOutcome::ok, RoundOutcome::failed] {
+            gossip_rounds.get_or_create(&RoundLabels { kind }).inc_by(0);
         }
-        for state in ["alive", "suspect", "dead", "unverified"] {
+        for kind in [Direction::sent, Direction::received] {
+            gossip_bytes
+                .get_or_create(&DirectionLabels { kind })
+                .inc_by(0);
+        }
+        for kind in [RecordFlow::sent, RecordFlow::received, RecordFlow::refused] {
+            gossip_records
+                .get_or_create(&RecordLabels { kind })
+                .inc_by(0);
+        }
+        for kind in RefusedMessage::ALL {
+            gossip_messages_refused
+                .get_or_create(&RefusedMessageLabels { kind })
+                .inc_by(0);
+        }
+        for state in PeerState::ALL {
             peers.get_or_create(&PeerStateLabels { state }).set(0);
         }
         Metrics {
@@ -339,9 +421,51 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a gossip event of `kind` by `n`.
-    pub(crate) fn gossip(family: &Family<GossipLabels, Counter>, kind: &'static str, n: u64) {
-        family.get_or_create(&GossipLabels { kind }).inc_by(n);
+    /// Counts an exchange with a peer.
+    pub(crate) fn gossip_round(&self, kind: RoundOutcome) {
+        self.gossip_rounds
+            .get_or_create(&RoundLabels { kind })
+            .inc();
+    }
+
+    /// Counts `n` gossip payload bytes.
+    pub(crate) fn gossip_bytes(&self, kind: Direction, n: u64) {
+        self.gossip_bytes
+            .get_or_create(&DirectionLabels { kind })
+            .inc_by(n);
+    }
+
+    /// Counts `n` gossip records.
+    pub(crate) fn gossip_records(&self, kind: RecordFlow, n: u64) {
+        self.gossip_records
+            .get_or_create(&RecordLabels { kind })
+            .inc_by(n);
+    }
+
+    /// Counts a gossip message refused whole.
+    pub(crate) fn gossip_message_refused(&self, kind: RefusedMessage) {
+        self.gossip_messages_refused
+            .get_or_create(&RefusedMessageLabels { kind })
+            .inc();
+    }
+
+    /// Gossip messages refused whole for `kind` so far.
+    #[cfg(test)]
+    pub(crate) fn gossip_messages_refused(&self, kind: RefusedMessage) -> u64 {
+        self.gossip_messages_refused
+            .get_or_create(&RefusedMessageLabels { kind })
+            .get()
+    }
+
+    /// Sets the number of peers in `state`.
+    pub(crate) fn set_peers(&self, state: PeerState, n: i64) {
+        self.peers.get_or_create(&PeerStateLabels { state }).set(n);
+    }
+
+    /// The number of peers in `state`, as last set.
+    #[cfg(test)]
+    pub(crate) fn peers(&self, state: PeerState) -> i64 {
+        self.peers.get_or_create(&PeerStateLabels { state }).get()
     }
 
     /// Counts `n` gossip records refused for `reason`.
@@ -357,7 +481,7 @@ impl Metrics {
     pub(crate) fn request(
         &self,
         route: Cow<'static, str>,
-        method: &Method,
+        method: &str,
         status: u16,
         seconds: f64,
     ) {
@@ -387,8 +511,8 @@ impl Metrics {
 /// A method as a label value. HTTP lets a client invent any method (`FOO1`, `FOO2`, ...), and
 /// each label value is a series kept for the life of the process, so every method outside
 /// the standard ones counts as `OTHER`: the series stay a fixed set, and nothing allocates.
-fn method_label(method: &Method) -> Cow<'static, str> {
-    Cow::Borrowed(match method.as_str() {
+fn method_label(method: &str) -> Cow<'static, str> {
+    Cow::Borrowed(match method {
         "GET" => "GET",
         "POST" => "POST",
         "DELETE" => "DELETE",

@@ -61,6 +61,7 @@ fn live(service: &str, ip: &str, ts: Micros) -> Replica {
             },
             weight: None,
             cleared: None,
+            expired: None,
         },
     }
 }

@@ -27,6 +27,23 @@ fn start(args: &[String]) -> Node {
     Node::start(&args)
 }
 
+/// `size` TLS nodes of one fresh CA (node `i` gets a certificate with serial `i + 1`), each
+/// with `extra` flags; the others name the first as their peer. The folder goes last.
+fn cluster(tag: &str, size: usize, extra: &[&str]) -> (TempDir, Ca, Vec<Node>) {
+    let dir = TempDir::new(tag);
+    let ca = Ca::new(&dir.0, tag);
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..size {
+        let leaf = ca.leaf(&format!("node{i}"), i as u64 + 1);
+        let mut args = tls_args(&leaf, &ca, extra);
+        if let Some(first) = nodes.first() {
+            args.extend(["--peers".to_owned(), first.url.clone()]);
+        }
+        nodes.push(start(&args));
+    }
+    (dir, ca, nodes)
+}
+
 /// curl's options to trust `ca` and present `client` when given.
 fn tls_options(ca: &Ca, client: Option<&Leaf>) -> Vec<String> {
     let mut options = vec!["--cacert".to_owned(), ca.pem.display().to_string()];
@@ -93,29 +110,13 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 #[test]
 fn three_node_mtls_cluster_converges_and_serves_health_checks_without_a_client_certificate() {
-    let dir = TempDir::new("tls-cluster");
-    let ca = Ca::new(&dir.0, "cluster");
-    let leaves: Vec<Leaf> = (1..=3).map(|i| ca.leaf(&format!("node{i}"), i)).collect();
-    let fast = ["--gossip-interval", "200ms"];
-    let a = start(&tls_args(
-        &leaves[0],
-        &ca,
-        &[&["--node-id", "a"][..], &fast].concat(),
-    ));
+    let (_dir, ca, nodes) = cluster("tls-cluster", 3, &["--gossip-interval", "200ms"]);
+    let [a, b, c] = &nodes[..] else {
+        unreachable!()
+    };
     assert!(a.url.starts_with("https://"), "{}", a.url);
-    let peer_of_a = a.url.clone();
-    let b = start(&tls_args(
-        &leaves[1],
-        &ca,
-        &[&["--node-id", "b", "--peers", &peer_of_a][..], &fast].concat(),
-    ));
-    let c = start(&tls_args(
-        &leaves[2],
-        &ca,
-        &[&["--node-id", "c", "--peers", &peer_of_a][..], &fast].concat(),
-    ));
     // Writes and reads need no client certificate under the default `peers`.
-    for (node, ip) in [(&a, "10.0.0.1"), (&b, "10.0.0.2"), (&c, "10.0.0.3")] {
+    for (node, ip) in [(a, "10.0.0.1"), (b, "10.0.0.2"), (c, "10.0.0.3")] {
         let url = format!("{}/v1/registration/web", node.url);
         let body = format!("ip={ip}&port=8080&revision=r1");
         let (status, text) = curl_tls(&ca, None, "POST", &url, Some(&body));
@@ -221,13 +222,8 @@ fn a_node_with_a_certificate_of_another_ca_cannot_gossip_and_nothing_it_sends_is
 
 #[test]
 fn with_both_mtls_and_a_peer_token_gossip_needs_both() {
-    let dir = TempDir::new("tls-token");
-    let ca = Ca::new(&dir.0, "tok");
-    let a = start(&tls_args(
-        &ca.leaf("a", 1),
-        &ca,
-        &["--peer-token", "s3cret"],
-    ));
+    let (_dir, ca, nodes) = cluster("tls-token", 1, &["--peer-token", "s3cret"]);
+    let a = &nodes[0];
     let peer = ca.leaf("peer", 2);
     let sync = format!("{}/v1/gossip/sync", a.url);
     let (status, body) = curl_tls(&ca, Some(&peer), "POST", &sync, Some("x"));
@@ -246,13 +242,8 @@ fn with_both_mtls_and_a_peer_token_gossip_needs_both() {
 
 #[test]
 fn under_client_auth_all_a_client_without_a_certificate_is_refused_with_a_reason() {
-    let dir = TempDir::new("tls-all");
-    let ca = Ca::new(&dir.0, "all");
-    let node = start(&tls_args(
-        &ca.leaf("node", 1),
-        &ca,
-        &["--tls-client-auth", "all"],
-    ));
+    let (dir, ca, nodes) = cluster("tls-all", 1, &["--tls-client-auth", "all"]);
+    let node = &nodes[0];
     let client = ca.leaf("client", 2);
     let (status, body) = curl_tls(&ca, None, "GET", &format!("{}/healthz", node.url), None);
     assert_eq!(status, 401, "{body}");
@@ -428,15 +419,9 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
         ClientTls, HeartbeatConfig, Heartbeater, HostWatcher, Registration, RegistryClient,
         ServiceName, WatcherConfig,
     };
-    let dir = TempDir::new("tls-client");
-    let ca = Ca::new(&dir.0, "lib");
     let mtls = ["--tls-client-auth", "all", "--gossip-interval", "200ms"];
-    let a = start(&tls_args(&ca.leaf("a", 1), &ca, &mtls));
-    let b = start(&tls_args(
-        &ca.leaf("b", 2),
-        &ca,
-        &[&mtls[..], &["--peers", &a.url]].concat(),
-    ));
+    let (_dir, ca, nodes) = cluster("tls-client", 2, &mtls);
+    let [a, b] = &nodes[..] else { unreachable!() };
     let client = ca.leaf("client", 3);
     let tls = ClientTls::from_files(&ca.pem, Some(&client.cert), Some(&client.key)).unwrap();
     let through = |url: &str| {
@@ -508,15 +493,9 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
 /// commands answer through the other.
 #[test]
 fn every_client_subcommand_works_against_an_https_cluster_with_client_certificates() {
-    let dir = TempDir::new("tls-cli");
-    let ca = Ca::new(&dir.0, "cli");
     let mtls = ["--tls-client-auth", "all", "--gossip-interval", "200ms"];
-    let a = start(&tls_args(&ca.leaf("a", 1), &ca, &mtls));
-    let b = start(&tls_args(
-        &ca.leaf("b", 2),
-        &ca,
-        &[&mtls[..], &["--peers", &a.url]].concat(),
-    ));
+    let (_dir, ca, nodes) = cluster("tls-cli", 2, &mtls);
+    let [a, b] = &nodes[..] else { unreachable!() };
     let client = ca.leaf("client", 3);
     let tls = [
         &["--ca".to_owned(), ca.pem.display().to_string()][..],
@@ -544,7 +523,7 @@ fn every_client_subcommand_works_against_an_https_cluster_with_client_certificat
         .spawn()
         .expect("start the agent");
     wait_until("the agent's host reaches b", WAIT, || {
-        ips(&ca, Some(&client), &b, "web") == ["10.3.3.3"]
+        ips(&ca, Some(&client), b, "web") == ["10.3.3.3"]
     });
     let read = |command: &[&str]| {
         let out = cli(&[
@@ -574,6 +553,6 @@ fn every_client_subcommand_works_against_an_https_cluster_with_client_certificat
         "the agent drained and deregistered over TLS"
     );
     wait_until("the host is gone from b", WAIT, || {
-        ips(&ca, Some(&client), &b, "web").is_empty()
+        ips(&ca, Some(&client), b, "web").is_empty()
     });
 }

@@ -32,7 +32,7 @@ use super::messages::{
 };
 use super::peers::{Contact, PeerTable};
 use super::transport::{Transport, TransportError};
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, PeerState, RecordFlow, RefusedMessage, RoundOutcome};
 use crate::registry::{advance, behind, Delta, Digest, Micros, Registry, SECOND};
 use crate::state::NodeState;
 use crate::throttle::Throttle;
@@ -173,9 +173,9 @@ impl<T: Transport> Node<T> {
         }
         let applied = self.shared.registry.apply(delta, now);
         self.shared.publish(&applied.changes);
-        Metrics::gossip(&metrics.gossip_records, "received", received);
+        metrics.gossip_records(RecordFlow::received, received);
         if applied.refused > 0 {
-            Metrics::gossip(&metrics.gossip_records, "refused", applied.refused as u64);
+            metrics.gossip_records(RecordFlow::refused, applied.refused as u64);
             for (reason, n) in applied.refusals.iter() {
                 metrics.refused(reason, n as u64);
             }
@@ -198,7 +198,9 @@ impl<T: Transport> Node<T> {
         remote: Option<SocketAddr>,
     ) -> Result<SyncResponse, MessageRefusal> {
         if req.from.node_id == self.shared.config.registry.node.as_str() {
-            Metrics::gossip(&self.shared.metrics.gossip_messages_refused, "own_id", 1);
+            self.shared
+                .metrics
+                .gossip_message_refused(RefusedMessage::own_id);
             if self.own_id_warned.allow(self.now() / SECOND) {
                 tracing::warn!(
                     source = ?remote,
@@ -215,11 +217,9 @@ impl<T: Transport> Node<T> {
             None => from.node_id.clone(),
         });
         let (delta, digest) = page(&self.shared.registry, &req.digest);
-        Metrics::gossip(
-            &self.shared.metrics.gossip_records,
-            "sent",
-            delta.records.len() as u64,
-        );
+        self.shared
+            .metrics
+            .gossip_records(RecordFlow::sent, delta.records.len() as u64);
         if let Some(addr) = sender_addr(
             &req.from,
             remote.map(|r| r.ip()),
@@ -284,7 +284,7 @@ impl<T: Transport> Node<T> {
         let mut delta = self.opening(addr, mode);
         let mut digest = registry.digest();
         for _ in 0..MAX_PAGES {
-            Metrics::gossip(&metrics.gossip_records, "sent", delta.records.len() as u64);
+            metrics.gossip_records(RecordFlow::sent, delta.records.len() as u64);
             let req = SyncRequest {
                 from: self.sender(),
                 digest,
@@ -306,8 +306,8 @@ impl<T: Transport> Node<T> {
                     return Err(e);
                 }
             };
-            Metrics::gossip(&metrics.gossip_bytes, "sent", exchanged.sent as u64);
-            Metrics::gossip(&metrics.gossip_bytes, "received", exchanged.received as u64);
+            metrics.gossip_bytes(Direction::sent, exchanged.sent as u64);
+            metrics.gossip_bytes(Direction::received, exchanged.received as u64);
             let response = exchanged.response;
             if response.from.node_id == self.shared.config.registry.node.as_str() {
                 // Only this node may speak for its id: nothing of this answer is merged.
@@ -364,8 +364,12 @@ impl<T: Transport> Node<T> {
         let mut mode = mode;
         let ok = loop {
             let result = self.run_exchange(addr, mode).await;
-            let outcome = if result.is_ok() { "ok" } else { "failed" };
-            Metrics::gossip(&self.shared.metrics.gossip_rounds, outcome, 1);
+            let outcome = if result.is_ok() {
+                RoundOutcome::ok
+            } else {
+                RoundOutcome::failed
+            };
+            self.shared.metrics.gossip_round(outcome);
             if let Err(e) = &result {
                 tracing::debug!(peer = addr, error = %e, "gossip exchange failed");
             }
@@ -388,6 +392,12 @@ impl<T: Transport> Node<T> {
         self.table
             .lock()
             .round_targets(ROUND_FANOUT, everyone, self.interval(), self.now())
+    }
+
+    /// Seeds this node's random choice of peers (see [`PeerTable::seed`]): for simulations
+    /// that must repeat.
+    pub fn seed_peer_choice(&self, seed: u64) {
+        self.table.lock().seed(seed);
     }
 
     /// The peers that new own writes go to, or none when there is nothing new.
@@ -446,15 +456,12 @@ impl<T: Transport> Node<T> {
         };
         let metrics = &self.shared.metrics;
         for (state, n) in [
-            ("alive", alive),
-            ("suspect", suspect),
-            ("dead", dead),
-            ("unverified", unverified),
+            (PeerState::alive, alive),
+            (PeerState::suspect, suspect),
+            (PeerState::dead, dead),
+            (PeerState::unverified, unverified),
         ] {
-            metrics
-                .peers
-                .get_or_create(&crate::metrics::PeerStateLabels { state })
-                .set(n);
+            metrics.set_peers(state, n);
         }
         metrics.replication_backlog.set(behind as i64);
         self.shared.peers.store(Arc::new(PeersResponse {
@@ -509,8 +516,9 @@ fn sender_addr(from: &Sender, remote: Option<IpAddr>, scheme: &str) -> Option<St
     if let Some(addr) = &from.addr {
         return Some(addr.clone());
     }
-    match remote? {
-        IpAddr::V4(ip) => Some(format!("{scheme}://{ip}:{}", from.port)),
-        IpAddr::V6(ip) => Some(format!("{scheme}://[{ip}]:{}", from.port)),
-    }
+    // `SocketAddr`'s Display brackets an IPv6 address.
+    Some(format!(
+        "{scheme}://{}",
+        SocketAddr::new(remote?, from.port)
+    ))
 }

@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
+use crate::bounded_body::{self, BodyError};
 
 /// Path parameters, with a JSON 400 when they do not decode.
 pub(crate) struct Segments<T>(pub T);
@@ -181,28 +182,15 @@ fn malformed(e: multer::Error) -> ApiError {
     ApiError::BadRequest(format!("malformed body: not a valid multipart form: {e}"))
 }
 
-/// Reads a body of at most `limit` bytes within `timeout`.
-///
-/// A body whose declared `Content-Length` is over `limit` is refused before a byte of it is
-/// read: waiting for bytes we would refuse anyway lets a client hold the connection until
-/// the read timeout (and hyper closes the connection after the answer, so the unread body is
-/// never drained).
+/// Reads a body of at most `limit` bytes within `timeout` (see [`bounded_body::read`]).
 pub(crate) async fn read(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
-    if body.size_hint().lower() > limit as u64 {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(ApiError::Timeout),
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            let e = e.into_inner();
-            if e.is::<http_body_util::LengthLimitError>() {
-                Err(ApiError::PayloadTooLarge(limit))
-            } else {
-                Err(ApiError::BadRequest(format!(
-                    "could not read the body: {e}"
-                )))
+    bounded_body::read(body, limit, timeout)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { .. } => ApiError::PayloadTooLarge(limit),
+            BodyError::Timeout => ApiError::Timeout,
+            BodyError::Unreadable(e) => {
+                ApiError::BadRequest(format!("could not read the body: {e}"))
             }
-        }
-    }
+        })
 }

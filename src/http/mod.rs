@@ -211,7 +211,7 @@ fn record(
     tracing::debug!(%method, %route, status, latency_us = elapsed.as_micros() as u64, "request");
     shared
         .metrics
-        .request(route, method, status, elapsed.as_secs_f64());
+        .request(route, method.as_str(), status, elapsed.as_secs_f64());
 }
 
 #[cfg(test)]
