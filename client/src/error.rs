@@ -191,7 +191,8 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}");
-        let source = reqwest::get(&url).await.unwrap_err();
+        let client = crate::tls::http_client(None).build().unwrap();
+        let source = client.get(&url).send().await.unwrap_err();
         let text = Error::Unavailable(vec![Failure::Transport {
             url: url.clone(),
             source,
