@@ -22,6 +22,7 @@ mod stall;
 mod state;
 mod throttle;
 mod tls;
+mod xds;
 
 pub use config::{Config, LogFormat, ServeArgs};
 pub use http::{Route, ROUTES};
