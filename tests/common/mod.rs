@@ -57,6 +57,8 @@ impl Node {
         let mut child = Command::new(binary())
             .arg("serve")
             .args(["--listen", listen])
+            // A node restarted on a fixed port would take the default xDS port 18000.
+            .env("DISCOVERY_XDS_LISTEN", "127.0.0.1:0")
             .args(args)
             .env(
                 "DISCOVERY_LOG",
