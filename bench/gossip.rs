@@ -25,7 +25,7 @@
 //!
 //! The `discovery` binary is taken from `DISCOVERY_BIN` or next to this example's directory.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,15 +38,8 @@ use discovery::{Config, NodeState, ServeArgs};
 use discovery_api::{HostStatus, Port, Registration, RepoName, Revision, ServiceName, Tags};
 use std::io::{BufRead, BufReader};
 
+mod node;
 mod scale;
-
-fn binary() -> String {
-    std::env::var("DISCOVERY_BIN").unwrap_or_else(|_| {
-        let exe = std::env::current_exe().expect("current exe");
-        let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-        dir.join("discovery").to_string_lossy().into_owned()
-    })
-}
 
 struct Proc {
     child: Child,
@@ -55,15 +48,7 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("DISCOVERY_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start discovery (build it with cargo build --release --bins)");
+        let mut child = node::spawn(args);
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)

@@ -394,7 +394,7 @@ impl Sim {
         for h in first..last.min(self.hosts) {
             self.beat(h, now, true);
         }
-        if probe && since % self.probe_every == 0 {
+        if probe && since.is_multiple_of(self.probe_every) {
             self.write_probe();
         }
         for i in 0..self.n() {

@@ -25,6 +25,12 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "DISCOVERY_LISTEN", default_value = "0.0.0.0:8080")]
     pub(crate) listen: SocketAddr,
+    /// Address of the gRPC xDS server (ADS and EDS), or `off`. Not given, it is
+    /// 0.0.0.0:18000, except that a node whose `--listen` port is 0 (a test, a throwaway
+    /// node) takes a free port on the `--listen` address too. The bound address is printed as
+    /// `xds listening on ADDR`.
+    #[arg(long, env = "DISCOVERY_XDS_LISTEN")]
+    pub(crate) xds_listen: Option<String>,
     /// Environment name echoed in host lists.
     #[arg(long, env = "DISCOVERY_ENV", default_value = "development")]
     pub(crate) env: String,
@@ -191,6 +197,9 @@ pub(crate) struct ClusterConfig {
 pub struct Config {
     /// Where to listen.
     pub(crate) listen: SocketAddr,
+    /// Where the gRPC xDS server listens (`None`: off). Default 0.0.0.0:18000, Envoy's
+    /// customary xDS port.
+    pub(crate) xds_listen: Option<SocketAddr>,
     /// The registry's rules.
     pub(crate) registry: RegistryConfig,
     /// Access tokens.
@@ -238,6 +247,25 @@ fn token(flag: &'static str, t: Option<String>) -> Result<Option<String>, Config
             Err(bad(flag, "must be printable ASCII without spaces"))
         }
         t => Ok(t),
+    }
+}
+
+/// The default xDS address (SPEC 7).
+const XDS_DEFAULT: &str = "0.0.0.0:18000";
+
+/// `--xds-listen`: an address, `off`, or (not given) the default, which follows a
+/// `--listen` on port 0 so that nodes started on free ports never contend for 18000.
+fn xds_listen(given: Option<&str>, listen: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
+    match given.map(str::trim) {
+        Some("off") => Ok(None),
+        Some(addr) => addr.parse().map(Some).map_err(|_| {
+            bad(
+                "xds-listen",
+                format!("{addr:?}: expected IP:PORT (such as {XDS_DEFAULT}) or off"),
+            )
+        }),
+        None if listen.port() == 0 => Ok(Some(SocketAddr::new(listen.ip(), 0))),
+        None => Ok(XDS_DEFAULT.parse().ok()),
     }
 }
 
@@ -322,8 +350,10 @@ impl Config {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
+        let xds_listen = xds_listen(args.xds_listen.as_deref(), args.listen)?;
         Ok(Config {
             listen: args.listen,
+            xds_listen,
             registry: RegistryConfig {
                 env: args.env,
                 node: NodeId::new(&node_id),
@@ -365,21 +395,41 @@ impl Config {
     }
 }
 
+/// The `serve` flags alone, for tests.
+#[cfg(test)]
+#[derive(clap::Parser)]
+struct Flags {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// A config from `serve` flags as the binary parses them, for tests.
+#[cfg(test)]
+pub(crate) fn config(flags: &[&str]) -> Result<Config, ConfigError> {
+    use clap::Parser;
+    let argv = ["serve"].iter().chain(flags).copied();
+    Config::from_args(Flags::parse_from(argv).serve)
+}
+
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
-
-    fn config(flags: &[&str]) -> Result<Config, ConfigError> {
-        let argv = ["serve"].iter().chain(flags).copied();
-        Config::from_args(Flags::parse_from(argv).serve)
+    #[test]
+    fn xds_listens_on_18000_by_default_beside_a_free_port_when_listen_is_0_and_off_on_request() {
+        let xds = |flags: &[&str]| config(flags).unwrap().xds_listen.map(|a| a.to_string());
+        assert_eq!(xds(&[]).as_deref(), Some("0.0.0.0:18000"));
+        assert_eq!(
+            xds(&["--listen", "127.0.0.1:0"]).as_deref(),
+            Some("127.0.0.1:0")
+        );
+        assert_eq!(
+            xds(&["--listen", "127.0.0.1:0", "--xds-listen", "0.0.0.0:18001"]).as_deref(),
+            Some("0.0.0.0:18001")
+        );
+        assert_eq!(xds(&["--xds-listen", "off"]), None);
+        let err = config(&["--xds-listen", "localhost:1"]).unwrap_err();
+        assert!(err.to_string().contains("--xds-listen"), "{err}");
     }
 
     #[test]

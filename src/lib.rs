@@ -21,6 +21,7 @@ mod server;
 mod stall;
 mod state;
 mod throttle;
+mod xds;
 
 pub use config::{Config, LogFormat, ServeArgs};
 pub use http::{Route, ROUTES};

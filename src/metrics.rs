@@ -145,6 +145,32 @@ pub(crate) struct PeerStateLabels {
     state: PeerState,
 }
 
+/// What happened on an xDS stream.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum XdsEvent {
+    /// A response sent.
+    sent,
+    /// A response accepted by the client.
+    ack,
+    /// A response rejected by the client.
+    nack,
+}
+
+impl XdsEvent {
+    /// Every value, for zero series at start.
+    const ALL: [XdsEvent; 3] = [XdsEvent::sent, XdsEvent::ack, XdsEvent::nack];
+}
+
+/// Labels of an xDS message.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XdsLabels {
+    /// `listener`, `cluster` or `endpoints`.
+    pub resource: &'static str,
+    /// What happened.
+    pub event: XdsEvent,
+}
+
 type Hist = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// All of the node's metrics.
@@ -196,6 +222,10 @@ pub(crate) struct Metrics {
     /// The largest number of records any peer lacked from this node at the last exchange.
     pub(crate) replication_backlog: Gauge,
     gossip_messages_refused: Family<RefusedMessageLabels, Counter>,
+    /// Open xDS streams.
+    pub(crate) xds_streams: Gauge,
+    /// xDS responses sent, accepted and rejected, by resource type.
+    xds_messages: Family<XdsLabels, Counter>,
 }
 
 impl RefusedMessage {
@@ -351,6 +381,21 @@ impl Metrics {
             "Gossip messages refused whole, by reason",
             gossip_messages_refused.clone(),
         );
+        let xds_streams = Gauge::default();
+        registry.register("xds_streams", "Open xDS streams", xds_streams.clone());
+        let xds_messages = Family::<XdsLabels, Counter>::default();
+        registry.register(
+            "xds_messages",
+            "xDS responses sent, ACKed and NACKed, by resource type",
+            xds_messages.clone(),
+        );
+        for resource in ["listener", "cluster", "endpoints"] {
+            for event in XdsEvent::ALL {
+                xds_messages
+                    .get_or_create(&XdsLabels { resource, event })
+                    .inc_by(0);
+            }
+        }
         // Every known label value exists from the start, at 0, so that rates and alerts work
         // before the first event (Prometheus cannot tell a missing series from a zero one).
         for result in [
@@ -411,7 +456,16 @@ impl Metrics {
             convergence_lag_seconds,
             replication_backlog,
             gossip_messages_refused,
+            xds_streams,
+            xds_messages,
         }
+    }
+
+    /// Counts an xDS event.
+    pub(crate) fn xds(&self, resource: &'static str, event: XdsEvent) {
+        self.xds_messages
+            .get_or_create(&XdsLabels { resource, event })
+            .inc();
     }
 
     /// Counts a heartbeat.

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::gossip;
 use crate::http;
 use crate::state::{now, NodeState};
+use crate::xds;
 
 /// How often expired hosts are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -37,6 +38,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// A running node. Dropping it does not stop it: call [`Server::shutdown`].
 pub(crate) struct Server {
     addr: SocketAddr,
+    xds_addr: Option<SocketAddr>,
     shared: Arc<NodeState>,
     tasks: TaskTracker,
 }
@@ -46,12 +48,26 @@ impl Server {
     pub(crate) async fn start(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let xds_listener =
+            match config.xds_listen {
+                Some(xds) => Some(TcpListener::bind(xds).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("--xds-listen {xds}: {e}"))
+                })?),
+                None => None,
+            };
+        let xds_addr = xds_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
         let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks);
         let service = http::service(shared.clone(), gossip.routes());
         tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
+        if let Some(xds_listener) = xds_listener {
+            xds::spawn(shared.clone(), xds_listener, shutdown.clone(), &tasks);
+        }
         tasks.spawn(accept_loop(
             listener,
             service,
@@ -68,6 +84,7 @@ impl Server {
         );
         Ok(Server {
             addr,
+            xds_addr,
             shared,
             tasks,
         })
@@ -76,6 +93,11 @@ impl Server {
     /// The bound address (useful with port 0).
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound xDS address, unless xDS is off.
+    pub(crate) fn xds_addr(&self) -> Option<SocketAddr> {
+        self.xds_addr
     }
 
     /// Stops accepting, lets in-flight requests finish (long polls are answered at once),

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use discovery_api::PeersResponse;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -40,6 +40,11 @@ pub struct NodeState {
     /// Poked by every [`NodeState::publish`] with changes: the gossip layer pushes new local
     /// writes to peers at once instead of waiting for its next round.
     pub local_writes: Notify,
+    /// Counts every routing change of any service, and readiness turning on: what xDS
+    /// streams, which watch many services each, wake on (`xds::pump` coalesces it).
+    routing_changes: watch::Sender<u64>,
+    /// The open xDS streams (`GET /v1/xds/clients`).
+    pub(crate) xds_clients: crate::xds::Clients,
 }
 
 /// A long poll's place under the limit; dropping it frees the place.
@@ -78,6 +83,8 @@ impl NodeState {
             long_polls: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             local_writes: Notify::new(),
+            routing_changes: watch::Sender::new(0),
+            xds_clients: crate::xds::Clients::default(),
         }
     }
 
@@ -157,6 +164,7 @@ impl NodeState {
     pub(crate) fn synced(&self, started: Micros, peer: &str) -> bool {
         let ended = self.stall.synced(started);
         if ended {
+            self.poke();
             tracing::info!(
                 peer,
                 "re-synced with a ready peer after a stall; serving reads again"
@@ -168,8 +176,20 @@ impl NodeState {
     /// Marks the node ready (once it holds a usable state).
     pub(crate) fn set_ready(&self) {
         if !self.ready.swap(true, Ordering::Relaxed) {
+            self.poke();
             tracing::info!(hosts = self.registry.host_count(), "node is ready");
         }
+    }
+
+    /// A receiver of the count of routing changes (see the field `routing_changes`).
+    pub(crate) fn routing_changes(&self) -> watch::Receiver<u64> {
+        self.routing_changes.subscribe()
+    }
+
+    /// Wakes the watchers of all routing changes: after changes, or when what may be sent
+    /// changed without one (the node became ready).
+    pub(crate) fn poke(&self) {
+        self.routing_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Wakes whoever waits on these services.
@@ -178,6 +198,7 @@ impl NodeState {
             self.wakers.notify(change);
         }
         if !changes.is_empty() {
+            self.poke();
             self.local_writes.notify_one();
         }
     }

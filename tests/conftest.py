@@ -35,6 +35,12 @@ class Node:
             self.stop()
             raise RuntimeError(f"unexpected first line {line!r}")
         self.url = line.removeprefix("listening on ")
+        # The gRPC xDS address (on a free port beside --listen's, unless --xds-listen off).
+        self.xds = None
+        if "off" not in args:
+            line = self.proc.stdout.readline().strip()
+            if line.startswith("xds listening on "):
+                self.xds = line.removeprefix("xds listening on ")
 
     def request(self, method: str, path: str, body=None, content_type=None, headers=None):
         """Returns (status, headers, body bytes); never raises on HTTP errors."""

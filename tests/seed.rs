@@ -368,6 +368,8 @@ fn multipart_heartbeats_from_curl_f_register_like_forms() {
     ]);
     assert_eq!(weight.status, 204, "{}", weight.body);
     assert_eq!(hosts(&node, "web")[0]["load_balancing_weight"], 20);
+    // Where lyft's clients and Envoy's v1 SDS read it, as the seed showed it.
+    assert_eq!(hosts(&node, "web")[0]["tags"]["load_balancing_weight"], 20);
     // Bounded like the rest: the body limit, a part count, and no file parts.
     let big = format!("revision={}", "r".repeat(1100));
     refused(

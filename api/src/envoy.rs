@@ -58,6 +58,9 @@ pub struct LocalityLbEndpoints {
     pub locality: Locality,
     /// The hosts.
     pub lb_endpoints: Vec<LbEndpoint>,
+    /// The sum of its hosts' weights. Envoy reads it only with locality-weighted load
+    /// balancing; gRPC's xDS client drops a locality without one.
+    pub load_balancing_weight: u32,
 }
 
 /// A region and zone.

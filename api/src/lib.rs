@@ -14,6 +14,7 @@ mod names;
 mod registration;
 mod strict_json;
 mod tags;
+mod xds;
 
 pub use envoy::{
     Address, ClusterLoadAssignment, DiscoveryRequest, DiscoveryResponse, Endpoint, LbEndpoint,
@@ -27,6 +28,7 @@ pub use host::{
 pub use names::{Port, RepoName, Revision, ServiceName, Weight};
 pub use registration::{parse_bool, Registration, WeightUpdate};
 pub use tags::{TagKey, TagValue, Tags};
+pub use xds::{TargetGroup, XdsClient, XdsClientsResponse, XdsTypeStatus};
 
 /// The largest number of seconds a long poll may wait (SPEC section 8).
 pub const MAX_WAIT_SECS: u64 = 300;

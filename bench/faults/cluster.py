@@ -114,7 +114,8 @@ class Cluster:
         peers = ",".join(n.url for n in self.nodes if n is not node)
         cmd = [self.binary, "serve", "--listen", node.addr, "--node-id", node.name,
                "--peers", peers, *self.node_flags]
-        env = dict(os.environ, DISCOVERY_LOG="warn")
+        # Nodes on fixed ports would all take the default xDS port 18000.
+        env = dict(os.environ, DISCOVERY_LOG="warn", DISCOVERY_XDS_LISTEN="off")
         if node.skew_file:
             # The node runs under libfaketime from the start with offset +0; the clock-skew
             # fault rewrites the file. Monotonic clocks stay true: only the wall clock lies,

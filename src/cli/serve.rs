@@ -23,6 +23,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let server = Server::start(config).await?;
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on http://{}", server.local_addr());
+    if let Some(xds) = server.xds_addr() {
+        let _ = writeln!(stdout, "xds listening on {xds}");
+    }
     let _ = stdout.flush();
     super::shutdown_signal().await;
     tracing::info!("shutting down");

@@ -846,7 +846,7 @@ async fn every_node_drops_a_dead_host_on_the_deciders_deadline_and_never_lists_i
             beat_ttl(&c.nodes[0], "web", "10.0.0.1", 80, "r1", 6);
             c.nodes[0].push().await;
         }
-        if t % 500_000 == 0 {
+        if t.is_multiple_of(500_000) {
             for node in &c.nodes {
                 let report = node.shared().registry.sweep(node.now());
                 node.shared().publish(&report.changes);
@@ -855,7 +855,7 @@ async fn every_node_drops_a_dead_host_on_the_deciders_deadline_and_never_lists_i
                 }
             }
         }
-        if t % SECOND == 0 {
+        if t.is_multiple_of(SECOND) {
             for node in &c.nodes {
                 node.round().await;
             }
@@ -929,7 +929,7 @@ async fn a_host_expired_during_a_partition_goes_from_the_cut_off_node_at_the_hea
             c.net.heal_all();
         }
         // 12 hosts heartbeat to n0 every 1.5 s; the first dies after 5 s.
-        if t % 1_500_000 == 0 {
+        if t.is_multiple_of(1_500_000) {
             for i in 0..12 {
                 if i > 0 || t <= 5 * SECOND {
                     beat_ttl(&c.nodes[0], "web", &format!("10.0.0.{i}"), 80, "r1", 6);
@@ -937,7 +937,7 @@ async fn a_host_expired_during_a_partition_goes_from_the_cut_off_node_at_the_hea
             }
             c.nodes[0].push().await;
         }
-        if t % 500_000 == 0 {
+        if t.is_multiple_of(500_000) {
             for node in &c.nodes {
                 let report = node.shared().registry.sweep(node.now());
                 node.shared().publish(&report.changes);
@@ -946,7 +946,7 @@ async fn a_host_expired_during_a_partition_goes_from_the_cut_off_node_at_the_hea
                 }
             }
         }
-        if t % SECOND == 0 {
+        if t.is_multiple_of(SECOND) {
             for node in &c.nodes {
                 node.round().await;
             }

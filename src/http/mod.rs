@@ -18,9 +18,11 @@ mod limits;
 mod loadbalancing;
 mod metrics;
 mod peers;
+mod prometheus;
 mod registration;
 mod routes;
 mod services;
+mod xds;
 
 use std::borrow::Cow;
 use std::convert::Infallible;

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use axum::http::Method;
 use axum::routing::{delete, get, post, MethodRouter};
 
-use super::{dashboard, envoy, health, loadbalancing, metrics, peers, registration, services};
+use super::{
+    dashboard, envoy, health, loadbalancing, metrics, peers, prometheus, registration, services,
+    xds,
+};
 use crate::state::NodeState;
 
 /// One public endpoint.
@@ -79,6 +82,10 @@ pub const ROUTES: &[Route] = &[
     }),
     route(Method::GET, "/v1/services", || get(services::list)),
     route(Method::GET, "/v1/peers", || get(peers::list)),
+    route(Method::GET, "/v1/xds/clients", || get(xds::clients)),
+    route(Method::GET, "/v1/prometheus/targets", || {
+        get(prometheus::targets)
+    }),
     route(Method::GET, "/healthz", || get(health::healthz)),
     route(Method::GET, "/healthcheck", || get(health::healthcheck)),
     route(Method::GET, "/readyz", || get(health::readyz)),

@@ -65,6 +65,10 @@ impl Registry {
             endpoints: localities
                 .into_iter()
                 .map(|(locality, lb_endpoints)| LocalityLbEndpoints {
+                    load_balancing_weight: lb_endpoints
+                        .iter()
+                        .map(|e| e.load_balancing_weight)
+                        .sum(),
                     locality,
                     lb_endpoints,
                 })

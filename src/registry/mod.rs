@@ -16,6 +16,7 @@
 
 mod clock;
 mod envoy;
+mod prometheus;
 mod record;
 mod replication;
 mod service;

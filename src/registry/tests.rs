@@ -201,13 +201,22 @@ fn weight_override_survives_heartbeats_until_delete() {
         .unwrap();
     let body = hosts(&r, "web", T0 + SECOND);
     assert_eq!(body.hosts[0].load_balancing_weight, Some(40));
+    assert_eq!(
+        body.hosts[0].tags.weight().map(|w| w.get()),
+        Some(40),
+        "the override shows as tags.load_balancing_weight too, as in the seed"
+    );
     assert_eq!(body.hosts[1].load_balancing_weight, None);
+    assert!(body.hosts[1].tags.weight().is_none());
     r.set_weight(&s, None, Weight::new(3).unwrap(), T0 + SECOND)
         .unwrap();
-    assert!(hosts(&r, "web", T0 + SECOND)
-        .hosts
-        .iter()
-        .all(|h| h.load_balancing_weight == Some(3)));
+    assert!(
+        hosts(&r, "web", T0 + SECOND)
+            .hosts
+            .iter()
+            .all(|h| h.load_balancing_weight == Some(3)
+                && h.tags.weight().map(|w| w.get()) == Some(3))
+    );
     r.delete(&s, ip("10.0.0.1"), None, T0 + 2 * SECOND).unwrap();
     r.heartbeat(&s, ip("10.0.0.1"), &tagged, T0 + 3 * SECOND)
         .unwrap();
@@ -951,7 +960,7 @@ fn run_fleet(
                     .unwrap();
             }
         }
-        if t % 500_000 == 0 {
+        if t.is_multiple_of(500_000) {
             engaged |= r.sweep(T0 + t).guard_engaged;
             fewest = fewest.min(hosts(r, "web", T0 + t).hosts.len());
         }

@@ -107,22 +107,38 @@ pub(crate) fn write_host(out: &mut Vec<u8>, service: &str, ip: IpAddr, port: u16
     json_str(out, routing.revision.as_str());
     out.extend_from_slice(b",\"service_repo_name\":");
     json_str(out, routing.service_repo_name.as_str());
+    let override_weight = record.weight_override().map(|w| w.get());
     let _ = write!(
         out,
-        ",\"last_check_in\":\"{}\",\"tags\":{},\"status\":\"{}\",\"ttl\":{}",
-        rfc3339(record.hb.ts),
-        routing.tags,
+        ",\"last_check_in\":\"{}\",\"tags\":",
+        rfc3339(record.hb.ts)
+    );
+    match override_weight {
+        // As the seed did, an operator's override shows in the tags too: lyft's clients and
+        // Envoy's v1 SDS read the weight from `tags.load_balancing_weight` only.
+        Some(w) => write_tags_with_weight(out, &routing.tags, w),
+        None => out.extend_from_slice(routing.tags.as_bytes()),
+    }
+    let _ = write!(
+        out,
+        ",\"status\":\"{}\",\"ttl\":{}",
         routing.status.as_str(),
         record.ttl()
     );
-    if let Some(w) = record
-        .weight_override()
-        .map(|w| w.get())
-        .or_else(|| tag_weight(&routing.tags))
-    {
+    if let Some(w) = override_weight.or_else(|| tag_weight(&routing.tags)) {
         let _ = write!(out, ",\"load_balancing_weight\":{w}");
     }
     out.push(b'}');
+}
+
+/// Writes canonical tag JSON with `load_balancing_weight` set to `weight` (key order kept:
+/// the tags are a sorted map, so equal tags still give equal bytes).
+fn write_tags_with_weight(out: &mut Vec<u8>, tags: &str, weight: u8) {
+    let mut map: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(tags).unwrap_or_default();
+    map.insert("load_balancing_weight".into(), weight.into());
+    // serde_json never fails writing a map of JSON values into a Vec.
+    let _ = serde_json::to_writer(&mut *out, &map);
 }
 
 /// The `load_balancing_weight` tag, read from canonical tag JSON.

@@ -206,3 +206,35 @@ def test_peers_are_shown_with_state_age_and_lag(start_node, page, screenshot):
     expect(alive.locator(".badge")).not_to_have_text("alive", timeout=10000)
     expect(page.locator("#n-peers")).to_have_text("0 / 2")
     assert page.errors == []
+
+
+def test_page_lists_xds_clients_with_their_nacks_as_text(start_node, page):
+    import queue
+
+    import grpc
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+    from google.rpc import status_pb2
+
+    eds = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+    node = start_node()
+    register(node, "payments", "10.0.0.7", 8080)
+    requests = queue.Queue()
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(grpc.insecure_channel(node.xds))
+    call = stub.StreamAggregatedResources(iter(requests.get, None))
+    ident = {"id": IMG, "cluster": "edge"}
+    requests.put(discovery_pb2.DiscoveryRequest(node=ident, type_url=eds, resource_names=["payments"]))
+    first = next(call)
+    requests.put(discovery_pb2.DiscoveryRequest(
+        node=ident, type_url=eds, resource_names=["payments"], response_nonce=first.nonce,
+        error_detail=status_pb2.Status(code=3, message=SCRIPT)))
+
+    page.goto(node.url + "/")
+    row = page.locator("#xds tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").first).to_have_text(IMG)
+    expect(row).to_contain_text("ads")
+    expect(row).to_contain_text("ClusterLoadAssignment ×1")
+    expect(row.locator("td").last).to_have_text("ClusterLoadAssignment: " + SCRIPT, timeout=5000)
+    assert page.errors == []
+    requests.put(None)
+    call.cancel()

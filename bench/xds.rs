@@ -1,0 +1,221 @@
+//! xDS push benchmark (issue 12). Not run by CI; figures go to README ("Performance").
+//!
+//!     cargo build --release --bins --examples
+//!     target/release/examples/xds-bench [--streams 1000] [--connections 20] [--rounds 50]
+//!
+//! Starts one `discovery serve` process on 127.0.0.1 (from `DISCOVERY_BIN` or next to this
+//! example's directory), registers one service, and opens `--streams` ADS streams spread over
+//! `--connections` HTTP/2 connections, each subscribed to that service's
+//! `ClusterLoadAssignment` and ACKing what it gets. Then, per round, one heartbeat changes the
+//! service (a new revision) and the time from just before that request to each stream's update
+//! is taken. Reports the median and p99 over every stream and round, and the node's resident
+//! memory per stream (VmRSS after the streams opened minus before, over the stream count).
+//! The client runs in this process on the same machine: its own scheduling is in the figures.
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+#[derive(Parser)]
+struct Args {
+    /// ADS streams to open.
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    /// HTTP/2 connections they share.
+    #[arg(long, default_value_t = 20)]
+    connections: usize,
+    /// Changes to time.
+    #[arg(long, default_value_t = 50)]
+    rounds: usize,
+}
+
+mod node;
+
+struct Proc {
+    child: Child,
+    url: String,
+    xds: String,
+}
+
+impl Proc {
+    fn start() -> Proc {
+        let mut child = node::spawn(&[]);
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+        let url = next().trim_start_matches("listening on ").to_owned();
+        let xds = next().trim_start_matches("xds listening on ").to_owned();
+        Proc { child, url, xds }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn heartbeat(http: &reqwest::Client, url: &str, revision: usize) {
+    let response = http
+        .post(format!("{url}/v1/registration/bench"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "ip=10.0.0.1&port=8080&revision=r{revision}&ttl=3600"
+        ))
+        .send()
+        .await
+        .expect("heartbeat");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+fn request(version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: "xds-bench".into(),
+            ..Default::default()
+        }),
+        type_url: EDS.into(),
+        resource_names: vec!["bench".into()],
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+/// One stream: subscribes, then reports the time of every update after the first and ACKs it.
+async fn stream(
+    channel: Channel,
+    round_start: Arc<Mutex<Instant>>,
+    opened: mpsc::UnboundedSender<()>,
+    samples: mpsc::UnboundedSender<Duration>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(request("", "")).unwrap();
+    let outgoing =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let mut incoming = client
+        .stream_aggregated_resources(outgoing)
+        .await
+        .expect("open an ADS stream")
+        .into_inner();
+    let mut first = true;
+    while let Ok(Some(response)) = incoming.message().await {
+        let at = Instant::now();
+        if first {
+            first = false;
+            let _ = opened.send(());
+        } else {
+            let _ = samples.send(at - *round_start.lock());
+        }
+        let _ = tx.send(request(&response.version_info, &response.nonce));
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let node = Proc::start();
+    let http = reqwest::Client::new();
+    heartbeat(&http, &node.url, 0).await;
+    let before = node.rss_kib();
+
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(
+            Channel::from_shared(format!("http://{}", node.xds))
+                .unwrap()
+                .connect()
+                .await
+                .expect("connect to the xDS port"),
+        );
+    }
+    let round_start = Arc::new(Mutex::new(Instant::now()));
+    let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
+    let (samples_tx, mut samples_rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    for i in 0..args.streams {
+        tokio::spawn(stream(
+            channels[i % channels.len()].clone(),
+            round_start.clone(),
+            opened_tx.clone(),
+            samples_tx.clone(),
+        ));
+    }
+    for _ in 0..args.streams {
+        opened_rx
+            .recv()
+            .await
+            .expect("every stream gets its first answer");
+    }
+    let open_secs = started.elapsed().as_secs_f64();
+    let after = node.rss_kib();
+
+    let mut all = Vec::with_capacity(args.streams * args.rounds);
+    let mut last_of_round = Vec::with_capacity(args.rounds);
+    for round in 1..=args.rounds {
+        *round_start.lock() = Instant::now();
+        heartbeat(&http, &node.url, round).await;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..args.streams {
+            let d = tokio::time::timeout(Duration::from_secs(30), samples_rx.recv())
+                .await
+                .expect("every stream gets the update within 30 s")
+                .unwrap();
+            slowest = slowest.max(d);
+            all.push(d);
+        }
+        last_of_round.push(slowest);
+        // Lets the ACKs land before the next change.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    all.sort();
+    last_of_round.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{} ADS streams over {} connections, {} rounds (all opened and answered in {:.2} s)",
+        args.streams, args.connections, args.rounds, open_secs
+    );
+    println!(
+        "push latency per stream: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.99)),
+        ms(*all.last().unwrap())
+    );
+    println!(
+        "time until the last stream has it: median {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&last_of_round, 0.5)),
+        ms(percentile(&last_of_round, 0.99))
+    );
+    println!(
+        "node memory: {} KiB before, {} KiB with the streams: {:.1} KiB per stream",
+        before,
+        after,
+        after.saturating_sub(before) as f64 / args.streams as f64
+    );
+}

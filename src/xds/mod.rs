@@ -1,0 +1,183 @@
+//! gRPC xDS (`--xds-listen`, SPEC 3.2, issue 12): the Aggregated Discovery Service, state
+//! of the world and delta, and the per-type Endpoint Discovery Service, serving Envoy and
+//! proxyless gRPC clients (`xds:///SERVICE`) by push instead of poll.
+//!
+//! - [`resources`]: a service as `ClusterLoadAssignment`, `Listener` and `Cluster`, from the
+//!   same prepared views and the same mapping as REST EDS;
+//! - [`protocol`]: versions, nonces, ACK/NACK, subscriptions, as pure state machines;
+//! - [`stream`]: one task per stream;
+//! - [`clients`]: the open streams, for `GET /v1/xds/clients`.
+//!
+//! Changes reach streams through one signal: the change hub's counter, which [`pump`]
+//! coalesces (a burst of writes within [`COALESCE`] wakes each stream once). This layer reads
+//! `NodeState` like the HTTP layer does and never talks to gossip or HTTP.
+
+pub(crate) mod clients;
+mod protocol;
+mod resources;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
+    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+pub(crate) use clients::Clients;
+
+use protocol::{Delta, Sotw};
+use resources::{Cache, Kind};
+use stream::{Outbound, Streams};
+
+use crate::state::{now, NodeState};
+
+/// How long a burst of changes is gathered before streams wake: one update per stream for
+/// a burst, at the cost of this much latency.
+pub(crate) const COALESCE: Duration = Duration::from_millis(2);
+
+/// How often an idle connection is pinged, and how long a ping may go unanswered before the
+/// connection (and its streams) is dropped.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
+
+/// Serves xDS on `listener` until shutdown.
+pub(crate) fn spawn(
+    shared: Arc<NodeState>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let cache = Arc::new(Cache::default());
+    let (changes_tx, changes_rx) = watch::channel(0u64);
+    tasks.spawn(pump(shared.clone(), cache.clone(), changes_tx));
+    let streams = Arc::new(Streams {
+        slots: Arc::new(Semaphore::new(shared.config.limits.max_connections)),
+        shared: shared.clone(),
+        cache,
+        changes: changes_rx,
+        tasks: tasks.clone(),
+    });
+    let max_message = shared.config.limits.max_body;
+    let ads = AggregatedDiscoveryServiceServer::new(Ads(streams.clone()))
+        .max_decoding_message_size(max_message);
+    let eds =
+        EndpointDiscoveryServiceServer::new(Eds(streams)).max_decoding_message_size(max_message);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(KEEPALIVE.1))
+        .add_service(ads)
+        .add_service(eds)
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await });
+    tasks.spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "the xDS server stopped");
+        }
+    });
+}
+
+/// Turns the change hub's counter into the streams' wake-up signal, one per burst, and
+/// drops cached resources of services that went away.
+async fn pump(shared: Arc<NodeState>, cache: Arc<Cache>, changes_tx: watch::Sender<u64>) {
+    let mut changes = shared.routing_changes();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        // Gathers the rest of a burst: the writes of one heartbeat storm or gossip round.
+        tokio::time::sleep(COALESCE).await;
+        changes.borrow_and_update();
+        cache.forget_gone(&shared.registry, now());
+        changes_tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+struct Ads(Arc<Streams>);
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = Outbound<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Outbound<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        self.0.open::<Sotw>(request, "ads", None)
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.0.open::<Delta>(request, "ads-delta", None)
+    }
+}
+
+struct Eds(Arc<Streams>);
+
+#[tonic::async_trait]
+impl EndpointDiscoveryService for Eds {
+    type StreamEndpointsStream = Outbound<DiscoveryResponse>;
+    type DeltaEndpointsStream = Outbound<DeltaDiscoveryResponse>;
+
+    async fn stream_endpoints(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamEndpointsStream>, Status> {
+        self.0.open::<Sotw>(request, "eds", Some(Kind::Endpoints))
+    }
+
+    async fn delta_endpoints(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaEndpointsStream>, Status> {
+        self.0
+            .open::<Delta>(request, "eds-delta", Some(Kind::Endpoints))
+    }
+
+    async fn fetch_endpoints(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented(
+            "FetchEndpoints is not served over gRPC: use StreamEndpoints, ADS, or the REST endpoint POST /v3/discovery:endpoints",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_wakes_streams_once() {
+        let config = crate::config::config(&["--node-id", "n1"]).unwrap();
+        let shared = Arc::new(NodeState::new(config));
+        let (changes_tx, mut changes_rx) = watch::channel(0u64);
+        tokio::spawn(pump(shared.clone(), Arc::default(), changes_tx));
+        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            shared.poke();
+        }
+        changes_rx.changed().await.unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(1), changes_rx.changed()).await;
+        assert!(again.is_err(), "one wake-up for the whole burst");
+        shared.poke();
+        changes_rx.changed().await.unwrap();
+        assert_eq!(*changes_rx.borrow(), 2, "a later change wakes them again");
+        shared.shutdown.cancel();
+    }
+}

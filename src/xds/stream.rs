@@ -1,0 +1,326 @@
+//! One task per xDS stream: reads the client's requests, wakes on registry changes, and
+//! sends what [`protocol`](super::protocol) says, for SotW and delta alike (the
+//! [`Protocol`] trait is what differs).
+//!
+//! The task is one `select!` over the client's next request, the coalesced change signal
+//! and shutdown. It sends nothing while the node is not ready (SPEC 4.4): a node that has not
+//! yet pulled its state must not push empty lists. A response the client does not take
+//! within `--write-timeout` ends the stream, so a stalled client holds no task for ever.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures_util::Stream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::protocol::{Delta, Refused, Reply, Sotw, TypeSummary};
+use super::resources::{Cache, Kind, Source};
+use crate::auth::{self, Access};
+use crate::metrics::XdsEvent;
+use crate::registry::rfc3339;
+use crate::state::{now, NodeState};
+
+/// A response stream as tonic wants it.
+pub(crate) type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// What differs between SotW and delta streams.
+pub(crate) trait Protocol: Default + Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    fn type_url(request: &Self::Request) -> &str;
+    fn node(request: &Self::Request) -> Option<&Node>;
+    fn take(&mut self, kind: Kind, request: &Self::Request) -> Result<Reply, Refused>;
+    fn responses(&mut self, source: &dyn Source) -> Vec<Self::Response>;
+    /// The type URL and version of a response.
+    fn sent(response: &Self::Response) -> (&str, &str);
+    fn summary(&self) -> Vec<TypeSummary>;
+}
+
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    fn type_url(request: &DiscoveryRequest) -> &str {
+        &request.type_url
+    }
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+    fn take(&mut self, kind: Kind, request: &DiscoveryRequest) -> Result<Reply, Refused> {
+        self.request(kind, request)
+    }
+    fn responses(&mut self, source: &dyn Source) -> Vec<DiscoveryResponse> {
+        Sotw::responses(self, source)
+    }
+    fn sent(response: &DiscoveryResponse) -> (&str, &str) {
+        (&response.type_url, &response.version_info)
+    }
+    fn summary(&self) -> Vec<TypeSummary> {
+        Sotw::summary(self)
+    }
+}
+
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    fn type_url(request: &DeltaDiscoveryRequest) -> &str {
+        &request.type_url
+    }
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+    fn take(&mut self, kind: Kind, request: &DeltaDiscoveryRequest) -> Result<Reply, Refused> {
+        self.request(kind, request)
+    }
+    fn responses(&mut self, source: &dyn Source) -> Vec<DeltaDiscoveryResponse> {
+        Delta::responses(self, source)
+    }
+    fn sent(response: &DeltaDiscoveryResponse) -> (&str, &str) {
+        (&response.type_url, &response.system_version_info)
+    }
+    fn summary(&self) -> Vec<TypeSummary> {
+        Delta::summary(self)
+    }
+}
+
+/// What every stream of a node shares.
+pub(crate) struct Streams {
+    pub shared: Arc<NodeState>,
+    pub cache: Arc<Cache>,
+    /// Bumped once per coalesced burst of registry changes (see `xds::pump`).
+    pub changes: watch::Receiver<u64>,
+    pub tasks: TaskTracker,
+    /// One permit per open stream (`--max-connections` of them).
+    pub slots: Arc<Semaphore>,
+}
+
+impl Streams {
+    /// Opens a stream: checks the read token and the stream limit, then spawns its task.
+    /// `only` restricts it to one type (the per-type EDS service), which is also the type of
+    /// a request that names none.
+    pub(crate) fn open<P: Protocol>(
+        &self,
+        request: Request<Streaming<P::Request>>,
+        protocol: &'static str,
+        only: Option<Kind>,
+    ) -> Result<Response<Outbound<P::Response>>, Status> {
+        let headers = request.metadata().clone().into_headers();
+        if !auth::allowed(&self.shared.config.tokens, Access::Read, &headers) {
+            return Err(Status::unauthenticated(
+                "missing or wrong read token (authorization: Bearer ...)",
+            ));
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "this node serves at most {} xDS streams; try another node",
+                self.shared.config.limits.max_connections
+            )));
+        };
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let task = Task {
+            shared: self.shared.clone(),
+            cache: self.cache.clone(),
+            changes: self.changes.clone(),
+            tx,
+            only,
+            protocol,
+            _permit: permit,
+        };
+        self.tasks.spawn(task.run::<P>(inbound, peer));
+        let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}
+
+struct Task<R> {
+    shared: Arc<NodeState>,
+    cache: Arc<Cache>,
+    changes: watch::Receiver<u64>,
+    tx: mpsc::Sender<Result<R, Status>>,
+    only: Option<Kind>,
+    protocol: &'static str,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why a stream ends.
+enum End {
+    /// The client closed it, went away or did not read.
+    Gone,
+    /// We refuse it; the client is told why.
+    Refused(Status),
+}
+
+impl<R: Send + 'static> Task<R> {
+    async fn run<P: Protocol<Response = R>>(
+        mut self,
+        mut inbound: Streaming<P::Request>,
+        peer: Option<SocketAddr>,
+    ) {
+        let shared = self.shared.clone();
+        let peer = peer.map_or_else(String::new, |p| p.to_string());
+        let entry = shared
+            .xds_clients
+            .open(peer.clone(), self.protocol, rfc3339(now()));
+        shared.metrics.xds_streams.inc();
+        let mut state = P::default();
+        let mut named = false;
+        let end = loop {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break End::Gone,
+                message = inbound.message() => match message {
+                    Ok(Some(request)) => {
+                        if !named {
+                            if let Some(node) = P::node(&request) {
+                                named = true;
+                                entry.update(|c| {
+                                    c.node_id = node.id.clone();
+                                    c.node_cluster = node.cluster.clone();
+                                });
+                            }
+                        }
+                        match self.take(&mut state, &request, &entry, &peer) {
+                            Ok(()) => {}
+                            Err(status) => break End::Refused(status),
+                        }
+                    }
+                    Ok(None) => break End::Gone,
+                    Err(status) => {
+                        // Includes a message over the size limit: tell the client.
+                        break End::Refused(status);
+                    }
+                },
+                changed = self.changes.changed() => if changed.is_err() { break End::Gone },
+            }
+            if !shared.is_ready() {
+                continue;
+            }
+            let responses = {
+                let catalog = self.cache.catalog(&shared.registry, now());
+                state.responses(&catalog)
+            };
+            if responses.is_empty() {
+                continue;
+            }
+            let mut gone = false;
+            for response in responses {
+                let (url, version) = P::sent(&response);
+                let kind = Kind::from_url(url);
+                let version = version.to_owned();
+                entry.update_type(url, |t| {
+                    t.sent_version = Some(version);
+                    t.responses += 1;
+                });
+                if let Some(kind) = kind {
+                    shared.metrics.xds(kind.label(), XdsEvent::sent);
+                }
+                if !self.send(Ok(response)).await {
+                    gone = true;
+                    break;
+                }
+            }
+            if gone {
+                break End::Gone;
+            }
+            summarize(&entry, &state.summary());
+        };
+        if let End::Refused(status) = end {
+            tracing::debug!(%peer, error = %status.message(), "xDS stream refused");
+            let _ = self.send(Err(status)).await;
+        }
+        shared.metrics.xds_streams.dec();
+    }
+
+    /// Hands a message to tonic, waiting at most `--write-timeout` for room. Returns whether
+    /// the stream goes on.
+    async fn send(&self, item: Result<R, Status>) -> bool {
+        let timeout = self.shared.config.limits.write_timeout;
+        matches!(
+            tokio::time::timeout(timeout, self.tx.send(item)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Takes one request: its type, its ACK or NACK, its subscription.
+    fn take<P: Protocol>(
+        &self,
+        state: &mut P,
+        request: &P::Request,
+        entry: &super::clients::Entry<'_>,
+        peer: &str,
+    ) -> Result<(), Status> {
+        let url = P::type_url(request);
+        let kind = match (url, self.only) {
+            ("", Some(kind)) => kind,
+            ("", None) => {
+                return Err(Status::invalid_argument(
+                    "type_url is required on an aggregated (ADS) stream",
+                ))
+            }
+            (url, only) => match Kind::from_url(url) {
+                Some(kind) if only.is_none_or(|o| o == kind) => kind,
+                _ if only.is_some() => {
+                    return Err(Status::invalid_argument(format!(
+                        "this service serves only {}, not {url:?}",
+                        only.map_or("", |k| k.url())
+                    )))
+                }
+                _ => {
+                    // Envoy may ask ADS for types we have none of (routes, secrets): it
+                    // gets nothing, as for a name we do not hold.
+                    tracing::debug!(%peer, type_url = url, "xDS type not served; ignored");
+                    return Ok(());
+                }
+            },
+        };
+        let reply = state
+            .take(kind, request)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        let metrics = &self.shared.metrics;
+        match reply {
+            Reply::Initial | Reply::Stale => {}
+            Reply::Ack(version) => {
+                metrics.xds(kind.label(), XdsEvent::ack);
+                entry.update_type(kind.url(), |t| {
+                    t.acked_version = Some(version);
+                    t.acked_at = Some(rfc3339(now()));
+                });
+            }
+            Reply::Nack { version, error } => {
+                metrics.xds(kind.label(), XdsEvent::nack);
+                tracing::warn!(
+                    %peer,
+                    type_url = kind.url(),
+                    version,
+                    error,
+                    "xDS client rejected a response (NACK); that version is not sent again"
+                );
+                entry.update_type(kind.url(), |t| {
+                    t.nacked_version = Some(version);
+                    t.nacked_at = Some(rfc3339(now()));
+                    t.nack_error = Some(error);
+                });
+            }
+        }
+        summarize(entry, &state.summary());
+        Ok(())
+    }
+}
+
+fn summarize(entry: &super::clients::Entry<'_>, summary: &[TypeSummary]) {
+    for s in summary {
+        entry.update_type(s.kind.url(), |t| {
+            t.wildcard = s.wildcard;
+            t.names = s.names;
+        });
+    }
+}
