@@ -102,7 +102,9 @@ pub struct ScaleArgs {
     /// Most wall seconds per cluster size.
     #[arg(long, default_value_t = 1500)]
     wall_cap: u64,
-    /// Seed of the workload and of the loss.
+    /// Seed of the workload, of the loss and of every node's choice of peers: a run with the
+    /// same arguments makes the same choices (bytes vary a little with hash map order, CPU
+    /// is wall time).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Where the plot goes (SVG).
@@ -193,6 +195,9 @@ impl Sim {
         let time = Arc::new(AtomicU64::new(T0));
         let (net, addrs, nodes) = super::virtual_cluster(n, &time, &["--max-hosts", "4000000"]);
         let mut rng = Rng(seed);
+        for node in &nodes {
+            node.seed_peer_choice(rng.next());
+        }
         let round_phase = (0..n).map(|_| rng.below(INTERVAL / TICK) * TICK).collect();
         let services = (0..hosts.div_ceil(PER_SERVICE))
             .map(|s| ServiceName::parse(&format!("svc-{s:05}")).unwrap())

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::gossip::normalize_peer;
 use crate::registry::{NodeId, RegistryConfig};
 
 /// Log line format.
@@ -268,26 +269,6 @@ fn xds_listen(given: Option<&str>, listen: SocketAddr) -> Result<Option<SocketAd
     }
 }
 
-/// Normalizes a peer base URL: `host:port` gets `http://`, trailing slashes go.
-pub(crate) fn normalize_peer(url: &str) -> Result<String, ConfigError> {
-    let url = url.trim().trim_end_matches('/');
-    let url = if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    };
-    if !url.starts_with("http://") {
-        return Err(bad(
-            "peers",
-            format!("{url:?}: only http:// peers are supported"),
-        ));
-    }
-    if url.len() <= "http://".len() {
-        return Err(bad("peers", "empty peer address"));
-    }
-    Ok(url)
-}
-
 impl Config {
     /// Validates the flags.
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
@@ -341,7 +322,7 @@ impl Config {
             .peers
             .iter()
             .filter(|p| !p.trim().is_empty())
-            .map(|p| normalize_peer(p))
+            .map(|p| normalize_peer(p).map_err(|why| bad("peers", why)))
             .collect::<Result<Vec<_>, _>>()?;
         let peers_dns = match args.peers_dns {
             None => None,

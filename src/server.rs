@@ -165,8 +165,9 @@ async fn sweeper(shared: Arc<NodeState>, shutdown: CancellationToken) {
             );
         }
         shared.publish(&report.changes);
-        if report.reshipped > 0 {
-            // Final copies of hosts that went overdue here: peers drop them on our deadline.
+        if report.reshipped > 0 || report.expired > 0 {
+            // Final copies of hosts that went overdue here (peers drop them on our deadline)
+            // and expiries decided here (peers drop them now).
             shared.local_writes.notify_one();
         }
     }

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{agent, get_json, http, wait_until, Node};
+use common::{agent, alive_peers, get_json, http, pair, ready, request, wait_until, Node};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const WAIT: Duration = Duration::from_secs(20);
@@ -42,35 +42,6 @@ fn cluster(extra: &[&str]) -> Vec<Node> {
     nodes
 }
 
-/// Two nodes gossiping every 200 ms: `a` (its log collected) with no `--peers`, and `b`
-/// naming it.
-fn logged_pair() -> (Node, common::Logs, Node) {
-    let (a, logs) = Node::start_logged(&["--node-id", "a", "--gossip-interval", "200ms"]);
-    let b = Node::start(&[
-        "--node-id",
-        "b",
-        "--gossip-interval",
-        "200ms",
-        "--peers",
-        &a.url,
-    ]);
-    (a, logs, b)
-}
-
-fn ready(node: &Node) -> bool {
-    http("GET", &format!("{}/readyz", node.url), None, "").0 == 200
-}
-
-fn alive_peers(node: &Node) -> usize {
-    get_json(&format!("{}/v1/peers", node.url))
-        .and_then(|p| {
-            p["peers"]
-                .as_array()
-                .map(|peers| peers.iter().filter(|p| p["state"] == "alive").count())
-        })
-        .unwrap_or(0)
-}
-
 fn register(node: &Node, service: &str, ip: &str, revision: &str) {
     let body = format!("ip={ip}&port=8080&revision={revision}");
     let (status, text) = http(
@@ -82,12 +53,12 @@ fn register(node: &Node, service: &str, ip: &str, revision: &str) {
     assert_eq!(status, 200, "{text}");
 }
 
-/// The `(ip, revision)` pairs a node serves for a service, or `None` if it does not answer.
 fn deregister(node: &Node, service: &str, ip: &str) {
     let url = format!("{}/v1/registration/{service}/{ip}", node.url);
     assert_eq!(http("DELETE", &url, None, "").0, 200);
 }
 
+/// The `(ip, revision)` pairs a node serves for a service, or `None` if it does not answer.
 fn hosts(node: &Node, service: &str) -> Option<Vec<(String, String)>> {
     let body = get_json(&format!("{}/v1/registration/{service}", node.url))?;
     Some(
@@ -268,30 +239,23 @@ fn the_peer_token_guards_gossip_and_garbage_changes_nothing() {
     let (status, body) = http("POST", &sync, Some("application/x-discovery-gossip"), "x");
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("\"error\""));
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            &sync,
-        ])
-        .args(["-H", "Authorization: Bearer s3cret"])
-        .args(["-H", "Content-Type: application/x-discovery-gossip"])
-        .args(["--data-binary", "garbage that is not a gossip message"])
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+    let garbage = request(
+        "POST",
+        &sync,
+        &[
+            ("authorization", "Bearer s3cret"),
+            ("content-type", "application/x-discovery-gossip"),
+        ],
+        "garbage that is not a gossip message",
+    );
+    assert_eq!(garbage.status, 400);
     assert_eq!(hosts(&nodes[1], "web").unwrap().len(), 1);
     assert!(ready(&nodes[1]));
 }
 
 #[test]
 fn a_peer_that_stops_answering_turns_suspect_then_dead_with_warnings() {
-    let (a, logs, b) = logged_pair();
+    let (a, logs, b) = pair(&[]);
     wait_until("a to see b alive", WAIT, || alive_peers(&a) == 1);
     drop(b);
     let state_of_b = || {
@@ -368,7 +332,7 @@ fn every_node_drops_a_killed_agents_host_within_two_gossip_intervals_of_the_othe
 /// (503s are fine), and it logs the stall.
 #[test]
 fn a_node_resuming_from_a_freeze_resyncs_before_it_serves_a_list() {
-    let (a, logs, b) = logged_pair();
+    let (a, logs, b) = pair(&[]);
     wait_until("both ready", WAIT, || ready(&a) && ready(&b));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let live: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}")).collect();
@@ -432,7 +396,7 @@ fn a_node_resuming_from_a_freeze_resyncs_before_it_serves_a_list() {
 fn a_heartbeat_queued_while_a_node_was_frozen_is_refused_while_it_resyncs() {
     use std::io::{Read, Write};
 
-    let (a, _logs, b) = logged_pair();
+    let (a, _logs, b) = pair(&[]);
     wait_until("both ready", WAIT, || ready(&a) && ready(&b));
     wait_until("a and b gossip", WAIT, || alive_peers(&a) == 1);
     a.signal("STOP");

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{get_json, http, wait_until, Node};
+use common::{get_json, http, pair, request, wait_until, Node};
 use discovery::gossip::messages::{Sender, SyncMessage};
 use discovery::gossip::{CONTENT_TYPE_GOSSIP, SYNC_PATH};
 use discovery::registry::{
@@ -61,6 +61,7 @@ fn live(service: &str, ip: &str, ts: Micros) -> Replica {
             },
             weight: None,
             cleared: None,
+            expired: None,
         },
     }
 }
@@ -125,18 +126,11 @@ fn hosts(node: &Node, service: &str) -> Vec<serde_json::Value> {
 
 /// The `X-Discovery-Index` of a host-list GET (with `query` appended).
 fn index(node: &Node, service: &str, query: &str) -> u64 {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-D", "-"])
-        .arg(format!("{}/v1/registration/{service}{query}", node.url))
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("x-discovery-index")
-                .then(|| v.trim().parse().ok())?
-        })
+    let url = format!("{}/v1/registration/{service}{query}", node.url);
+    request("GET", &url, &[], "")
+        .headers
+        .get("x-discovery-index")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
         .expect("an X-Discovery-Index header")
 }
 
@@ -325,15 +319,7 @@ fn invented_origins_cannot_grow_the_digest_past_what_peers_decode() {
     use discovery::gossip::messages::MAX_ORIGINS;
     use discovery::registry::{Span, MAX_KNOWN_ORIGINS};
 
-    let a = Node::start(&["--node-id", "a", "--gossip-interval", "200ms"]);
-    let b = Node::start(&[
-        "--node-id",
-        "b",
-        "--gossip-interval",
-        "200ms",
-        "--peers",
-        &a.url,
-    ]);
+    let (a, _logs, b) = pair(&[]);
     let spans: Vec<Span> = (0..MAX_ORIGINS)
         .map(|i| Span {
             origin: Arc::new(Origin {

@@ -30,11 +30,7 @@ fi
 # (3 nodes, 60 agents, every fault for 15 s: about 3.5 minutes). It fails on an empty list
 # while live hosts exist, a host back from the dead, or an expiry guard that did not
 # engage; FAULTS_EXPECT_FAIL=guard,resurrect reports those without failing.
-# One check is still reported, not failed: with one node partitioned or its clock skewed,
-# nodes can still drop a dead host seconds apart (an expired host is removed, not replicated
-# as a decision, so a node that missed the final copy drops it on its own later deadline);
-# a reader rotating over nodes may see it once more. Issue 14 stays open for it.
 python3 -m pytest -q bench/faults
-FAULTS_EXPECT_FAIL="${FAULTS_EXPECT_FAIL-resurrect}" bench/faults/run.sh --short
+bench/faults/run.sh --short
 
 echo "all test suites passed"

@@ -226,8 +226,12 @@ backend be_web
         self.procs.append(sync)
         return Haproxy("haproxy", socket_path)
 
-    def start_eds(self) -> "EdsPoller":
-        return EdsPoller("eds-rr", [n.url for n in self.nodes])
+    def start_eds(self, clock=None) -> "EdsPoller":
+        """The rotating EDS poller; every answer it gets (time, node, status, ports) goes to
+        eds-rr.log in the work directory (copied to the output's logs), so that a dead host
+        seen again can be traced to the node that served it."""
+        log = open(os.path.join(self.work, "eds-rr.log"), "a") if clock else None
+        return EdsPoller("eds-rr", [n.url for n in self.nodes], log=log, clock=clock)
 
     # ---- the end -----------------------------------------------------------------------
 
@@ -370,9 +374,11 @@ class EdsPoller(Consumer):
     keeps what it has on a failure, a 503, a 304 or an answer without the service."""
 
     def __init__(self, name: str, urls: list[str], refresh: float = 1.0,
-                 timeout: float = 1.0) -> None:
+                 timeout: float = 1.0, log=None, clock=None) -> None:
         self.name = name
         self.urls = urls
+        self.log = log
+        self.clock = clock
         self.refresh = refresh
         self.timeout = timeout
         self.list: frozenset | None = None
@@ -389,6 +395,7 @@ class EdsPoller(Consumer):
                    "resource_names": [SERVICE], "type_url": EDS_TYPE}
             status, _, body = http("POST", url, json.dumps(req).encode(), self.timeout,
                                    {"Content-Type": "application/json"})
+            self._note(turn - 1, status, body)
             if status == 200:
                 try:
                     resp = json.loads(body)
@@ -406,11 +413,30 @@ class EdsPoller(Consumer):
                     pass
             self.stop.wait(self.refresh)
 
+    def _note(self, turn: int, status: int, body: bytes) -> None:
+        if not self.log:
+            return
+        ports = None
+        if status == 200:
+            try:
+                ports = sorted(ep["endpoint"]["address"]["socket_address"]["port_value"]
+                               for res in json.loads(body).get("resources", [])
+                               for group in res.get("endpoints", [])
+                               for ep in group.get("lb_endpoints", []))
+            except (ValueError, KeyError, TypeError):
+                pass
+        line = {"t": round(self.clock(), 3), "node": turn % len(self.urls) + 1,
+                "status": status, "ports": ports}
+        self.log.write(json.dumps(line) + "\n")
+        self.log.flush()
+
     def current(self) -> frozenset | None:
         return self.list
 
     def close(self) -> None:
         self.stop.set()
+        if self.log:
+            self.log.close()
 
 
 class Haproxy(Consumer):

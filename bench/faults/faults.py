@@ -250,7 +250,7 @@ class Run:
             self.add_agent(i % self.p.nodes)
             time.sleep(spacing)
         self.consumers = [c.start_watcher(n.index) for n in c.nodes]
-        self.consumers.append(c.start_eds())
+        self.consumers.append(c.start_eds(self.clock.now))
         if not self.args.no_haproxy:
             self.consumers.append(c.start_haproxy())
         self.sampler = Sampler(self.clock, self.consumers, c.nodes)

@@ -13,7 +13,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// The request did not complete: connection refused or reset, a timeout, a broken body.
-    #[error("{url}: {source}")]
+    /// Shown with its root cause (`Connection refused`) or as `timed out`, rather than
+    /// reqwest's outer text, which names the URL a second time and hides why.
+    #[error("{url}: {}", root_cause(.source))]
     Transport {
         /// The registry's base URL.
         url: String,
@@ -44,17 +46,21 @@ pub enum Failure {
     },
 }
 
-/// The nodes a call skipped on its way to an answer, as one log field: a timeout as just
-/// that (reqwest's own text for it names the URL again and not the cause).
+/// The nodes a call skipped on its way to an answer, as one log field.
 pub(crate) fn describe_skipped(skipped: &[Failure]) -> String {
-    let parts: Vec<String> = skipped
-        .iter()
-        .map(|failure| match failure.is_timeout() {
-            true => format!("{}: timed out", failure.url()),
-            false => failure.to_string(),
-        })
-        .collect();
-    parts.join("; ")
+    join_failures(skipped)
+}
+
+/// Why a request failed, in a few words: `timed out`, or the innermost error.
+fn root_cause(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 fn message_suffix(message: &Option<String>) -> String {
@@ -102,7 +108,7 @@ pub enum Error {
     #[error("cannot build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
     /// Every registry URL was tried and none gave a usable answer.
-    #[error("no registry answered ({})", join_failures(.0))]
+    #[error("no registry answered: {}", join_failures(.0))]
     Unavailable(Vec<Failure>),
     /// A registry refused the request (a 4xx other than 408 and 429): the request itself is
     /// wrong, for example a missing token or an invalid field, so no other node is tried.
@@ -182,5 +188,28 @@ mod tests {
         );
         assert!(text.contains("http://b:1 answered 502"), "{text}");
         assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
+    }
+
+    #[tokio::test]
+    async fn a_transport_failure_shows_its_root_cause_once() {
+        // Nothing listens on a port just freed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let source = reqwest::get(&url).await.unwrap_err();
+        let text = Error::Unavailable(vec![Failure::Transport {
+            url: url.clone(),
+            source,
+        }])
+        .to_string();
+        assert!(
+            text.starts_with(&format!("no registry answered: {url}: ")),
+            "{text}"
+        );
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert_eq!(text.matches(&url).count(), 1, "{text}");
     }
 }

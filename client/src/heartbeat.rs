@@ -141,7 +141,8 @@ pub struct Heartbeater {
 impl Heartbeater {
     /// Starts heartbeating at once, in a task on the current tokio runtime (so this must be
     /// called inside one). Fails only on bad settings: a zero interval or timeout, a jitter
-    /// outside 0..1, or a registration with no `ip` and no `auto_ip`.
+    /// outside 0..1, a registration with no `ip` and no `auto_ip`, or one whose `ttl` is not
+    /// longer than the interval (the host would expire between heartbeats).
     pub fn spawn(
         registry: RegistryClient,
         service: ServiceName,
@@ -168,6 +169,15 @@ impl Heartbeater {
             return Err(Error::Config(
                 "the registration needs an ip, or auto_ip to let the registry see it".into(),
             ));
+        }
+        if let Some(ttl) = registration.ttl.map(Duration::from_secs) {
+            if ttl <= config.interval {
+                return Err(Error::Config(format!(
+                    "the ttl ({}) must be longer than the heartbeat interval ({}), or the host expires between heartbeats",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(config.interval)
+                )));
+            }
         }
         let (outcome_tx, outcome_rx) = watch::channel(HeartbeatOutcome::Pending);
         let cancel = CancellationToken::new();
@@ -361,6 +371,29 @@ mod tests {
         };
         let refused = Heartbeater::spawn(registry, service, me, config);
         assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ttl_not_longer_than_the_interval_is_refused() {
+        let service = ServiceName::parse("payments").unwrap();
+        let config = HeartbeatConfig {
+            interval: Duration::from_secs(10),
+            ..HeartbeatConfig::default()
+        };
+        for (ttl, refused) in [(10, true), (5, true), (11, false)] {
+            let registry = RegistryClient::new(["http://127.0.0.1:9"]).unwrap();
+            let form = format!("ip=10.0.0.7&port=8080&revision=r1&ttl={ttl}");
+            let me = Registration::from_form(form.as_bytes()).unwrap();
+            let spawned = Heartbeater::spawn(registry, service.clone(), me, config.clone());
+            match spawned {
+                Err(Error::Config(why)) => {
+                    assert!(refused, "ttl {ttl}: {why}");
+                    assert!(why.contains(&format!("ttl ({ttl}s)")), "{why}");
+                }
+                Err(other) => panic!("ttl {ttl}: {other}"),
+                Ok(_) => assert!(!refused, "ttl {ttl} was taken"),
+            }
+        }
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! What the client subcommands (`heartbeat`, `hosts`, `services`, `peers`, `haproxy-sync`)
-//! share: the `--registry` and `--token` flags, the [`RegistryClient`] client built from them,
+//! share: the `--registry` and `--token` flags, the [`RegistryClient`] built from them,
 //! and the error they stop with.
 //!
 //! Talking to the registry is the client library's job; this file only turns flags into
@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use clap::Args;
 use discovery_client::{
-    Error, Failure, RegistryClient, RegistryClientBuilder, WatcherConfig, DEFAULT_POLL_WAIT,
+    Error, RegistryClient, RegistryClientBuilder, WatcherConfig, DEFAULT_POLL_WAIT,
     DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// The registry nodes to talk to (`--registry`), a flag of every client subcommand.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct RegistryUrls {
-    /// RegistryClient base URLs (`http://HOST:PORT`), comma-separated or repeated. The client
+    /// Registry base URLs (`http://HOST:PORT`), comma-separated or repeated. The client
     /// asks the one that answered last and fails over to the others in turn.
     #[arg(
         long = "registry",
@@ -93,13 +93,13 @@ pub enum CommandError {
     #[error("{0}")]
     Usage(String),
     /// No registry answered, or one refused the request.
-    #[error("{}", describe(.0))]
-    RegistryClient(Error),
+    #[error("{0}")]
+    Registry(Error),
     /// The registry refused the host's first heartbeat: the flags or the token are wrong.
-    #[error("the first heartbeat was refused: {}", describe(.0))]
+    #[error("the first heartbeat was refused: {}", .0)]
     Refused(Arc<Error>),
     /// The host could not be deregistered on shutdown; it expires by its TTL instead.
-    #[error("could not deregister the host, it will expire by its TTL: {}", describe(.0))]
+    #[error("could not deregister the host, it will expire by its TTL: {}", .0)]
     Deregister(Error),
     /// A second SIGTERM or SIGINT arrived while the host was draining.
     #[error("interrupted while draining: the host expires by its TTL")]
@@ -113,43 +113,12 @@ pub enum CommandError {
 // `main` prints the source chain after the message, and these messages already hold it.
 impl From<Error> for CommandError {
     fn from(error: Error) -> Self {
-        CommandError::RegistryClient(error)
+        CommandError::Registry(error)
     }
 }
 
 impl From<io::Error> for CommandError {
     fn from(error: io::Error) -> Self {
         CommandError::Output(error)
-    }
-}
-
-/// A client error as one line. Unlike the library's own `Display`, a transport failure
-/// shows its root cause (`Connection refused`) rather than reqwest's outer wrapper
-/// (`error sending request for url ...`), which names the URL a second time and hides why.
-fn describe(error: &Error) -> String {
-    match error {
-        Error::Unavailable(failures) => {
-            let parts: Vec<String> = failures.iter().map(describe_failure).collect();
-            format!("no registry answered: {}", parts.join("; "))
-        }
-        other => other.to_string(),
-    }
-}
-
-fn describe_failure(failure: &Failure) -> String {
-    match failure {
-        Failure::Transport { url, source } => {
-            let mut cause: &dyn std::error::Error = source;
-            while let Some(inner) = cause.source() {
-                cause = inner;
-            }
-            let why = if source.is_timeout() {
-                "timed out".to_owned()
-            } else {
-                cause.to_string()
-            };
-            format!("{url}: {why}")
-        }
-        other => other.to_string(),
     }
 }

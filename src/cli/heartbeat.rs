@@ -109,7 +109,12 @@ pub async fn run(args: HeartbeatArgs) -> Result<(), CommandError> {
         Some(ip) => SocketAddr::new(ip, args.port.get()).to_string(),
         None => format!("auto_ip:{}", args.port),
     };
-    let heartbeater = Heartbeater::spawn(registry, args.service.clone(), registration, config)?;
+    let heartbeater = Heartbeater::spawn(registry, args.service.clone(), registration, config)
+        .map_err(|e| match e {
+            // Bad flags (say a --ttl not longer than --interval): a usage error.
+            Error::Config(why) => CommandError::Usage(why),
+            other => CommandError::Registry(other),
+        })?;
     let mut outcomes = heartbeater.outcomes();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -159,20 +164,9 @@ async fn registration(
 ) -> Result<Registration, CommandError> {
     let tags = Tags::from_pairs(args.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| CommandError::Usage(format!("--tag: {e}")))?;
-    let ttl = match args.ttl {
-        None => None,
-        Some(ttl) if ttl.as_secs() == 0 => {
-            return Err(CommandError::Usage("--ttl must be at least 1s".into()))
-        }
-        Some(ttl) if ttl <= args.interval => {
-            return Err(CommandError::Usage(format!(
-                "--ttl ({}) must be longer than --interval ({}), or the host expires between heartbeats",
-                humantime::format_duration(ttl),
-                humantime::format_duration(args.interval)
-            )))
-        }
-        Some(ttl) => Some(ttl.as_secs()),
-    };
+    // Whole seconds, as the API takes it; the heartbeater refuses one not longer than the
+    // interval.
+    let ttl = args.ttl.map(|ttl| ttl.as_secs());
     let ip = match args.ip {
         Some(ip) => Some(ip),
         None => {

@@ -395,7 +395,7 @@ fn record_len_bound(r: &Replica) -> usize {
     if let Some((_, stamp)) = &record.weight {
         n += json_len(stamp.node.as_str());
     }
-    if let Some(stamp) = &record.cleared {
+    for stamp in record.cleared.iter().chain(&record.expired) {
         n += json_len(stamp.node.as_str());
     }
     n

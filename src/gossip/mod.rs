@@ -28,4 +28,5 @@ mod tests;
 pub use http_transport::{CONTENT_TYPE_GOSSIP, SYNC_PATH};
 pub use memory::MemoryNetwork;
 pub use node::{Clock, Mode, Node};
+pub(crate) use peers::normalize_peer;
 pub(crate) use run_loop::spawn;

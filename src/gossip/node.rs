@@ -390,6 +390,12 @@ impl<T: Transport> Node<T> {
             .round_targets(ROUND_FANOUT, everyone, self.interval(), self.now())
     }
 
+    /// Seeds this node's random choice of peers (see [`PeerTable::seed`]): for simulations
+    /// that must repeat.
+    pub fn seed_peer_choice(&self, seed: u64) {
+        self.table.lock().seed(seed);
+    }
+
     /// The peers that new own writes go to, or none when there is nothing new.
     pub fn push_targets(&self) -> Vec<String> {
         let seq = self.shared.registry.own_seq();

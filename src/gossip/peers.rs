@@ -5,7 +5,10 @@
 //! exchange, `suspect` after a failure (or before the first contact), `dead` after
 //! [`DEAD_AFTER_FAILURES`] failures in a row. Dead peers are probed only every
 //! [`DEAD_PROBE_ROUNDS`] rounds, so a cluster with a lost node does not spend its rounds on it,
-//! and learned peers that stay dead are forgotten.
+//! and learned peers that stay dead are forgotten. A node whose trusted peers are all dead (cut
+//! off by a partition) probes them every round: it has no round to spare them from, and it
+//! catches up within a round of the heal instead of serving its old lists for up to
+//! [`DEAD_PROBE_ROUNDS`] more.
 //!
 //! Trust (SPEC 4.2: peers are not trusted more than clients). An address named in a message,
 //! or claimed by a message's sender, is **unverified** until an exchange this node starts
@@ -21,10 +24,11 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;
 
 use discovery_api::{PeerInfo, PeerState};
+use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
 
 use super::messages::MAX_PEER_URL_LEN;
-use crate::config::normalize_peer;
 use crate::registry::{rfc3339, Digest, Micros, SECOND};
 
 /// Consecutive failures after which a peer is dead.
@@ -42,6 +46,24 @@ pub(crate) const MAX_UNVERIFIED: usize = 32;
 pub(crate) const MAX_LEARNED_PER_MESSAGE: usize = 8;
 /// Most unverified peers probed per round, on top of the round's fanout of trusted ones.
 pub(crate) const UNVERIFIED_PER_ROUND: usize = 1;
+
+/// Normalizes a peer base URL as an operator writes it (`--peers`, DNS): `host:port` gets
+/// `http://`, trailing slashes go. The error says why it cannot be a peer.
+pub(crate) fn normalize_peer(url: &str) -> Result<String, String> {
+    let url = url.trim().trim_end_matches('/');
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    if !url.starts_with("http://") {
+        return Err(format!("{url:?}: only http:// peers are supported"));
+    }
+    if url.len() <= "http://".len() {
+        return Err("empty peer address".into());
+    }
+    Ok(url)
+}
 
 /// A peer URL as a message may name it: `http://host:port` or `https://host:port` with a
 /// port 1-65535 and nothing else (no path, user or query), at most [`MAX_PEER_URL_LEN`]
@@ -174,6 +196,9 @@ pub(crate) struct PeerTable {
     peers: HashMap<String, Peer>,
     /// Addresses that turned out to be this node.
     own_addrs: HashSet<String>,
+    /// Picks round and push targets: seeded from the OS, or by [`PeerTable::seed`] so that a
+    /// simulation's choices repeat.
+    rng: StdRng,
 }
 
 impl PeerTable {
@@ -188,11 +213,32 @@ impl PeerTable {
             own_id: own_id.to_owned(),
             peers: HashMap::new(),
             own_addrs: own_addr.map(|a| a.to_owned()).into_iter().collect(),
+            rng: rand::make_rng(),
         };
         for addr in statics {
             table.configure(addr, Source::Static, now);
         }
         table
+    }
+
+    /// Makes every later random choice of this table a function of `seed` (and of the calls
+    /// made): the scale simulation's runs repeat.
+    pub(crate) fn seed(&mut self, seed: u64) {
+        self.rng = StdRng::seed_from_u64(seed);
+    }
+
+    /// Live trusted peers (busy ones too unless `idle_only`), in address order: the order
+    /// random choices start from, so that a seeded table repeats them (a hash map's order
+    /// changes with every process).
+    fn live_trusted(&self, idle_only: bool) -> Vec<String> {
+        let mut live: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.trusted() && !(idle_only && p.busy) && p.state != PeerState::Dead)
+            .map(|p| p.addr.clone())
+            .collect();
+        live.sort_unstable();
+        live
     }
 
     fn unverified(&self) -> usize {
@@ -229,13 +275,14 @@ impl PeerTable {
             return false;
         }
         if self.unverified() >= MAX_UNVERIFIED {
-            let idle: Vec<String> = self
+            let mut idle: Vec<String> = self
                 .peers
                 .values()
                 .filter(|p| !p.trusted() && !p.busy)
                 .map(|p| p.addr.clone())
                 .collect();
-            match idle.choose(&mut rand::rng()) {
+            idle.sort_unstable();
+            match idle.choose(&mut self.rng) {
                 Some(victim) if evict => {
                     self.peers.remove(victim);
                 }
@@ -438,17 +485,20 @@ impl PeerTable {
                 && p.state == PeerState::Dead
                 && now.saturating_sub(p.last_success.unwrap_or(p.last_heard)) > FORGET_AFTER)
         });
-        let mut live: Vec<String> = self
-            .peers
-            .values()
-            .filter(|p| p.trusted() && !p.busy && p.state != PeerState::Dead)
-            .map(|p| p.addr.clone())
-            .collect();
-        live.shuffle(&mut rand::rng());
+        let mut live = self.live_trusted(true);
+        live.shuffle(&mut self.rng);
         if !everyone {
             live.truncate(fanout);
         }
-        let probe_every = interval.saturating_mul(DEAD_PROBE_ROUNDS);
+        let cut_off = !self
+            .peers
+            .values()
+            .any(|p| p.trusted() && p.state != PeerState::Dead);
+        let probe_every = if cut_off {
+            interval
+        } else {
+            interval.saturating_mul(DEAD_PROBE_ROUNDS)
+        };
         let dead = self.peers.values().filter(|p| {
             p.trusted()
                 && !p.busy
@@ -457,28 +507,25 @@ impl PeerTable {
                     .is_none_or(|at| now.saturating_sub(at) >= probe_every)
         });
         live.extend(dead.map(|p| p.addr.clone()));
-        let unverified: Vec<&Peer> = self
+        let mut unverified: Vec<&String> = self
             .peers
             .values()
             .filter(|p| !p.trusted() && !p.busy)
+            .map(|p| &p.addr)
             .collect();
+        unverified.sort_unstable();
         live.extend(
             unverified
-                .sample(&mut rand::rng(), UNVERIFIED_PER_ROUND)
-                .map(|p| p.addr.clone()),
+                .sample(&mut self.rng, UNVERIFIED_PER_ROUND)
+                .map(|addr| (*addr).clone()),
         );
         live
     }
 
     /// Peers a new local write is pushed to: up to `fanout` random live trusted ones.
-    pub(crate) fn push_targets(&self, fanout: usize) -> Vec<String> {
-        let mut live: Vec<String> = self
-            .peers
-            .values()
-            .filter(|p| p.trusted() && p.state != PeerState::Dead)
-            .map(|p| p.addr.clone())
-            .collect();
-        live.shuffle(&mut rand::rng());
+    pub(crate) fn push_targets(&mut self, fanout: usize) -> Vec<String> {
+        let mut live = self.live_trusted(false);
+        live.shuffle(&mut self.rng);
         live.truncate(fanout);
         live
     }
@@ -562,6 +609,23 @@ mod tests {
         }
     }
 
+    /// The scale simulation's runs repeat: a seeded table picks the same peers, whatever
+    /// order its hash map holds them in; another seed picks others.
+    #[test]
+    fn a_seeded_table_repeats_its_choice_of_peers() {
+        let statics: Vec<String> = (0..20).map(|i| format!("http://n{i}:80")).collect();
+        let choices = |seed: u64, order: &[String]| {
+            let mut t = PeerTable::new("me", None, order, 0);
+            t.seed(seed);
+            (0..10)
+                .map(|i| (t.round_targets(3, false, SECOND, i), t.push_targets(8)))
+                .collect::<Vec<_>>()
+        };
+        let reversed: Vec<String> = statics.iter().rev().cloned().collect();
+        assert_eq!(choices(7, &statics), choices(7, &reversed));
+        assert_ne!(choices(7, &statics), choices(8, &statics));
+    }
+
     #[test]
     fn peers_go_suspect_then_dead_and_alive_again_on_success() {
         let mut t = PeerTable::new("me", None, &["http://b:1".into()], 0);
@@ -584,7 +648,8 @@ mod tests {
 
     #[test]
     fn dead_peers_are_probed_less_often_and_learned_ones_are_forgotten() {
-        let mut t = PeerTable::new("me", None, &["http://b:1".into()], 0);
+        let mut t = PeerTable::new("me", None, &["http://b:1".into(), "http://d:1".into()], 0);
+        t.succeeded("http://d:1", contact("d"), 0);
         t.learn(&["http://c:1".to_owned()], 0);
         assert!(t.begin("http://c:1", false, 0));
         t.succeeded("http://c:1", contact("c"), 0);
@@ -596,12 +661,35 @@ mod tests {
             assert!(t.begin(addr, false, 0));
             t.end(addr);
         }
-        assert!(t.round_targets(3, false, SECOND, SECOND).is_empty());
+        assert_eq!(t.round_targets(3, false, SECOND, SECOND), ["http://d:1"]);
         let due = t.round_targets(3, false, SECOND, 10 * SECOND);
-        assert_eq!(due.len(), 2);
+        assert_eq!(due.len(), 3);
         t.round_targets(3, false, SECOND, FORGET_AFTER + SECOND);
         assert!(t.get("http://c:1").is_none(), "learned and dead: forgotten");
         assert!(t.get("http://b:1").is_some(), "configured: kept");
+    }
+
+    /// Issue 14: after a partition the cut-off node served its old lists (dead hosts held by
+    /// its guard) for up to ten rounds, until its next probe found the others again.
+    #[test]
+    fn a_node_cut_off_from_every_peer_probes_them_every_round() {
+        let mut t = PeerTable::new("me", None, &["http://b:1".into(), "http://c:1".into()], 0);
+        for addr in ["http://b:1", "http://c:1"] {
+            t.succeeded(addr, contact(&addr[7..8]), 0);
+            for _ in 0..DEAD_AFTER_FAILURES {
+                t.failed(addr);
+            }
+        }
+        for round in 1..4 {
+            let mut due = t.round_targets(3, false, SECOND, round * SECOND);
+            due.sort();
+            assert_eq!(due, ["http://b:1", "http://c:1"], "round {round}");
+            for addr in &due {
+                assert!(t.begin(addr, false, round * SECOND));
+                t.failed(addr);
+                t.end(addr);
+            }
+        }
     }
 
     #[test]

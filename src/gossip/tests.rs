@@ -485,6 +485,11 @@ fn arb_replica() -> impl Strategy<Value = Replica> {
                         },
                     )
                 }),
+                // Some tombstones are expiries, which the merge orders like any tombstone.
+                expired: (deleted && ts % 3 == 0).then(|| Stamp {
+                    ts: T0 + ts / 2,
+                    node: NodeId::new("n0"),
+                }),
                 cleared: deleted.then_some(hb),
             };
             Replica {
@@ -896,4 +901,79 @@ async fn with_the_decider_cut_off_the_others_drop_the_host_together_after_the_fa
     }
     // TTL 6 + grace 3 + TTL/3 2 + two intervals 2 = 13 s after the heartbeat, at a sweep.
     assert_eq!(gone, [Some(13 * SECOND), Some(13 * SECOND)]);
+}
+
+/// Issue 14, what the fault harness saw after a partition: the node cut off holds every host
+/// stale (its guard engaged: all of them went silent there at once); a host that died
+/// meanwhile, expired by the node that took its heartbeats, must go there within a round of
+/// the heal, not stay listed until the guard lets go, while the live hosts stay listed.
+#[tokio::test]
+async fn a_host_expired_during_a_partition_goes_from_the_cut_off_node_at_the_heal() {
+    let mut c = Cluster::new(3);
+    for i in 0..3 {
+        // As the fault harness runs them: the guard holds a silent host for 30 s.
+        c.restart(i, &["--warmup", "0s", "--max-stale", "30s"]);
+    }
+    c.settle().await;
+    let step = 100_000;
+    let dead = "10.0.0.0";
+    let lists_dead = |i: usize| c.served(i).iter().any(|h| h.1 == dead);
+    let mut t: Micros = 0;
+    let mut guard_held_it = false;
+    let mut caught_up = None;
+    while t < 40 * SECOND {
+        if t == 2 * SECOND {
+            c.net.isolate(&addr(2));
+        }
+        if t == 20 * SECOND {
+            c.net.heal_all();
+        }
+        // 12 hosts heartbeat to n0 every 1.5 s; the first dies after 5 s.
+        if t.is_multiple_of(1_500_000) {
+            for i in 0..12 {
+                if i > 0 || t <= 5 * SECOND {
+                    beat_ttl(&c.nodes[0], "web", &format!("10.0.0.{i}"), 80, "r1", 6);
+                }
+            }
+            c.nodes[0].push().await;
+        }
+        if t.is_multiple_of(500_000) {
+            for node in &c.nodes {
+                let report = node.shared().registry.sweep(node.now());
+                node.shared().publish(&report.changes);
+                if report.reshipped > 0 || report.expired > 0 {
+                    node.push().await;
+                }
+            }
+        }
+        if t.is_multiple_of(SECOND) {
+            for node in &c.nodes {
+                node.round().await;
+            }
+        }
+        let n2 = &c.nodes[2].shared().registry;
+        if t == 19 * SECOND {
+            // n0 dropped it long ago (4.5 s + TTL 6 s + grace 3 s); n2 holds it, stale.
+            assert!(!lists_dead(0) && !lists_dead(1));
+            guard_held_it = lists_dead(2) && n2.guard_engaged();
+        }
+        // Once n2 has heard from the others again (the live hosts are no longer stale
+        // there), the dead one is gone too, and never listed again.
+        if t > 20 * SECOND && caught_up.is_none() && n2.stale_count() == 0 {
+            caught_up = Some(t);
+        }
+        if caught_up.is_some() {
+            assert!(!lists_dead(2), "n2 lists the dead host at {t} µs");
+        }
+        c.advance(step);
+        t += step;
+    }
+    assert!(
+        guard_held_it,
+        "n2's guard held the dead host during the partition"
+    );
+    assert!(caught_up.is_some(), "n2 caught up after the heal");
+    for i in 0..3 {
+        assert_eq!(c.served(i).len(), 11, "n{i}");
+    }
 }

@@ -78,12 +78,30 @@ fn arb_record() -> impl Strategy<Value = Record> {
         beat,
         prop::option::of((1i64..=100, arb_stamp())),
         prop::option::of(arb_stamp()),
+        // An expiry names the heartbeat it expired: any stamp, on any beat (a live record
+        // naming one is refused), often a TTL before `hb` as a real expiry is.
+        prop_oneof![
+            2 => Just(None),
+            1 => arb_stamp().prop_map(|s| Some(Err(s))),
+            1 => (1u64..7200, prop::sample::select(vec!["a", "b", "peer"]))
+                .prop_map(|before| Some(Ok(before))),
+        ],
     )
-        .prop_map(|(hb, beat, weight, cleared)| Record {
-            hb,
-            beat,
-            weight: weight.map(|(w, at)| (Weight::new(w).unwrap(), at)),
-            cleared,
+        .prop_map(|(hb, beat, weight, cleared, expired)| {
+            let expired = expired.map(|e| match e {
+                Ok((ttl, node)) => Stamp {
+                    ts: hb.ts.saturating_sub(ttl * SECOND),
+                    node: NodeId::new(node),
+                },
+                Err(any) => any,
+            });
+            Record {
+                hb,
+                beat,
+                weight: weight.map(|(w, at)| (Weight::new(w).unwrap(), at)),
+                cleared,
+                expired,
+            }
         })
 }
 

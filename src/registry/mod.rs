@@ -125,9 +125,36 @@ impl RegistryConfig {
         u64::from(self.expiry_grace) * SECOND
     }
 
-    /// How long a tombstone is kept: longer than any copy of the host can live anywhere.
+    /// How long a delete's tombstone is kept: longer than any copy of the host can live
+    /// anywhere.
     fn tombstone_ttl(&self) -> Micros {
         u64::from(self.max_ttl) * SECOND + self.max_stale_for(self.max_ttl) + 60 * SECOND
+    }
+
+    /// When a tombstone is collected. A delete's is kept for `tombstone_ttl`. An expiry's
+    /// (stamped at its host's deadline) only as long as a copy of a heartbeat older than that
+    /// deadline can still be taken or held anywhere: taken, for a TTL and grace past the
+    /// deadline (`Registry::sanitize` refuses it after that); held, by an expiry guard, until
+    /// `--max-stale` after its heartbeat (a node cut off from the others holds its hosts
+    /// stale, and the expiry must still reach it when the cut heals). So an expiry, one per
+    /// host that dies, is kept for about three TTLs, not the hours of a delete.
+    fn tombstone_until(&self, record: &Record) -> Micros {
+        let keep = match self.expired_ttl(record) {
+            None => self.tombstone_ttl(),
+            Some(ttl) => {
+                let ttl_us = u64::from(ttl) * SECOND;
+                let held = self.max_stale_for(ttl).saturating_sub(ttl_us);
+                ttl_us.max(held) + self.grace_for(ttl)
+            }
+        };
+        record.hb.ts.saturating_add(keep)
+    }
+
+    /// For an expiry's tombstone: the TTL of the heartbeat it expired (from its deadline, the
+    /// tombstone's stamp), as this node bounds TTLs.
+    fn expired_ttl(&self, record: &Record) -> Option<u32> {
+        let expired = record.expired.as_ref()?;
+        Some(self.clamp_ttl(Some(record.hb.ts.saturating_sub(expired.ts) / SECOND)))
     }
 
     /// A refresh of an unchanged host is shipped to peers again after a third of its TTL, so
@@ -197,7 +224,7 @@ pub struct Registry {
     /// The last seq minted by this incarnation.
     seq: AtomicU64,
     /// The services, sharded. **Lock order**: a shard lock first, then (briefly, nested
-    /// inside it) `expiry`, `stale_keys`, `grace_keys` or `known`; never a shard lock while one of those
+    /// inside it) `expiry`, `stale_keys`, `grace_keys`, `losses` or `known`; never a shard lock while one of those
     /// mutexes is held, and never two shard locks at once (a `DashMap` guard held while
     /// touching another key of the map can deadlock on the same shard). A service is removed
     /// only by `forget_if_empty`, with no guard held.
@@ -529,6 +556,7 @@ impl Registry {
                 let tomb = tomb.into_mut();
                 tomb.record.hb = hb;
                 tomb.record.beat = beat;
+                tomb.record.expired = None;
                 tomb.version = version.clone();
                 tomb.shipped_ts = ts;
                 tomb
@@ -539,6 +567,7 @@ impl Registry {
                     beat,
                     weight: None,
                     cleared: None,
+                    expired: None,
                 },
                 version: version.clone(),
                 shipped_ts: ts,
@@ -598,11 +627,13 @@ impl Registry {
             entry.record.hb = stamp.clone();
             entry.record.beat = Beat::Deleted;
             entry.record.cleared = Some(stamp);
+            entry.record.expired = None;
             entry.version = version.clone();
             entry.shipped_ts = ts;
+            let until = self.config.tombstone_until(&entry.record);
             self.transition(&mut svc.tally, &key, Some(entry), from, Slot::Tombstone);
             service::note_version(&mut svc.max_seq, &version);
-            self.schedule(ts + self.config.tombstone_ttl(), key);
+            self.schedule(until, key);
         }
         Ok(Change {
             service: service.clone(),

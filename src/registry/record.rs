@@ -5,6 +5,12 @@
 //! - the operator's weight override, with its own stamp,
 //! - `cleared`, the newest delete seen, which voids every override set before it.
 //!
+//! A tombstone is a delete or an **expiry**: a host whose TTL and grace ran out becomes a
+//! tombstone stamped at its deadline (`last_check_in + TTL`) that names the heartbeat it
+//! expired (`expired`), so that every node drops the host when one does and no older copy
+//! brings it back. Which expiries a node accepts is the registry's rule (`replication.rs`);
+//! the merge itself treats an expiry like any tombstone.
+//!
 //! [`Record::merge`] takes the newer value of each register, so merging is commutative,
 //! associative and idempotent and every node converges to the same record whatever order
 //! copies arrive in. This module knows nothing about services, expiry or replication order.
@@ -72,6 +78,12 @@ pub struct Record {
     pub weight: Option<(Weight, Stamp)>,
     /// The newest delete of this key; overrides older than it do not apply.
     pub cleared: Option<Stamp>,
+    /// For a tombstone left by expiry: the heartbeat that expired (`hb` is then its deadline,
+    /// stamped by the node that expired it). Part of the heartbeat register: it travels and
+    /// is replaced with `hb`. Absent on the wire otherwise, and ignored by nodes that predate
+    /// it (they take the expiry for a delete stamped at the deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<Stamp>,
 }
 
 /// How a merge changed the local record.
@@ -107,6 +119,13 @@ impl Record {
         }
     }
 
+    /// The heartbeat register's order: newest stamp first; at an equal stamp a tombstone
+    /// beats a live copy (an expiry is stamped at a deadline, which a heartbeat could share)
+    /// and an expiry beats a delete, so that merging stays order-independent.
+    fn beat_rank(&self) -> (&Stamp, bool, Option<&Stamp>) {
+        (&self.hb, self.is_deleted(), self.expired.as_ref())
+    }
+
     /// When the host's TTL runs out.
     pub fn deadline(&self) -> Micros {
         self.hb.ts.saturating_add(u64::from(self.ttl()) * SECOND)
@@ -130,11 +149,12 @@ impl Record {
     pub fn merge(&mut self, other: &Record) -> Merged {
         let before_routing = (self.routing().cloned(), self.weight_override());
         let mut changed = false;
-        if other.hb > self.hb {
+        if other.beat_rank() > self.beat_rank() {
             self.hb = other.hb.clone();
             if self.beat != other.beat {
                 self.beat = other.beat.clone();
             }
+            self.expired = other.expired.clone();
             changed = true;
         }
         if other.weight.as_ref().map(|w| &w.1) > self.weight.as_ref().map(|w| &w.1) {
@@ -178,6 +198,7 @@ pub(crate) mod tests {
             },
             weight: None,
             cleared: None,
+            expired: None,
         }
     }
 
@@ -193,6 +214,7 @@ pub(crate) mod tests {
                 ts,
                 node: NodeId::new(node),
             }),
+            expired: None,
         }
     }
 

@@ -368,6 +368,7 @@ impl Registry {
             return Err(Refusal::ClockSkew);
         }
         match &mut record.beat {
+            Beat::Live { .. } if record.expired.is_some() => return Err(Refusal::Invalid),
             Beat::Live { routing, ttl } => {
                 Revision::parse(routing.revision.as_str()).map_err(|_| Refusal::Invalid)?;
                 RepoName::parse(routing.service_repo_name.as_str())
@@ -389,7 +390,15 @@ impl Registry {
                 }
             }
             Beat::Deleted => {
-                if record.hb.ts.saturating_add(self.config.tombstone_ttl()) <= now {
+                if record
+                    .expired
+                    .as_ref()
+                    .is_some_and(|e| e.ts >= record.hb.ts)
+                {
+                    // An expiry is stamped at a deadline after the heartbeat it expired.
+                    return Err(Refusal::Invalid);
+                }
+                if self.config.tombstone_until(record) <= now {
                     return Err(Refusal::Expired);
                 }
                 if record.cleared.as_ref() < Some(&record.hb) {
@@ -432,6 +441,13 @@ impl Registry {
             }
         };
         let svc = &mut *guard;
+        if !self.takes_expiry(&record, now) {
+            if svc.hosts.is_empty() {
+                drop(guard);
+                self.forget_if_empty(&service);
+            }
+            return Ok(Outcome::Unchanged);
+        }
         let held = svc.hosts.get(&(ip, port));
         let from = held.map_or(Slot::Absent, Entry::slot);
         let revives = live && !from.is_live() && held.is_none_or(|e| record.hb > e.record.hb);
@@ -538,18 +554,18 @@ impl Registry {
         {
             Some(entry.record.deadline())
         } else if to == Slot::Tombstone && from != Slot::Tombstone {
-            Some(
-                entry
-                    .record
-                    .hb
-                    .ts
-                    .saturating_add(self.config.tombstone_ttl()),
-            )
+            Some(self.config.tombstone_until(&entry.record))
         } else {
             None
         };
+        let expired_here = from.is_live() && entry.record.expired.is_some();
         note_version(&mut svc.max_seq, &entry.version);
         self.transition(&mut svc.tally, &key, Some(entry), from, to);
+        if expired_here {
+            // A peer's expiry dropped a host this node held: a loss for the guard's measure,
+            // as if this node's own sweep had dropped it.
+            self.losses.lock().push_back(now);
+        }
         if let Some(at) = reschedule {
             self.schedule(at, key);
         }
@@ -565,5 +581,21 @@ impl Registry {
         Ok(Outcome::Changed(
             index.map(|index| Change { service, index }),
         ))
+    }
+
+    /// Whether this node takes a peer's expiry (a tombstone naming the heartbeat it expired)
+    /// at all. The node that expired a heartbeat it took itself measured the silence on one
+    /// clock and is trusted as a delete is, whatever its offset (its stamps and its deadline
+    /// are on the same clock). Any other node compared a stamp of another node's clock with
+    /// its own, so a node whose clock runs ahead would expire every host early: its expiry is
+    /// taken only once this node's clock has passed the deadline and the grace too (when this
+    /// node, deciding, would have dropped the host itself). Deletes and live copies pass.
+    fn takes_expiry(&self, record: &Record, now: Micros) -> bool {
+        match (&record.expired, self.config.expired_ttl(record)) {
+            (Some(expired), Some(ttl)) if expired.node != record.hb.node => {
+                record.hb.ts.saturating_add(self.config.grace_for(ttl)) <= now
+            }
+            _ => true,
+        }
     }
 }

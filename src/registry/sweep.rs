@@ -8,6 +8,13 @@
 //! node ships its final copy the moment the host goes overdue, and every node then drops the
 //! host on the same deadline (`last_check_in + TTL + grace`). See docs/gossip.md.
 //!
+//! **The drop is a decision that travels.** A host whose grace ran out becomes an expiry
+//! tombstone stamped at its deadline ([`expire`]), minted and pushed like a delete: a node
+//! that missed the final copy, or that holds the host stale behind its guard, drops it as
+//! soon as the expiry arrives, and no older copy brings it back; a heartbeat newer than the
+//! deadline beats it. Which peers' expiries a node takes is `replication.rs`'s rule. A host
+//! the guard held until `--max-stale` is removed without one: that is this node's own doubt.
+//!
 //! **Guard, on the rate of loss** (Eureka's self-preservation: expected against received
 //! renewals). At every sweep, *lost* = hosts held by the guard + hosts in grace + hosts
 //! dropped for their TTL within the last `--expiry-grace`; *base* = live hosts + those
@@ -27,7 +34,8 @@ use std::cmp::Reverse;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use super::clock::Micros;
+use super::clock::{Micros, NodeId, Stamp};
+use super::record::{Beat, Record};
 use super::service::{note_version, Entry, Slot};
 use super::{Change, HostKey, Registry, RegistryConfig};
 
@@ -205,11 +213,7 @@ impl Registry {
             return Due::Done;
         };
         if entry.record.is_deleted() {
-            let until = entry
-                .record
-                .hb
-                .ts
-                .saturating_add(self.config.tombstone_ttl());
+            let until = self.config.tombstone_until(&entry.record);
             if until > now {
                 return Due::Later(until);
             }
@@ -291,8 +295,11 @@ impl Registry {
         Some(until)
     }
 
-    /// Removes a live host whose TTL has run out (checked again under the lock, since a
-    /// heartbeat may have arrived in between). `only_overdue` keeps refreshed hosts.
+    /// Drops a live host whose TTL has run out (checked again under the lock, since a
+    /// heartbeat may have arrived in between). `only_overdue` (its grace ran out) keeps
+    /// refreshed hosts, and makes the drop a decision that travels: the entry becomes an
+    /// expiry tombstone (see [`expire`]), minted for peers. Otherwise (`--max-stale` ran out
+    /// while the guard held it: this node's own doubt, not a decision) the entry is removed.
     fn drop_host(&self, key: &HostKey, now: Micros, only_overdue: bool, report: &mut SweepReport) {
         let Some(mut guard) = self.services.get_mut(&key.service) else {
             return;
@@ -311,11 +318,27 @@ impl Registry {
             self.schedule(deadline, key.clone());
             return;
         }
-        let entry = svc
-            .hosts
-            .remove(&(key.ip, key.port))
-            .expect("looked up above");
-        self.transition(&mut svc.tally, key, None, entry.slot(), Slot::Absent);
+        if only_overdue {
+            let entry = svc
+                .hosts
+                .get_mut(&(key.ip, key.port))
+                .expect("looked up above");
+            let from = entry.slot();
+            expire(&mut entry.record, &self.config.node);
+            entry.version = self.mint();
+            entry.shipped_ts = entry.record.hb.ts;
+            entry.final_copy = false;
+            note_version(&mut svc.max_seq, &entry.version);
+            let until = self.config.tombstone_until(&entry.record);
+            self.transition(&mut svc.tally, key, Some(entry), from, Slot::Tombstone);
+            self.schedule(until, key.clone());
+        } else {
+            let entry = svc
+                .hosts
+                .remove(&(key.ip, key.port))
+                .expect("looked up above");
+            self.transition(&mut svc.tally, key, None, entry.slot(), Slot::Absent);
+        }
         report.expired += 1;
         report.changes.push(Change {
             service: key.service.clone(),
@@ -324,5 +347,20 @@ impl Registry {
         drop(guard);
         self.losses.lock().push_back(now);
         self.forget_if_empty(&key.service);
+    }
+}
+
+/// Turns a live record into the tombstone of its expiry, decided by `node`: stamped at the
+/// host's deadline (`last_check_in + TTL`), naming the heartbeat that expired. A heartbeat
+/// newer than the deadline beats it; every copy of the host stamped before it loses to it.
+pub(crate) fn expire(record: &mut Record, node: &NodeId) {
+    let stamp = Stamp {
+        ts: record.deadline(),
+        node: node.clone(),
+    };
+    record.expired = Some(std::mem::replace(&mut record.hb, stamp.clone()));
+    record.beat = Beat::Deleted;
+    if record.cleared.as_ref() < Some(&stamp) {
+        record.cleared = Some(stamp);
     }
 }

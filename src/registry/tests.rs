@@ -39,6 +39,14 @@ fn hosts(r: &Registry, service: &str, now: Micros) -> HostsResponse {
     serde_json::from_slice(&r.view(&svc(service), now).body).unwrap()
 }
 
+/// Heartbeats of the hosts `10.0.0.{i}:80` of web, for every `i` in `hosts`, at `at`.
+fn beat_web(r: &Registry, hosts: std::ops::Range<u32>, at: Micros) {
+    for i in hosts {
+        r.heartbeat(&svc("web"), ip(&format!("10.0.0.{i}")), &reg(80, "r"), at)
+            .unwrap();
+    }
+}
+
 #[test]
 fn heartbeat_registers_a_host_served_sorted_by_address_and_port() {
     let r = registry("a");
@@ -249,20 +257,9 @@ fn hosts_expire_after_their_ttl_and_refreshed_ones_stay() {
 fn expiry_guard_holds_a_mass_expiry_and_drops_after_max_stale() {
     let r = registry("a");
     let s = svc("web");
-    for i in 0..20 {
-        r.heartbeat(&s, ip(&format!("10.0.0.{i}")), &reg(80, "r"), T0)
-            .unwrap();
-    }
+    beat_web(&r, 0..20, T0);
     // 12 of 20 fall silent together: more than half, so this node assumes it is the one cut off.
-    for i in 12..20 {
-        r.heartbeat(
-            &s,
-            ip(&format!("10.0.0.{i}")),
-            &reg(80, "r"),
-            T0 + 50 * SECOND,
-        )
-        .unwrap();
-    }
+    beat_web(&r, 12..20, T0 + 50 * SECOND);
     let report = r.sweep(T0 + 61 * SECOND);
     assert!(report.guard_engaged && report.guard_toggled);
     assert_eq!((report.expired, report.newly_stale), (0, 12));
@@ -275,15 +272,7 @@ fn expiry_guard_holds_a_mass_expiry_and_drops_after_max_stale() {
     assert_eq!(r.stale_count(), 11);
     // The 8 others keep heartbeating; the held ones go after three TTLs of silence.
     for t in [100, 140, 170] {
-        for i in 12..20 {
-            r.heartbeat(
-                &s,
-                ip(&format!("10.0.0.{i}")),
-                &reg(80, "r"),
-                T0 + t * SECOND,
-            )
-            .unwrap();
-        }
+        beat_web(&r, 12..20, T0 + t * SECOND);
         r.heartbeat(&s, ip("10.0.0.0"), &reg(80, "r"), T0 + t * SECOND)
             .unwrap();
         assert!(r.sweep(T0 + t * SECOND).guard_engaged);
@@ -810,9 +799,12 @@ fn a_service_with_no_host_or_tombstone_left_is_removed_and_its_index_never_goes_
     }
     let deleted = r.delete(&web, ip("10.0.0.1"), None, T0).unwrap();
     assert_eq!(r.index("web"), deleted.index);
-    // api expires and goes; web's tombstone keeps it until the tombstone is collected.
+    // api expires and goes (with its expiry's tombstone, three TTLs and a grace after its
+    // heartbeat); web's tombstone keeps it until the tombstone is collected.
     r.sweep(T0 + 61 * SECOND);
     r.sweep(T0 + 91 * SECOND);
+    assert_eq!(r.services_held(), 2);
+    r.sweep(T0 + 211 * SECOND);
     assert_eq!(r.services_held(), 1);
     let floor = r.index("api");
     assert_eq!(floor, 4, "a removed service reports the floor, not 0");
@@ -830,21 +822,29 @@ fn a_service_with_no_host_or_tombstone_left_is_removed_and_its_index_never_goes_
     r.recount();
 }
 
+/// A host of `service` at `addr` that heartbeats once at `at` (TTL 60 s) and is then swept
+/// past its TTL and grace: expired by `r`.
+fn beat_once_and_expire(r: &Registry, service: &str, addr: &str, at: Micros) {
+    r.heartbeat(&svc(service), ip(addr), &reg(80, "r"), at)
+        .unwrap();
+    r.sweep(at + 61 * SECOND);
+    assert_eq!(r.sweep(at + 91 * SECOND).expired, 1);
+}
+
 #[test]
 fn a_delete_from_a_peer_for_an_unknown_service_is_kept_at_the_floor() {
     let r = registry("a");
-    r.heartbeat(&svc("api"), ip("10.0.0.1"), &reg(80, "r"), T0)
-        .unwrap();
-    r.sweep(T0 + 61 * SECOND);
-    r.sweep(T0 + 91 * SECOND);
+    beat_once_and_expire(&r, "api", "10.0.0.1", T0);
+    r.sweep(T0 + 211 * SECOND);
     let floor = r.index("web");
     assert!(floor > 0);
-    let mut tomb = replica("web", "10.0.0.1", 80, T0 + 61 * SECOND, 60);
-    tomb.record = record::tests::deleted(T0 + 61 * SECOND, "peer");
-    r.apply(delta_of(vec![tomb]), T0 + 61 * SECOND);
+    let now = T0 + 211 * SECOND;
+    let mut tomb = replica("web", "10.0.0.1", 80, now, 60);
+    tomb.record = record::tests::deleted(now, "peer");
+    r.apply(delta_of(vec![tomb]), now);
     assert_eq!(r.services_held(), 1);
     assert_eq!(r.index("web"), floor);
-    assert_eq!(r.view(&svc("web"), T0 + 61 * SECOND).index, floor);
+    assert_eq!(r.view(&svc("web"), now).index, floor);
 }
 
 #[test]
@@ -1024,4 +1024,183 @@ fn when_the_guard_releases_held_hosts_past_their_grace_are_dropped() {
     let (_, _) = run_fleet(&r, 20 * SECOND, 24 * SECOND, |i, _| i < 8);
     assert!(!r.guard_engaged());
     assert_eq!((r.host_count(), r.stale_count()), (22, 0));
+}
+
+// ---- Issue 14: expiry decisions travel ----------------------------------------------------
+
+fn lists(r: &Registry, addr: &str, now: Micros) -> Option<String> {
+    hosts(r, "web", now)
+        .hosts
+        .into_iter()
+        .find(|h| h.ip_address.to_string() == addr)
+        .map(|h| h.last_check_in.to_string())
+}
+
+/// The fault harness's resurrect: a node cut off from its fleet holds every host stale (its
+/// guard engaged); a host that really died meanwhile, expired by the node that took its
+/// heartbeats, must go there as soon as that expiry arrives, not stay listed until the guard
+/// lets go (a reader rotating over nodes saw it come back).
+#[test]
+fn a_peers_expiry_drops_a_host_that_the_guard_holds_here() {
+    let a = registry("a");
+    let b = registry("b");
+    beat_web(&a, 0..12, T0);
+    pull(&b, &a, T0);
+    // b is cut off. On a, 11 hosts keep heartbeating and 10.0.0.0 dies.
+    for t in [20, 40, 60, 61, 80, 91] {
+        beat_web(&a, 1..12, T0 + t * SECOND);
+        a.sweep(T0 + t * SECOND);
+    }
+    assert_eq!(lists(&a, "10.0.0.0", T0 + 91 * SECOND), None);
+    // b sees all 12 go overdue at once and holds them.
+    b.sweep(T0 + 61 * SECOND);
+    assert!(b.sweep(T0 + 91 * SECOND).guard_engaged);
+    assert_eq!(b.stale_count(), 12);
+    // The cut heals: the 11 are refreshed, the dead one goes with a's expiry.
+    pull(&b, &a, T0 + 92 * SECOND);
+    assert_eq!(lists(&b, "10.0.0.0", T0 + 92 * SECOND), None);
+    assert_eq!(hosts(&b, "web", T0 + 92 * SECOND).hosts.len(), 11);
+    b.recount();
+    // A third node holding an older copy, late, brings nothing back.
+    let c = registry("c");
+    c.apply(a.delta(&Digest::new(), 100), T0 + 80 * SECOND);
+    pull(&b, &c, T0 + 93 * SECOND);
+    assert_eq!(lists(&b, "10.0.0.0", T0 + 93 * SECOND), None);
+}
+
+/// A node whose clock runs ahead stamps the heartbeats it takes ahead by as much and expires
+/// them on that same clock: its expiry is right, and taken at once (the others' own deadline
+/// would come the offset later, and a rotating reader saw the host come back there).
+#[test]
+fn an_expiry_by_the_node_that_took_the_heartbeat_is_taken_whatever_its_clock() {
+    let a = registry("a");
+    let b = registry("b");
+    let ahead = 20 * SECOND;
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0 + ahead)
+        .unwrap();
+    pull(&b, &a, T0);
+    a.sweep(T0 + ahead + 61 * SECOND);
+    assert_eq!(a.sweep(T0 + ahead + 91 * SECOND).expired, 1);
+    // b's clock: a's deadline and grace end at 110 s.
+    pull(&b, &a, T0 + 91 * SECOND);
+    assert_eq!(lists(&b, "10.0.0.1", T0 + 91 * SECOND), None);
+    b.recount();
+}
+
+/// A node whose clock runs ahead sees other nodes' hosts overdue early; its expiry of a
+/// heartbeat it did not take waits until this node's clock has passed the deadline and the
+/// grace too, so it cannot drop hosts early everywhere.
+#[test]
+fn an_expiry_by_a_node_whose_clock_runs_ahead_waits_for_this_nodes_clock() {
+    let a = registry("a");
+    let c = registry("c");
+    let ahead = 40 * SECOND;
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    pull(&c, &a, T0 + ahead);
+    // c did not take it: TTL 60 + grace 30 + a third of the TTL 20 + margin 2 on its clock.
+    c.sweep(T0 + ahead + 61 * SECOND);
+    assert_eq!(c.sweep(T0 + ahead + 112 * SECOND).expired, 1);
+    // 72 s on a's clock: past the host's TTL, not past its grace.
+    let now = T0 + 72 * SECOND;
+    pull(&a, &c, now);
+    assert!(lists(&a, "10.0.0.1", now).is_some());
+    let d = registry("d");
+    pull(&d, &c, now);
+    assert_eq!(
+        d.services_held(),
+        0,
+        "not kept where nothing was held either"
+    );
+    // The same expiry, once this node's clock agrees, is taken.
+    let late = registry("e");
+    late.apply(a.delta(&Digest::new(), 100), T0 + 91 * SECOND);
+    pull(&late, &c, T0 + 91 * SECOND);
+    assert_eq!(lists(&late, "10.0.0.1", T0 + 91 * SECOND), None);
+    assert_eq!(late.recount(), (0, 0));
+}
+
+/// A heartbeat newer than an expiry's deadline beats it: a node that was cut off and expired
+/// a host that heartbeated elsewhere meanwhile must not delete it there, and takes the newer
+/// heartbeat back when the cut heals.
+#[test]
+fn a_heartbeat_newer_than_an_expiry_stands_and_travels_back_to_the_node_that_expired_it() {
+    let a = registry("a");
+    let b = registry("b");
+    let web = svc("web");
+    a.heartbeat(&web, ip("10.0.0.1"), &reg(80, "r"), T0)
+        .unwrap();
+    pull(&b, &a, T0);
+    // Cut off from a, the host heartbeats to b: at 55 s (shipped: a third of the TTL after
+    // the copy b held) and at 70 s (not shipped: it rides on the version of 55 s).
+    b.heartbeat(&web, ip("10.0.0.1"), &reg(80, "r"), T0 + 55 * SECOND)
+        .unwrap();
+    b.heartbeat(&web, ip("10.0.0.1"), &reg(80, "r"), T0 + 70 * SECOND)
+        .unwrap();
+    // a never heard of either and expires the host: its tombstone is stamped at 60 s.
+    a.sweep(T0 + 61 * SECOND);
+    assert_eq!(a.sweep(T0 + 91 * SECOND).expired, 1);
+    let now = T0 + 92 * SECOND;
+    pull(&b, &a, now);
+    assert_eq!(lists(&b, "10.0.0.1", now), Some(rfc3339(T0 + 70 * SECOND)));
+    pull(&a, &b, now);
+    assert_eq!(lists(&a, "10.0.0.1", now), Some(rfc3339(T0 + 70 * SECOND)));
+    a.recount();
+    b.recount();
+}
+
+/// Expiries take memory only as long as a copy of the host can still be taken (a TTL and
+/// grace past the deadline) or held by a node's expiry guard (`--max-stale`, three TTLs by
+/// default, after the heartbeat), not the hours a delete's tombstone is kept: one per host
+/// that dies would otherwise pile up under churn.
+#[test]
+fn an_expirys_tombstone_is_collected_once_no_node_can_hold_a_copy_of_the_host() {
+    let a = registry("a");
+    beat_once_and_expire(&a, "web", "10.0.0.1", T0);
+    assert_eq!(a.services_held(), 1, "the expiry's tombstone");
+    // --max-stale (180 s) and the grace (30 s).
+    a.sweep(T0 + 209 * SECOND);
+    assert_eq!(a.services_held(), 1);
+    assert_eq!(a.sweep(T0 + 210 * SECOND).tombstones_collected, 1);
+    assert_eq!(a.services_held(), 0);
+    a.recount();
+}
+
+/// A forged expiry can do no more than a forged delete: its stamp is bounded by
+/// `--max-clock-skew`, it must name a heartbeat before its deadline, a live record cannot
+/// carry one, and for keys not held it counts against `--max-hosts`.
+#[test]
+fn a_forged_expiry_is_bounded_like_a_forged_delete() {
+    let a = with_config(|c| c.max_hosts = 2);
+    let now = T0;
+    let expiry = |addr: &str, at: Micros, expired: Micros| {
+        let mut r = replica("web", addr, 80, at, 60);
+        r.record = record::tests::deleted(at, "peer");
+        r.record.expired = Some(Stamp {
+            ts: expired,
+            node: NodeId::new("peer"),
+        });
+        r
+    };
+    let mut live = replica("web", "10.0.0.9", 80, now, 60);
+    live.record.expired = Some(live.record.hb.clone());
+    let applied = a.apply(
+        delta_of(vec![
+            expiry("10.0.0.1", now + 61 * SECOND, now),
+            expiry("10.0.0.2", now - 10 * SECOND, now - 10 * SECOND),
+            live,
+            expiry("10.0.0.3", now - 10 * SECOND, now - 70 * SECOND),
+            expiry("10.0.0.4", now - 10 * SECOND, now - 70 * SECOND),
+            expiry("10.0.0.5", now - 10 * SECOND, now - 70 * SECOND),
+        ]),
+        now,
+    );
+    assert_eq!(applied.refusals.get(Refusal::ClockSkew), 1);
+    assert_eq!(applied.refusals.get(Refusal::Invalid), 2);
+    assert_eq!(applied.refusals.get(Refusal::Full), 1, "two of three fit");
+    assert!(
+        a.clock_last() < now,
+        "the stamp past the skew never reached the clock"
+    );
+    a.recount();
 }

@@ -3,17 +3,17 @@
 //! on it and a `Heartbeater` sending to it both fail over to the other node within their
 //! documented bounds, and nothing breaks once it thaws (SIGCONT).
 
-mod support;
+mod common;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use common::{block_on, host, metric, pair, service, wait_until};
 use discovery_client::{
     HeartbeatConfig, HeartbeatOutcome, Heartbeater, HostWatcher, Port, Registration,
     RegistryClient, ServiceName, ShrinkPolicy, WatcherConfig, DEFAULT_POLL_WAIT,
     DEFAULT_REQUEST_TIMEOUT, MIN_HEARTBEAT_TIMEOUT,
 };
-use support::{host, service, wait_until, wait_until_async, Server};
 
 /// Generous: these tests share two cores with other builds.
 const SOON: Duration = Duration::from_secs(20);
@@ -21,32 +21,6 @@ const SOON: Duration = Duration::from_secs(20);
 /// Slack on top of a documented bound before a measured delay counts as a breach: a
 /// loaded debug build answers late, but not by seconds.
 const MARGIN: Duration = Duration::from_secs(3);
-
-/// Two nodes gossiping every 200 ms, both ready and each alive to the other.
-async fn two_nodes() -> (Server, Server) {
-    let a = Server::start(&["--node-id", "a", "--gossip-interval", "200ms"]);
-    let b = Server::start(&[
-        "--node-id",
-        "b",
-        "--gossip-interval",
-        "200ms",
-        "--peers",
-        &a.url,
-    ]);
-    for node in [&a, &b] {
-        let registry = RegistryClient::new([&node.url]).unwrap();
-        wait_until_async("the node is ready and sees its peer alive", SOON, || {
-            let registry = registry.clone();
-            async move {
-                registry.peers().await.is_ok_and(|p| {
-                    p.ready && p.peers.iter().any(|peer| peer.state.as_str() == "alive")
-                })
-            }
-        })
-        .await;
-    }
-    (a, b)
-}
 
 /// The ports of a service's hosts on the one node `registry` talks to, sorted; empty when
 /// it does not answer.
@@ -61,16 +35,15 @@ async fn ports_on(registry: &RegistryClient, service: &ServiceName) -> Vec<u16> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_parked_on_a_frozen_node_learns_of_changes_within_its_blind_bound() {
-    let (a, b) = two_nodes().await;
+    let (a, _logs, b) = pair(&[]);
     let via_a = RegistryClient::new([&a.url]).unwrap();
     let via_b = RegistryClient::new([&b.url]).unwrap();
     let payments = service("payments");
     via_b.register(&payments, &host(1)).await.unwrap();
     via_b.register(&payments, &host(2)).await.unwrap();
-    wait_until_async("node a holds both hosts", SOON, || async {
-        ports_on(&via_a, &payments).await == [1, 2]
-    })
-    .await;
+    wait_until("node a holds both hosts", SOON, || {
+        block_on(async { ports_on(&via_a, &payments).await == [1, 2] })
+    });
 
     // Defaults but for the shrink guard, which would hold back the delete below.
     let registry = RegistryClient::new([&a.url, &b.url]).unwrap();
@@ -87,6 +60,10 @@ async fn a_watcher_parked_on_a_frozen_node_learns_of_changes_within_its_blind_bo
     assert_eq!(watcher.changed().await.len(), 2);
     assert_eq!(watcher.status().registry.as_deref(), Some(a.url.as_str()));
 
+    // Frozen once the watcher's long poll waits on it, so that the poll is what hangs.
+    wait_until("the watcher's long poll waits on node a", SOON, || {
+        metric(&a, "discovery_long_polls") == Some(1.0)
+    });
     a.signal("STOP");
     let frozen_at = Instant::now();
     let ip: IpAddr = "10.0.0.1".parse().unwrap();
@@ -104,8 +81,7 @@ async fn a_watcher_parked_on_a_frozen_node_learns_of_changes_within_its_blind_bo
         "the watcher holds the delete and the new host made on node b",
         bound + MARGIN,
         holds_the_change,
-    )
-    .await;
+    );
     let elapsed = frozen_at.elapsed();
     eprintln!("watcher: change seen {elapsed:?} after the freeze (bound {bound:?})");
     assert!(elapsed <= bound + MARGIN, "took {elapsed:?}");
@@ -136,16 +112,14 @@ async fn a_watcher_parked_on_a_frozen_node_learns_of_changes_within_its_blind_bo
     a.signal("CONT");
     // A thawed node answers writes 503 for a moment after a stall (docs/gossip.md, "After a
     // stall"): writes that waited in its sockets must not be taken late.
-    wait_until_async("node a takes writes again", SOON, || async {
-        via_a.register(&payments, &host(4)).await.is_ok()
-    })
-    .await;
+    wait_until("node a takes writes again", SOON, || {
+        block_on(async { via_a.register(&payments, &host(4)).await.is_ok() })
+    });
     wait_until(
         "the watcher holds the host written to the thawed node",
         SOON,
         || watcher.current().len() == 3,
-    )
-    .await;
+    );
     let status = watcher.status();
     assert_eq!((status.failovers, status.consecutive_failures), (1, 0));
     watcher.shutdown().await;
@@ -153,7 +127,7 @@ async fn a_watcher_parked_on_a_frozen_node_learns_of_changes_within_its_blind_bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeater_fails_over_from_a_frozen_node_before_its_host_expires() {
-    let (a, b) = two_nodes().await;
+    let (a, _logs, b) = pair(&[]);
     let registry = RegistryClient::new([&a.url, &b.url]).unwrap();
     let via_b = RegistryClient::new([&b.url]).unwrap();
     let payments = service("payments");
@@ -185,10 +159,9 @@ async fn a_heartbeater_fails_over_from_a_frozen_node_before_its_host_expires() {
             break;
         }
     }
-    wait_until_async("node b holds the host", SOON, || async {
-        ports_on(&via_b, &payments).await == [8080]
-    })
-    .await;
+    wait_until("node b holds the host", SOON, || {
+        block_on(async { ports_on(&via_b, &payments).await == [8080] })
+    });
 
     a.signal("STOP");
     let frozen_at = Instant::now();
@@ -221,8 +194,7 @@ async fn a_heartbeater_fails_over_from_a_frozen_node_before_its_host_expires() {
 
     a.signal("CONT");
     heartbeater.shutdown().await.unwrap();
-    wait_until_async("the host is deregistered", SOON, || async {
-        ports_on(&via_b, &payments).await.is_empty()
-    })
-    .await;
+    wait_until("the host is deregistered", SOON, || {
+        block_on(async { ports_on(&via_b, &payments).await.is_empty() })
+    });
 }

@@ -1,16 +1,16 @@
 //! The client library against real `discovery serve` processes: failover, outages,
 //! the cache file, the shrink guard and a clean shutdown of a heartbeating host.
 
-mod support;
+mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{dead_url, host, metric, service, wait_until, Node};
 use discovery_client::{
     HeartbeatConfig, HeartbeatOutcome, Heartbeater, HostStatus, HostWatcher, ListSource,
     RegistryClient, ShrinkPolicy, WatcherConfig,
 };
-use support::{dead_url, host, service, wait_until, Server};
 
 /// Generous: these tests share two cores with other builds.
 const SOON: Duration = Duration::from_secs(15);
@@ -50,7 +50,7 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_fails_over_when_the_first_url_is_dead() {
-    let server = Server::start(&[]);
+    let server = Node::start(&[]);
     let registry = RegistryClient::new([dead_url(), server.url.clone()]).unwrap();
     let payments = service("payments");
 
@@ -90,7 +90,7 @@ async fn every_call_fails_over_when_the_first_url_is_dead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_delivers_a_change_long_before_it_would_expire() {
-    let server = Server::start(&[]);
+    let server = Node::start(&[]);
     let registry = RegistryClient::new([&server.url]).unwrap();
     let payments = service("payments");
     registry.register(&payments, &host(1)).await.unwrap();
@@ -100,8 +100,10 @@ async fn a_long_poll_delivers_a_change_long_before_it_would_expire() {
     };
     let mut watcher = HostWatcher::spawn(registry.clone(), payments.clone(), config).unwrap();
     assert_eq!(watcher.changed().await.len(), 1);
-    // Let the long poll reach the server before the change.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The change is made once the long poll waits on the server, not before.
+    wait_until("the long poll waits on the server", SOON, || {
+        metric(&server, "discovery_long_polls") == Some(1.0)
+    });
     let changed_at = Instant::now();
     registry.register(&payments, &host(2)).await.unwrap();
     assert_eq!(watcher.changed().await.len(), 2);
@@ -115,7 +117,7 @@ async fn a_long_poll_delivers_a_change_long_before_it_would_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watcher_keeps_its_list_while_the_registry_is_down_and_recovers_after() {
-    let server = Server::start(&[]);
+    let server = Node::start(&[]);
     let registry = RegistryClient::new([&server.url]).unwrap();
     let payments = service("payments");
     let heartbeater = heartbeat(&registry, 8080, fast_heartbeats());
@@ -137,8 +139,7 @@ async fn the_watcher_keeps_its_list_while_the_registry_is_down_and_recovers_afte
     let addr = server.kill();
     wait_until("the watcher sees the registry gone", SOON, || {
         watcher.status().consecutive_failures >= 2
-    })
-    .await;
+    });
     assert_eq!(watcher.current().len(), 1, "the last good list is kept");
     let outage_error = watcher.status().last_error.clone().unwrap();
     assert!(
@@ -150,7 +151,10 @@ async fn the_watcher_keeps_its_list_while_the_registry_is_down_and_recovers_afte
     // out its warmup): host-list reads answer 503 meanwhile.
     let restarted_at = std::time::SystemTime::now();
     let lonely_peer = dead_url();
-    let server = Server::start_on(addr, &["--warmup", "1s", "--peers", &lonely_peer]);
+    let server = Node::start_on(
+        &addr.to_string(),
+        &["--warmup", "1s", "--peers", &lonely_peer],
+    );
     wait_until(
         "the watcher is told the registry is not ready",
         SOON,
@@ -159,22 +163,19 @@ async fn the_watcher_keeps_its_list_while_the_registry_is_down_and_recovers_afte
             let error = status.last_error.as_ref().map(ToString::to_string);
             error.is_some_and(|e| e.contains("503"))
         },
-    )
-    .await;
+    );
     assert_eq!(watcher.current().len(), 1, "a 503 leaves the list alone");
     wait_until("the watcher hears from the registry again", SOON, || {
         let status = watcher.status();
         status.consecutive_failures == 0 && status.last_success.is_some_and(|t| t > restarted_at)
-    })
-    .await;
+    });
     assert_eq!(watcher.current().len(), 1);
 
     // And it follows changes again.
     registry.register(&payments, &host(9090)).await.unwrap();
     wait_until("the watcher sees the new host", SOON, || {
         watcher.current().len() == 2
-    })
-    .await;
+    });
     recorder.abort();
     let published = published.lock().unwrap().clone();
     assert!(
@@ -192,7 +193,7 @@ async fn a_cold_start_with_no_registry_uses_the_cache_file() {
     let cache_file = dir.join("payments.json");
     let payments = service("payments");
     {
-        let server = Server::start(&[]);
+        let server = Node::start(&[]);
         let registry = RegistryClient::new([&server.url]).unwrap();
         registry.register(&payments, &host(1)).await.unwrap();
         registry.register(&payments, &host(2)).await.unwrap();
@@ -202,7 +203,7 @@ async fn a_cold_start_with_no_registry_uses_the_cache_file() {
         };
         let mut watcher = HostWatcher::spawn(registry, payments.clone(), config).unwrap();
         assert_eq!(watcher.changed().await.len(), 2);
-        wait_until("the cache file is written", SOON, || cache_file.exists()).await;
+        wait_until("the cache file is written", SOON, || cache_file.exists());
         watcher.shutdown().await;
     }
 
@@ -224,7 +225,7 @@ async fn a_cold_start_with_no_registry_uses_the_cache_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_to_zero_is_held_back_until_confirmed_for_the_grace_period() {
-    let server = Server::start(&[]);
+    let server = Node::start(&[]);
     let registry = RegistryClient::new([&server.url]).unwrap();
     let payments = service("payments");
     for port in 1..=4 {
@@ -240,8 +241,7 @@ async fn a_drop_to_zero_is_held_back_until_confirmed_for_the_grace_period() {
     assert!(registry.deregister(&payments, ip, None).await.unwrap());
     wait_until("the empty answer is held back", SOON, || {
         watcher.status().held_back.is_some()
-    })
-    .await;
+    });
     let held = watcher.status().held_back.unwrap();
     assert_eq!(held.hosts, 0);
     assert_eq!(
@@ -259,7 +259,7 @@ async fn a_drop_to_zero_is_held_back_until_confirmed_for_the_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_marks_the_host_draining_then_deregisters_it() {
-    let server = Server::start(&[]);
+    let server = Node::start(&[]);
     let registry = RegistryClient::new([&server.url]).unwrap();
     let payments = service("payments");
     let config = HeartbeatConfig {
