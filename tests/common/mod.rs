@@ -106,13 +106,22 @@ impl Node {
         self.socket_addr()
     }
 
-    /// Sends a signal to the process.
+    /// Sends a signal to the process. After `STOP` it waits until every thread of the
+    /// process is stopped: `kill` returns once the signal is queued, and a thread running on
+    /// the other core can still answer a request that the caller believes it sends to a
+    /// frozen node.
     pub fn signal(&self, sig: &str) {
+        let pid = self.child.id();
         let status = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .args([&format!("-{sig}"), &pid.to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
+        if sig == "STOP" {
+            wait_until("every thread stopped", Duration::from_secs(10), || {
+                all_threads_stopped(pid)
+            });
+        }
     }
 
     /// Stops the node with SIGTERM and waits for it to exit; returns whether it exited 0.
@@ -153,6 +162,21 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether every thread of process `pid` is in the stopped state (`T` in
+/// `/proc/PID/task/TID/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    })
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; panics with `what`.
