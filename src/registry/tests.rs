@@ -1204,3 +1204,46 @@ fn a_forged_expiry_is_bounded_like_a_forged_delete() {
     );
     a.recount();
 }
+
+/// A node whose clock runs ahead by more than a TTL and grace sees every copy from its peers
+/// already past both. Refusing them all, it drained to an empty list within `--max-stale`
+/// once its own agents had moved to other nodes (the full fault run, clock +20 s, TTL 6 s).
+/// It takes them as refreshes of the hosts it holds (within `--max-clock-skew`), and still
+/// brings back nothing it does not hold.
+#[test]
+fn a_node_whose_clock_runs_ahead_keeps_taking_refreshes_of_the_hosts_it_holds() {
+    let a = registry("a");
+    let fast = registry("f");
+    let short = |port| Registration {
+        ttl: Some(6),
+        ..reg(port, "r")
+    };
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &short(80), T0)
+        .unwrap();
+    pull(&fast, &a, T0);
+    // a's next refresh is shipped (a third of the TTL later); a new host appears on a too.
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &short(80), T0 + 2 * SECOND)
+        .unwrap();
+    a.heartbeat(&svc("web"), ip("10.0.0.2"), &short(80), T0 + 2 * SECOND)
+        .unwrap();
+    // fast's clock is now 20 s ahead: past TTL 6 s and grace 3 s of both copies.
+    let now = T0 + 22 * SECOND;
+    let applied = fast.apply(a.delta(&fast.digest(), 100), now);
+    assert_eq!(
+        applied.refusals.get(Refusal::Expired),
+        1,
+        "the host not held"
+    );
+    assert_eq!(
+        lists(&fast, "10.0.0.1", now),
+        Some(rfc3339(T0 + 2 * SECOND)),
+        "the held host is refreshed"
+    );
+    assert_eq!(lists(&fast, "10.0.0.2", now), None);
+    // Beyond --max-clock-skew (60 s) past its grace, a copy is refused however it is held.
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &short(80), T0 + 4 * SECOND)
+        .unwrap();
+    let applied = fast.apply(a.delta(&fast.digest(), 100), T0 + 74 * SECOND);
+    assert_eq!(applied.refusals.get(Refusal::Expired), 1);
+    fast.recount();
+}
