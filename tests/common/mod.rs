@@ -168,9 +168,6 @@ impl Drop for Node {
     }
 }
 
-/// Polls `condition` every 20 ms until it holds or `timeout` passes; panics with `what`.
-/// Callable from an async test on a multi-thread runtime too (it blocks in place); a
-/// condition that needs to await uses [`block_on`].
 /// Whether every thread of process `pid` is in the stopped state (`T` in
 /// `/proc/PID/task/TID/stat`).
 fn all_threads_stopped(pid: u32) -> bool {
@@ -186,6 +183,9 @@ fn all_threads_stopped(pid: u32) -> bool {
     })
 }
 
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; panics with `what`.
+/// Callable from an async test on a multi-thread runtime too (it blocks in place); a
+/// condition that needs to await uses [`block_on`].
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let mut poll = || {
         let started = Instant::now();
