@@ -1229,7 +1229,11 @@ fn a_node_whose_clock_runs_ahead_keeps_taking_refreshes_of_the_hosts_it_holds() 
     // fast's clock is now 20 s ahead: past TTL 6 s and grace 3 s of both copies.
     let now = T0 + 22 * SECOND;
     let applied = fast.apply(a.delta(&fast.digest(), 100), now);
-    assert_eq!(applied.refusals.get(Refusal::Expired), 1, "the host not held");
+    assert_eq!(
+        applied.refusals.get(Refusal::Expired),
+        1,
+        "the host not held"
+    );
     assert_eq!(
         lists(&fast, "10.0.0.1", now),
         Some(rfc3339(T0 + 2 * SECOND)),
