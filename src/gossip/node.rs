@@ -81,7 +81,8 @@ fn page(registry: &Registry, since: &Digest) -> (Delta, Digest) {
     }
 }
 
-/// See the module docs.
+/// One node's gossip state over transport `T`: the peer table, its identity and clock, and
+/// the [`NodeState`] it merges into.
 pub struct Node<T> {
     shared: Arc<NodeState>,
     transport: T,
@@ -174,8 +175,9 @@ impl<T: Transport> Node<T> {
         let applied = self.shared.registry.apply(delta, now);
         self.shared.publish(&applied.changes);
         metrics.gossip_records(RecordFlow::received, received);
-        if applied.refused > 0 {
-            metrics.gossip_records(RecordFlow::refused, applied.refused as u64);
+        let refused = applied.refusals.total();
+        if refused > 0 {
+            metrics.gossip_records(RecordFlow::refused, refused as u64);
             for (reason, n) in applied.refusals.iter() {
                 metrics.refused(reason, n as u64);
             }
@@ -499,7 +501,7 @@ fn warn_refused(
         .map(|(reason, n)| format!("{}={n}", reason.as_str()))
         .collect::<Vec<_>>()
         .join(",");
-    let refused = applied.refused;
+    let refused = applied.refusals.total();
     if warned.allow(now / SECOND) {
         tracing::warn!(peer, received, refused, %reasons, "refused records from a peer");
     } else {

@@ -179,9 +179,7 @@ impl Peer {
 
 /// What an exchange learned about the peer.
 pub(crate) struct Contact<'a> {
-    /// Its node id.
     pub(crate) node_id: &'a str,
-    /// Its digest.
     pub(crate) digest: Digest,
     /// How far behind this node it is.
     pub(crate) behind: u64,
@@ -189,7 +187,7 @@ pub(crate) struct Contact<'a> {
     pub(crate) ready: bool,
 }
 
-/// See the module docs.
+/// Every peer by base URL, with this node's own addresses (never gossiped with).
 #[derive(Debug)]
 pub(crate) struct PeerTable {
     own_id: String,

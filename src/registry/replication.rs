@@ -55,15 +55,11 @@ pub const MAX_KNOWN_ORIGINS: usize = 4096;
 /// One host key's record as it travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replica {
-    /// The host's service.
     pub service: ServiceName,
-    /// Its address.
     pub ip: IpAddr,
-    /// Its port.
     pub port: u16,
     /// Where this content was minted.
     pub version: Version,
-    /// The content.
     pub record: Record,
 }
 
@@ -71,7 +67,6 @@ pub struct Replica {
 /// `upto`."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Span {
-    /// The origin.
     pub origin: Arc<Origin>,
     /// The digest the sender assumed.
     pub after: u64,
@@ -141,6 +136,11 @@ impl Refusals {
         self.0[reason as usize]
     }
 
+    /// How many were refused, all reasons together.
+    pub fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+
     /// The reasons that refused at least one record, with their counts.
     pub fn iter(&self) -> impl Iterator<Item = (Refusal, usize)> + '_ {
         Refusal::ALL
@@ -163,9 +163,7 @@ enum Outcome {
 pub struct Applied {
     /// Records that changed something here.
     pub changed: usize,
-    /// Records refused, all reasons together (`refusals` has them by reason).
-    pub refused: usize,
-    /// Records refused, by reason.
+    /// Records refused, by reason ([`Refusals::total`] for all together).
     pub refusals: Refusals,
     /// Services whose host list changed.
     pub changes: Vec<Change>,
@@ -273,7 +271,6 @@ impl Registry {
                     applied.changes.extend(change);
                 }
                 Err(reason) => {
-                    applied.refused += 1;
                     applied.refusals.add(reason);
                 }
             }

@@ -60,7 +60,7 @@ def test_grpc_xds_client_follows_the_registry_and_survives_its_loss(start_node):
             "xds_servers": [{
                 "server_uri": node.xds,
                 "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
+                "server_features": ["xds_v3", "ignore_resource_deletion"],
             }],
             "node": {"id": "pytest-grpc-client", "cluster": "tests"},
         }
