@@ -132,7 +132,7 @@ async fn register(client: &reqwest::Client, url: &str, service: &str, ip: &str, 
 }
 
 async fn convergence(n: usize) {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = discovery_client::tls::http_client(None).build().unwrap();
     let procs = start_cluster(n, &client).await;
     let mut times = Vec::new();
     for w in 0..200usize {
@@ -227,7 +227,7 @@ async fn write_all(client: &reqwest::Client, urls: &[String], rev: &str) {
 }
 
 async fn heal() {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = discovery_client::tls::http_client(None).build().unwrap();
     let procs = start_cluster(3, &client).await;
     let urls: Vec<String> = procs.iter().map(|p| p.url.clone()).collect();
     write_all(&client, &urls, "r1").await;

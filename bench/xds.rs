@@ -141,7 +141,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let args = Args::parse();
     let node = Proc::start();
-    let http = reqwest::Client::new();
+    let http = discovery_client::tls::http_client(None).build().unwrap();
     heartbeat(&http, &node.url, 0).await;
     let before = node.rss_kib();
 

@@ -11,7 +11,7 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-cp "target/$TARGET/release/discovery" "$context/discovery"
+cp "${CARGO_TARGET_DIR:-target}/$TARGET/release/discovery" "$context/discovery"
 cp docker/Dockerfile "$context/Dockerfile"
 docker build --quiet --tag "$IMAGE" "$context" >/dev/null
 echo "built $IMAGE ($(du -h "$context/discovery" | cut -f1) binary)"

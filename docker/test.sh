@@ -4,21 +4,53 @@
 # sides, heals it, and checks that every node converges with nothing lost and nothing
 # resurrected; then kills a node and checks that it bootstraps before it reports ready.
 # Removes every container, network and image it made, also when it fails.
+#
+# With --tls, the same on the TLS profile (docker/compose.tls.yaml): certificates made here
+# with openssl, HTTPS on every node, mutual TLS between them, every check over HTTPS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+TLS=0
+[ "${1:-}" = --tls ] && TLS=1
+
 RUN=discovery-test-$$
+[ $TLS = 1 ] && RUN=discovery-tls-test-$$
 export IMAGE=discovery:$RUN
 export PORT_1=0 PORT_2=0 PORT_3=0   # let Docker pick free loopback ports
-COMPOSE=(docker compose -p "$RUN" -f docker/compose.yaml)
+FILES=(-f docker/compose.yaml)
+SCHEME=http
+CURL=(curl)
+CERTS=""
+if [ $TLS = 1 ]; then
+    CERTS=$(mktemp -d)
+    export CERTS
+    FILES+=(-f docker/compose.tls.yaml)
+    SCHEME=https
+    CURL=(curl --cacert "$CERTS/ca.pem")
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$CERTS/ca.key" -out "$CERTS/ca.pem" -subj "/CN=discovery test CA" 2>/dev/null
+    for node in registry-1 registry-2 registry-3; do
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout "$CERTS/$node.key" -out "$CERTS/$node.csr" -subj "/CN=$node" 2>/dev/null
+        openssl x509 -req -in "$CERTS/$node.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
+            -CAcreateserial -days 2 -out "$CERTS/$node.pem" -extfile <(printf '%s\n' \
+            "subjectAltName=DNS:$node,DNS:localhost,IP:127.0.0.1" \
+            "extendedKeyUsage=serverAuth,clientAuth") 2>/dev/null
+    done
+    # The container runs as nobody: it must read the keys (test keys, gone after the run).
+    chmod 755 "$CERTS"
+    chmod 644 "$CERTS"/*
+fi
+COMPOSE=(docker compose -p "$RUN" "${FILES[@]}")
 if ! docker compose version >/dev/null 2>&1; then
-    COMPOSE=(docker-compose -p "$RUN" -f docker/compose.yaml)
+    COMPOSE=(docker-compose -p "$RUN" "${FILES[@]}")
 fi
 
 expected=$(mktemp)
 cleanup() {
     status=$?
     rm -f "$expected"
+    [ -n "$CERTS" ] && rm -rf "$CERTS"
     if [ $status -ne 0 ]; then
         echo "--- FAILED; last logs:" >&2
         "${COMPOSE[@]}" logs --tail 30 >&2 || true
@@ -49,26 +81,26 @@ IMAGE=$IMAGE docker/build.sh >/dev/null
 
 step "starting the cluster"
 "${COMPOSE[@]}" up -d --quiet-pull 2>/dev/null || "${COMPOSE[@]}" up -d
-url() { echo "http://$("${COMPOSE[@]}" port "registry-$1" 8080 | tail -n1)"; }
+url() { echo "$SCHEME://$("${COMPOSE[@]}" port "registry-$1" 8080 | tail -n1)"; }
 N1=$(url 1) N2=$(url 2) N3=$(url 3)
 NODES=("$N1" "$N2" "$N3")
 container() { "${COMPOSE[@]}" ps -q "registry-$1"; }
 NET="${RUN}_cluster"
 
-ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$1/readyz")" = 200 ]; }
+ready() { [ "$("${CURL[@]}" -s -o /dev/null -w '%{http_code}' "$1/readyz")" = 200 ]; }
 for n in "${NODES[@]}"; do wait_for 60 "$n ready" ready "$n"; done
 
 register() { # NODE SERVICE IP
-    curl -sf -d "ip=$3" -d port=8080 -d revision=r1 -d ttl=600 "$1/v1/registration/$2" >/dev/null
+    "${CURL[@]}" -sf -d "ip=$3" -d port=8080 -d revision=r1 -d ttl=600 "$1/v1/registration/$2" >/dev/null
 }
-deregister() { curl -sf -X DELETE "$1/v1/registration/$2/$3" >/dev/null; }
+deregister() { "${CURL[@]}" -sf -X DELETE "$1/v1/registration/$2/$3" >/dev/null; }
 
 # The sorted "service ip:port" lines a node serves for the given services.
 state() { # NODE SERVICE...
     local node=$1
     shift
     for s in "$@"; do
-        curl -sf "$node/v1/registration/$s"
+        "${CURL[@]}" -sf "$node/v1/registration/$s"
     done | python3 -c '
 import json, sys
 dec = json.JSONDecoder()
@@ -137,12 +169,12 @@ docker kill "$(container 2)" >/dev/null
 docker start "$(container 2)" >/dev/null
 N2=$(url 2)
 NODES=("$N1" "$N2" "$N3")
-wait_for 60 "registry-2 to answer" curl -s -o /dev/null "$N2/healthz"
+wait_for 60 "registry-2 to answer" "${CURL[@]}" -s -o /dev/null "$N2/healthz"
 # Poll readiness; the first time it is ready, its state must already be complete.
 deadline=$((SECONDS + 60))
 until ready "$N2"; do
     [ $SECONDS -lt $deadline ] || { echo "registry-2 never became ready" >&2; exit 1; }
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$N2/v1/registration/alpha")
+    code=$("${CURL[@]}" -s -o /dev/null -w '%{http_code}' "$N2/v1/registration/alpha")
     [ "$code" = 503 ] || [ "$code" = 000 ] || { echo "not ready but answered $code" >&2; exit 1; }
     sleep 0.1
 done

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::gossip::normalize_peer;
 use crate::registry::{NodeId, RegistryConfig};
+use crate::tls::{TlsArgs, TlsFiles};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,6 +118,8 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "DISCOVERY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -223,6 +226,8 @@ pub struct Config {
     pub(crate) trusted_proxy_hops: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// TLS on `--listen` and toward peers; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A flag with a value that cannot work.
@@ -256,6 +261,26 @@ fn token(flag: &'static str, t: Option<String>) -> Result<Option<String>, Config
         }
         t => Ok(t),
     }
+}
+
+/// A `--peers` entry with the node's scheme: `host:port` gets it, and a URL with the other
+/// one is refused (every node of a cluster speaks TLS, or none does).
+fn peer_with_scheme(url: &str, scheme: &str) -> Result<String, ConfigError> {
+    let trimmed = url.trim();
+    let url = if trimmed.contains("://") {
+        normalize_peer(trimmed)
+    } else {
+        normalize_peer(&format!("{scheme}://{trimmed}"))
+    }
+    .map_err(|why| bad("peers", why))?;
+    if !url.starts_with(&format!("{scheme}://")) {
+        let why = match scheme {
+            "https" => "this node speaks TLS (--tls-cert), so its peers are https:// URLs",
+            _ => "https:// peers need --tls-cert, --tls-key and --tls-ca",
+        };
+        return Err(bad("peers", format!("{url:?}: {why}")));
+    }
+    Ok(url)
 }
 
 /// The default xDS address (SPEC 7).
@@ -329,11 +354,16 @@ impl Config {
             }
             None => format!("node-{:08x}", rand::random::<u32>()),
         };
+        let tls = args
+            .tls
+            .validate()
+            .map_err(|(flag, reason)| bad(flag, reason))?;
+        let scheme = scheme(tls.as_ref());
         let peers = args
             .peers
             .iter()
             .filter(|p| !p.trim().is_empty())
-            .map(|p| normalize_peer(p).map_err(|why| bad("peers", why)))
+            .map(|p| peer_with_scheme(p, scheme))
             .collect::<Result<Vec<_>, _>>()?;
         let peers_dns = match args.peers_dns {
             None => None,
@@ -352,6 +382,12 @@ impl Config {
             }
         };
         let clustered = !peers.is_empty() || peers_dns.is_some();
+        if clustered && tls.as_ref().is_some_and(|t| t.ca.is_none()) {
+            return Err(bad(
+                "tls-ca",
+                "a node with peers needs the CA that signs their certificates",
+            ));
+        }
         let warmup = args.warmup.unwrap_or(if clustered {
             Duration::from_secs(30)
         } else {
@@ -403,7 +439,20 @@ impl Config {
             },
             trusted_proxy_hops: args.trusted_proxy_hops,
             log_format: args.log_format,
+            tls,
         })
+    }
+
+    /// `https` when the node speaks TLS, else `http`: the scheme of its own and its peers' URLs.
+    pub fn scheme(&self) -> &'static str {
+        scheme(self.tls.as_ref())
+    }
+}
+
+fn scheme(tls: Option<&TlsFiles>) -> &'static str {
+    match tls {
+        Some(_) => "https",
+        None => "http",
     }
 }
 
@@ -480,6 +529,27 @@ mod tests {
         for refused in ["0s", "1500ms"] {
             let err = config(&["--expiry-grace", refused]).unwrap_err();
             assert!(err.to_string().contains("expiry-grace"), "{refused}: {err}");
+        }
+    }
+
+    #[test]
+    fn peers_take_the_nodes_scheme_and_a_tls_node_with_peers_needs_a_ca() {
+        let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        let with_ca = [&tls[..], &["--tls-ca", "ca.pem"]].concat();
+        let peers = |flags: &[&str]| config(flags).map(|c| c.cluster.peers);
+        assert_eq!(peers(&["--peers", "b:1"]).unwrap(), ["http://b:1"]);
+        let https = [&with_ca[..], &["--peers", "b:1,https://c:2"]].concat();
+        assert_eq!(peers(&https).unwrap(), ["https://b:1", "https://c:2"]);
+        for (refused, flag) in [
+            (vec!["--peers", "https://b:1"], "--peers"),
+            (
+                [&with_ca[..], &["--peers", "http://b:1"]].concat(),
+                "--peers",
+            ),
+            ([&tls[..], &["--peers", "b:1"]].concat(), "--tls-ca"),
+        ] {
+            let err = config(&refused).unwrap_err().to_string();
+            assert!(err.starts_with(flag), "{refused:?}: {err}");
         }
     }
 }

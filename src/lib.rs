@@ -22,6 +22,7 @@ mod server;
 mod stall;
 mod state;
 mod throttle;
+mod tls;
 mod xds;
 
 pub use config::{Config, LogFormat, ServeArgs};

@@ -22,14 +22,7 @@ enum Command {
     /// Run a registry node.
     Serve(Box<ServeArgs>),
     /// Check that a node answers (exit 0) — the container health check.
-    Health {
-        /// The node's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// Require readiness (`/readyz`) instead of liveness (`/healthz`).
-        #[arg(long)]
-        ready: bool,
-    },
+    Health(cli::health::HealthArgs),
     /// Keep a host registered until SIGTERM, then drain and deregister it (an agent).
     Heartbeat(cli::heartbeat::HeartbeatArgs),
     /// Show a service's hosts; `--watch` follows them.
@@ -76,7 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(args.log_format, "info");
             runtime.block_on(cli::serve::run(*args))?;
         }
-        Command::Health { url, ready } => runtime.block_on(cli::health::run(&url, ready))?,
+        Command::Health(args) => runtime.block_on(cli::health::run(args))?,
         Command::Heartbeat(args) => {
             init_logging(args.log_format, "info");
             runtime.block_on(cli::heartbeat::run(args))?;

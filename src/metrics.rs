@@ -23,16 +23,14 @@ use crate::registry::Refusal;
 pub(crate) struct RequestLabels {
     /// The route pattern, e.g. `/v1/registration/{service}`.
     pub(crate) route: Cow<'static, str>,
-    /// The method.
+    /// The method, or `OTHER` for a non-standard one.
     pub(crate) method: Cow<'static, str>,
-    /// The status code.
     pub(crate) status: u16,
 }
 
 /// Labels with a route only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RouteLabels {
-    /// The route pattern.
     pub(crate) route: Cow<'static, str>,
 }
 

@@ -15,9 +15,12 @@
 //!   then drops the connection.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use discovery_client::ClientTls;
+use futures_util::future::Either;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -30,6 +33,11 @@ use crate::config::Config;
 use crate::gossip;
 use crate::http;
 use crate::state::{now, NodeState};
+use crate::tls::Tls;
+
+/// A connection's byte stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> Io for T {}
 use crate::xds;
 
 /// How often expired hosts are looked for.
@@ -46,6 +54,11 @@ pub(crate) struct Server {
 impl Server {
     /// Binds the listener and starts serving, sweeping and gossiping.
     pub(crate) async fn start(config: Config) -> std::io::Result<Server> {
+        // Loaded before binding: a node whose certificate does not load never listens.
+        let tls = match config.tls.clone() {
+            Some(files) => Some(Tls::load(files).map_err(std::io::Error::other)?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let xds_listener =
@@ -62,21 +75,30 @@ impl Server {
         let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
-        let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks);
+        if let Some(tls) = &tls {
+            tls.spawn_reloader(shutdown.clone(), &tasks);
+        }
+        let peer_tls = tls
+            .as_ref()
+            .map(|tls| ClientTls::from_config(tls.client_config()));
+        let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks, peer_tls);
         let service = http::service(shared.clone(), gossip.routes());
         tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
         if let Some(xds_listener) = xds_listener {
             xds::spawn(shared.clone(), xds_listener, shutdown.clone(), &tasks);
         }
+        let https = tls.is_some();
         tasks.spawn(accept_loop(
             listener,
             service,
             shared.clone(),
             shutdown.clone(),
             tasks.clone(),
+            tls,
         ));
         tracing::info!(
             %addr,
+            https,
             node = %shared.config.registry.node,
             env = %shared.config.registry.env,
             peers = shared.config.cluster.peers.len(),
@@ -181,6 +203,7 @@ async fn accept_loop(
     shared: Arc<NodeState>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    tls: Option<Arc<Tls>>,
 ) {
     let acceptor = Acceptor::new(listener, shared.config.limits.max_connections, "HTTP");
     let header_timeout = shared.config.limits.read_timeout;
@@ -193,16 +216,48 @@ async fn accept_loop(
         .max_header_size(http::HYPER_MAX_BUF);
     while let Some((stream, peer, permit)) = acceptor.next(&shutdown).await {
         let service = service.clone();
-        let service = hyper::service::service_fn(move |request| service.call(request, peer));
+        let http1 = http1.clone();
         let shutdown = shutdown.clone();
-        // The timeout counts only while a write is pending (the socket's send buffer is full),
-        // and costs a flag test per write otherwise. Boxed once per connection because it
-        // holds a timer and hyper wants an `Unpin` socket.
-        let mut stream = TimeoutWriter::new(stream);
-        stream.set_timeout(Some(write_timeout));
-        let conn = http1.serve_connection(TokioIo::new(Box::pin(stream)), service);
         let metrics = shared.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
+            // The timeout counts only while a write is pending (the socket's send buffer is
+            // full), and costs a flag test per write otherwise. Boxed once per connection
+            // because it holds a timer and hyper wants an `Unpin` socket.
+            let mut stream = TimeoutWriter::new(stream);
+            stream.set_timeout(Some(write_timeout));
+            let stream = Box::pin(stream);
+            // With TLS, the handshake runs here, in the connection's task, so a slow client
+            // never holds up the accept loop; it is bounded like a request head.
+            let (io, client_cert): (Pin<Box<dyn Io>>, _) = match &tls {
+                None => (stream, None),
+                Some(tls) => {
+                    let accepted = tokio::select! {
+                        _ = shutdown.cancelled() => None,
+                        accepted = tls.accept(stream, header_timeout, peer) => accepted,
+                    };
+                    match accepted {
+                        Some((stream, cert)) => (Box::pin(stream), Some(cert)),
+                        None => {
+                            drop(permit);
+                            return;
+                        }
+                    }
+                }
+            };
+            let service = hyper::service::service_fn(move |mut request| {
+                // A connection whose client certificate is refused reaches no handler; the
+                // others carry what their certificate came to (the gossip endpoint reads it).
+                if let Some(cert) = client_cert {
+                    if let Some(why) = cert.refused {
+                        let refused = crate::tls::certificate_refused(why);
+                        return Either::Left(std::future::ready(Ok(refused)));
+                    }
+                    request.extensions_mut().insert(cert);
+                }
+                Either::Right(service.call(request, peer))
+            });
+            let conn = http1.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,

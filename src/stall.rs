@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::registry::{Micros, SECOND};
 
-/// See the module docs.
+/// The last tick and the state of a re-sync or hold, in atomics: read by every request,
+/// written by the sweeper.
 #[derive(Debug)]
 pub(crate) struct StallWatch {
     threshold: Micros,

@@ -18,7 +18,6 @@ use crate::stall::{Stall, StallWatch};
 
 /// One node's state, shared as an `Arc` by the HTTP layer, the gossip layer and the sweeper.
 pub struct NodeState {
-    /// The hosts.
     pub registry: Registry,
     /// Wakes long polls when a service's host list changes.
     pub(crate) wakers: LongPollWakers,

@@ -608,3 +608,67 @@ fn haproxy_servers_survive_a_registry_outage_and_are_restored_after_reloads() {
         "the cache file is written"
     );
 }
+
+/// Issue 11: `haproxy-sync` follows a registry cluster that speaks HTTPS and requires client
+/// certificates (`--ca --cert --key`), through the second node when the first is gone.
+#[test]
+fn haproxy_sync_follows_an_https_cluster_with_client_certificates() {
+    if haproxy_missing() {
+        return;
+    }
+    let dir = TempDir::new("haproxy-tls");
+    let ca = common::certs::Ca::new(&dir.0, "hap");
+    let node_args = |leaf: &common::certs::Leaf, extra: &[&str]| {
+        let mut args = leaf.serve_args();
+        args.extend(["--tls-ca".into(), ca.pem.display().to_string()]);
+        args.extend(["--tls-client-auth".into(), "all".into()]);
+        args.extend(["--gossip-interval".into(), "200ms".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let a_args = node_args(&ca.leaf("a", 1), &[]);
+    let a = Node::start(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let b_args = node_args(&ca.leaf("b", 2), &["--peers", &a.url]);
+    let b = Node::start(&b_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let client = ca.leaf("sync", 3);
+    let haproxy = Haproxy::start(&dir.0);
+    let alpha = Backend::start("alpha");
+    let ca_pem = ca.pem.display().to_string();
+    let (cert, key) = (
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    let tls = ["--cacert", &ca_pem, "--cert", &cert, "--key", &key];
+    let register_on = |node: &Node, backend: &Backend| {
+        let (status, text) = common::curl(
+            &tls,
+            "POST",
+            &format!("{}/v1/registration/web", node.url),
+            Some("application/x-www-form-urlencoded"),
+            &format!("ip=127.0.0.1&port={}&revision=r1", backend.port),
+        );
+        assert_eq!(status, 200, "{text}");
+    };
+    register_on(&a, &alpha);
+    let registries = format!("{},{}", a.url, b.url);
+    let sync = Sync::start(
+        &registries,
+        &haproxy,
+        &["--ca", &ca_pem, "--cert", &cert, "--key", &key],
+    );
+    wait_until("the host is UP in HAProxy", WAIT, || {
+        haproxy.status(&alpha.server()).as_deref() == Some("UP")
+    });
+    wait_until("traffic through HAProxy reaches it", WAIT, || {
+        haproxy.serves(&[alpha.name])
+    });
+    // The node the sync follows goes away; a host registered on b (gossiped over mTLS from
+    // there) still reaches HAProxy through b.
+    drop(a);
+    let bravo = Backend::start("bravo");
+    register_on(&b, &bravo);
+    wait_until("the host registered on b is UP", WAIT, || {
+        haproxy.status(&bravo.server()).as_deref() == Some("UP")
+    });
+    drop(sync);
+}

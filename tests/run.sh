@@ -21,6 +21,7 @@ tests/schemathesis/run.sh
 # The cluster as separate containers, whenever a Docker engine answers.
 if docker info >/dev/null 2>&1; then
     docker/test.sh
+    docker/test.sh --tls
 else
     echo "docker/test.sh skipped: no Docker engine answers"
 fi

@@ -45,7 +45,7 @@ pub struct ClusterLoadAssignment {
     /// The `Any` type marker, always [`EDS_TYPE_URL`].
     #[serde(rename = "@type")]
     pub type_marker: String,
-    /// The service name.
+    /// The service name (Envoy's cluster is one service).
     pub cluster_name: String,
     /// The hosts, grouped by locality.
     pub endpoints: Vec<LocalityLbEndpoints>,
@@ -56,7 +56,7 @@ pub struct ClusterLoadAssignment {
 pub struct LocalityLbEndpoints {
     /// From the `region` and `az` tags.
     pub locality: Locality,
-    /// The hosts.
+    /// The locality's hosts, in the order of the host list.
     pub lb_endpoints: Vec<LbEndpoint>,
     /// The sum of its hosts' weights. Envoy reads it only with locality-weighted load
     /// balancing; gRPC's xDS client drops a locality without one.
@@ -77,7 +77,7 @@ pub struct Locality {
 /// One host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LbEndpoint {
-    /// Its address.
+    /// Where Envoy connects: the host's address and port.
     pub endpoint: Endpoint,
     /// `HEALTHY` or `DRAINING`.
     pub health_status: String,
@@ -98,7 +98,7 @@ pub struct Endpoint {
 /// `core.v3.Address`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Address {
-    /// The socket address.
+    /// Always a socket address (no pipe).
     pub socket_address: SocketAddress,
 }
 
@@ -107,7 +107,7 @@ pub struct Address {
 pub struct SocketAddress {
     /// An IP literal.
     pub address: String,
-    /// The port.
+    /// The host's port, 1-65535.
     pub port_value: u16,
 }
 

@@ -44,18 +44,19 @@ impl HostStatus {
 pub struct Host {
     /// The service it belongs to.
     pub service: ServiceName,
-    /// Its address.
+    /// The address it serves on, as it registered it (or as the registry saw it, with
+    /// `auto_ip`).
     pub ip_address: IpAddr,
-    /// Its port.
+    /// The port it serves on; with the address and the service, the host's identity.
     pub port: Port,
-    /// The revision it runs.
+    /// The revision (build, commit) it runs, as its heartbeat said.
     pub revision: Revision,
     /// Its repository, `""` when absent.
     #[serde(default = "RepoName::empty")]
     pub service_repo_name: RepoName,
     /// When a node last took its heartbeat: RFC 3339 UTC with microseconds.
     pub last_check_in: String,
-    /// Its tags.
+    /// Its tags; `{}` when it has none.
     #[serde(default)]
     pub tags: Tags,
     /// `up` or `draining`.

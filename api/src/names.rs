@@ -193,7 +193,7 @@ impl Port {
         Port::new(n)
     }
 
-    /// The port number.
+    /// As a number, 1-65535.
     pub fn get(self) -> u16 {
         self.0
     }
@@ -240,7 +240,7 @@ impl Weight {
         Weight::new(n)
     }
 
-    /// The weight.
+    /// As a number, 1-100.
     pub fn get(self) -> u8 {
         self.0
     }

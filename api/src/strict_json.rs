@@ -6,6 +6,7 @@
 //! (which would otherwise depend on which copy a parser keeps). This module does no IO and
 //! keeps serde_json's own bounds (its recursion limit guards the stack).
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -15,70 +16,64 @@ use serde_json::{Map, Value};
 #[derive(Debug)]
 pub(crate) enum StrictError {
     /// The same key twice in one object, `depth` objects or lists deep (0: the top object).
-    Duplicate {
-        /// The key.
-        key: String,
-        /// How deep its object sits.
-        depth: usize,
-    },
+    Duplicate { key: String, depth: usize },
     /// Not JSON.
     Syntax(serde_json::Error),
 }
 
 /// Parses `text` as JSON, refusing duplicate keys in every object.
 pub(crate) fn from_slice(text: &[u8]) -> Result<Value, StrictError> {
+    let duplicate = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(text);
-    let value = StrictSeed { depth: 0 }
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v));
-    value.map_err(|e| {
-        // Our own refusal is serde's "custom" (data) error; anything else is syntax.
-        let message = e.to_string();
-        let duplicate = message
-            .strip_prefix(DUPLICATE_MARK)
-            .filter(|_| e.is_data())
-            .and_then(|rest| rest.rsplit_once(" at line "))
-            .and_then(|(rest, _)| rest.split_once(' '))
-            .and_then(|(depth, key)| Some((depth.parse().ok()?, key)));
-        match duplicate {
-            Some((depth, key)) => StrictError::Duplicate {
-                key: key.to_owned(),
-                depth,
-            },
-            None => StrictError::Syntax(e),
-        }
+    let value = StrictSeed {
+        depth: 0,
+        duplicate: &duplicate,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v));
+    // A duplicate is recorded where it is found (serde's error carries only text); any
+    // other error is syntax.
+    value.map_err(|e| match duplicate.into_inner() {
+        Some((key, depth)) => StrictError::Duplicate { key, depth },
+        None => StrictError::Syntax(e),
     })
 }
 
-/// The prefix of the custom error a duplicate raises, to tell it from a syntax error.
-const DUPLICATE_MARK: &str = "duplicate key: ";
+/// The first duplicate key found and the depth of its object.
+type Found = RefCell<Option<(String, usize)>>;
 
 /// Deserializes one JSON value `depth` levels deep, refusing duplicate keys.
-struct StrictSeed {
+struct StrictSeed<'a> {
     depth: usize,
+    duplicate: &'a Found,
 }
 
-impl<'de> DeserializeSeed<'de> for StrictSeed {
+impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(StrictVisitor { depth: self.depth })
+        d.deserialize_any(StrictVisitor {
+            depth: self.depth,
+            duplicate: self.duplicate,
+        })
     }
 }
 
-struct StrictVisitor {
+struct StrictVisitor<'a> {
     depth: usize,
+    duplicate: &'a Found,
 }
 
-impl StrictVisitor {
-    fn inner(&self) -> StrictSeed {
+impl<'a> StrictVisitor<'a> {
+    fn inner(&self) -> StrictSeed<'a> {
         StrictSeed {
             depth: self.depth + 1,
+            duplicate: self.duplicate,
         }
     }
 }
 
-impl<'de> Visitor<'de> for StrictVisitor {
+impl<'de> Visitor<'de> for StrictVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -119,7 +114,11 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        StrictSeed { depth: self.depth }.deserialize(d)
+        StrictSeed {
+            depth: self.depth,
+            duplicate: self.duplicate,
+        }
+        .deserialize(d)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
@@ -134,8 +133,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             if map.contains_key(&key) {
-                let depth = self.depth;
-                return Err(de::Error::custom(format!("{DUPLICATE_MARK}{depth} {key}")));
+                let message = format!("duplicate key {key:?}");
+                *self.duplicate.borrow_mut() = Some((key, self.depth));
+                return Err(de::Error::custom(message));
             }
             let value = access.next_value_seed(self.inner())?;
             map.insert(key, value);

@@ -14,8 +14,9 @@ use std::time::Duration;
 pub enum Failure {
     /// The request did not complete: connection refused or reset, a timeout, a broken body.
     /// Shown with its root cause (`Connection refused`) or as `timed out`, rather than
-    /// reqwest's outer text, which names the URL a second time and hides why.
-    #[error("{url}: {}", root_cause(.source))]
+    /// reqwest's outer text, which names the URL a second time and hides why; a TLS failure
+    /// also says what it means ([`crate::tls::why_unreachable`]).
+    #[error("{url}: {}", crate::tls::why_unreachable(.source))]
     Transport {
         /// The registry's base URL.
         url: String,
@@ -49,18 +50,6 @@ pub enum Failure {
 /// The nodes a call skipped on its way to an answer, as one log field.
 pub(crate) fn describe_skipped(skipped: &[Failure]) -> String {
     join_failures(skipped)
-}
-
-/// Why a request failed, in a few words: `timed out`, or the innermost error.
-fn root_cause(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "timed out".to_owned();
-    }
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    cause.to_string()
 }
 
 fn message_suffix(message: &Option<String>) -> String {
@@ -104,6 +93,9 @@ pub enum Error {
     /// A setting is out of its range.
     #[error("invalid setting: {0}")]
     Config(String),
+    /// A TLS file (CA, certificate, key) cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
@@ -199,7 +191,8 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}");
-        let source = reqwest::get(&url).await.unwrap_err();
+        let client = crate::tls::http_client(None).build().unwrap();
+        let source = client.get(&url).send().await.unwrap_err();
         let text = Error::Unavailable(vec![Failure::Transport {
             url: url.clone(),
             source,

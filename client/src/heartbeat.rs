@@ -108,7 +108,8 @@ pub enum HeartbeatOutcome {
     },
 }
 
-/// The handle of a background task that keeps a host registered. See the module docs.
+/// The handle of a background task that keeps a host registered; dropping it stops the
+/// task without deregistering, [`Heartbeater::shutdown`] drains and deregisters.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), discovery_client::Error> {

@@ -36,7 +36,8 @@
 //! in the way adds one `T`.
 //!
 //! The wire types come from [`discovery_api`] (re-exported as [`api`]), so client and
-//! server share one definition of the format and its validation rules. Plain HTTP only.
+//! server share one definition of the format and its validation rules. `https://` registries
+//! are reached with [`RegistryClientBuilder::tls`] (a CA, and a client certificate for mutual TLS).
 //!
 //! ```no_run
 //! use discovery_client::{
@@ -76,6 +77,7 @@ mod registry_client;
 mod shrink_guard;
 #[cfg(test)]
 mod stub;
+pub mod tls;
 mod watcher;
 
 pub use discovery_api as api;
@@ -89,6 +91,7 @@ pub use registry_client::{
     RegistryClient, RegistryClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use shrink_guard::ShrinkPolicy;
+pub use tls::{ClientTls, TlsError};
 pub use watcher::{
     Failover, HeldBack, HostList, HostWatcher, ListSource, WatcherConfig, WatcherStatus,
     DEFAULT_POLL_WAIT,

@@ -37,6 +37,7 @@ use reqwest::header::{HeaderMap, ETAG, IF_NONE_MATCH, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::tls::ClientTls;
 use crate::{Error, Failure};
 
 /// How long a connection attempt to one node may take, by default.
@@ -95,9 +96,18 @@ pub struct RegistryClientBuilder {
     request_timeout: Duration,
     write_token: Option<String>,
     read_token: Option<String>,
+    tls: Option<ClientTls>,
 }
 
 impl RegistryClientBuilder {
+    /// Speak TLS to `https://` URLs: trust the CA of `tls`, and present its client
+    /// certificate when it has one ([`ClientTls::from_files`]). Without it, only `http://`
+    /// URLs are accepted.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// How long a connection attempt to one node may take before the next node is tried.
     /// Default [`DEFAULT_CONNECT_TIMEOUT`]: short, because a dead node should cost little.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -134,7 +144,7 @@ impl RegistryClientBuilder {
         let urls = self
             .urls
             .iter()
-            .map(|u| normalize_url(u))
+            .map(|u| normalize_url(u, self.tls.is_some()))
             .collect::<Result<Vec<_>, _>>()?;
         if urls.is_empty() {
             return Err(Error::NoRegistries);
@@ -144,9 +154,8 @@ impl RegistryClientBuilder {
         }
         // No proxy: the registry lives on the same private network as its clients, and an
         // HTTP_PROXY meant for the outside world must not sit between them.
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client(self.tls.as_ref())
             .connect_timeout(self.connect_timeout)
-            .no_proxy()
             .build()
             .map_err(Error::Http)?;
         Ok(RegistryClient {
@@ -162,9 +171,9 @@ impl RegistryClientBuilder {
     }
 }
 
-/// `http://host:port[/prefix]` without a trailing `/`; anything else is refused with a
-/// reason, since this client speaks plain HTTP only.
-fn normalize_url(raw: &str) -> Result<String, Error> {
+/// `http://host:port[/prefix]` (or `https://` with `tls`) without a trailing `/`; anything
+/// else is refused with a reason.
+fn normalize_url(raw: &str, tls: bool) -> Result<String, Error> {
     let invalid = |reason: &str| Error::InvalidUrl {
         url: raw.to_owned(),
         reason: reason.to_owned(),
@@ -172,12 +181,13 @@ fn normalize_url(raw: &str) -> Result<String, Error> {
     let url = reqwest::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
     match url.scheme() {
         "http" => {}
+        "https" if tls => {}
         "https" => {
             return Err(invalid(
-                "https is not supported: this client speaks plain HTTP (put TLS in a sidecar)",
+                "https needs the CA that signed the registry's certificate (--ca FILE)",
             ))
         }
-        _ => return Err(invalid("expected http://HOST:PORT")),
+        _ => return Err(invalid("expected http://HOST:PORT or https://HOST:PORT")),
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("it names no host"));
@@ -289,6 +299,7 @@ impl RegistryClient {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             write_token: None,
             read_token: None,
+            tls: None,
         }
     }
 
@@ -815,19 +826,25 @@ mod tests {
     }
 
     #[test]
-    fn base_urls_are_normalized_and_https_is_refused_with_a_reason() {
+    fn base_urls_are_normalized_and_https_needs_a_ca() {
         assert_eq!(
-            normalize_url("http://10.0.0.1:8080/").unwrap(),
+            normalize_url("http://10.0.0.1:8080/", false).unwrap(),
             "http://10.0.0.1:8080"
         );
         assert_eq!(
-            normalize_url(" http://registry/prefix/ ").unwrap(),
+            normalize_url(" http://registry/prefix/ ", false).unwrap(),
             "http://registry/prefix"
         );
-        let err = normalize_url("https://registry").unwrap_err().to_string();
-        assert!(err.contains("plain HTTP"), "{err}");
-        assert!(normalize_url("registry:8080").is_err());
-        assert!(normalize_url("http://registry/?a=1").is_err());
+        let err = normalize_url("https://registry", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--ca"), "{err}");
+        assert_eq!(
+            normalize_url("https://registry:8443/", true).unwrap(),
+            "https://registry:8443"
+        );
+        assert!(normalize_url("registry:8080", false).is_err());
+        assert!(normalize_url("http://registry/?a=1", false).is_err());
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! its settings and its errors into one line a person can act on.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 use discovery_client::{
-    Error, RegistryClient, RegistryClientBuilder, WatcherConfig, DEFAULT_POLL_WAIT,
+    ClientTls, Error, RegistryClient, RegistryClientBuilder, WatcherConfig, DEFAULT_POLL_WAIT,
     DEFAULT_REQUEST_TIMEOUT,
 };
 
@@ -26,12 +27,49 @@ pub(crate) struct RegistryUrls {
         required = true
     )]
     pub(crate) urls: Vec<String>,
+    #[command(flatten)]
+    pub(crate) tls: TlsFlags,
 }
 
 impl RegistryUrls {
-    /// The client's settings, with these URLs.
-    pub(crate) fn builder(&self) -> RegistryClientBuilder {
-        RegistryClient::builder(&self.urls)
+    /// The client's settings, with these URLs and the TLS files.
+    pub(crate) fn builder(&self) -> Result<RegistryClientBuilder, CommandError> {
+        let builder = RegistryClient::builder(&self.urls);
+        Ok(match self.tls.client_tls()? {
+            Some(tls) => builder.tls(tls),
+            None => builder,
+        })
+    }
+}
+
+/// The TLS flags of every client subcommand, for `https://` registries.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct TlsFlags {
+    /// CA bundle (PEM) that signs the registry's certificate; needed for https:// URLs.
+    #[arg(long, env = "DISCOVERY_CA", value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a registry that requires one (--tls-client-auth all).
+    #[arg(long, env = "DISCOVERY_CERT", value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, env = "DISCOVERY_KEY", value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    /// The client's TLS settings; `None` without `--ca` (plain HTTP only).
+    pub(crate) fn client_tls(&self) -> Result<Option<ClientTls>, CommandError> {
+        match &self.ca {
+            Some(ca) => {
+                let tls = ClientTls::from_files(ca, self.cert.as_deref(), self.key.as_deref())
+                    .map_err(Error::Tls)?;
+                Ok(Some(tls))
+            }
+            None if self.cert.is_some() => Err(CommandError::Usage(
+                "--cert needs --ca, the CA that signs the registry's certificate".into(),
+            )),
+            None => Ok(None),
+        }
     }
 }
 
@@ -52,7 +90,10 @@ pub struct ReadArgs {
 impl ReadArgs {
     /// A client of the given registries that sends the read token.
     pub(crate) fn client(&self) -> Result<RegistryClient, CommandError> {
-        let mut builder = self.registry.builder().request_timeout(self.timeout.into());
+        let mut builder = self
+            .registry
+            .builder()?
+            .request_timeout(self.timeout.into());
         if let Some(token) = non_empty(&self.token) {
             builder = builder.read_token(token);
         }

@@ -3,17 +3,37 @@
 
 use std::time::Duration;
 
+use clap::Args;
+
+use super::connect::{CommandError, TlsFlags};
+
+/// The flags of `discovery health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The node's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Require readiness (`/readyz`) instead of liveness (`/healthz`).
+    #[arg(long)]
+    ready: bool,
+    #[command(flatten)]
+    tls: TlsFlags,
+}
+
 /// Why the check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
     /// The node did not answer.
-    #[error("{url}: {source}")]
+    #[error("{url}: {why}")]
     Unreachable {
         /// What was asked.
         url: String,
-        /// Why it failed.
-        source: reqwest::Error,
+        /// Why it failed, with the TLS cause in words when it was one.
+        why: String,
     },
+    /// The TLS flags cannot be used.
+    #[error("{0}")]
+    Tls(#[from] CommandError),
     /// The node answered something other than 200.
     #[error("{url}: status {status}")]
     Unhealthy {
@@ -24,28 +44,23 @@ pub enum HealthError {
     },
 }
 
-/// Checks one node.
-pub async fn run(base: &str, ready: bool) -> Result<(), HealthError> {
+/// Checks one node, over TLS with `--ca` (and `--cert`/`--key`) for an `https://` URL.
+pub async fn run(args: HealthArgs) -> Result<(), HealthError> {
+    let tls = args.tls.client_tls()?;
     let url = format!(
         "{}/{}",
-        base.trim_end_matches('/'),
-        if ready { "readyz" } else { "healthz" }
+        args.url.trim_end_matches('/'),
+        if args.ready { "readyz" } else { "healthz" }
     );
-    let client = reqwest::Client::builder()
+    let unreachable = |source: reqwest::Error| HealthError::Unreachable {
+        url: url.clone(),
+        why: discovery_client::tls::why_unreachable(&source),
+    };
+    let client = discovery_client::tls::http_client(tls.as_ref())
         .timeout(Duration::from_secs(3))
         .build()
-        .map_err(|source| HealthError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|source| HealthError::Unreachable {
-            url: url.clone(),
-            source,
-        })?;
+        .map_err(unreachable)?;
+    let response = client.get(&url).send().await.map_err(unreachable)?;
     match response.status().as_u16() {
         200 => Ok(()),
         status => Err(HealthError::Unhealthy { url, status }),

@@ -93,7 +93,7 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 
 /// Registers the host, keeps it registered until a signal, then drains and deregisters it.
 pub async fn run(args: HeartbeatArgs) -> Result<(), CommandError> {
-    let mut builder = args.registry.builder();
+    let mut builder = args.registry.builder()?;
     if let Some(token) = non_empty(&args.token) {
         builder = builder.write_token(token);
     }

@@ -16,13 +16,14 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs the node. Prints `listening on http://ADDR` on stdout once bound, for scripts and
-/// tests that start it on port 0.
+/// Runs the node. Prints `listening on http://ADDR` (`https://` with TLS) on stdout once
+/// bound, for scripts and tests that start it on port 0.
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let config = Config::from_args(args)?;
+    let scheme = config.scheme();
     let server = Server::start(config).await?;
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "listening on http://{}", server.local_addr());
+    let _ = writeln!(stdout, "listening on {scheme}://{}", server.local_addr());
     if let Some(xds) = server.xds_addr() {
         let _ = writeln!(stdout, "xds listening on {xds}");
     }

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Json;
 use discovery_api::ErrorBody;
+use discovery_client::ClientTls;
 use reqwest::header::CONTENT_TYPE;
 use tokio::sync::Semaphore;
 
@@ -50,13 +51,17 @@ pub(crate) struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// A transport whose exchanges give up after `timeout`.
-    pub(crate) fn new(token: Option<String>, timeout: Duration) -> Result<Self, TransportError> {
-        let client = reqwest::Client::builder()
+    /// A transport whose exchanges give up after `timeout`, speaking TLS to `https://` peers
+    /// as `tls` says.
+    pub(crate) fn new(
+        token: Option<String>,
+        timeout: Duration,
+        tls: Option<ClientTls>,
+    ) -> Result<Self, TransportError> {
+        // Peers are our own nodes on the private network: never through a proxy.
+        let client = discovery_client::tls::http_client(tls.as_ref())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
-            // Peers are our own nodes on the private network: never through a proxy.
-            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| TransportError::Unreachable(format!("HTTP client: {e}")))?;
@@ -68,7 +73,7 @@ fn failure(e: reqwest::Error) -> TransportError {
     if e.is_timeout() {
         TransportError::Timeout
     } else {
-        TransportError::Unreachable(e.to_string())
+        TransportError::Unreachable(discovery_client::tls::why_unreachable(&e))
     }
 }
 
@@ -165,6 +170,12 @@ enum Handled {
 async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let node = endpoint.node.clone();
     let shared = node.shared().clone();
+    if !crate::tls::gossip_allowed(shared.config.tls.as_ref(), request.extensions()) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "gossip requires a client certificate signed by this node's --tls-ca",
+        );
+    }
     if !auth::allowed(&shared.config.tokens, Access::Peer, request.headers()) {
         return refuse(
             StatusCode::UNAUTHORIZED,

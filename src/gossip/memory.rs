@@ -83,7 +83,7 @@ impl Loss {
     }
 }
 
-/// See the module docs. A cheap clone: all clones are one network.
+/// Nodes by address with the links between them. A cheap clone: all clones are one network.
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
     net: Arc<Mutex<Net>>,

@@ -83,7 +83,6 @@ pub struct Sender {
 /// what I think you lack; send me what I lack") and the peer's answer have the same shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncMessage {
-    /// The sending node.
     pub from: Sender,
     /// The sender's digest (in an answer: after merging the request's delta), for the delta
     /// that comes back.

@@ -81,7 +81,8 @@ fn page(registry: &Registry, since: &Digest) -> (Delta, Digest) {
     }
 }
 
-/// See the module docs.
+/// One node's gossip state over transport `T`: the peer table, its identity and clock, and
+/// the [`NodeState`] it merges into.
 pub struct Node<T> {
     shared: Arc<NodeState>,
     transport: T,
@@ -174,8 +175,9 @@ impl<T: Transport> Node<T> {
         let applied = self.shared.registry.apply(delta, now);
         self.shared.publish(&applied.changes);
         metrics.gossip_records(RecordFlow::received, received);
-        if applied.refused > 0 {
-            metrics.gossip_records(RecordFlow::refused, applied.refused as u64);
+        let refused = applied.refusals.total();
+        if refused > 0 {
+            metrics.gossip_records(RecordFlow::refused, refused as u64);
             for (reason, n) in applied.refusals.iter() {
                 metrics.refused(reason, n as u64);
             }
@@ -220,7 +222,11 @@ impl<T: Transport> Node<T> {
         self.shared
             .metrics
             .gossip_records(RecordFlow::sent, delta.records.len() as u64);
-        if let Some(addr) = sender_addr(&req.from, remote.map(|r| r.ip())) {
+        if let Some(addr) = sender_addr(
+            &req.from,
+            remote.map(|r| r.ip()),
+            self.shared.config.scheme(),
+        ) {
             // The requester will hold what this answer carries: remember it that way, so a
             // push does not send it again. A lost answer is repaired by the next round,
             // which never relies on this guess.
@@ -499,7 +505,7 @@ fn warn_refused(
         .map(|(reason, n)| format!("{}={n}", reason.as_str()))
         .collect::<Vec<_>>()
         .join(",");
-    let refused = applied.refused;
+    let refused = applied.refusals.total();
     if warned.allow(now / SECOND) {
         tracing::warn!(peer, received, refused, %reasons, "refused records from a peer");
     } else {
@@ -508,10 +514,13 @@ fn warn_refused(
 }
 
 /// The base URL a sender can be reached at: its own, or its source address and port.
-fn sender_addr(from: &Sender, remote: Option<IpAddr>) -> Option<String> {
+fn sender_addr(from: &Sender, remote: Option<IpAddr>, scheme: &str) -> Option<String> {
     if let Some(addr) = &from.addr {
         return Some(addr.clone());
     }
     // `SocketAddr`'s Display brackets an IPv6 address.
-    Some(format!("http://{}", SocketAddr::new(remote?, from.port)))
+    Some(format!(
+        "{scheme}://{}",
+        SocketAddr::new(remote?, from.port)
+    ))
 }

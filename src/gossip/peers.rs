@@ -48,7 +48,7 @@ pub(crate) const MAX_LEARNED_PER_MESSAGE: usize = 8;
 pub(crate) const UNVERIFIED_PER_ROUND: usize = 1;
 
 /// Normalizes a peer base URL as an operator writes it (`--peers`, DNS): `host:port` gets
-/// `http://`, trailing slashes go. The error says why it cannot be a peer.
+/// `http://` (`--peers` gives it the node's scheme first), trailing slashes go. The error says why it cannot be a peer.
 pub(crate) fn normalize_peer(url: &str) -> Result<String, String> {
     let url = url.trim().trim_end_matches('/');
     let url = if url.contains("://") {
@@ -56,10 +56,15 @@ pub(crate) fn normalize_peer(url: &str) -> Result<String, String> {
     } else {
         format!("http://{url}")
     };
-    if !url.starts_with("http://") {
-        return Err(format!("{url:?}: only http:// peers are supported"));
-    }
-    if url.len() <= "http://".len() {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(format!(
+            "{url:?}: only http:// and https:// peers are supported"
+        ));
+    };
+    if rest.is_empty() {
         return Err("empty peer address".into());
     }
     Ok(url)
@@ -179,9 +184,7 @@ impl Peer {
 
 /// What an exchange learned about the peer.
 pub(crate) struct Contact<'a> {
-    /// Its node id.
     pub(crate) node_id: &'a str,
-    /// Its digest.
     pub(crate) digest: Digest,
     /// How far behind this node it is.
     pub(crate) behind: u64,
@@ -189,7 +192,7 @@ pub(crate) struct Contact<'a> {
     pub(crate) ready: bool,
 }
 
-/// See the module docs.
+/// Every peer by base URL, with this node's own addresses (never gossiped with).
 #[derive(Debug)]
 pub(crate) struct PeerTable {
     own_id: String,

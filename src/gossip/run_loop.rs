@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use discovery_client::ClientTls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,23 +30,30 @@ pub(crate) fn spawn(
     addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
+    tls: Option<ClientTls>,
 ) -> Gossip {
     let cluster = &shared.config.cluster;
     let clustered = !cluster.peers.is_empty() || cluster.peers_dns.is_some();
-    if clustered && shared.config.tokens.peer.is_none() {
+    let mtls = shared
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth != crate::tls::ClientAuth::Off);
+    if clustered && shared.config.tokens.peer.is_none() && !mtls {
         tracing::warn!(
-            "gossip is unauthenticated: peers are configured but --peer-token is not set, so anyone who can reach this node can send it gossip; set the same --peer-token on every node"
+            "gossip is unauthenticated: peers are configured but neither --peer-token nor mutual TLS (--tls-ca) is set, so anyone who can reach this node can send it gossip"
         );
     }
     // Long enough for a page of a snapshot, short enough that a frozen peer does not hold
     // an exchange slot for long.
     let timeout =
         (cluster.gossip_interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
-    let transport = HttpTransport::new(shared.config.tokens.peer.clone(), timeout)
+    let transport = HttpTransport::new(shared.config.tokens.peer.clone(), timeout, tls)
         .expect("the HTTP client builds with a plain configuration");
     // A wildcard listen address is no address to give to peers: they use our source
     // address and this port instead.
-    let own = (!addr.ip().is_unspecified()).then(|| format!("http://{addr}"));
+    let scheme = shared.config.scheme();
+    let own = (!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}"));
     let clock: Clock = Arc::new(now);
     let node = Arc::new(Node::new(shared, transport, own, addr.port(), clock));
     tasks.spawn(run(node.clone(), shutdown, tasks.clone()));
@@ -121,7 +129,7 @@ async fn resolve(node: &HttpNode, name: &str, port: u16) {
         Ok(Ok(addrs)) => {
             let urls: Vec<String> = addrs
                 // `SocketAddr`'s Display brackets an IPv6 address.
-                .map(|a| format!("http://{a}"))
+                .map(|a| format!("{}://{a}", node.shared().config.scheme()))
                 .collect();
             node.resolved(&urls);
         }

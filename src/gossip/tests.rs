@@ -437,7 +437,7 @@ async fn a_message_with_bad_records_changes_only_what_is_valid() {
     }
     delta.records.push(bad);
     let applied = c.nodes[1].shared().registry.apply(delta, c.nodes[1].now());
-    assert_eq!((applied.changed, applied.refused), (1, 1));
+    assert_eq!((applied.changed, applied.refusals.total()), (1, 1));
 }
 
 // ---- Property tests: the merge is a join (commutative, associative, idempotent). ----
@@ -804,7 +804,8 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
 async fn post_to_endpoint(slots: usize) -> axum::response::Response {
     let shared = Arc::new(NodeState::new(config("n0", &[], &[])));
     let transport =
-        super::http_transport::HttpTransport::new(None, std::time::Duration::from_secs(1)).unwrap();
+        super::http_transport::HttpTransport::new(None, std::time::Duration::from_secs(1), None)
+            .unwrap();
     let node = Arc::new(Node::new(shared, transport, None, 1, Arc::new(|| T0)));
     let endpoint = super::http_transport::Endpoint::new(node, slots);
     let body = forged("n1", "http://n1:80", Delta::default(), Vec::new()).encode();

@@ -12,7 +12,7 @@ use crate::throttle::Throttle;
 /// When a refusal by a limit was last logged.
 static LIMIT_WARNED: Throttle = Throttle::new();
 
-/// See the module docs.
+/// Why a request was refused; its `IntoResponse` picks the status and the JSON body.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
     /// Invalid input: a field, a path segment or a query parameter.

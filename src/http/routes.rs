@@ -25,14 +25,13 @@ pub struct Route {
     /// the hot path before the router, by the same handler functions.
     pub(crate) hot: bool,
     /// Builds the route's axum handler.
-    pub(crate) handler: fn() -> MethodRouter<Arc<NodeState>>,
+    pub(crate) handler: Handler,
 }
 
-const fn route(
-    method: Method,
-    path: &'static str,
-    handler: fn() -> MethodRouter<Arc<NodeState>>,
-) -> Route {
+/// Builds a route's axum handler.
+type Handler = fn() -> MethodRouter<Arc<NodeState>>;
+
+const fn route(method: Method, path: &'static str, handler: Handler) -> Route {
     Route {
         method,
         path,
@@ -41,51 +40,27 @@ const fn route(
     }
 }
 
-const fn hot(
-    method: Method,
-    path: &'static str,
-    handler: fn() -> MethodRouter<Arc<NodeState>>,
-) -> Route {
-    Route {
-        method,
-        path,
-        hot: true,
-        handler,
-    }
+const fn hot(method: Method, path: &'static str, handler: Handler) -> Route {
+    let mut route = route(method, path, handler);
+    route.hot = true;
+    route
 }
 
 /// Every public endpoint.
+#[rustfmt::skip]
 pub const ROUTES: &[Route] = &[
-    hot(Method::GET, "/v1/registration/{service}", || {
-        get(registration::list)
-    }),
-    hot(Method::POST, "/v1/registration/{service}", || {
-        post(registration::register)
-    }),
-    route(Method::GET, "/v1/registration/repo/{repo}", || {
-        get(registration::list_repo)
-    }),
-    route(Method::DELETE, "/v1/registration/repo/{repo}", || {
-        delete(registration::delete_repo_service)
-    }),
-    route(Method::DELETE, "/v1/registration/{service}/{ip}", || {
-        delete(registration::delete)
-    }),
-    route(Method::POST, "/v1/loadbalancing/{service}", || {
-        post(loadbalancing::set_service)
-    }),
-    route(Method::POST, "/v1/loadbalancing/{service}/{ip}", || {
-        post(loadbalancing::set_host)
-    }),
-    route(Method::POST, "/v3/discovery:endpoints", || {
-        post(envoy::endpoints)
-    }),
+    hot(Method::GET, "/v1/registration/{service}", || get(registration::list)),
+    hot(Method::POST, "/v1/registration/{service}", || post(registration::register)),
+    route(Method::GET, "/v1/registration/repo/{repo}", || get(registration::list_repo)),
+    route(Method::DELETE, "/v1/registration/repo/{repo}", || delete(registration::delete_repo_service)),
+    route(Method::DELETE, "/v1/registration/{service}/{ip}", || delete(registration::delete)),
+    route(Method::POST, "/v1/loadbalancing/{service}", || post(loadbalancing::set_service)),
+    route(Method::POST, "/v1/loadbalancing/{service}/{ip}", || post(loadbalancing::set_host)),
+    route(Method::POST, "/v3/discovery:endpoints", || post(envoy::endpoints)),
     route(Method::GET, "/v1/services", || get(services::list)),
     route(Method::GET, "/v1/peers", || get(peers::list)),
     route(Method::GET, "/v1/xds/clients", || get(xds::clients)),
-    route(Method::GET, "/v1/prometheus/targets", || {
-        get(prometheus::targets)
-    }),
+    route(Method::GET, "/v1/prometheus/targets", || get(prometheus::targets)),
     route(Method::GET, "/healthz", || get(health::healthz)),
     route(Method::GET, "/healthcheck", || get(health::healthcheck)),
     route(Method::GET, "/readyz", || get(health::readyz)),

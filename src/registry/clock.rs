@@ -28,7 +28,6 @@ impl NodeId {
         NodeId(name.into())
     }
 
-    /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
     }

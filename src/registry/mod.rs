@@ -167,20 +167,16 @@ impl RegistryConfig {
 /// A host's identity.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HostKey {
-    /// Its service.
     pub service: ServiceName,
-    /// Its address.
     pub ip: IpAddr,
-    /// Its port.
     pub port: u16,
 }
 
 /// A routing change: a service's host list moved to a new index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// The service.
     pub service: ServiceName,
-    /// Its new index.
+    /// The index its host list has now (`X-Discovery-Index`).
     pub index: u64,
 }
 
@@ -216,7 +212,7 @@ pub struct RegistryFull(pub usize);
 #[error("no such host")]
 pub struct NoSuchHost;
 
-/// Every host this node knows. See the module docs.
+/// Every host this node knows, by service, with the replication log and the cached views.
 pub struct Registry {
     config: RegistryConfig,
     origin: Arc<Origin>,

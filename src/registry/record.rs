@@ -52,7 +52,6 @@ pub enum Beat {
 /// A replication identity: the `seq`-th write minted by one incarnation of a node.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Origin {
-    /// The node.
     pub node: NodeId,
     /// Its incarnation (start time), so a restarted node's counter never collides.
     pub generation: u64,
@@ -63,7 +62,7 @@ pub struct Origin {
 pub struct Version {
     /// The minting node incarnation.
     pub origin: Arc<Origin>,
-    /// Its counter.
+    /// The origin's write counter: 1 for its first write, one more for each.
     pub seq: u64,
 }
 

@@ -55,15 +55,11 @@ pub const MAX_KNOWN_ORIGINS: usize = 4096;
 /// One host key's record as it travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replica {
-    /// The host's service.
     pub service: ServiceName,
-    /// Its address.
     pub ip: IpAddr,
-    /// Its port.
     pub port: u16,
     /// Where this content was minted.
     pub version: Version,
-    /// The content.
     pub record: Record,
 }
 
@@ -71,7 +67,6 @@ pub struct Replica {
 /// `upto`."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Span {
-    /// The origin.
     pub origin: Arc<Origin>,
     /// The digest the sender assumed.
     pub after: u64,
@@ -141,6 +136,11 @@ impl Refusals {
         self.0[reason as usize]
     }
 
+    /// How many were refused, all reasons together.
+    pub fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+
     /// The reasons that refused at least one record, with their counts.
     pub fn iter(&self) -> impl Iterator<Item = (Refusal, usize)> + '_ {
         Refusal::ALL
@@ -163,9 +163,7 @@ enum Outcome {
 pub struct Applied {
     /// Records that changed something here.
     pub changed: usize,
-    /// Records refused, all reasons together (`refusals` has them by reason).
-    pub refused: usize,
-    /// Records refused, by reason.
+    /// Records refused, by reason ([`Refusals::total`] for all together).
     pub refusals: Refusals,
     /// Services whose host list changed.
     pub changes: Vec<Change>,
@@ -273,7 +271,6 @@ impl Registry {
                     applied.changes.extend(change);
                 }
                 Err(reason) => {
-                    applied.refused += 1;
                     applied.refusals.add(reason);
                 }
             }
@@ -383,9 +380,13 @@ impl Registry {
                 *ttl = self.config.clamp_ttl(Some(u64::from(*ttl)));
                 // Past its TTL but within its grace, a copy is still held everywhere (and
                 // the final copy of an overdue host travels then): only past both is it gone.
-                let ttl = *ttl;
-                let gone = record.deadline() + self.config.grace_for(ttl);
-                if gone <= now {
+                // Up to `--max-clock-skew` past that, it may still refresh a host held here
+                // (`apply_one`): this node's clock may be the one running ahead.
+                if self
+                    .past_grace(record)
+                    .saturating_add(self.config.max_clock_skew)
+                    <= now
+                {
                     return Err(Refusal::Expired);
                 }
             }
@@ -450,6 +451,17 @@ impl Registry {
         }
         let held = svc.hosts.get(&(ip, port));
         let from = held.map_or(Slot::Absent, Entry::slot);
+        // A copy past its TTL and grace by this node's clock brings nothing back; it only
+        // refreshes a host held here. (A node whose clock runs ahead sees every copy that
+        // old: refusing them all, it drained itself to an empty list within `--max-stale`
+        // once its own agents had moved to other nodes.)
+        if live && self.past_grace(&record) <= now && !from.is_live() {
+            if svc.hosts.is_empty() {
+                drop(guard);
+                self.forget_if_empty(&service);
+            }
+            return Err(Refusal::Expired);
+        }
         let revives = live && !from.is_live() && held.is_none_or(|e| record.hb > e.record.hb);
         // A live copy that arrives already past its TTL, minted by the node that took its
         // heartbeat, is that node's final copy of a host that went overdue there: this node
@@ -581,6 +593,11 @@ impl Registry {
         Ok(Outcome::Changed(
             index.map(|index| Change { service, index }),
         ))
+    }
+
+    /// When a live copy's TTL and grace have run out, as this node bounds them.
+    fn past_grace(&self, record: &Record) -> Micros {
+        record.deadline() + self.config.grace_for(record.ttl())
     }
 
     /// Whether this node takes a peer's expiry (a tombstone naming the heartbeat it expired)

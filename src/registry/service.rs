@@ -19,7 +19,7 @@ use super::view::{self, ContentHasher, ServiceView};
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub record: Record,
-    /// Its replication identity.
+    /// Where its current content was minted.
     pub version: Version,
     /// `hb.ts` when `version` was minted: refreshes are shipped again only after a while.
     pub shipped_ts: Micros,

@@ -451,12 +451,12 @@ fn expired_hosts_are_refused_from_peers() {
     // Past its TTL but within its grace, a copy is still taken (and held in grace)...
     let late = registry("c");
     let applied = late.apply(a.delta(&Digest::new(), 100), T0 + 61 * SECOND);
-    assert_eq!((applied.changed, applied.refused), (1, 0));
+    assert_eq!((applied.changed, applied.refusals.total()), (1, 0));
     assert_eq!(late.grace_count(), 1);
     late.recount();
     // ...past both, it is gone and must not come back.
     let applied = b.apply(a.delta(&Digest::new(), 100), T0 + 91 * SECOND);
-    assert_eq!(applied.refused, 1);
+    assert_eq!(applied.refusals.total(), 1);
     assert_eq!(b.host_count(), 0);
 }
 
@@ -598,7 +598,7 @@ fn a_record_stamped_past_the_skew_is_refused_and_the_clock_stays_put() {
         delta_of(vec![replica("web", "10.0.0.1", 80, T0 + 59 * SECOND, 60)]),
         T0,
     );
-    assert_eq!((applied.changed, applied.refused), (1, 0));
+    assert_eq!((applied.changed, applied.refusals.total()), (1, 0));
     assert_eq!(r.clock_last(), T0 + 59 * SECOND);
     r.recount();
 }
@@ -692,9 +692,9 @@ fn peer_ttls_are_clamped_to_this_nodes_bounds_and_do_not_travel_back() {
     // however often they exchange everything.
     for _ in 0..3 {
         let back = a.apply(b.delta(&Digest::new(), 100), T0);
-        assert_eq!((back.changed, back.refused), (0, 0));
+        assert_eq!((back.changed, back.refusals.total()), (0, 0));
         let forth = b.apply(a.delta(&Digest::new(), 100), T0);
-        assert_eq!((forth.changed, forth.refused), (0, 0));
+        assert_eq!((forth.changed, forth.refusals.total()), (0, 0));
     }
     // b holds each host for as long as its own bounds say, not a's.
     // (Copies this node did not take wait out their grace, a third of the TTL and the
@@ -764,7 +764,7 @@ fn max_hosts_holds_for_replicated_records_and_refreshes_pass() {
     a.heartbeat(&svc(held), ip("10.0.0.1"), &reg(80, "r2"), T0 + SECOND)
         .unwrap();
     let applied = b.apply(a.delta(&b.digest(), 1000), T0 + SECOND);
-    assert_eq!((applied.changed, applied.refused), (1, 0));
+    assert_eq!((applied.changed, applied.refusals.total()), (1, 0));
     assert_eq!(
         hosts(&b, held, T0 + SECOND).hosts[0].revision.as_str(),
         "r2"
@@ -856,7 +856,7 @@ fn a_record_claiming_a_write_of_ours_that_we_never_minted_is_held_under_a_real_v
     let mut echo = a.delta(&Digest::new(), 100);
     // A real echo of a's own write is taken and changes nothing.
     let back = a.apply(echo.clone(), T0);
-    assert_eq!((back.changed, back.refused), (0, 0));
+    assert_eq!((back.changed, back.refusals.total()), (0, 0));
     let mut forged = echo.records[0].clone();
     forged.ip = ip("10.0.0.2");
     forged.version.seq = u64::MAX;
@@ -1203,4 +1203,47 @@ fn a_forged_expiry_is_bounded_like_a_forged_delete() {
         "the stamp past the skew never reached the clock"
     );
     a.recount();
+}
+
+/// A node whose clock runs ahead by more than a TTL and grace sees every copy from its peers
+/// already past both. Refusing them all, it drained to an empty list within `--max-stale`
+/// once its own agents had moved to other nodes (the full fault run, clock +20 s, TTL 6 s).
+/// It takes them as refreshes of the hosts it holds (within `--max-clock-skew`), and still
+/// brings back nothing it does not hold.
+#[test]
+fn a_node_whose_clock_runs_ahead_keeps_taking_refreshes_of_the_hosts_it_holds() {
+    let a = registry("a");
+    let fast = registry("f");
+    let short = |port| Registration {
+        ttl: Some(6),
+        ..reg(port, "r")
+    };
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &short(80), T0)
+        .unwrap();
+    pull(&fast, &a, T0);
+    // a's next refresh is shipped (a third of the TTL later); a new host appears on a too.
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &short(80), T0 + 2 * SECOND)
+        .unwrap();
+    a.heartbeat(&svc("web"), ip("10.0.0.2"), &short(80), T0 + 2 * SECOND)
+        .unwrap();
+    // fast's clock is now 20 s ahead: past TTL 6 s and grace 3 s of both copies.
+    let now = T0 + 22 * SECOND;
+    let applied = fast.apply(a.delta(&fast.digest(), 100), now);
+    assert_eq!(
+        applied.refusals.get(Refusal::Expired),
+        1,
+        "the host not held"
+    );
+    assert_eq!(
+        lists(&fast, "10.0.0.1", now),
+        Some(rfc3339(T0 + 2 * SECOND)),
+        "the held host is refreshed"
+    );
+    assert_eq!(lists(&fast, "10.0.0.2", now), None);
+    // Beyond --max-clock-skew (60 s) past its grace, a copy is refused however it is held.
+    a.heartbeat(&svc("web"), ip("10.0.0.1"), &short(80), T0 + 4 * SECOND)
+        .unwrap();
+    let applied = fast.apply(a.delta(&fast.digest(), 100), T0 + 74 * SECOND);
+    assert_eq!(applied.refusals.get(Refusal::Expired), 1);
+    fast.recount();
 }

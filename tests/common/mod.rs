@@ -3,6 +3,8 @@
 //! line), a two-node cluster, `wait_until`, and blocking HTTP calls (reqwest).
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -88,7 +90,9 @@ impl Node {
 
     /// `host:port` of the node.
     pub fn addr(&self) -> &str {
-        self.url.trim_start_matches("http://")
+        self.url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
     }
 
     /// The node's address, to restart one where it was ([`Node::start_on`]).
@@ -106,13 +110,22 @@ impl Node {
         self.socket_addr()
     }
 
-    /// Sends a signal to the process.
+    /// Sends a signal to the process. After `STOP` it waits until every thread of the
+    /// process is stopped: `kill` returns once the signal is queued, and a thread running on
+    /// the other core can still answer a request that the caller believes it sends to a
+    /// frozen node.
     pub fn signal(&self, sig: &str) {
+        let pid = self.child.id();
         let status = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .args([&format!("-{sig}"), &pid.to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
+        if sig == "STOP" {
+            wait_until("every thread stopped", Duration::from_secs(10), || {
+                all_threads_stopped(pid)
+            });
+        }
     }
 
     /// Stops the node with SIGTERM and waits for it to exit; returns whether it exited 0.
@@ -155,6 +168,21 @@ impl Drop for Node {
     }
 }
 
+/// Whether every thread of process `pid` is in the stopped state (`T` in
+/// `/proc/PID/task/TID/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    })
+}
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; panics with `what`.
 /// Callable from an async test on a multi-thread runtime too (it blocks in place); a
 /// condition that needs to await uses [`block_on`].
@@ -192,6 +220,10 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) ->
     static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
     let send = || {
         let client = CLIENT.get_or_init(|| {
+            // reqwest brings no crypto provider (`rustls-no-provider`): the project's one.
+            let _ = (*discovery_client::tls::provider())
+                .clone()
+                .install_default();
             reqwest::blocking::Client::builder()
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())
@@ -234,6 +266,27 @@ pub fn http(method: &str, url: &str, content_type: Option<&str>, body: &str) -> 
     };
     let answer = request(method, url, headers, body);
     (answer.status, answer.body)
+}
+
+/// `curl` with `options` first (`--cacert`, `--cert`...): returns (status, body), status 0
+/// when the request failed (a refused TLS handshake among others).
+pub fn curl(
+    options: &[&str],
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(options);
+    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
+    if let Some(ct) = content_type {
+        cmd.args(["-H", &format!("Content-Type: {ct}"), "--data-binary", body]);
+    }
+    let out = cmd.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 /// GET a URL and parse JSON; `None` on any failure or non-200.

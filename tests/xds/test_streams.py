@@ -335,7 +335,20 @@ def test_a_write_on_node_a_reaches_a_stream_on_node_c(start_node):
     register(a, "web", "10.0.0.1", 80)
     r = s.recv(timeout=10)
     assert addresses(cla(r.resources[0])) == ["10.0.0.1:80"]
+    # Same state, same version on every node: a client failing over gets nothing new.
+    on_a = ads(a)
+    on_a.send(type_url=EDS, resource_names=["web"])
+    assert on_a.recv().version_info == r.version_info
+    deadline = time.monotonic() + 10
+    while b"10.0.0.1" not in b.request("GET", "/v1/registration/web")[2]:
+        assert time.monotonic() < deadline, "the write reached b"
+        time.sleep(0.05)
+    on_b = ads(b)
+    on_b.send(type_url=EDS, resource_names=["web"], version_info=r.version_info)
+    on_b.nothing()
     s.close()
+    on_a.close()
+    on_b.close()
 
 
 def test_node_ids_and_nack_errors_are_kept_to_256_bytes(start_node):

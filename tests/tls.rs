@@ -1,0 +1,558 @@
+//! TLS and mutual TLS over real processes (issue 11): a 3-node mTLS cluster, a node of another
+//! CA kept out of gossip, `--tls-client-auth all`, certificate rotation checked by serial with
+//! `openssl s_client`, the CLI's one-line errors, and the client library against an HTTPS
+//! cluster. Certificates are made at test time (`common::certs`).
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::certs::{served_serial, Ca, Leaf, TempDir};
+use common::{binary, curl, wait_until, Node};
+
+const WAIT: Duration = Duration::from_secs(20);
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A node's command-line TLS flags: its certificate, key and the CA, then `extra`.
+fn tls_args(leaf: &Leaf, ca: &Ca, extra: &[&str]) -> Vec<String> {
+    let mut args = leaf.serve_args();
+    args.extend(["--tls-ca".into(), ca.pem.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn start(args: &[String]) -> Node {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Node::start(&args)
+}
+
+/// `size` TLS nodes of one fresh CA (node `i` gets a certificate with serial `i + 1`), each
+/// with `extra` flags; the others name the first as their peer. The folder goes last.
+fn cluster(tag: &str, size: usize, extra: &[&str]) -> (TempDir, Ca, Vec<Node>) {
+    let dir = TempDir::new(tag);
+    let ca = Ca::new(&dir.0, tag);
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..size {
+        let leaf = ca.leaf(&format!("node{i}"), i as u64 + 1);
+        let mut args = tls_args(&leaf, &ca, extra);
+        if let Some(first) = nodes.first() {
+            args.extend(["--peers".to_owned(), first.url.clone()]);
+        }
+        nodes.push(start(&args));
+    }
+    (dir, ca, nodes)
+}
+
+/// curl's options to trust `ca` and present `client` when given.
+fn tls_options(ca: &Ca, client: Option<&Leaf>) -> Vec<String> {
+    let mut options = vec!["--cacert".to_owned(), ca.pem.display().to_string()];
+    if let Some(leaf) = client {
+        options.extend(leaf.flags("--cert", "--key"));
+    }
+    options
+}
+
+/// curl trusting `ca`, presenting `client` when given.
+fn curl_tls(
+    ca: &Ca,
+    client: Option<&Leaf>,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let options = tls_options(ca, client);
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    match body {
+        Some(body) => curl(&options, method, url, Some(FORM), body),
+        None => curl(&options, method, url, None, ""),
+    }
+}
+
+/// The addresses a node lists for `service`, read over HTTPS.
+fn ips(ca: &Ca, client: Option<&Leaf>, node: &Node, service: &str) -> Vec<String> {
+    let (status, body) = curl_tls(
+        ca,
+        client,
+        "GET",
+        &format!("{}/v1/registration/{service}", node.url),
+        None,
+    );
+    if status != 200 {
+        return Vec::new();
+    }
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let mut ips: Vec<String> = json["hosts"]
+        .as_array()
+        .map(|hosts| {
+            hosts
+                .iter()
+                .filter_map(|h| h["ip_address"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort();
+    ips
+}
+
+/// Runs the `discovery` CLI with `args`.
+fn cli(args: &[String]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("DISCOVERY_LOG", "warn")
+        .output()
+        .expect("run discovery")
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn three_node_mtls_cluster_converges_and_serves_health_checks_without_a_client_certificate() {
+    let (_dir, ca, nodes) = cluster("tls-cluster", 3, &["--gossip-interval", "200ms"]);
+    let [a, b, c] = &nodes[..] else {
+        unreachable!()
+    };
+    assert!(a.url.starts_with("https://"), "{}", a.url);
+    // Writes and reads need no client certificate under the default `peers`.
+    for (node, ip) in [(a, "10.0.0.1"), (b, "10.0.0.2"), (c, "10.0.0.3")] {
+        let url = format!("{}/v1/registration/web", node.url);
+        let body = format!("ip={ip}&port=8080&revision=r1");
+        let (status, text) = curl_tls(&ca, None, "POST", &url, Some(&body));
+        assert_eq!(status, 200, "{text}");
+    }
+    let all = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
+    for node in [&a, &b, &c] {
+        wait_until(&format!("{} lists every host", node.url), WAIT, || {
+            ips(&ca, None, node, "web") == all
+        });
+        let (status, _) = curl_tls(&ca, None, "GET", &format!("{}/readyz", node.url), None);
+        assert_eq!(
+            status, 200,
+            "a load balancer's check needs no client certificate"
+        );
+    }
+    // Gossip over mTLS made every node learn the others: c knows b without being told.
+    wait_until("c lists b as a peer", WAIT, || {
+        let (_, body) = curl_tls(&ca, None, "GET", &format!("{}/v1/peers", c.url), None);
+        body.contains(&b.url)
+    });
+}
+
+#[test]
+fn a_node_with_a_certificate_of_another_ca_cannot_gossip_and_nothing_it_sends_is_applied() {
+    let dir = TempDir::new("tls-other-ca");
+    let ca = Ca::new(&dir.0, "good");
+    let other = Ca::new(&dir.0, "evil");
+    let a = start(&tls_args(
+        &ca.leaf("a", 1),
+        &ca,
+        &["--node-id", "a", "--gossip-interval", "100ms"],
+    ));
+    // The intruder trusts a's CA, so it can verify a; a cannot verify the intruder.
+    let intruder_leaf = other.leaf("intruder", 7);
+    let mut intruder_args = tls_args(
+        &intruder_leaf,
+        &ca,
+        &[
+            "--node-id",
+            "x",
+            "--gossip-interval",
+            "100ms",
+            "--peers",
+            &a.url,
+        ],
+    );
+    intruder_args.extend(strings(&["--warmup", "0s"]));
+    let (x, _x_logs) = {
+        let args: Vec<&str> = intruder_args.iter().map(String::as_str).collect();
+        Node::start_logged(&args)
+    };
+    let (status, text) = curl_tls(
+        &ca,
+        None,
+        "POST",
+        &format!("{}/v1/registration/web", x.url),
+        Some("ip=10.6.6.6&port=8080&revision=evil"),
+    );
+    // The intruder serves with the other CA's certificate: trust that one to write to it.
+    assert_ne!(
+        status, 200,
+        "x's certificate is not signed by the good CA: {text}"
+    );
+    let (status, text) = curl_tls(
+        &other,
+        None,
+        "POST",
+        &format!("{}/v1/registration/web", x.url),
+        Some("ip=10.6.6.6&port=8080&revision=evil"),
+    );
+    assert_eq!(status, 200, "{text}");
+    // The intruder keeps trying: wait until it has counted several failed exchanges with a.
+    wait_until("x counts failed exchanges with a", WAIT, || {
+        let (_, body) = curl_tls(&other, None, "GET", &format!("{}/v1/peers", x.url), None);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        json["peers"].as_array().is_some_and(|peers| {
+            peers
+                .iter()
+                .any(|p| p["failures"].as_u64().unwrap_or(0) >= 3)
+        })
+    });
+    assert!(
+        ips(&ca, None, &a, "web").is_empty(),
+        "nothing from x was applied on a"
+    );
+    // At the endpoint itself: the other CA's client certificate and no certificate get 401
+    // with the reason, a good one gets through to the message check.
+    let sync = format!("{}/v1/gossip/sync", a.url);
+    let (status, body) = curl_tls(&ca, Some(&intruder_leaf), "POST", &sync, Some("x"));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("not signed by this node's CA"), "{body}");
+    let (status, body) = curl_tls(&ca, None, "POST", &sync, Some("x"));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("client certificate"), "{body}");
+    let (status, body) = curl_tls(&ca, Some(&ca.leaf("peer", 2)), "POST", &sync, Some("x"));
+    assert_eq!(
+        status, 400,
+        "a verified peer reaches the message check: {body}"
+    );
+    drop(x);
+}
+
+#[test]
+fn with_both_mtls_and_a_peer_token_gossip_needs_both() {
+    let (_dir, ca, nodes) = cluster("tls-token", 1, &["--peer-token", "s3cret"]);
+    let a = &nodes[0];
+    let peer = ca.leaf("peer", 2);
+    let sync = format!("{}/v1/gossip/sync", a.url);
+    let (status, body) = curl_tls(&ca, Some(&peer), "POST", &sync, Some("x"));
+    assert_eq!(status, 401, "a certificate without the token: {body}");
+    let with_token = |client: Option<&Leaf>| {
+        let mut options = tls_options(&ca, client);
+        options.extend(["-H".to_owned(), "Authorization: Bearer s3cret".to_owned()]);
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        curl(&options, "POST", &sync, Some(FORM), "x")
+    };
+    let (status, body) = with_token(Some(&peer));
+    assert_eq!(status, 400, "both reach the message check: {body}");
+    let (status, body) = with_token(None);
+    assert_eq!(status, 401, "the token without a certificate: {body}");
+}
+
+#[test]
+fn under_client_auth_all_a_client_without_a_certificate_is_refused_with_a_reason() {
+    let (dir, ca, nodes) = cluster("tls-all", 1, &["--tls-client-auth", "all"]);
+    let node = &nodes[0];
+    let client = ca.leaf("client", 2);
+    let (status, body) = curl_tls(&ca, None, "GET", &format!("{}/healthz", node.url), None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("client certificate"), "{body}");
+    let (status, _) = curl_tls(
+        &ca,
+        Some(&client),
+        "GET",
+        &format!("{}/healthz", node.url),
+        None,
+    );
+    assert_eq!(status, 200);
+
+    let ca_flag = ["--ca".to_owned(), ca.pem.display().to_string()];
+    let hosts = |extra: &[String]| {
+        let mut args = strings(&["hosts", "web", "--timeout", "2s", "--registry", &node.url]);
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let ok = hosts(&[&ca_flag[..], &client.client_args()].concat());
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // Each failure: exit 1 and one line naming the cause.
+    let expired = ca.leaf_with("old", 3, true);
+    let other = Ca::new(&dir.0, "other");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (ca_flag.to_vec(), "requires a client certificate"),
+        (
+            [&ca_flag[..], &expired.client_args()].concat(),
+            "the client certificate has expired",
+        ),
+        (
+            [&ca_flag[..], &other.leaf("stranger", 4).client_args()].concat(),
+            "not signed by this node's CA",
+        ),
+        (
+            [
+                &["--ca".to_owned(), other.pem.display().to_string()][..],
+                &client.client_args(),
+            ]
+            .concat(),
+            "not signed by the given CA",
+        ),
+        (Vec::new(), "needs the CA"),
+    ];
+    for (extra, expected) in cases {
+        let out = hosts(&extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+    // Plain HTTP to the TLS port is answered, not left hanging.
+    let plain = node.url.replace("https://", "http://");
+    let out = cli(&strings(&["hosts", "web", "--registry", &plain]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("use an https:// URL"), "{stderr}");
+    // And `health`, the container check, takes the same flags.
+    let out = cli(&[
+        &strings(&["health", "--url", &node.url])[..],
+        &ca_flag[..],
+        &client.client_args(),
+    ]
+    .concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_https_client_of_a_plain_node_is_told_it_does_not_speak_tls() {
+    let dir = TempDir::new("tls-plain");
+    let ca = Ca::new(&dir.0, "p");
+    let node = Node::start(&[]);
+    let https = node.url.replace("http://", "https://");
+    let out = cli(&strings(&[
+        "services",
+        "--registry",
+        &https,
+        "--ca",
+        &ca.pem.display().to_string(),
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not speak TLS"), "{stderr}");
+}
+
+#[test]
+fn certificates_rotate_on_sighup_and_on_file_change_without_dropping_open_connections() {
+    let dir = TempDir::new("tls-rotate");
+    let ca = Ca::new(&dir.0, "rot");
+    let live = Leaf {
+        cert: dir.path("live.pem"),
+        key: dir.path("live.key"),
+    };
+    // Replaces the live files the way a rotation tool should: write aside, then rename.
+    let install = |leaf: &Leaf| {
+        for (from, to) in [(&leaf.cert, &live.cert), (&leaf.key, &live.key)] {
+            let aside = to.with_extension("new");
+            std::fs::copy(from, &aside).unwrap();
+            std::fs::rename(&aside, to).unwrap();
+        }
+    };
+    install(&ca.leaf("node", 0x11));
+    let (node, logs) = {
+        let args = tls_args(&live, &ca, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Node::start_logged(&args)
+    };
+    let addr = node.addr().to_owned();
+    assert_eq!(served_serial(&addr).as_deref(), Some("11"));
+
+    // A long poll opened on the old certificate, answered after the rotation.
+    let url = format!("{}/v1/registration/web?index=1&wait=30s", node.url);
+    let ca_pem = ca.pem.display().to_string();
+    let poll = std::thread::spawn(move || curl(&["--cacert", &ca_pem], "GET", &url, None, ""));
+    // The poll is parked once the node counts it (its metric of waiting polls).
+    wait_until("the long poll waits", WAIT, || {
+        let (_, metrics) = curl_tls(&ca, None, "GET", &format!("{}/metrics", node.url), None);
+        metrics
+            .lines()
+            .any(|l| l.starts_with("discovery_long_polls ") && !l.ends_with(" 0"))
+    });
+
+    install(&ca.leaf("node", 0x22));
+    node.signal("HUP");
+    wait_until("new connections get serial 22", WAIT, || {
+        served_serial(&addr).as_deref() == Some("22")
+    });
+    let (status, text) = curl_tls(
+        &ca,
+        None,
+        "POST",
+        &format!("{}/v1/registration/web", node.url),
+        Some("ip=10.1.1.1&port=80&revision=r1"),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, body) = poll.join().unwrap();
+    assert_eq!(
+        status, 200,
+        "the connection made before the rotation finished: {body}"
+    );
+    assert!(body.contains("10.1.1.1"), "{body}");
+
+    // A broken certificate is refused with an error and the current one stays.
+    std::fs::write(&live.cert, "-----BEGIN CERTIFICATE-----\nbroken\n").unwrap();
+    node.signal("HUP");
+    wait_until("the refusal is logged", WAIT, || {
+        logs.contains("TLS certificates not reloaded")
+    });
+    assert_eq!(served_serial(&addr).as_deref(), Some("22"));
+
+    // No signal: a change of the files is noticed by itself.
+    install(&ca.leaf("node", 0x33));
+    wait_until("the changed files are picked up", WAIT, || {
+        served_serial(&addr).as_deref() == Some("33")
+    });
+}
+
+/// The client library against an HTTPS cluster that requires client certificates: a
+/// `Heartbeater` registers through one node, a `HostWatcher` sees the host through the other,
+/// and the host is gone from it after the heartbeater's shutdown deregisters it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_certificates() {
+    use discovery_client::{
+        ClientTls, HeartbeatConfig, Heartbeater, HostWatcher, Registration, RegistryClient,
+        ServiceName, WatcherConfig,
+    };
+    let mtls = ["--tls-client-auth", "all", "--gossip-interval", "200ms"];
+    let (_dir, ca, nodes) = cluster("tls-client", 2, &mtls);
+    let [a, b] = &nodes[..] else { unreachable!() };
+    let client = ca.leaf("client", 3);
+    let tls = ClientTls::from_files(&ca.pem, Some(&client.cert), Some(&client.key)).unwrap();
+    let through = |url: &str| {
+        RegistryClient::builder([url])
+            .tls(tls.clone())
+            .build()
+            .unwrap()
+    };
+    let service = ServiceName::parse("web").unwrap();
+    let me =
+        Registration::from_json(br#"{"ip": "10.9.9.9", "port": 8080, "revision": "r"}"#).unwrap();
+    let config = HeartbeatConfig {
+        interval: Duration::from_secs(1),
+        ..HeartbeatConfig::default()
+    };
+    let heartbeater = Heartbeater::spawn(through(&a.url), service.clone(), me, config).unwrap();
+    let mut watcher =
+        HostWatcher::spawn(through(&b.url), service, WatcherConfig::default()).unwrap();
+    let seen = tokio::time::timeout(WAIT, async {
+        loop {
+            let hosts = watcher.changed().await;
+            if hosts.iter().any(|h| h.ip_address.to_string() == "10.9.9.9") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "the watcher on b saw the host heartbeating to a"
+    );
+    heartbeater
+        .shutdown()
+        .await
+        .expect("drained and deregistered over TLS");
+    watcher.shutdown().await;
+    // (The watcher holds a list that shrinks to nothing for its grace period: ask b itself.)
+    let b_registry = through(&b.url);
+    let gone = tokio::time::timeout(WAIT, async {
+        loop {
+            let hosts = b_registry.hosts(&ServiceName::parse("web").unwrap()).await;
+            if hosts.is_ok_and(|h| h.hosts.is_empty()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the deregistration reached b");
+    // The same client without its certificate is refused with the node's reason.
+    let bare = ClientTls::from_files(&ca.pem, None, None).unwrap();
+    let refused = RegistryClient::builder([a.url.as_str()])
+        .tls(bare)
+        .build()
+        .unwrap()
+        .hosts(&ServiceName::parse("web").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("requires a client certificate"),
+        "{refused}"
+    );
+}
+
+/// `heartbeat`, `hosts`, `services` and `peers` against an HTTPS cluster that requires client
+/// certificates: the agent registers through one node and deregisters on SIGTERM, the read
+/// commands answer through the other.
+#[test]
+fn every_client_subcommand_works_against_an_https_cluster_with_client_certificates() {
+    let mtls = ["--tls-client-auth", "all", "--gossip-interval", "200ms"];
+    let (_dir, ca, nodes) = cluster("tls-cli", 2, &mtls);
+    let [a, b] = &nodes[..] else { unreachable!() };
+    let client = ca.leaf("client", 3);
+    let tls = [
+        &["--ca".to_owned(), ca.pem.display().to_string()][..],
+        &client.client_args(),
+    ]
+    .concat();
+    let mut agent = Command::new(binary())
+        .args(strings(&[
+            "heartbeat",
+            "--registry",
+            &a.url,
+            "--service",
+            "web",
+        ]))
+        .args(strings(&[
+            "--port",
+            "9000",
+            "--ip",
+            "10.3.3.3",
+            "--interval",
+            "1s",
+        ]))
+        .args(&tls)
+        .env("DISCOVERY_LOG", "warn")
+        .spawn()
+        .expect("start the agent");
+    wait_until("the agent's host reaches b", WAIT, || {
+        ips(&ca, Some(&client), b, "web") == ["10.3.3.3"]
+    });
+    let read = |command: &[&str]| {
+        let out = cli(&[
+            &strings(command)[..],
+            &strings(&["--registry", &b.url]),
+            &tls,
+        ]
+        .concat());
+        assert!(
+            out.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(read(&["hosts", "web"]).contains("10.3.3.3"));
+    assert!(read(&["services"]).contains("web"));
+    assert!(read(&["peers"]).contains(&a.url));
+    let status = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = agent.wait().expect("wait for the agent");
+    assert!(
+        exit.success(),
+        "the agent drained and deregistered over TLS"
+    );
+    wait_until("the host is gone from b", WAIT, || {
+        ips(&ca, Some(&client), b, "web").is_empty()
+    });
+}
