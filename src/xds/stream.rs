@@ -5,7 +5,9 @@
 //! The task is one `select!` over the client's next request, the coalesced change signal
 //! and shutdown. It sends nothing while the node is not ready (SPEC 4.4): a node that has not
 //! yet pulled its state must not push empty lists. A response the client does not take
-//! within `--write-timeout` ends the stream, so a stalled client holds no task for ever.
+//! within `--write-timeout` ends the stream's task, so a stalled client holds no task for
+//! ever; its stream slot is held until tonic drops the response (the connection closes or
+//! the client cancels), since the stream and what is queued on it live until then.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,7 +18,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use futures_util::Stream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -141,11 +143,13 @@ impl Streams {
             tx,
             only,
             protocol,
-            _permit: permit,
         };
         self.tasks.spawn(task.run::<P>(inbound, peer));
-        let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+        // The slot goes with the response stream, not the task: a task that gave up on a
+        // client that does not read ends, but its HTTP/2 stream stays open (and holds memory)
+        // until tonic drops it, and must count until then.
+        let outbound = futures_util::stream::unfold((rx, permit), |(mut rx, permit)| async move {
+            rx.recv().await.map(|item| (item, (rx, permit)))
         });
         Ok(Response::new(Box::pin(outbound)))
     }
@@ -158,7 +162,6 @@ struct Task<R> {
     tx: mpsc::Sender<Result<R, Status>>,
     only: Option<Kind>,
     protocol: &'static str,
-    _permit: OwnedSemaphorePermit,
 }
 
 /// Why a stream ends.

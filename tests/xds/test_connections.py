@@ -1,14 +1,16 @@
 """The xDS listener's connection bounds (review of issue 12, findings 1, 5 and 7): a budget of
 open connections shared with nobody, the HTTP/2 preface within --read-timeout, at most
-MAX_STREAMS_PER_CONNECTION streams on one connection, and --xds-max-message."""
+MAX_STREAMS_PER_CONNECTION streams on one connection, --xds-max-message, and a stream slot
+held until its stream closes (finding 8)."""
 
 import json
 import socket
+import threading
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from test_streams import EDS, Stream, cla, register
+from test_streams import EDS, LDS, Stream, cla, register
 
 # src/xds/mod.rs MAX_STREAMS_PER_CONNECTION.
 MAX_STREAMS_PER_CONNECTION = 100
@@ -98,3 +100,40 @@ def test_xds_max_message_sets_the_limit(start_node):
     s.send(type_url=EDS, resource_names=["x" * 100] * 700)  # about 70 KB > 64 KiB
     err = s.error()
     assert err.code() == grpc.StatusCode.OUT_OF_RANGE and "too large" in err.details()
+
+
+def test_a_stream_that_stopped_reading_keeps_its_slot_until_it_closes(start_node):
+    node = start_node("--max-connections", "2", "--write-timeout", "1s")
+    pad = "-padding-to-make-listener-responses-large" * 2
+    for i in range(300):
+        register(node, f"svc{i:04d}{pad}"[:120], "10.0.0.1", 80)
+    # Never read: tonic's window fills, then the stream task's queue, then its send times out.
+    ch = grpc.insecure_channel(node.xds, options=[
+        ("grpc.use_local_subchannel_pool", 1), ("grpc.http2.lookahead_bytes", 0)])
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(ch)
+    done = threading.Event()
+
+    def requests():
+        yield discovery_pb2.DiscoveryRequest(type_url=LDS)
+        done.wait()  # keeps the request side open
+
+    stalled = [stub.StreamAggregatedResources(requests()) for _ in range(2)]
+    i = 0
+    while open_streams(node) < 2:
+        i += 1
+        assert i < 2000, "both stalled streams opened"
+    while open_streams(node) > 0:  # the tasks gave up on them
+        register(node, f"more{i}", "10.0.0.1", 80)
+        i += 1
+        assert i < 2000, "the stalled streams' tasks ended"
+    s = stream(channel(node))
+    s.send(type_url=EDS, resource_names=["web"])
+    err = s.error(timeout=10)
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, "both slots are still held"
+    done.set()
+    for call in stalled:
+        call.cancel()
+    s = stream(channel(node))
+    register(node, "web", "10.0.0.1", 80)
+    s.send(type_url=EDS, resource_names=["web"])
+    assert cla(s.recv(timeout=10).resources[0]).cluster_name == "web", "freed when closed"
