@@ -143,10 +143,19 @@ async fn sweeper(shared: Arc<NodeState>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = shared.sweep_now.notified() => {}
         }
         let now = now();
         if let Some(stall) = shared.stall.tick(now, || shared.clustered()) {
             shared.stalled(stall);
+        }
+        // A re-sync that a completed exchange can end: this sweep runs first (expiry is no
+        // longer held for it), so that what the peers no longer hold and this node kept only
+        // because it stopped is gone before reads are served again.
+        if let Some(started) = shared.stall.synced_pending() {
+            sweep(&shared, now);
+            shared.end_resync(started);
+            continue;
         }
         if shared.stall.give_up(now) {
             tracing::warn!(
@@ -161,39 +170,44 @@ async fn sweeper(shared: Arc<NodeState>, shutdown: CancellationToken) {
             // alone, their next heartbeats) brings them up to date first.
             continue;
         }
-        let report = shared.registry.sweep(now);
-        if report.expired > 0 {
-            shared.metrics.expirations.inc_by(report.expired as u64);
-            tracing::info!(expired = report.expired, "hosts expired");
-        }
-        shared
-            .metrics
-            .tombstones_collected
-            .inc_by(report.tombstones_collected as u64);
-        if report.guard_toggled {
-            if report.guard_engaged {
-                tracing::warn!(
-                    lost = report.overdue,
-                    total = report.total,
-                    guard = shared.config.registry.expiry_guard,
-                    window_secs = shared.config.registry.expiry_grace,
-                    "expiry guard engaged: too many hosts went overdue within the window; this node probably lost contact, holding them as stale"
-                );
-            } else {
-                tracing::info!("expiry guard released");
-            }
-        } else if report.newly_stale > 0 {
+        sweep(&shared, now);
+    }
+}
+
+/// One sweep at `now`: expires what is due, counts, logs, and publishes the changes.
+fn sweep(shared: &NodeState, now: crate::registry::Micros) {
+    let report = shared.registry.sweep(now);
+    if report.expired > 0 {
+        shared.metrics.expirations.inc_by(report.expired as u64);
+        tracing::info!(expired = report.expired, "hosts expired");
+    }
+    shared
+        .metrics
+        .tombstones_collected
+        .inc_by(report.tombstones_collected as u64);
+    if report.guard_toggled {
+        if report.guard_engaged {
             tracing::warn!(
-                newly_stale = report.newly_stale,
-                "expiry guard holds more hosts"
+                lost = report.overdue,
+                total = report.total,
+                guard = shared.config.registry.expiry_guard,
+                window_secs = shared.config.registry.expiry_grace,
+                "expiry guard engaged: too many hosts went overdue within the window; this node probably lost contact, holding them as stale"
             );
+        } else {
+            tracing::info!("expiry guard released");
         }
-        shared.publish(&report.changes);
-        if report.reshipped > 0 || report.expired > 0 {
-            // Final copies of hosts that went overdue here (peers drop them on our deadline)
-            // and expiries decided here (peers drop them now).
-            shared.local_writes.notify_one();
-        }
+    } else if report.newly_stale > 0 {
+        tracing::warn!(
+            newly_stale = report.newly_stale,
+            "expiry guard holds more hosts"
+        );
+    }
+    shared.publish(&report.changes);
+    if report.reshipped > 0 || report.expired > 0 {
+        // Final copies of hosts that went overdue here (peers drop them on our deadline)
+        // and expiries decided here (peers drop them now).
+        shared.local_writes.notify_one();
     }
 }
 
