@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::gossip::normalize_peer;
+use crate::gossip::{self, normalize_peer};
 use crate::registry::{NodeId, RegistryConfig};
 use crate::tls::{TlsArgs, TlsFiles};
 
@@ -446,6 +446,21 @@ impl Config {
     /// `https` when the node speaks TLS, else `http`: the scheme of its own and its peers' URLs.
     pub fn scheme(&self) -> &'static str {
         scheme(self.tls.as_ref())
+    }
+
+    /// What the gossip layer is handed: it reads these, never this `Config`.
+    pub fn gossip(&self) -> gossip::Settings {
+        gossip::Settings {
+            node: self.registry.node.clone(),
+            peers: self.cluster.peers.clone(),
+            peers_dns: self.cluster.peers_dns.clone(),
+            gossip_interval: self.cluster.gossip_interval,
+            warmup: self.cluster.warmup,
+            scheme: self.scheme(),
+            peer_token: self.tokens.peer.clone(),
+            client_cert_required: crate::tls::client_cert_required(self.tls.as_ref()),
+            read_timeout: self.limits.read_timeout,
+        }
     }
 }
 

@@ -72,6 +72,7 @@ impl Server {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        let gossip_settings = config.gossip();
         let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
@@ -81,7 +82,14 @@ impl Server {
         let peer_tls = tls
             .as_ref()
             .map(|tls| ClientTls::from_config(tls.client_config()));
-        let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks, peer_tls);
+        let gossip = gossip::spawn(
+            shared.clone(),
+            gossip_settings,
+            addr,
+            shutdown.clone(),
+            &tasks,
+            peer_tls,
+        );
         let service = http::service(shared.clone(), gossip.routes());
         tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
         if let Some(xds_listener) = xds_listener {

@@ -173,15 +173,19 @@ pub(crate) fn certificate_refused(why: &str) -> axum::response::Response {
         .into_response()
 }
 
-/// Whether a gossip request may go on: under `--tls-client-auth peers` or `all`, only over a
-/// connection that presented a verified client certificate.
-pub(crate) fn gossip_allowed(tls: Option<&TlsFiles>, extensions: &axum::http::Extensions) -> bool {
-    match tls.map(|t| t.client_auth) {
-        None | Some(ClientAuth::Off) => true,
-        Some(ClientAuth::Peers | ClientAuth::All) => extensions
+/// Whether a gossip request may go on: when a client certificate is required (see
+/// [`client_cert_required`]), only over a connection that presented a verified one.
+pub(crate) fn gossip_allowed(cert_required: bool, extensions: &axum::http::Extensions) -> bool {
+    !cert_required
+        || extensions
             .get::<ClientCert>()
-            .is_some_and(|cert| cert.verified),
-    }
+            .is_some_and(|cert| cert.verified)
+}
+
+/// Whether the gossip endpoint requires a verified client certificate: under
+/// `--tls-client-auth peers` or `all`.
+pub(crate) fn client_cert_required(tls: Option<&TlsFiles>) -> bool {
+    tls.is_some_and(|t| t.client_auth != ClientAuth::Off)
 }
 
 /// Everything loaded from the files at one time; replaced whole on a reload.
