@@ -40,8 +40,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How often the files are read to notice a change (they are small; a rotation by a tool
-/// such as cert-manager or a cron job is noticed within this).
+/// How often the files are read to notice a change by default (they are small; a rotation by
+/// a tool such as cert-manager or a cron job is noticed within this). `--tls-poll` changes it.
 pub(crate) const POLL: Duration = Duration::from_secs(2);
 
 /// Who must present a client certificate signed by `--tls-ca`.
@@ -52,7 +52,9 @@ pub enum ClientAuth {
     /// Peers: the gossip endpoint requires a client certificate; reads, writes and health
     /// checks work without one.
     Peers,
-    /// Every request: a connection without a valid client certificate fails its handshake.
+    /// Every request: a request over a connection without a client certificate that
+    /// --tls-ca verifies gets 401 with the reason (the handshake itself succeeds, so that
+    /// the client can be told why).
     All,
 }
 
@@ -74,6 +76,10 @@ pub struct TlsArgs {
     /// --tls-ca, else off].
     #[arg(long, env = "DISCOVERY_TLS_CLIENT_AUTH", value_enum)]
     pub tls_client_auth: Option<ClientAuth>,
+    /// How often the files are read to notice a change without a SIGHUP (tests lengthen it
+    /// to pin the SIGHUP path).
+    #[arg(long, env = "DISCOVERY_TLS_POLL", value_name = "DURATION", default_value_t = POLL.into(), hide = true)]
+    pub tls_poll: humantime::Duration,
 }
 
 /// The validated TLS settings: where the files are and who must present a certificate.
@@ -87,6 +93,8 @@ pub struct TlsFiles {
     pub ca: Option<PathBuf>,
     /// Who must present a client certificate (default `peers` with a CA, else `off`).
     pub client_auth: ClientAuth,
+    /// How often the files are polled for a change ([`POLL`] by default).
+    pub poll: Duration,
 }
 
 impl TlsArgs {
@@ -120,6 +128,7 @@ impl TlsArgs {
             key,
             ca: self.tls_ca,
             client_auth,
+            poll: self.tls_poll.into(),
         }))
     }
 }
@@ -256,23 +265,17 @@ impl Tls {
         }
     }
 
-    /// Reloads on SIGHUP and when a file changes, until shutdown.
-    pub(crate) fn spawn_reloader(
+    /// Polls the files for a change every `--tls-poll` until shutdown, and reloads on a SIGHUP
+    /// of `hup` (see [`hangup`]).
+    fn spawn_reloader(
         self: &Arc<Self>,
+        mut hup: Option<tokio::signal::unix::Signal>,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) {
         let tls = self.clone();
         tasks.spawn(async move {
-            let mut hup =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                    Ok(hup) => Some(hup),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS files are still polled");
-                        None
-                    }
-                };
-            let mut poll = tokio::time::interval(POLL);
+            let mut poll = tokio::time::interval(tls.files.poll);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let forced = tokio::select! {
@@ -347,6 +350,36 @@ impl Tls {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PeerSide(self.clone())))
             .with_client_cert_resolver(Arc::new(PeerSide(self.clone())))
+    }
+}
+
+/// Handles SIGHUP for the node's lifetime: reloads the TLS files (and polls them, see
+/// [`Tls::spawn_reloader`]) or, without TLS, logs that there is nothing to reload. Called
+/// before the node says `listening`, and the handler is installed by the time it returns, so
+/// a SIGHUP never takes the default action (terminating the process).
+pub(crate) fn hangup(tls: Option<&Arc<Tls>>, shutdown: CancellationToken, tasks: &TaskTracker) {
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => Some(hup),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS files are still polled");
+            None
+        }
+    };
+    match (tls, hup) {
+        (Some(tls), hup) => tls.spawn_reloader(hup, shutdown, tasks),
+        (None, None) => {}
+        (None, Some(mut hup)) => {
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        Some(()) = hup.recv() => {
+                            tracing::warn!("SIGHUP ignored: TLS is off, there is nothing to reload");
+                        }
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -550,6 +583,7 @@ mod tests {
             tls_key: key.then(|| "k.pem".into()),
             tls_ca: ca.then(|| "ca.pem".into()),
             tls_client_auth: mode,
+            tls_poll: POLL.into(),
         }
     }
 

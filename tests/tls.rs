@@ -355,8 +355,9 @@ fn certificates_rotate_on_sighup_and_on_file_change_without_dropping_open_connec
         }
     };
     install(&ca.leaf("node", 0x11));
+    // The files are not polled within the test: only the SIGHUP can make the node reload.
     let (node, logs) = {
-        let args = tls_args(&live, &ca, &[]);
+        let args = tls_args(&live, &ca, &["--tls-poll", "1h"]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Node::start_logged(&args)
     };
@@ -403,11 +404,27 @@ fn certificates_rotate_on_sighup_and_on_file_change_without_dropping_open_connec
     });
     assert_eq!(served_serial(&addr).as_deref(), Some("22"));
 
-    // No signal: a change of the files is noticed by itself.
+    // No signal: a change of the files is noticed by itself (a node that polls them).
+    install(&ca.leaf("node", 0x22));
+    let polled = start(&tls_args(&live, &ca, &["--tls-poll", "100ms"]));
+    let addr = polled.addr().to_owned();
+    assert_eq!(served_serial(&addr).as_deref(), Some("22"));
     install(&ca.leaf("node", 0x33));
     wait_until("the changed files are picked up", WAIT, || {
         served_serial(&addr).as_deref() == Some("33")
     });
+}
+
+#[test]
+fn a_sighup_right_after_listening_never_kills_a_node_without_tls() {
+    let (node, logs) = Node::start_logged(&[]);
+    node.signal("HUP");
+    wait_until("the SIGHUP is reported as ignored", WAIT, || {
+        logs.contains("SIGHUP ignored")
+    });
+    let (status, _) = common::http("GET", &format!("{}/healthz", node.url), None, "");
+    assert_eq!(status, 200, "the node still answers");
+    assert!(node.stop(), "the node exits 0 on SIGTERM after a SIGHUP");
 }
 
 /// The client library against an HTTPS cluster that requires client certificates: a
