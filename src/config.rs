@@ -347,6 +347,17 @@ impl Config {
             .tls
             .validate()
             .map_err(|(flag, reason)| bad(flag, reason))?;
+        if let Some(files) = &tls {
+            // Under `all` every client holds a certificate of --tls-ca: "signed by the CA"
+            // cannot also mean "a node", so gossip needs another proof.
+            let all = files.client_auth == crate::tls::ClientAuth::All;
+            if all && files.peer_name.is_none() && args.peer_token.is_none() {
+                return Err(bad(
+                    "tls-client-auth",
+                    "all gives clients certificates of --tls-ca too: set --tls-peer-name (the name in the nodes' certificates) or --peer-token, so that only nodes can gossip",
+                ));
+            }
+        }
         let scheme = scheme(tls.as_ref());
         let peers = args
             .peers

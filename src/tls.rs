@@ -76,6 +76,12 @@ pub struct TlsArgs {
     /// --tls-ca, else off].
     #[arg(long, env = "DISCOVERY_TLS_CLIENT_AUTH", value_enum)]
     pub tls_client_auth: Option<ClientAuth>,
+    /// The DNS name a node's certificate must be valid for (SAN, wildcards as in HTTPS, with
+    /// serverAuth) to gossip, e.g. server.dc1.discovery; a client certificate of --tls-ca
+    /// without it cannot gossip. Unset: any certificate --tls-ca signed may gossip, so with
+    /// `all` (clients hold certificates too) it or --peer-token is required.
+    #[arg(long, env = "DISCOVERY_TLS_PEER_NAME", value_name = "DNS_NAME")]
+    pub tls_peer_name: Option<String>,
     /// How often the files are read to notice a change without a SIGHUP (tests lengthen it
     /// to pin the SIGHUP path).
     #[arg(long, env = "DISCOVERY_TLS_POLL", value_name = "DURATION", default_value_t = POLL.into(), hide = true)]
@@ -95,6 +101,8 @@ pub struct TlsFiles {
     pub client_auth: ClientAuth,
     /// How often the files are polled for a change ([`POLL`] by default).
     pub poll: Duration,
+    /// The name a gossiping node's certificate must be valid for; `None`: any of `--tls-ca`.
+    pub peer_name: Option<ServerName<'static>>,
 }
 
 impl TlsArgs {
@@ -123,12 +131,23 @@ impl TlsArgs {
                 ))
             }
         };
+        let peer_name = match self.tls_peer_name {
+            None => None,
+            Some(_) if self.tls_ca.is_none() => {
+                return Err(("tls-peer-name", "needs --tls-ca".into()))
+            }
+            Some(name) => match ServerName::try_from(name) {
+                Ok(name @ ServerName::DnsName(_)) => Some(name),
+                _ => return Err(("tls-peer-name", "must be a DNS name".into())),
+            },
+        };
         Ok(Some(TlsFiles {
             cert,
             key,
             ca: self.tls_ca,
             client_auth,
             poll: self.tls_poll.into(),
+            peer_name,
         }))
     }
 }
@@ -137,18 +156,28 @@ impl TlsArgs {
 /// HTTP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClientCert {
-    /// True when one was presented and `--tls-ca` verified it.
-    pub verified: bool,
-    /// Why every request of the connection is refused, when it is: a certificate that does
-    /// not verify, or none where `all` requires one.
+    /// True when one was presented, `--tls-ca` verified it and it names a peer
+    /// (`--tls-peer-name`): the connection may gossip.
+    pub peer: bool,
+    /// Why the connection may not gossip, when it may not.
+    pub not_peer: Option<&'static str>,
+    /// Why every request of the connection is refused, when it is (only under `all`): a
+    /// certificate that does not verify, or none. Under `peers` such a client is served as
+    /// one without a certificate.
     pub refused: Option<&'static str>,
 }
 
+/// Why a verified certificate may not gossip.
+const NOT_A_PEER: &str =
+    "the client certificate is not valid for this cluster's --tls-peer-name: only nodes may gossip";
+
 impl ClientCert {
-    fn of(presented: Option<Result<(), rustls::Error>>, mode: ClientAuth) -> ClientCert {
+    /// `presented`: the chain's verdict against `--tls-ca`, then whether it names a peer.
+    fn of(presented: Option<Result<bool, rustls::Error>>, mode: ClientAuth) -> ClientCert {
         use rustls::CertificateError as Cert;
-        let (verified, refused) = match presented {
-            Some(Ok(())) => (true, None),
+        let (peer, not_peer) = match presented {
+            Some(Ok(true)) => (true, None),
+            Some(Ok(false)) => (false, Some(NOT_A_PEER)),
             Some(Err(rustls::Error::InvalidCertificate(
                 Cert::Expired | Cert::ExpiredContext { .. },
             ))) => (false, Some("the client certificate has expired")),
@@ -162,13 +191,21 @@ impl ClientCert {
                 false,
                 Some("the client certificate is not valid for a client of this node"),
             ),
-            None if mode == ClientAuth::All => (
+            None => (
                 false,
                 Some("this node requires a client certificate signed by its CA (--cert and --key)"),
             ),
-            None => (false, None),
         };
-        ClientCert { verified, refused }
+        let verified = matches!(presented, Some(Ok(_)));
+        let refused = match mode {
+            ClientAuth::All if !verified => not_peer,
+            _ => None,
+        };
+        ClientCert {
+            peer,
+            not_peer,
+            refused,
+        }
     }
 }
 
@@ -182,14 +219,22 @@ pub(crate) fn certificate_refused(why: &str) -> axum::response::Response {
         .into_response()
 }
 
-/// Whether a gossip request may go on: under `--tls-client-auth peers` or `all`, only over a
-/// connection that presented a verified client certificate.
-pub(crate) fn gossip_allowed(tls: Option<&TlsFiles>, extensions: &axum::http::Extensions) -> bool {
+/// Why a gossip request may not go on, if it may not: under `--tls-client-auth peers` or
+/// `all`, only a connection whose client certificate verified and names a peer may gossip.
+pub(crate) fn gossip_refused(
+    tls: Option<&TlsFiles>,
+    extensions: &axum::http::Extensions,
+) -> Option<&'static str> {
     match tls.map(|t| t.client_auth) {
-        None | Some(ClientAuth::Off) => true,
-        Some(ClientAuth::Peers | ClientAuth::All) => extensions
-            .get::<ClientCert>()
-            .is_some_and(|cert| cert.verified),
+        None | Some(ClientAuth::Off) => None,
+        Some(ClientAuth::Peers | ClientAuth::All) => {
+            match extensions.get::<ClientCert>() {
+                Some(cert) if cert.peer => None,
+                cert => Some(cert.and_then(|c| c.not_peer).unwrap_or(
+                    "gossip requires a client certificate signed by this node's --tls-ca",
+                )),
+            }
+        }
     }
 }
 
@@ -306,6 +351,7 @@ impl Tls {
         let material = self.current.load_full();
         let acceptor = tokio_rustls::TlsAcceptor::from(material.server.clone());
         let mode = self.files.client_auth;
+        let peer_name = self.files.peer_name.as_ref();
         let handshake = async {
             let mut first = [0u8; 1];
             if stream.peek_byte(&mut first).await.ok()? == 0 {
@@ -323,9 +369,18 @@ impl Tls {
                     let presented = tls.get_ref().1.peer_certificates().and_then(|chain| {
                         let (end_entity, intermediates) = chain.split_first()?;
                         let verifier = material.clients.as_ref()?;
-                        let verified =
-                            verifier.verify_client_cert(end_entity, intermediates, UnixTime::now());
-                        Some(verified.map(|_| ()))
+                        let now = UnixTime::now();
+                        let verified = verifier.verify_client_cert(end_entity, intermediates, now);
+                        // A peer's certificate is also a server certificate for --tls-peer-name
+                        // (chain, serverAuth, name), which an agent's client certificate is not.
+                        let peer = |name: &ServerName<'_>| {
+                            material.peers.as_ref().is_some_and(|peers| {
+                                peers
+                                    .verify_server_cert(end_entity, intermediates, name, &[], now)
+                                    .is_ok()
+                            })
+                        };
+                        Some(verified.map(|_| peer_name.is_none_or(peer)))
                     });
                     Some((tls, ClientCert::of(presented, mode)))
                 }
@@ -584,6 +639,7 @@ mod tests {
             tls_ca: ca.then(|| "ca.pem".into()),
             tls_client_auth: mode,
             tls_poll: POLL.into(),
+            tls_peer_name: None,
         }
     }
 

@@ -221,6 +221,81 @@ fn a_node_with_a_certificate_of_another_ca_cannot_gossip_and_nothing_it_sends_is
 }
 
 #[test]
+fn under_peers_a_foreign_certificate_is_served_as_none_and_only_gossip_is_refused() {
+    let (dir, ca, nodes) = cluster("tls-foreign", 1, &[]);
+    let other = Ca::new(&dir.0, "foreign");
+    let foreign = other.leaf("foreign", 9);
+    let node = &nodes[0];
+    let (status, body) = curl_tls(
+        &ca,
+        Some(&foreign),
+        "GET",
+        &format!("{}/healthz", node.url),
+        None,
+    );
+    assert_eq!(
+        status, 200,
+        "a health check with a foreign certificate: {body}"
+    );
+    let (status, body) = curl_tls(
+        &ca,
+        Some(&foreign),
+        "GET",
+        &format!("{}/v1/services", node.url),
+        None,
+    );
+    assert_eq!(status, 200, "a read with a foreign certificate: {body}");
+    let sync = format!("{}/v1/gossip/sync", node.url);
+    let (status, body) = curl_tls(&ca, Some(&foreign), "POST", &sync, Some("x"));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("not signed by this node's CA"), "{body}");
+}
+
+#[test]
+fn an_agent_certificate_of_the_cluster_ca_cannot_gossip_when_peers_are_named() {
+    for mode in ["peers", "all"] {
+        let extra = ["--tls-client-auth", mode, "--tls-peer-name", "localhost"];
+        let (_dir, ca, nodes) = cluster(&format!("tls-peer-name-{mode}"), 1, &extra);
+        let node = &nodes[0];
+        let agent = ca.client_leaf("agent", 5);
+        let (status, body) = curl_tls(
+            &ca,
+            Some(&agent),
+            "GET",
+            &format!("{}/healthz", node.url),
+            None,
+        );
+        assert_eq!(status, 200, "{mode}: the agent's reads work: {body}");
+        let sync = format!("{}/v1/gossip/sync", node.url);
+        let (status, body) = curl_tls(&ca, Some(&agent), "POST", &sync, Some("x"));
+        assert_eq!(status, 401, "{mode}: {body}");
+        assert!(body.contains("only nodes may gossip"), "{mode}: {body}");
+        let (status, body) = curl_tls(&ca, Some(&ca.leaf("peer", 2)), "POST", &sync, Some("x"));
+        assert_eq!(
+            status, 400,
+            "{mode}: a node's certificate reaches the message check: {body}"
+        );
+    }
+}
+
+#[test]
+fn client_auth_all_without_a_peer_name_or_token_refuses_to_start() {
+    let dir = TempDir::new("tls-all-unsafe");
+    let ca = Ca::new(&dir.0, "unsafe");
+    let mut args = strings(&["serve", "--listen", "127.0.0.1:0"]);
+    args.extend(tls_args(
+        &ca.leaf("node", 1),
+        &ca,
+        &["--tls-client-auth", "all"],
+    ));
+    let out = cli(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--tls-peer-name"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
 fn with_both_mtls_and_a_peer_token_gossip_needs_both() {
     let (_dir, ca, nodes) = cluster("tls-token", 1, &["--peer-token", "s3cret"]);
     let a = &nodes[0];
@@ -242,7 +317,11 @@ fn with_both_mtls_and_a_peer_token_gossip_needs_both() {
 
 #[test]
 fn under_client_auth_all_a_client_without_a_certificate_is_refused_with_a_reason() {
-    let (dir, ca, nodes) = cluster("tls-all", 1, &["--tls-client-auth", "all"]);
+    let (dir, ca, nodes) = cluster(
+        "tls-all",
+        1,
+        &["--tls-client-auth", "all", "--tls-peer-name", "localhost"],
+    );
     let node = &nodes[0];
     let client = ca.leaf("client", 2);
     let (status, body) = curl_tls(&ca, None, "GET", &format!("{}/healthz", node.url), None);
@@ -436,7 +515,14 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
         ClientTls, HeartbeatConfig, Heartbeater, HostWatcher, Registration, RegistryClient,
         ServiceName, WatcherConfig,
     };
-    let mtls = ["--tls-client-auth", "all", "--gossip-interval", "200ms"];
+    let mtls = [
+        "--tls-client-auth",
+        "all",
+        "--tls-peer-name",
+        "localhost",
+        "--gossip-interval",
+        "200ms",
+    ];
     let (_dir, ca, nodes) = cluster("tls-client", 2, &mtls);
     let [a, b] = &nodes[..] else { unreachable!() };
     let client = ca.leaf("client", 3);
@@ -510,7 +596,14 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
 /// commands answer through the other.
 #[test]
 fn every_client_subcommand_works_against_an_https_cluster_with_client_certificates() {
-    let mtls = ["--tls-client-auth", "all", "--gossip-interval", "200ms"];
+    let mtls = [
+        "--tls-client-auth",
+        "all",
+        "--tls-peer-name",
+        "localhost",
+        "--gossip-interval",
+        "200ms",
+    ];
     let (_dir, ca, nodes) = cluster("tls-cli", 2, &mtls);
     let [a, b] = &nodes[..] else { unreachable!() };
     let client = ca.leaf("client", 3);

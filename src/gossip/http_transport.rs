@@ -170,11 +170,9 @@ enum Handled {
 async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let node = endpoint.node.clone();
     let shared = node.shared().clone();
-    if !crate::tls::gossip_allowed(shared.config.tls.as_ref(), request.extensions()) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "gossip requires a client certificate signed by this node's --tls-ca",
-        );
+    if let Some(why) = crate::tls::gossip_refused(shared.config.tls.as_ref(), request.extensions())
+    {
+        return refuse(StatusCode::UNAUTHORIZED, why);
     }
     if !auth::allowed(&shared.config.tokens, Access::Peer, request.headers()) {
         return refuse(
