@@ -295,6 +295,16 @@ fn xds_listen(given: Option<&str>, listen: SocketAddr) -> Result<Option<SocketAd
 }
 
 impl Config {
+    /// Whether a gossip message must prove where it comes from: the peer token, or a client
+    /// certificate under mutual TLS (`/v1/peers` reports it; the start warns without it).
+    pub(crate) fn gossip_authenticated(&self) -> bool {
+        let mtls = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_auth != crate::tls::ClientAuth::Off);
+        self.tokens.peer.is_some() || mtls
+    }
+
     /// Validates the flags.
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
         let host_ttl = secs("host-ttl", args.host_ttl)?;

@@ -279,6 +279,21 @@ fn an_agent_certificate_of_the_cluster_ca_cannot_gossip_when_peers_are_named() {
 }
 
 #[test]
+fn peers_report_gossip_authenticated_under_mutual_tls_without_a_token() {
+    let (_dir, ca, nodes) = cluster("tls-authenticated", 1, &[]);
+    let (status, body) = curl_tls(
+        &ca,
+        None,
+        "GET",
+        &format!("{}/v1/peers", nodes[0].url),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["gossip_authenticated"], true, "{body}");
+}
+
+#[test]
 fn client_auth_all_without_a_peer_name_or_token_refuses_to_start() {
     let dir = TempDir::new("tls-all-unsafe");
     let ca = Ca::new(&dir.0, "unsafe");

@@ -469,7 +469,7 @@ impl<T: Transport> Node<T> {
         self.shared.peers.store(Arc::new(PeersResponse {
             node_id: self.shared.config.registry.node.to_string(),
             ready: self.shared.is_ready(),
-            gossip_authenticated: self.shared.config.tokens.peer.is_some(),
+            gossip_authenticated: self.shared.config.gossip_authenticated(),
             peers: infos,
         }));
     }

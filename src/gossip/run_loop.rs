@@ -34,12 +34,7 @@ pub(crate) fn spawn(
 ) -> Gossip {
     let cluster = &shared.config.cluster;
     let clustered = !cluster.peers.is_empty() || cluster.peers_dns.is_some();
-    let mtls = shared
-        .config
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.client_auth != crate::tls::ClientAuth::Off);
-    if clustered && shared.config.tokens.peer.is_none() && !mtls {
+    if clustered && !shared.config.gossip_authenticated() {
         tracing::warn!(
             "gossip is unauthenticated: peers are configured but neither --peer-token nor mutual TLS (--tls-ca) is set, so anyone who can reach this node can send it gossip"
         );
