@@ -63,6 +63,8 @@ impl HttpTransport {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .pool_idle_timeout(Duration::from_secs(30))
+            // A TLS node's gossip (and its --peer-token) never goes out in clear text.
+            .https_only(tls.is_some())
             .build()
             .map_err(|e| TransportError::Unreachable(format!("HTTP client: {e}")))?;
         Ok(HttpTransport { client, token })

@@ -112,12 +112,13 @@ impl<T: Transport> Node<T> {
         clock: Clock,
     ) -> Self {
         let now = clock();
-        let table = PeerTable::new(
+        let mut table = PeerTable::new(
             shared.config.registry.node.as_str(),
             addr.as_deref(),
             &shared.config.cluster.peers,
             now,
         );
+        table.speaking(shared.config.scheme());
         let warmup_ends = now + shared.config.cluster.warmup.as_micros() as Micros;
         let node = Node {
             shared,

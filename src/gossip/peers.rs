@@ -199,6 +199,10 @@ pub(crate) struct PeerTable {
     peers: HashMap<String, Peer>,
     /// Addresses that turned out to be this node.
     own_addrs: HashSet<String>,
+    /// `http` or `https`, as this node speaks (set by [`PeerTable::speaking`]): an
+    /// address of the other scheme is never learned, so a TLS node never dials a peer in
+    /// clear text (with its --peer-token) because a message named one.
+    scheme: Option<&'static str>,
     /// Picks round and push targets: seeded from the OS, or by [`PeerTable::seed`] so that a
     /// simulation's choices repeat.
     rng: StdRng,
@@ -216,12 +220,18 @@ impl PeerTable {
             own_id: own_id.to_owned(),
             peers: HashMap::new(),
             own_addrs: own_addr.map(|a| a.to_owned()).into_iter().collect(),
+            scheme: None,
             rng: rand::make_rng(),
         };
         for addr in statics {
             table.configure(addr, Source::Static, now);
         }
         table
+    }
+
+    /// Learns only addresses of `scheme` (`"https"` on a TLS node).
+    pub(crate) fn speaking(&mut self, scheme: &'static str) {
+        self.scheme = Some(scheme);
     }
 
     /// Makes every later random choice of this table a function of `seed` (and of the calls
@@ -274,6 +284,12 @@ impl PeerTable {
         let Some(addr) = peer_url(addr) else {
             return false;
         };
+        if self
+            .scheme
+            .is_some_and(|scheme| addr.split_once("://").map(|(s, _)| s) != Some(scheme))
+        {
+            return false;
+        }
         if self.own_addrs.contains(&addr) || self.peers.contains_key(&addr) {
             return false;
         }
@@ -747,6 +763,23 @@ mod tests {
             t.end(addr);
         }
         t
+    }
+
+    #[test]
+    fn a_tls_node_never_learns_or_takes_a_claimed_http_peer() {
+        let mut t = PeerTable::new("me", None, &[], 0);
+        t.speaking("https");
+        t.learn(
+            &["http://plain:1".to_owned(), "https://tls:1".to_owned()],
+            0,
+        );
+        t.claimed("http://claimed:1", contact("c"), 0);
+        assert!(!t.begin("http://plain:1", false, 0), "learned http:// peer");
+        assert!(
+            !t.begin("http://claimed:1", false, 0),
+            "claimed http:// peer"
+        );
+        assert!(t.begin("https://tls:1", false, 0));
     }
 
     fn invented(round: usize) -> Vec<String> {
