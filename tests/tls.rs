@@ -294,6 +294,21 @@ fn peers_report_gossip_authenticated_under_mutual_tls_without_a_token() {
 }
 
 #[test]
+fn health_says_to_use_https_and_that_https_needs_the_ca() {
+    let (_dir, _ca, nodes) = cluster("tls-health", 1, &[]);
+    let plain = nodes[0].url.replacen("https://", "http://", 1);
+    let out = cli(&strings(&["health", "--url", &plain]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("use an https:// URL"), "{stderr}");
+    let out = cli(&strings(&["health", "--url", &nodes[0].url]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--ca FILE"), "{stderr}");
+    assert!(!stderr.contains("not signed"), "{stderr}");
+}
+
+#[test]
 fn client_auth_all_without_a_peer_name_or_token_refuses_to_start() {
     let dir = TempDir::new("tls-all-unsafe");
     let ca = Ca::new(&dir.0, "unsafe");
