@@ -165,7 +165,7 @@ fn a_node_with_a_certificate_of_another_ca_cannot_gossip_and_nothing_it_sends_is
         ],
     );
     intruder_args.extend(strings(&["--warmup", "0s"]));
-    let (x, _x_logs) = {
+    let (x, x_logs) = {
         let args: Vec<&str> = intruder_args.iter().map(String::as_str).collect();
         Node::start_logged(&args)
     };
@@ -203,6 +203,13 @@ fn a_node_with_a_certificate_of_another_ca_cannot_gossip_and_nothing_it_sends_is
         ips(&ca, None, &a, "web").is_empty(),
         "nothing from x was applied on a"
     );
+    // x's warning says why: a's 401 reason.
+    wait_until("x's dead-peer warning carries a's reason", WAIT, || {
+        x_logs
+            .text()
+            .lines()
+            .any(|l| l.contains("gossip peer is now") && l.contains("not signed by this node's CA"))
+    });
     // At the endpoint itself: the other CA's client certificate and no certificate get 401
     // with the reason, a good one gets through to the message check.
     let sync = format!("{}/v1/gossip/sync", a.url);

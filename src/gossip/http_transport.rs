@@ -44,6 +44,9 @@ pub(crate) const DECODE_SLOTS: usize = 2;
 /// the 2 s the sending node waits for an answer by default.
 pub(crate) const DECODE_WAIT: Duration = Duration::from_secs(1);
 
+/// Most bytes of a refusal's body read for its reason (any address can be named a peer).
+const MAX_REASON_BYTES: usize = 4096;
+
 /// The client half: exchanges with peers over HTTP.
 pub(crate) struct HttpTransport {
     client: reqwest::Client,
@@ -97,7 +100,18 @@ impl Transport for HttpTransport {
             return Err(TransportError::SameId);
         }
         if !status.is_success() {
-            return Err(TransportError::Refused(status.to_string()));
+            // The peer's reason (which certificate, which token) is worth the few bytes.
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                if body.len() + chunk.len() > MAX_REASON_BYTES {
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let why = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| format!("{status}: {}", b.error))
+                .unwrap_or_else(|_| status.to_string());
+            return Err(TransportError::Refused(why));
         }
         let mut answer = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failure)? {

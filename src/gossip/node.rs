@@ -305,7 +305,7 @@ impl<T: Transport> Node<T> {
                     return Err(TransportError::SameId);
                 }
                 Err(e) => {
-                    self.table.lock().failed(addr);
+                    self.table.lock().failed(addr, &e.to_string());
                     return Err(e);
                 }
             };
@@ -314,10 +314,10 @@ impl<T: Transport> Node<T> {
             let response = exchanged.response;
             if response.from.node_id == self.shared.config.registry.node.as_str() {
                 // Only this node may speak for its id: nothing of this answer is merged.
-                self.table.lock().failed(addr);
-                return Err(TransportError::BadResponse(
-                    "the answer claims this node's own node id".into(),
-                ));
+                let e =
+                    TransportError::BadResponse("the answer claims this node's own node id".into());
+                self.table.lock().failed(addr, &e.to_string());
+                return Err(e);
             }
             let now = self.now();
             let more_for_us = response.delta.truncated;

@@ -451,9 +451,10 @@ impl PeerTable {
         }
     }
 
-    /// Records a failed exchange. An unverified peer is dropped at once: it never answered,
-    /// and if it is real another node will name it again.
-    pub(crate) fn failed(&mut self, addr: &str) {
+    /// Records a failed exchange and `why` it failed (said in the warning). An unverified peer
+    /// is dropped at once: it never answered, and if it is real another node will name it
+    /// again.
+    pub(crate) fn failed(&mut self, addr: &str, why: &str) {
         if self.peers.get(addr).is_some_and(|p| !p.trusted()) {
             self.peers.remove(addr);
             return;
@@ -476,6 +477,7 @@ impl PeerTable {
                     peer = addr,
                     node = peer.node_id.as_deref().unwrap_or("unknown"),
                     failures = peer.failures,
+                    error = why,
                     "gossip peer is now {}",
                     if state == PeerState::Dead {
                         "dead"
@@ -651,10 +653,10 @@ mod tests {
         assert_eq!(t.get("http://b:1").unwrap().state, PeerState::Suspect);
         t.succeeded("http://b:1", contact("b"), 5);
         assert_eq!(t.get("http://b:1").unwrap().state, PeerState::Alive);
-        t.failed("http://b:1");
+        t.failed("http://b:1", "cut");
         assert_eq!(t.get("http://b:1").unwrap().state, PeerState::Suspect);
         for _ in 1..DEAD_AFTER_FAILURES {
-            t.failed("http://b:1");
+            t.failed("http://b:1", "cut");
         }
         assert_eq!(t.get("http://b:1").unwrap().state, PeerState::Dead);
         t.succeeded("http://b:1", contact("b"), 9);
@@ -675,7 +677,7 @@ mod tests {
         t.end("http://c:1");
         for addr in ["http://b:1", "http://c:1"] {
             for _ in 0..DEAD_AFTER_FAILURES {
-                t.failed(addr);
+                t.failed(addr, "cut");
             }
             assert!(t.begin(addr, false, 0));
             t.end(addr);
@@ -696,7 +698,7 @@ mod tests {
         for addr in ["http://b:1", "http://c:1"] {
             t.succeeded(addr, contact(&addr[7..8]), 0);
             for _ in 0..DEAD_AFTER_FAILURES {
-                t.failed(addr);
+                t.failed(addr, "cut");
             }
         }
         for round in 1..4 {
@@ -705,7 +707,7 @@ mod tests {
             assert_eq!(due, ["http://b:1", "http://c:1"], "round {round}");
             for addr in &due {
                 assert!(t.begin(addr, false, round * SECOND));
-                t.failed(addr);
+                t.failed(addr, "cut");
                 t.end(addr);
             }
         }
@@ -822,7 +824,7 @@ mod tests {
         );
         // An invented peer fails its probe and leaves at once.
         let probe = t.round_targets(0, false, SECOND, 2).pop().unwrap();
-        t.failed(&probe);
+        t.failed(&probe, "cut");
         assert!(t.get(&probe).is_none());
     }
 
