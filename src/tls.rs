@@ -491,6 +491,9 @@ fn build(files: &TlsFiles, contents: &Snapshot) -> Result<Material, TlsError> {
         Some(ca) => Some(Arc::new(pem::parse_roots(ca, bytes(2)?)?)),
         None => None,
     };
+    if let (Some(ca), Some(roots)) = (&files.ca, &roots) {
+        own_chain_verifies(&files.cert, ca, &chain, roots.clone())?;
+    }
     let builder = ServerConfig::builder_with_provider(pem::provider())
         .with_safe_default_protocol_versions()
         .map_err(refused)?;
@@ -522,6 +525,37 @@ fn build(files: &TlsFiles, contents: &Snapshot) -> Result<Material, TlsError> {
         peers,
         clients,
     })
+}
+
+/// Refuses a certificate of this node that its peers would refuse: one that `--tls-ca` does
+/// not sign, expired or not yet valid, or without clientAuth (the node presents it as the
+/// gossip client's certificate). At startup the node does not start; on a reload the
+/// previous certificate stays, instead of the node cutting itself off its cluster.
+fn own_chain_verifies(
+    cert: &Path,
+    ca: &Path,
+    chain: &[CertificateDer<'static>],
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<(), TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, pem::provider())
+        .build()
+        .map_err(refused)?;
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Err(TlsError::Refused(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
+    };
+    verifier
+        .verify_client_cert(end_entity, intermediates, UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| {
+            TlsError::Refused(format!(
+                "{}: not a valid certificate of --tls-ca {} for this node: {e}",
+                cert.display(),
+                ca.display()
+            ))
+        })
 }
 
 /// The handshake-signature methods of a certificate verifier: checked with the provider's

@@ -150,20 +150,22 @@ fn a_node_with_a_certificate_of_another_ca_cannot_gossip_and_nothing_it_sends_is
         &ca,
         &["--node-id", "a", "--gossip-interval", "100ms"],
     ));
-    // The intruder trusts a's CA, so it can verify a; a cannot verify the intruder.
+    // The intruder trusts a's CA, so it can verify a; a cannot verify the intruder. (Its
+    // bundle holds its own CA too: a node does not start with a certificate of another.)
     let intruder_leaf = other.leaf("intruder", 7);
-    let mut intruder_args = tls_args(
-        &intruder_leaf,
-        &ca,
-        &[
-            "--node-id",
-            "x",
-            "--gossip-interval",
-            "100ms",
-            "--peers",
-            &a.url,
-        ],
-    );
+    let bundle = dir.path("bundle.pem");
+    let both = [&ca.pem, &other.pem].map(|p| std::fs::read_to_string(p).unwrap());
+    std::fs::write(&bundle, both.concat()).unwrap();
+    let mut intruder_args = intruder_leaf.serve_args();
+    intruder_args.extend(["--tls-ca".to_owned(), bundle.display().to_string()]);
+    intruder_args.extend(strings(&[
+        "--node-id",
+        "x",
+        "--gossip-interval",
+        "100ms",
+        "--peers",
+        &a.url,
+    ]));
     intruder_args.extend(strings(&["--warmup", "0s"]));
     let (x, x_logs) = {
         let args: Vec<&str> = intruder_args.iter().map(String::as_str).collect();
@@ -313,6 +315,45 @@ fn health_says_to_use_https_and_that_https_needs_the_ca() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--ca FILE"), "{stderr}");
     assert!(!stderr.contains("not signed"), "{stderr}");
+}
+
+#[test]
+fn a_certificate_the_ca_does_not_sign_is_refused_at_start_and_on_reload() {
+    let dir = TempDir::new("tls-own-chain");
+    let ca = Ca::new(&dir.0, "own");
+    let other = Ca::new(&dir.0, "otherown");
+    let foreign = other.leaf("node", 0x66);
+    let mut args = strings(&["serve", "--listen", "127.0.0.1:0"]);
+    args.extend(tls_args(&foreign, &ca, &[]));
+    let out = cli(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not a valid certificate of --tls-ca"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    let live = Leaf {
+        cert: dir.path("live.pem"),
+        key: dir.path("live.key"),
+    };
+    let install = |leaf: &Leaf| {
+        std::fs::copy(&leaf.cert, &live.cert).unwrap();
+        std::fs::copy(&leaf.key, &live.key).unwrap();
+    };
+    install(&ca.leaf("node", 0x11));
+    let (node, logs) = {
+        let args = tls_args(&live, &ca, &["--tls-poll", "1h"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Node::start_logged(&args)
+    };
+    install(&foreign);
+    node.signal("HUP");
+    wait_until("the refusal is logged", WAIT, || {
+        logs.contains("not a valid certificate of --tls-ca")
+    });
+    assert_eq!(served_serial(node.addr()).as_deref(), Some("11"));
 }
 
 #[test]
