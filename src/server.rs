@@ -75,7 +75,8 @@ impl Server {
         let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
-        crate::tls::hangup(tls.as_ref(), shutdown.clone(), &tasks);
+        let reload_failures = shared.metrics.tls_reload_failures.clone();
+        crate::tls::hangup(tls.as_ref(), reload_failures, shutdown.clone(), &tasks);
         let peer_tls = tls
             .as_ref()
             .map(|tls| ClientTls::from_config(tls.client_config()));

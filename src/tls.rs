@@ -315,6 +315,7 @@ impl Tls {
     fn spawn_reloader(
         self: &Arc<Self>,
         mut hup: Option<tokio::signal::unix::Signal>,
+        reload_failures: prometheus_client::metrics::counter::Counter,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) {
@@ -330,7 +331,10 @@ impl Tls {
                 };
                 // Blocking file reads and key parsing: off the async workers.
                 let tls = tls.clone();
-                let _ = tokio::task::spawn_blocking(move || tls.reload(!forced)).await;
+                let reloaded = tokio::task::spawn_blocking(move || tls.reload(!forced)).await;
+                if matches!(reloaded, Ok(Err(_))) {
+                    reload_failures.inc();
+                }
             }
         });
     }
@@ -412,7 +416,12 @@ impl Tls {
 /// [`Tls::spawn_reloader`]) or, without TLS, logs that there is nothing to reload. Called
 /// before the node says `listening`, and the handler is installed by the time it returns, so
 /// a SIGHUP never takes the default action (terminating the process).
-pub(crate) fn hangup(tls: Option<&Arc<Tls>>, shutdown: CancellationToken, tasks: &TaskTracker) {
+pub(crate) fn hangup(
+    tls: Option<&Arc<Tls>>,
+    reload_failures: prometheus_client::metrics::counter::Counter,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) {
     let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hup) => Some(hup),
         Err(e) => {
@@ -421,7 +430,7 @@ pub(crate) fn hangup(tls: Option<&Arc<Tls>>, shutdown: CancellationToken, tasks:
         }
     };
     match (tls, hup) {
-        (Some(tls), hup) => tls.spawn_reloader(hup, shutdown, tasks),
+        (Some(tls), hup) => tls.spawn_reloader(hup, reload_failures, shutdown, tasks),
         (None, None) => {}
         (None, Some(mut hup)) => {
             tasks.spawn(async move {

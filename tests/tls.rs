@@ -354,6 +354,10 @@ fn a_certificate_the_ca_does_not_sign_is_refused_at_start_and_on_reload() {
         logs.contains("not a valid certificate of --tls-ca")
     });
     assert_eq!(served_serial(node.addr()).as_deref(), Some("11"));
+    wait_until("the refusal is counted", WAIT, || {
+        let (_, metrics) = curl_tls(&ca, None, "GET", &format!("{}/metrics", node.url), None);
+        metrics.contains("discovery_tls_reload_failures_total 1")
+    });
 }
 
 #[test]
