@@ -321,7 +321,10 @@ impl Tls {
     ) {
         let tls = self.clone();
         tasks.spawn(async move {
-            let mut poll = tokio::time::interval(tls.files.poll);
+            // The files were just loaded: the first look is one period away (an immediate
+            // first tick would race a rotation right after the start).
+            let period = tls.files.poll;
+            let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let forced = tokio::select! {
