@@ -293,10 +293,11 @@ fn virtual_cluster(
         let mut args = vec!["x", "--node-id", &id, "--peers", &peers, "--warmup", "0s"];
         args.extend_from_slice(extra);
         let config = Config::from_args(Cli::parse_from(args).serve).unwrap();
+        let settings = config.gossip();
         let shared = Arc::new(NodeState::new(config));
         let time = time.clone();
         let clock: Clock = Arc::new(move || time.load(Ordering::Relaxed));
-        nodes.push(net.join(shared, addr, clock));
+        nodes.push(net.join(shared, settings, addr, clock));
     }
     (net, addrs, nodes)
 }

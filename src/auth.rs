@@ -15,8 +15,6 @@ pub(crate) enum Access {
     Write,
     /// `/v1/loadbalancing/...`.
     Admin,
-    /// Gossip between nodes.
-    Peer,
 }
 
 fn matches(given: &[u8], expected: &str) -> bool {
@@ -26,19 +24,29 @@ fn matches(given: &[u8], expected: &str) -> bool {
 /// Whether the request may do `access`: true when the class has no token set, or the
 /// request carries that token (the admin token counts for reads and writes too).
 pub(crate) fn allowed(tokens: &Tokens, access: Access, headers: &HeaderMap) -> bool {
-    let (own, admin_ok) = match access {
-        Access::Read => (&tokens.read, true),
-        Access::Write => (&tokens.write, true),
-        Access::Admin => (&tokens.admin, false),
-        Access::Peer => (&tokens.peer, false),
+    let (own, also) = match access {
+        Access::Read => (&tokens.read, &tokens.admin),
+        Access::Write => (&tokens.write, &tokens.admin),
+        Access::Admin => (&tokens.admin, &None),
     };
+    carries(own.as_deref(), also.as_deref(), headers)
+}
+
+/// Whether a peer may gossip: true when no peer token is set (gossip's settings hold it),
+/// or the request carries that token (the admin token does not count).
+pub(crate) fn peer_allowed(peer_token: Option<&str>, headers: &HeaderMap) -> bool {
+    carries(peer_token, None, headers)
+}
+
+/// True when `own` is unset, or the request's bearer token is `own` or `also`.
+fn carries(own: Option<&str>, also: Option<&str>, headers: &HeaderMap) -> bool {
     let Some(own) = own else {
         return true;
     };
     let Some(given) = bearer(headers) else {
         return false;
     };
-    matches(given, own) || (admin_ok && tokens.admin.as_deref().is_some_and(|a| matches(given, a)))
+    matches(given, own) || also.is_some_and(|a| matches(given, a))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
@@ -75,7 +83,9 @@ mod tests {
         assert!(!allowed(&tokens, Access::Write, &headers("Bearer p")));
         assert!(!allowed(&tokens, Access::Admin, &headers("Bearer w")));
         assert!(allowed(&tokens, Access::Admin, &headers("Bearer a")));
-        assert!(!allowed(&tokens, Access::Peer, &headers("Bearer a")));
+        assert!(!peer_allowed(tokens.peer.as_deref(), &headers("Bearer a")));
+        assert!(peer_allowed(tokens.peer.as_deref(), &headers("Bearer p")));
+        assert!(peer_allowed(None, &HeaderMap::new()));
         assert!(allowed(&tokens, Access::Read, &HeaderMap::new()));
         assert!(!allowed(&tokens, Access::Write, &headers("Basic w")));
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::gossip::normalize_peer;
+use crate::gossip::{self, normalize_peer};
 use crate::registry::{NodeId, RegistryConfig};
 use crate::tls::{TlsArgs, TlsFiles};
 
@@ -26,9 +26,9 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "DISCOVERY_LISTEN", default_value = "0.0.0.0:8080")]
     pub(crate) listen: SocketAddr,
-    /// Address of the gRPC xDS server (ADS and EDS), or `off`. Not given, it is
-    /// 0.0.0.0:18000, except that a node whose `--listen` port is 0 (a test, a throwaway
-    /// node) takes a free port on the `--listen` address too. The bound address is printed as
+    /// Address of the gRPC xDS server (ADS and EDS), or `off`. Not given, it is port 18000
+    /// on `--listen`'s IP (a node kept to loopback keeps its inventory there too), except that
+    /// a node whose `--listen` port is 0 (a test, a throwaway node) takes a free port. The bound address is printed as
     /// `xds listening on ADDR`.
     #[arg(long, env = "DISCOVERY_XDS_LISTEN")]
     pub(crate) xds_listen: Option<String>,
@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// Largest request body.
     #[arg(long, env = "DISCOVERY_MAX_BODY", default_value = "64KiB", value_parser = parse_size)]
     pub(crate) max_body: usize,
+    /// Largest gRPC message an xDS client may send (a request naming many resources, a
+    /// delta reconnect listing what it holds, Envoy's node sent with every request).
+    #[arg(long, env = "DISCOVERY_XDS_MAX_MESSAGE", default_value = "4MiB", value_parser = parse_size)]
+    pub(crate) xds_max_message: usize,
     /// Most long polls waiting at once; past it, polls answer at once.
     #[arg(long, env = "DISCOVERY_MAX_LONG_POLLS", default_value_t = 10_000)]
     pub(crate) max_long_polls: usize,
@@ -163,6 +167,10 @@ impl std::fmt::Debug for Tokens {
 pub(crate) struct Limits {
     /// Largest request body in bytes (default 64 KiB).
     pub(crate) max_body: usize,
+    /// Largest xDS request message in bytes (default 4 MiB, gRPC's own default): SotW
+    /// requests name every resource, so thousands of names need more than `max_body`; what a
+    /// stream keeps of a message is bounded separately (names must be service names).
+    pub(crate) xds_max_message: usize,
     /// Longest long poll (5 minutes).
     pub(crate) max_wait: Duration,
     /// Most long polls waiting at once (default 10,000); more answer at once.
@@ -276,7 +284,7 @@ fn peer_with_scheme(url: &str, scheme: &str) -> Result<String, ConfigError> {
 }
 
 /// The default xDS address (SPEC 7).
-const XDS_DEFAULT: &str = "0.0.0.0:18000";
+const XDS_DEFAULT_PORT: u16 = 18000;
 
 /// `--xds-listen`: an address, `off`, or (not given) the default, which follows a
 /// `--listen` on port 0 so that nodes started on free ports never contend for 18000.
@@ -286,11 +294,11 @@ fn xds_listen(given: Option<&str>, listen: SocketAddr) -> Result<Option<SocketAd
         Some(addr) => addr.parse().map(Some).map_err(|_| {
             bad(
                 "xds-listen",
-                format!("{addr:?}: expected IP:PORT (such as {XDS_DEFAULT}) or off"),
+                format!("{addr:?}: expected IP:PORT (such as 0.0.0.0:{XDS_DEFAULT_PORT}) or off"),
             )
         }),
         None if listen.port() == 0 => Ok(Some(SocketAddr::new(listen.ip(), 0))),
-        None => Ok(XDS_DEFAULT.parse().ok()),
+        None => Ok(Some(SocketAddr::new(listen.ip(), XDS_DEFAULT_PORT))),
     }
 }
 
@@ -298,11 +306,7 @@ impl Config {
     /// Whether a gossip message must prove where it comes from: the peer token, or a client
     /// certificate under mutual TLS (`/v1/peers` reports it; the start warns without it).
     pub(crate) fn gossip_authenticated(&self) -> bool {
-        let mtls = self
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.client_auth != crate::tls::ClientAuth::Off);
-        self.tokens.peer.is_some() || mtls
+        self.tokens.peer.is_some() || crate::tls::client_cert_required(self.tls.as_ref())
     }
 
     /// Validates the flags.
@@ -329,6 +333,9 @@ impl Config {
         }
         if args.max_body < 256 {
             return Err(bad("max-body", "must be at least 256 bytes"));
+        }
+        if args.xds_max_message < 256 {
+            return Err(bad("xds-max-message", "must be at least 256 bytes"));
         }
         for (flag, timeout) in [
             ("read-timeout", args.read_timeout),
@@ -434,6 +441,7 @@ impl Config {
             },
             limits: Limits {
                 max_body: args.max_body,
+                xds_max_message: args.xds_max_message,
                 max_wait: Duration::from_secs(discovery_api::MAX_WAIT_SECS),
                 max_long_polls: args.max_long_polls,
                 max_connections: args.max_connections.max(1),
@@ -455,6 +463,21 @@ impl Config {
     /// `https` when the node speaks TLS, else `http`: the scheme of its own and its peers' URLs.
     pub fn scheme(&self) -> &'static str {
         scheme(self.tls.as_ref())
+    }
+
+    /// What the gossip layer is handed: it reads these, never this `Config`.
+    pub fn gossip(&self) -> gossip::Settings {
+        gossip::Settings {
+            node: self.registry.node.clone(),
+            peers: self.cluster.peers.clone(),
+            peers_dns: self.cluster.peers_dns.clone(),
+            gossip_interval: self.cluster.gossip_interval,
+            warmup: self.cluster.warmup,
+            scheme: self.scheme(),
+            peer_token: self.tokens.peer.clone(),
+            client_cert_required: crate::tls::client_cert_required(self.tls.as_ref()),
+            read_timeout: self.limits.read_timeout,
+        }
     }
 }
 
@@ -489,6 +512,15 @@ mod tests {
     fn xds_listens_on_18000_by_default_beside_a_free_port_when_listen_is_0_and_off_on_request() {
         let xds = |flags: &[&str]| config(flags).unwrap().xds_listen.map(|a| a.to_string());
         assert_eq!(xds(&[]).as_deref(), Some("0.0.0.0:18000"));
+        assert_eq!(
+            xds(&["--listen", "127.0.0.1:8080"]).as_deref(),
+            Some("127.0.0.1:18000"),
+            "--listen's IP"
+        );
+        assert_eq!(
+            xds(&["--listen", "[::1]:8080"]).as_deref(),
+            Some("[::1]:18000")
+        );
         assert_eq!(
             xds(&["--listen", "127.0.0.1:0"]).as_deref(),
             Some("127.0.0.1:0")

@@ -8,6 +8,7 @@
 //! (`tests/`) and the gossip benchmark (`bench/`) need: the subcommands, the configuration, the
 //! registry core and the gossip node with its in-memory network.
 
+mod accept;
 mod auth;
 mod bounded_body;
 pub mod cli;

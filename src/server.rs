@@ -24,11 +24,11 @@ use futures_util::future::Either;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accept::Acceptor;
 use crate::config::Config;
 use crate::gossip;
 use crate::http;
@@ -72,6 +72,7 @@ impl Server {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        let gossip_settings = config.gossip();
         let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
@@ -80,7 +81,14 @@ impl Server {
         let peer_tls = tls
             .as_ref()
             .map(|tls| ClientTls::from_config(tls.client_config()));
-        let gossip = gossip::spawn(shared.clone(), addr, shutdown.clone(), &tasks, peer_tls);
+        let gossip = gossip::spawn(
+            shared.clone(),
+            gossip_settings,
+            addr,
+            shutdown.clone(),
+            &tasks,
+            peer_tls,
+        );
         let service = http::service(shared.clone(), gossip.routes());
         tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
         if let Some(xds_listener) = xds_listener {
@@ -142,55 +150,71 @@ async fn sweeper(shared: Arc<NodeState>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = shared.sweep_now.notified() => {}
         }
         let now = now();
         if let Some(stall) = shared.stall.tick(now, || shared.clustered()) {
             shared.stalled(stall);
+        }
+        // A re-sync that a completed exchange can end: this sweep runs first (expiry is no
+        // longer held for it), so that what the peers no longer hold and this node kept only
+        // because it stopped is gone before reads are served again.
+        if let Some(started) = shared.stall.synced_pending() {
+            sweep(&shared, now);
+            shared.end_resync(started);
+            continue;
         }
         if shared.stall.give_up(now) {
             tracing::warn!(
                 bound_secs = shared.stall.resync_bound() as f64 / 1e6,
                 "no ready peer answered after a stall; serving what this node holds"
             );
+            // Ready again: wake the xDS streams that held their answers meanwhile.
+            shared.poke();
         }
         if shared.stall.expiry_held(now) {
             // Hosts overdue only because this node stopped are not expired: the re-sync (or,
             // alone, their next heartbeats) brings them up to date first.
             continue;
         }
-        let report = shared.registry.sweep(now);
-        if report.expired > 0 {
-            shared.metrics.expirations.inc_by(report.expired as u64);
-            tracing::info!(expired = report.expired, "hosts expired");
-        }
-        shared
-            .metrics
-            .tombstones_collected
-            .inc_by(report.tombstones_collected as u64);
-        if report.guard_toggled {
-            if report.guard_engaged {
-                tracing::warn!(
-                    lost = report.overdue,
-                    total = report.total,
-                    guard = shared.config.registry.expiry_guard,
-                    window_secs = shared.config.registry.expiry_grace,
-                    "expiry guard engaged: too many hosts went overdue within the window; this node probably lost contact, holding them as stale"
-                );
-            } else {
-                tracing::info!("expiry guard released");
-            }
-        } else if report.newly_stale > 0 {
+        sweep(&shared, now);
+    }
+}
+
+/// One sweep at `now`: expires what is due, counts, logs, and publishes the changes.
+fn sweep(shared: &NodeState, now: crate::registry::Micros) {
+    let report = shared.registry.sweep(now);
+    if report.expired > 0 {
+        shared.metrics.expirations.inc_by(report.expired as u64);
+        tracing::info!(expired = report.expired, "hosts expired");
+    }
+    shared
+        .metrics
+        .tombstones_collected
+        .inc_by(report.tombstones_collected as u64);
+    if report.guard_toggled {
+        if report.guard_engaged {
             tracing::warn!(
-                newly_stale = report.newly_stale,
-                "expiry guard holds more hosts"
+                lost = report.overdue,
+                total = report.total,
+                guard = shared.config.registry.expiry_guard,
+                window_secs = shared.config.registry.expiry_grace,
+                "expiry guard engaged: too many hosts went overdue within the window; this node probably lost contact, holding them as stale"
             );
+        } else {
+            tracing::info!("expiry guard released");
         }
-        shared.publish(&report.changes);
-        if report.reshipped > 0 || report.expired > 0 {
-            // Final copies of hosts that went overdue here (peers drop them on our deadline)
-            // and expiries decided here (peers drop them now).
-            shared.local_writes.notify_one();
-        }
+    } else if report.newly_stale > 0 {
+        tracing::warn!(
+            newly_stale = report.newly_stale,
+            "expiry guard holds more hosts"
+        );
+    }
+    shared.publish(&report.changes);
+    if report.reshipped > 0 || report.expired > 0 {
+        // Final copies of hosts that went overdue here (peers drop them on our deadline)
+        // and expiries decided here (peers drop them now).
+        shared.local_writes.notify_one();
     }
 }
 
@@ -202,7 +226,7 @@ async fn accept_loop(
     tasks: TaskTracker,
     tls: Option<Arc<Tls>>,
 ) {
-    let limit = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    let acceptor = Acceptor::new(listener, shared.config.limits.max_connections, "HTTP");
     let header_timeout = shared.config.limits.read_timeout;
     let write_timeout = shared.config.limits.write_timeout;
     let mut http1 = http1::Builder::new();
@@ -211,38 +235,7 @@ async fn accept_loop(
         .header_read_timeout(header_timeout)
         .max_buf_size(http::HYPER_MAX_BUF)
         .max_header_size(http::HYPER_MAX_BUF);
-    loop {
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // At the limit: new clients wait in the kernel's accept queue until a
-                // connection closes. Say so, at most once per saturation.
-                tracing::warn!(
-                    max_connections = shared.config.limits.max_connections,
-                    "connection limit reached; new connections wait to be accepted"
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    permit = limit.clone().acquire_owned() => match permit {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
-                }
-            }
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer, permit)) = acceptor.next(&shutdown).await {
         let service = service.clone();
         let http1 = http1.clone();
         let shutdown = shutdown.clone();

@@ -35,6 +35,10 @@ pub(crate) struct StallWatch {
     noticed_at: AtomicU64,
     /// Expiry is suspended until this time (alone, after a stall).
     hold_until: AtomicU64,
+    /// When the newest exchange with a ready peer that can end the re-sync started; 0 when
+    /// none is waiting. The sweeper ends the re-sync, after sweeping (see
+    /// [`StallWatch::synced_pending`]).
+    sync_pending: AtomicU64,
 }
 
 /// A stall, as noticed.
@@ -58,6 +62,7 @@ impl StallWatch {
             resync_since: AtomicU64::new(0),
             noticed_at: AtomicU64::new(0),
             hold_until: AtomicU64::new(0),
+            sync_pending: AtomicU64::new(0),
         }
     }
 
@@ -125,6 +130,28 @@ impl StallWatch {
     /// expiry is held after a stall.
     pub(crate) fn expiry_held(&self, now: Micros) -> bool {
         self.resyncing(now) || now < self.hold_until.load(Ordering::Relaxed)
+    }
+
+    /// An exchange with a ready peer, started at `started`, completed during a re-sync that
+    /// it can end (the stall was noticed before it started): keeps it for the sweeper, which
+    /// sweeps what the re-sync did not refresh before it ends the re-sync, so that reads never
+    /// see a copy the node kept only because it stopped (its peers may have dropped the
+    /// host and forgotten the expiry while this node was frozen). Returns whether it kept it.
+    pub(crate) fn sync_done(&self, started: Micros) -> bool {
+        let since = self.resync_since.load(Ordering::Acquire);
+        if since == 0 || started < since {
+            return false;
+        }
+        self.sync_pending.fetch_max(started, Ordering::AcqRel);
+        true
+    }
+
+    /// The start of the exchange that can end the re-sync, if one completed (taken once).
+    pub(crate) fn synced_pending(&self) -> Option<Micros> {
+        match self.sync_pending.swap(0, Ordering::AcqRel) {
+            0 => None,
+            started => Some(started),
+        }
     }
 
     /// An exchange with a ready peer, started at `started`, completed: ends a re-sync noticed

@@ -39,6 +39,9 @@ pub struct NodeState {
     /// Poked by every [`NodeState::publish`] with changes: the gossip layer pushes new local
     /// writes to peers at once instead of waiting for its next round.
     pub local_writes: Notify,
+    /// Wakes the sweeper at once: a re-sync after a stall completed, and the sweeper ends it
+    /// once it has swept (see [`crate::stall::StallWatch::sync_done`]).
+    pub(crate) sweep_now: Notify,
     /// Counts every routing change of any service, and readiness turning on: what xDS
     /// streams, which watch many services each, wake on (`xds::pump` coalesces it).
     routing_changes: watch::Sender<u64>,
@@ -82,6 +85,7 @@ impl NodeState {
             long_polls: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             local_writes: Notify::new(),
+            sweep_now: Notify::new(),
             routing_changes: watch::Sender::new(0),
             xds_clients: crate::xds::Clients::default(),
         }
@@ -158,18 +162,22 @@ impl NodeState {
         }
     }
 
-    /// An exchange with a ready peer, started at `started`, completed: ends a re-sync after a
-    /// stall if it started after the stall was noticed. Returns whether it did.
-    pub(crate) fn synced(&self, started: Micros, peer: &str) -> bool {
-        let ended = self.stall.synced(started);
-        if ended {
-            self.poke();
-            tracing::info!(
-                peer,
-                "re-synced with a ready peer after a stall; serving reads again"
-            );
+    /// An exchange with a ready peer, started at `started`, completed: if it can end a
+    /// re-sync after a stall, wakes the sweeper, which sweeps and then ends it
+    /// ([`NodeState::end_resync`]).
+    pub(crate) fn synced(&self, started: Micros, peer: &str) {
+        if self.stall.sync_done(started) {
+            tracing::debug!(peer, "re-synced with a ready peer after a stall");
+            self.sweep_now.notify_one();
         }
-        ended
+    }
+
+    /// Ends a re-sync after a stall (the sweeper, once it swept): reads are served again.
+    pub(crate) fn end_resync(&self, started: Micros) {
+        if self.stall.synced(started) {
+            self.poke();
+            tracing::info!("re-synced with a ready peer after a stall; serving reads again");
+        }
     }
 
     /// Marks the node ready (once it holds a usable state).

@@ -219,23 +219,29 @@ pub(crate) fn certificate_refused(why: &str) -> axum::response::Response {
         .into_response()
 }
 
-/// Why a gossip request may not go on, if it may not: under `--tls-client-auth peers` or
-/// `all`, only a connection whose client certificate verified and names a peer may gossip.
+/// Why a gossip request may not go on, if it may not: when a client certificate is required
+/// (see [`client_cert_required`]), only a connection whose client certificate verified and
+/// names a peer (`--tls-peer-name`) may gossip.
 pub(crate) fn gossip_refused(
-    tls: Option<&TlsFiles>,
+    cert_required: bool,
     extensions: &axum::http::Extensions,
 ) -> Option<&'static str> {
-    match tls.map(|t| t.client_auth) {
-        None | Some(ClientAuth::Off) => None,
-        Some(ClientAuth::Peers | ClientAuth::All) => {
-            match extensions.get::<ClientCert>() {
-                Some(cert) if cert.peer => None,
-                cert => Some(cert.and_then(|c| c.not_peer).unwrap_or(
-                    "gossip requires a client certificate signed by this node's --tls-ca",
-                )),
-            }
-        }
+    if !cert_required {
+        return None;
     }
+    match extensions.get::<ClientCert>() {
+        Some(cert) if cert.peer => None,
+        cert => Some(
+            cert.and_then(|c| c.not_peer)
+                .unwrap_or("gossip requires a client certificate signed by this node's --tls-ca"),
+        ),
+    }
+}
+
+/// Whether the gossip endpoint requires a verified client certificate: under
+/// `--tls-client-auth peers` or `all`.
+pub(crate) fn client_cert_required(tls: Option<&TlsFiles>) -> bool {
+    tls.is_some_and(|t| t.client_auth != ClientAuth::Off)
 }
 
 /// Everything loaded from the files at one time; replaced whole on a reload.

@@ -439,3 +439,71 @@ fn a_heartbeat_queued_while_a_node_was_frozen_is_refused_while_it_resyncs() {
         );
     }
 }
+
+/// Issue 14: a host that died while a node was frozen, for longer than its peer keeps the
+/// expiry's tombstone, is not served by that node when it resumes. The re-sync brings
+/// nothing about it (its peer has forgotten it); the node sweeps before it serves reads
+/// again, and a copy whose grace ran out during the freeze goes in that sweep.
+#[test]
+fn a_host_that_died_during_a_long_freeze_is_not_served_when_the_node_resumes() {
+    let (a, _logs, b) = pair(&[]);
+    let dead = "10.0.0.9";
+    let body = format!("ip={dead}&port=8080&revision=r1&ttl=5");
+    let url = format!("{}/v1/registration/web", b.url);
+    assert_eq!(http("POST", &url, Some(FORM), &body).0, 200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let live: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}")).collect();
+    let beating = agent(
+        b.url.clone(),
+        live.clone(),
+        5,
+        Duration::from_secs(1),
+        stop.clone(),
+    );
+    wait_until("six hosts on a", WAIT, || {
+        hosts(&a, "web").is_some_and(|h| h.len() == 6)
+    });
+    let collected =
+        |n: &Node| common::metric(n, "discovery_tombstones_collected_total").unwrap_or(0.0) as u64;
+    let before = collected(&b);
+    a.signal("STOP");
+    // b expires the dead host (TTL 5 s, grace 2.5 s), then forgets its expiry (kept about
+    // two TTLs more): nothing of it is left for a's re-sync.
+    wait_until("b forgets the dead host", Duration::from_secs(40), || {
+        collected(&b) > before
+    });
+    let reading = {
+        let url = a.url.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut served, mut dead_seen) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = http("GET", &format!("{url}/v1/registration/web"), None, "");
+                if status == 200 {
+                    served += 1;
+                    if body.contains("10.0.0.9") {
+                        dead_seen += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (served, dead_seen)
+        })
+    };
+    a.signal("CONT");
+    wait_until("a serves again", WAIT, || ready(&a));
+    let rounds = gossip_rounds_ok(&a);
+    wait_until("a few more rounds", WAIT, || {
+        gossip_rounds_ok(&a) >= rounds + 5
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (served, dead_seen) = reading.join().unwrap();
+    beating.join().unwrap();
+    eprintln!("reads of a after the freeze: {served} lists, {dead_seen} with the dead host");
+    assert!(served > 0);
+    assert_eq!(
+        dead_seen, 0,
+        "a served the host that died while it was frozen"
+    );
+    assert_eq!(hosts(&a, "web").map(|h| h.len()), Some(5));
+}

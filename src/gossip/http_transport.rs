@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use super::messages::{DecodeError, SyncRequest, SyncResponse, MAX_MESSAGE_BYTES};
 use super::node::{MessageRefusal, Node};
 use super::transport::{Exchanged, Transport, TransportError};
-use crate::auth::{self, Access};
+use crate::auth;
 use crate::bounded_body::{self, BodyError};
 use crate::metrics::{Direction, RefusedMessage};
 use crate::state::now;
@@ -186,11 +186,13 @@ enum Handled {
 async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let node = endpoint.node.clone();
     let shared = node.shared().clone();
-    if let Some(why) = crate::tls::gossip_refused(shared.config.tls.as_ref(), request.extensions())
+    let settings = node.settings();
+    if let Some(why) =
+        crate::tls::gossip_refused(settings.client_cert_required, request.extensions())
     {
         return refuse(StatusCode::UNAUTHORIZED, why);
     }
-    if !auth::allowed(&shared.config.tokens, Access::Peer, request.headers()) {
+    if !auth::peer_allowed(settings.peer_token.as_deref(), request.headers()) {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "gossip requires the peer token: Authorization: Bearer <--peer-token>",
@@ -212,7 +214,7 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let read = bounded_body::read(
         request.into_body(),
         MAX_MESSAGE_BYTES,
-        shared.config.limits.read_timeout,
+        settings.read_timeout,
     );
     let body = match read.await {
         Ok(body) => body,

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::messages::{SyncRequest, SyncResponse};
 use super::node::{Clock, MessageRefusal, Node};
+use super::settings::Settings;
 use super::transport::{Exchanged, Transport, TransportError};
 use crate::state::NodeState;
 
@@ -103,10 +104,12 @@ impl MemoryNetwork {
         Self::default()
     }
 
-    /// Adds a node at `addr` (an `http://` URL) gossiping for `shared`, on its own clock.
+    /// Adds a node at `addr` (an `http://` URL) gossiping for `shared` with `settings`, on its
+    /// own clock.
     pub fn join(
         &self,
         shared: Arc<NodeState>,
+        settings: Settings,
         addr: &str,
         clock: Clock,
     ) -> Arc<Node<MemoryTransport>> {
@@ -116,6 +119,7 @@ impl MemoryNetwork {
         };
         let node = Arc::new(Node::new(
             shared,
+            settings,
             transport,
             Some(addr.to_owned()),
             80,

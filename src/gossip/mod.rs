@@ -6,13 +6,15 @@
 //! - [`node`]: the logic of one node (exchanges, answers, readiness), transport-agnostic;
 //! - [`peers`]: the peer table (alive / suspect / dead, learned peers);
 //! - [`messages`]: the wire messages and their compact encoding;
+//! - [`settings`]: what the wiring hands gossip (node id, peers, interval, tokens...);
 //! - [`transport`]: the small trait between the logic and the network, implemented by
 //!   [`http_transport`] (processes: the client half and the endpoint peers call) and
 //!   [`memory`] (tests and benchmarks, cuttable links).
 //!
 //! This module owns no registry state: it reads digests and deltas from the registry and
 //! merges what peers send, then wakes long polls through [`NodeState::publish`]. It never
-//! imports the HTTP API module (`crate::http`).
+//! imports the HTTP API module (`crate::http`) nor the node's `Config`: its settings are
+//! handed to it.
 
 mod http_transport;
 pub mod memory;
@@ -20,6 +22,7 @@ pub mod messages;
 pub mod node;
 pub(crate) mod peers;
 mod run_loop;
+mod settings;
 pub(crate) mod transport;
 
 #[cfg(test)]
@@ -30,3 +33,4 @@ pub use memory::MemoryNetwork;
 pub use node::{Clock, Mode, Node};
 pub(crate) use peers::normalize_peer;
 pub(crate) use run_loop::spawn;
+pub use settings::Settings;

@@ -31,6 +31,7 @@ use super::messages::{
     records_that_fit, Sender, SyncRequest, SyncResponse, MAX_PEERS_PER_MESSAGE, MAX_RECORDS,
 };
 use super::peers::{Contact, PeerTable};
+use super::settings::Settings;
 use super::transport::{Transport, TransportError};
 use crate::metrics::{Direction, PeerState, RecordFlow, RefusedMessage, RoundOutcome};
 use crate::registry::{advance, behind, Delta, Digest, Micros, Registry, SECOND};
@@ -85,6 +86,7 @@ fn page(registry: &Registry, since: &Digest) -> (Delta, Digest) {
 /// the [`NodeState`] it merges into.
 pub struct Node<T> {
     shared: Arc<NodeState>,
+    settings: Settings,
     transport: T,
     /// This node's base URL if it knows a routable one.
     addr: Option<String>,
@@ -106,6 +108,7 @@ impl<T: Transport> Node<T> {
     /// has a routable one; `port` is what peers combine with our source address otherwise.
     pub fn new(
         shared: Arc<NodeState>,
+        settings: Settings,
         transport: T,
         addr: Option<String>,
         port: u16,
@@ -113,15 +116,16 @@ impl<T: Transport> Node<T> {
     ) -> Self {
         let now = clock();
         let mut table = PeerTable::new(
-            shared.config.registry.node.as_str(),
+            settings.node.as_str(),
             addr.as_deref(),
-            &shared.config.cluster.peers,
+            &settings.peers,
             now,
         );
-        table.speaking(shared.config.scheme());
-        let warmup_ends = now + shared.config.cluster.warmup.as_micros() as Micros;
+        table.speaking(settings.scheme);
+        let warmup_ends = now + settings.warmup.as_micros() as Micros;
         let node = Node {
             shared,
+            settings,
             transport,
             addr,
             port,
@@ -141,18 +145,23 @@ impl<T: Transport> Node<T> {
         &self.shared
     }
 
+    /// What the wiring told this node.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The time on this node's clock.
     pub fn now(&self) -> Micros {
         (self.clock)()
     }
 
     fn interval(&self) -> Micros {
-        self.shared.config.cluster.gossip_interval.as_micros() as Micros
+        self.settings.gossip_interval.as_micros() as Micros
     }
 
     fn sender(&self) -> Sender {
         Sender {
-            node_id: self.shared.config.registry.node.to_string(),
+            node_id: self.settings.node.to_string(),
             addr: self.addr.clone(),
             port: self.port,
             ready: self.shared.is_ready(),
@@ -200,7 +209,7 @@ impl<T: Transport> Node<T> {
         req: SyncRequest,
         remote: Option<SocketAddr>,
     ) -> Result<SyncResponse, MessageRefusal> {
-        if req.from.node_id == self.shared.config.registry.node.as_str() {
+        if req.from.node_id == self.settings.node.as_str() {
             self.shared
                 .metrics
                 .gossip_message_refused(RefusedMessage::own_id);
@@ -223,11 +232,7 @@ impl<T: Transport> Node<T> {
         self.shared
             .metrics
             .gossip_records(RecordFlow::sent, delta.records.len() as u64);
-        if let Some(addr) = sender_addr(
-            &req.from,
-            remote.map(|r| r.ip()),
-            self.shared.config.scheme(),
-        ) {
+        if let Some(addr) = sender_addr(&req.from, remote.map(|r| r.ip()), self.settings.scheme) {
             // The requester will hold what this answer carries: remember it that way, so a
             // push does not send it again. A lost answer is repaired by the next round,
             // which never relies on this guess.
@@ -312,7 +317,7 @@ impl<T: Transport> Node<T> {
             metrics.gossip_bytes(Direction::sent, exchanged.sent as u64);
             metrics.gossip_bytes(Direction::received, exchanged.received as u64);
             let response = exchanged.response;
-            if response.from.node_id == self.shared.config.registry.node.as_str() {
+            if response.from.node_id == self.settings.node.as_str() {
                 // Only this node may speak for its id: nothing of this answer is merged.
                 let e =
                     TransportError::BadResponse("the answer claims this node's own node id".into());
@@ -468,9 +473,9 @@ impl<T: Transport> Node<T> {
         }
         metrics.replication_backlog.set(behind as i64);
         self.shared.peers.store(Arc::new(PeersResponse {
-            node_id: self.shared.config.registry.node.to_string(),
+            node_id: self.settings.node.to_string(),
             ready: self.shared.is_ready(),
-            gossip_authenticated: self.shared.config.gossip_authenticated(),
+            gossip_authenticated: self.settings.authenticated(),
             peers: infos,
         }));
     }

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::http_transport::{Endpoint, HttpTransport, DECODE_SLOTS};
 use super::node::{Clock, Mode, Node};
+use super::settings::Settings;
 use crate::state::{now, NodeState};
 
 /// How long a burst of local writes is gathered before it is pushed: one push carries many.
@@ -24,17 +25,17 @@ pub(crate) struct Gossip {
     endpoint: Endpoint,
 }
 
-/// Starts gossip for the node listening on `addr`.
+/// Starts gossip for the node listening on `addr`, with the settings the wiring built.
 pub(crate) fn spawn(
     shared: Arc<NodeState>,
+    settings: Settings,
     addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
     tls: Option<ClientTls>,
 ) -> Gossip {
-    let cluster = &shared.config.cluster;
-    let clustered = !cluster.peers.is_empty() || cluster.peers_dns.is_some();
-    if clustered && !shared.config.gossip_authenticated() {
+    let clustered = !settings.peers.is_empty() || settings.peers_dns.is_some();
+    if clustered && !settings.authenticated() {
         tracing::warn!(
             "gossip is unauthenticated: peers are configured but neither --peer-token nor mutual TLS (--tls-ca) is set, so anyone who can reach this node can send it gossip"
         );
@@ -42,15 +43,22 @@ pub(crate) fn spawn(
     // Long enough for a page of a snapshot, short enough that a frozen peer does not hold
     // an exchange slot for long.
     let timeout =
-        (cluster.gossip_interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
-    let transport = HttpTransport::new(shared.config.tokens.peer.clone(), timeout, tls)
+        (settings.gossip_interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
+    let transport = HttpTransport::new(settings.peer_token.clone(), timeout, tls)
         .expect("the HTTP client builds with a plain configuration");
     // A wildcard listen address is no address to give to peers: they use our source
     // address and this port instead.
-    let scheme = shared.config.scheme();
+    let scheme = settings.scheme;
     let own = (!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}"));
     let clock: Clock = Arc::new(now);
-    let node = Arc::new(Node::new(shared, transport, own, addr.port(), clock));
+    let node = Arc::new(Node::new(
+        shared,
+        settings,
+        transport,
+        own,
+        addr.port(),
+        clock,
+    ));
     tasks.spawn(run(node.clone(), shutdown, tasks.clone()));
     Gossip {
         endpoint: Endpoint::new(node, DECODE_SLOTS),
@@ -87,15 +95,15 @@ fn start_exchanges(
 /// The node loop: rounds on the tick, pushes on local writes, DNS re-resolution, until
 /// shutdown. Exchanges run in their own tasks so that a slow peer never delays the others.
 async fn run(node: Arc<HttpNode>, shutdown: CancellationToken, tasks: TaskTracker) {
-    let cluster = node.shared().config.cluster.clone();
-    let dns = cluster.peers_dns.clone();
+    let settings = node.settings();
+    let dns = settings.peers_dns.clone();
     if let Some((name, port)) = &dns {
         resolve(&node, name, *port).await;
     }
-    let mut tick = tokio::time::interval(cluster.gossip_interval);
+    let mut tick = tokio::time::interval(settings.gossip_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut resolve_tick =
-        tokio::time::interval((cluster.gossip_interval * 10).max(Duration::from_secs(5)));
+        tokio::time::interval((settings.gossip_interval * 10).max(Duration::from_secs(5)));
     resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -124,7 +132,7 @@ async fn resolve(node: &HttpNode, name: &str, port: u16) {
         Ok(Ok(addrs)) => {
             let urls: Vec<String> = addrs
                 // `SocketAddr`'s Display brackets an IPv6 address.
-                .map(|a| format!("{}://{a}", node.shared().config.scheme()))
+                .map(|a| format!("{}://{a}", node.settings().scheme))
                 .collect();
             node.resolved(&urls);
         }

@@ -40,6 +40,13 @@ fn config(node: &str, peers: &[String], extra: &[&str]) -> Config {
     Config::from_args(Cli::parse_from(args).serve).expect("valid test config")
 }
 
+/// Joins a node with `config` to `net`: its state, and the gossip settings the wiring
+/// (`server.rs`) would hand it.
+fn join(net: &MemoryNetwork, config: Config, addr: &str, clock: Clock) -> TestNode {
+    let settings = config.gossip();
+    net.join(Arc::new(NodeState::new(config)), settings, addr, clock)
+}
+
 type TestNode = Arc<Node<MemoryTransport>>;
 
 /// A cluster of in-memory nodes, every one configured with all the others as peers.
@@ -79,13 +86,12 @@ impl Cluster {
         let mut config = config(&format!("n{i}"), &peers, extra);
         self.generation += 1;
         config.registry.generation = self.generation;
-        let shared = Arc::new(NodeState::new(config));
         let time = self.time.clone();
         let skew = self.skews[i].clone();
         let clock: Clock = Arc::new(move || {
             (time.load(Ordering::Relaxed) as i64 + skew.load(Ordering::Relaxed)) as Micros
         });
-        self.net.join(shared, &addr(i), clock)
+        join(&self.net, config, &addr(i), clock)
     }
 
     fn restart(&mut self, i: usize, extra: &[&str]) {
@@ -693,8 +699,9 @@ async fn an_answer_in_our_own_name_fails_the_exchange_and_a_twin_id_is_dropped()
     // A node started with n0's id by mistake refuses n0's messages as its own; n0 stops
     // talking to it (as it does with its own address among its peers).
     c.skews.push(Arc::new(AtomicI64::new(0)));
-    let twin = c.net.join(
-        Arc::new(NodeState::new(config("n0", &[], &["--warmup", "0s"]))),
+    let twin = join(
+        &c.net,
+        config("n0", &[], &["--warmup", "0s"]),
         "http://twin:1",
         Arc::new(|| T0),
     );
@@ -773,12 +780,9 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
         assert_eq!(alive, trusted);
     }
     // A new node naming only n0 joins: it pulls a snapshot, and its writes reach everyone.
-    let joiner = c.net.join(
-        Arc::new(NodeState::new(config(
-            "n3",
-            &[addr(0)],
-            &["--warmup", "30s"],
-        ))),
+    let joiner = join(
+        &c.net,
+        config("n3", &[addr(0)], &["--warmup", "30s"]),
         "http://n3:80",
         Arc::new(|| T0),
     );
@@ -802,11 +806,20 @@ async fn a_flood_of_invented_peers_leaves_replication_fast_and_a_new_node_joins(
 
 /// Calls the gossip endpoint of a node whose decode slots are `slots`, with a legal message.
 async fn post_to_endpoint(slots: usize) -> axum::response::Response {
-    let shared = Arc::new(NodeState::new(config("n0", &[], &[])));
+    let config = config("n0", &[], &[]);
+    let settings = config.gossip();
+    let shared = Arc::new(NodeState::new(config));
     let transport =
         super::http_transport::HttpTransport::new(None, std::time::Duration::from_secs(1), None)
             .unwrap();
-    let node = Arc::new(Node::new(shared, transport, None, 1, Arc::new(|| T0)));
+    let node = Arc::new(Node::new(
+        shared,
+        settings,
+        transport,
+        None,
+        1,
+        Arc::new(|| T0),
+    ));
     let endpoint = super::http_transport::Endpoint::new(node, slots);
     let body = forged("n1", "http://n1:80", Delta::default(), Vec::new()).encode();
     let request = axum::http::Request::post(super::SYNC_PATH)

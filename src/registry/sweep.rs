@@ -120,11 +120,13 @@ impl Registry {
         for key in due {
             match self.inspect(&key, now, &mut report) {
                 Due::Later(at) => later.push((at, key)),
-                Due::Overdue => {
-                    if let Some(at) = self.begin_grace(&key, &mut report) {
-                        later.push((at, key));
-                    }
-                }
+                Due::Overdue => match self.begin_grace(&key, &mut report) {
+                    // Its grace ran out before this sweep looked (the node was stopped or the
+                    // sweeper held): expired now, not a sweep later.
+                    Some(at) if at <= now => grace_over.push(key),
+                    Some(at) => later.push((at, key)),
+                    None => {}
+                },
                 Due::GraceOver => grace_over.push(key),
                 Due::Done => {}
             }

@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use discovery_api::{XdsClient, XdsTypeStatus};
 use parking_lot::Mutex;
 
+/// The most streams `GET /v1/xds/clients` lists (the oldest): its answer, and the time the
+/// lock is held to copy it, stay bounded however many streams are open (the count is in
+/// `discovery_xds_streams`).
+pub(crate) const MAX_LISTED: usize = 1_000;
+
 /// See the module docs.
 #[derive(Default)]
 pub(crate) struct Clients {
@@ -41,9 +46,15 @@ impl Clients {
         Entry { clients: self, id }
     }
 
-    /// Every open stream, oldest first.
+    /// The open streams, oldest first, at most [`MAX_LISTED`]. What each holds is small: its
+    /// texts are cut when stored (`stream::clip`).
     pub(crate) fn snapshot(&self) -> Vec<XdsClient> {
-        self.open.lock().values().cloned().collect()
+        self.open
+            .lock()
+            .values()
+            .take(MAX_LISTED)
+            .cloned()
+            .collect()
     }
 }
 
@@ -76,5 +87,23 @@ impl Entry<'_> {
 impl Drop for Entry<'_> {
     fn drop(&mut self) {
         self.clients.open.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listing_stops_at_max_listed_streams_the_oldest() {
+        let clients = Clients::default();
+        let entries: Vec<_> = (0..=MAX_LISTED)
+            .map(|i| clients.open(format!("peer{i}"), "ads", String::new()))
+            .collect();
+        let listed = clients.snapshot();
+        assert_eq!(listed.len(), MAX_LISTED);
+        assert_eq!(listed[0].stream, entries[0].id);
+        drop(entries);
+        assert!(clients.snapshot().is_empty(), "closed streams leave");
     }
 }

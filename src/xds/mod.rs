@@ -13,6 +13,7 @@
 //! `NodeState` like the HTTP layer does and never talks to gossip or HTTP.
 
 pub(crate) mod clients;
+mod listener;
 mod protocol;
 mod resources;
 mod stream;
@@ -41,6 +42,7 @@ use protocol::{Delta, Sotw};
 use resources::{Cache, Kind};
 use stream::{Outbound, Streams};
 
+use crate::accept::Acceptor;
 use crate::state::{now, NodeState};
 
 /// How long a burst of changes is gathered before streams wake: one update per stream for
@@ -50,6 +52,15 @@ pub(crate) const COALESCE: Duration = Duration::from_millis(2);
 /// How often an idle connection is pinged, and how long a ping may go unanswered before the
 /// connection (and its streams) is dropped.
 const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
+
+/// Most streams one HTTP/2 connection may have open at once (advertised to the client as
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`): one client cannot take every stream slot of the node.
+/// Envoy and gRPC use one or a few streams per connection.
+pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
+/// Largest request header block (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`): xDS clients send a
+/// path, a few gRPC headers and at most a token.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
 
 /// Serves xDS on `listener` until shutdown.
 pub(crate) fn spawn(
@@ -68,13 +79,17 @@ pub(crate) fn spawn(
         changes: changes_rx,
         tasks: tasks.clone(),
     });
-    let max_message = shared.config.limits.max_body;
+    let limits = &shared.config.limits;
+    let max_message = limits.xds_max_message;
     let ads = AggregatedDiscoveryServiceServer::new(Ads(streams.clone()))
         .max_decoding_message_size(max_message);
     let eds =
         EndpointDiscoveryServiceServer::new(Eds(streams)).max_decoding_message_size(max_message);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let acceptor = Acceptor::new(listener, limits.max_connections, "xDS");
+    let incoming = listener::incoming(acceptor, limits.read_timeout, shutdown.clone(), tasks);
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_LIST)
         .http2_keepalive_interval(Some(KEEPALIVE.0))
         .http2_keepalive_timeout(Some(KEEPALIVE.1))
         .add_service(ads)

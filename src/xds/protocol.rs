@@ -12,9 +12,12 @@
 //! - versions come from content: a SotW response's `version_info` hashes the names and
 //!   versions it carries, so every node gives the same version for the same state, and a
 //!   client that reconnects quoting the current version gets nothing new;
-//! - removal: a service without live hosts is absent from SotW responses and reported in
-//!   `removed_resources` on delta streams (SPEC 3.2 leaves it out of REST answers too:
-//!   Envoy keeps its endpoints when an assignment is absent).
+//! - removal: a service without live hosts has no `ClusterLoadAssignment`: absent from SotW
+//!   responses and reported in `removed_resources` on delta streams (SPEC 3.2 leaves it out of
+//!   REST answers too: Envoy keeps its endpoints when an assignment is absent). A `Listener`
+//!   or `Cluster` once sent on a stream stays in its answers for the stream's life, wildcard
+//!   or not: their absence is a deletion, which a registry that restarted empty, is partly
+//!   synced, or saw a service's hosts expire must not order (see `resources`).
 //!
 //! Sending nothing while the node is not ready is the caller's decision (`responses` is
 //! only asked when it is), so a node that lost its state never pushes it as empty lists.
@@ -22,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use discovery_api::ServiceName;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     Resource as DeltaResource,
@@ -44,6 +48,9 @@ pub(crate) enum Reply {
     Nack { version: String, error: String },
     /// Quoted an older nonce: ignored.
     Stale,
+    /// Quoted the latest nonce again, after an ACK or NACK of it: a subscription change, or
+    /// a NACK repeated; nothing new about the response.
+    Repeat,
 }
 
 /// A request the stream refuses: the stream ends with this message.
@@ -61,17 +68,20 @@ struct Subscription {
 }
 
 impl Subscription {
-    /// Sets the subscription from a SotW request's names.
-    fn replace(&mut self, kind: Kind, first: bool, names: &[String]) -> Result<(), Refused> {
+    /// Sets the subscription from a SotW request's names; returns whether it changed.
+    fn replace(&mut self, kind: Kind, first: bool, names: &[String]) -> Result<bool, Refused> {
         if names.len() > MAX_NAMES {
             return Err(Refused::TooManyNames);
         }
         // Legacy wildcard: no names on the first request; Envoy keeps sending no names for
         // its wildcard listeners and clusters.
         let legacy = names.is_empty() && (first || (self.wildcard && kind != Kind::Endpoints));
-        self.wildcard = legacy || names.iter().any(|n| n == "*");
-        self.names = names.iter().filter(|n| *n != "*").cloned().collect();
-        Ok(())
+        let wildcard = legacy || names.iter().any(|n| n == "*");
+        let names: BTreeSet<String> = names.iter().filter(|n| servable(n)).cloned().collect();
+        let changed = first || wildcard != self.wildcard || names != self.names;
+        self.wildcard = wildcard;
+        self.names = names;
+        Ok(changed)
     }
 
     /// Applies a delta request's changes.
@@ -80,49 +90,64 @@ impl Subscription {
         first: bool,
         subscribe: &[String],
         unsubscribe: &[String],
-    ) -> Result<(), Refused> {
+    ) -> Result<bool, Refused> {
         if subscribe.len() > MAX_NAMES || unsubscribe.len() > MAX_NAMES {
             return Err(Refused::TooManyNames);
         }
+        let fresh = subscribe
+            .iter()
+            .filter(|n| servable(n) && !self.names.contains(*n))
+            .count();
+        if self.names.len() + fresh > MAX_NAMES {
+            return Err(Refused::TooManyNames);
+        }
+        let mut changed = first;
         if first && subscribe.is_empty() {
             self.wildcard = true;
         }
         for name in subscribe {
             if name == "*" {
+                changed |= !self.wildcard;
                 self.wildcard = true;
-            } else {
-                self.names.insert(name.clone());
+            } else if servable(name) {
+                changed |= self.names.insert(name.clone());
             }
         }
         for name in unsubscribe {
             if name == "*" {
+                changed |= self.wildcard;
                 self.wildcard = false;
             } else {
-                self.names.remove(name);
+                changed |= self.names.remove(name);
             }
         }
-        if self.names.len() > MAX_NAMES {
-            return Err(Refused::TooManyNames);
-        }
-        Ok(())
+        Ok(changed)
     }
 
-    /// The resources it covers now, by name.
-    fn resources(&self, kind: Kind, source: &dyn Source) -> BTreeMap<String, Arc<Resource>> {
+    /// The resources it covers now, by name, plus the listeners and clusters of `held` (the
+    /// names the client holds) that it still covers.
+    fn resources<'a>(
+        &self,
+        kind: Kind,
+        source: &dyn Source,
+        held: impl Iterator<Item = &'a String>,
+    ) -> BTreeMap<String, Arc<Resource>> {
         let mut out = BTreeMap::new();
         let wildcard = if self.wildcard {
             source.names()
         } else {
             Vec::new()
         };
-        for name in wildcard.iter().chain(&self.names) {
-            if out.contains_key(name) {
-                continue;
+        let mut add = |name: &str| {
+            if !out.contains_key(name) {
+                if let Some(r) = source.resource(kind, name) {
+                    out.insert(name.to_owned(), r);
+                }
             }
-            if let Some(r) = source.resource(kind, name) {
-                out.insert(name.clone(), r);
-            }
-        }
+        };
+        wildcard.iter().chain(&self.names).for_each(|n| add(n));
+        held.filter(|name| kind != Kind::Endpoints && self.covers(name))
+            .for_each(|n| add(n));
         out
     }
 
@@ -134,6 +159,17 @@ impl Subscription {
         self.names.len()
     }
 }
+
+/// Whether a subscribed name can ever name a resource: a service name. Others (too long, bad
+/// characters) are not kept: they would get nothing anyway, as a name we do not hold does,
+/// and keeping them would let a stream hold up to a message's size per name.
+fn servable(name: &str) -> bool {
+    ServiceName::parse(name).is_ok()
+}
+
+/// The longest client-sent resource version a delta stream keeps (ours are 16 hex digits); a
+/// longer one is forgotten, so the resource is simply sent.
+const MAX_VERSION_LEN: usize = 64;
 
 /// A version for a set of resources: equal sets give equal versions on every node.
 fn set_version(resources: &BTreeMap<String, Arc<Resource>>) -> String {
@@ -156,6 +192,8 @@ struct Sent {
     version: Option<String>,
     /// A version the client rejected: never sent again.
     nacked: Option<String>,
+    /// Whether the latest response was ACKed or NACKed already.
+    answered: bool,
 }
 
 impl Sent {
@@ -167,6 +205,10 @@ impl Sent {
         if nonce != self.nonce {
             return Reply::Stale;
         }
+        if self.answered {
+            return Reply::Repeat;
+        }
+        self.answered = true;
         let version = self.version.clone().unwrap_or_default();
         match error {
             Some(error) => {
@@ -193,8 +235,14 @@ struct TypeState {
     sent: Sent,
     /// SotW: the version the client said it has when it (re)connected.
     client_version: String,
-    /// Delta: what the client holds, name to version.
+    /// SotW: the names in the latest response.
+    sent_names: Vec<String>,
+    /// Delta: what the client holds, name to version, counting what was sent as held...
     known: BTreeMap<String, String>,
+    /// ...until a NACK says otherwise: the entries of `known` as they were before the
+    /// responses not yet ACKed, restored on a NACK so a rejected resource is sent again with
+    /// the next response of its type.
+    unacked: BTreeMap<String, Option<String>>,
 }
 
 /// The types of one stream and its nonce counter (nonces are unique per stream).
@@ -202,6 +250,8 @@ struct TypeState {
 struct Types {
     types: BTreeMap<Kind, TypeState>,
     nonce: u64,
+    /// Whether a request changed what the stream should get since `responses` last ran.
+    pending: bool,
 }
 
 impl Types {
@@ -217,6 +267,12 @@ impl Types {
         let state = self.types.entry(kind).or_default();
         let reply = state.sent.reply(nonce, error.map(|s| s.message.clone()));
         (first, state, reply)
+    }
+
+    /// Whether a request since the last `responses` may have changed what to send: when not,
+    /// only a change of the registry can, and there is nothing to compute.
+    fn pending(&self) -> bool {
+        self.pending
     }
 
     /// The stream's types, for `/v1/xds/clients`.
@@ -252,7 +308,8 @@ impl Sotw {
         if reply == Reply::Initial {
             state.client_version = request.version_info.clone();
         }
-        state.sub.replace(kind, first, &request.resource_names)?;
+        let changed = state.sub.replace(kind, first, &request.resource_names)?;
+        self.0.pending |= changed || reply == Reply::Initial;
         Ok(reply)
     }
 
@@ -260,9 +317,14 @@ impl Sotw {
     /// response (and not to a version the client rejected).
     pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DiscoveryResponse> {
         let mut out = Vec::new();
-        let Types { types, nonce } = &mut self.0;
+        let Types {
+            types,
+            nonce,
+            pending,
+        } = &mut self.0;
+        *pending = false;
         for (kind, state) in types {
-            let resources = state.sub.resources(*kind, source);
+            let resources = state.sub.resources(*kind, source, state.sent_names.iter());
             let version = set_version(&resources);
             let current = state
                 .sent
@@ -274,7 +336,9 @@ impl Sotw {
             }
             *nonce += 1;
             state.sent.nonce = nonce.to_string();
+            state.sent.answered = false;
             state.sent.version = Some(version.clone());
+            state.sent_names = resources.keys().cloned().collect();
             out.push(DiscoveryResponse {
                 version_info: version,
                 resources: resources.values().map(|r| r.any.clone()).collect(),
@@ -284,6 +348,11 @@ impl Sotw {
             });
         }
         out
+    }
+
+    /// See [`Types::pending`].
+    pub(crate) fn pending(&self) -> bool {
+        self.0.pending()
     }
 
     /// The stream's types, for `/v1/xds/clients`.
@@ -313,18 +382,33 @@ impl Delta {
             state.known = request
                 .initial_resource_versions
                 .iter()
+                .filter(|(name, version)| servable(name) && version.len() <= MAX_VERSION_LEN)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
         }
+        match reply {
+            Reply::Ack(_) => state.unacked.clear(),
+            Reply::Nack { .. } => {
+                for (name, before) in std::mem::take(&mut state.unacked) {
+                    match before {
+                        Some(version) => state.known.insert(name, version),
+                        None => state.known.remove(&name),
+                    };
+                }
+            }
+            Reply::Initial | Reply::Stale | Reply::Repeat => {}
+        }
         // Subscription changes count even with a stale nonce: a delta request carries only
         // changes, which the client does not send twice.
-        state.sub.change(
+        let changed = state.sub.change(
             first,
             &request.resource_names_subscribe,
             &request.resource_names_unsubscribe,
         )?;
         let sub = &state.sub;
         state.known.retain(|name, _| sub.covers(name));
+        state.unacked.retain(|name, _| sub.covers(name));
+        self.0.pending |= changed;
         Ok(reply)
     }
 
@@ -332,9 +416,14 @@ impl Delta {
     /// another version, and those it holds that are gone.
     pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DeltaDiscoveryResponse> {
         let mut out = Vec::new();
-        let Types { types, nonce } = &mut self.0;
+        let Types {
+            types,
+            nonce,
+            pending,
+        } = &mut self.0;
+        *pending = false;
         for (kind, state) in types {
-            let resources = state.sub.resources(*kind, source);
+            let resources = state.sub.resources(*kind, source, state.known.keys());
             let changed: Vec<&Arc<Resource>> = resources
                 .values()
                 .filter(|r| state.known.get(&r.name) != Some(&r.version))
@@ -354,6 +443,7 @@ impl Delta {
             }
             *nonce += 1;
             state.sent.nonce = nonce.to_string();
+            state.sent.answered = false;
             let response = DeltaDiscoveryResponse {
                 system_version_info: version.clone(),
                 resources: changed
@@ -371,15 +461,22 @@ impl Delta {
                 ..Default::default()
             };
             for r in changed {
-                state.known.insert(r.name.clone(), r.version.clone());
+                let before = state.known.insert(r.name.clone(), r.version.clone());
+                state.unacked.entry(r.name.clone()).or_insert(before);
             }
             for name in &removed {
-                state.known.remove(name);
+                let before = state.known.remove(name);
+                state.unacked.entry(name.clone()).or_insert(before);
             }
             state.sent.version = Some(version);
             out.push(response);
         }
         out
+    }
+
+    /// See [`Types::pending`].
+    pub(crate) fn pending(&self) -> bool {
+        self.0.pending()
     }
 
     /// The stream's types, for `/v1/xds/clients`.
@@ -409,7 +506,13 @@ mod tests {
 
     impl Source for Fixed {
         fn resource(&self, kind: Kind, name: &str) -> Option<Arc<Resource>> {
-            let version = self.0.get(name)?;
+            // As the catalog: a listener or cluster for any name, endpoints for services.
+            let fixed = "static".to_string();
+            let version = match (self.0.get(name), kind) {
+                (Some(version), Kind::Endpoints) => version,
+                (_, Kind::Listener | Kind::Cluster) => &fixed,
+                (None, Kind::Endpoints) => return None,
+            };
             Some(Arc::new(Resource {
                 name: name.into(),
                 version: version.clone(),
@@ -526,18 +629,45 @@ mod tests {
     }
 
     #[test]
-    fn sotw_wildcard_covers_every_service_and_drops_removed_ones() {
+    fn sotw_wildcard_covers_every_service_and_drops_endpoints_of_removed_ones() {
         let mut src = Fixed::default();
         src.set("web", "1");
         let mut s = Sotw::default();
-        let mut req = sotw_req(&[], "", "");
-        req.type_url = Kind::Listener.url().into();
-        s.request(Kind::Listener, &req).unwrap();
+        s.request(Kind::Endpoints, &sotw_req(&["*"], "", ""))
+            .unwrap();
         assert_eq!(names_in(&s.responses(&src)[0]), ["web@1"]);
         src.set("db", "1");
         assert_eq!(names_in(&s.responses(&src)[0]), ["db@1", "web@1"]);
         src.0.remove("web");
         assert_eq!(names_in(&s.responses(&src)[0]), ["db@1"]);
+    }
+
+    #[test]
+    fn listeners_and_clusters_once_sent_stay_when_their_hosts_go() {
+        for kind in [Kind::Listener, Kind::Cluster] {
+            let mut src = Fixed::default();
+            src.set("web", "1");
+            let mut s = Sotw::default();
+            let mut req = sotw_req(&[], "", "");
+            req.type_url = kind.url().into();
+            s.request(kind, &req).unwrap();
+            assert_eq!(names_in(&s.responses(&src)[0]), ["web@static"]);
+            src.0.remove("web");
+            src.set("db", "1");
+            assert_eq!(
+                names_in(&s.responses(&src)[0]),
+                ["db@static", "web@static"],
+                "web stays: its absence would delete it"
+            );
+            let mut d = Delta::default();
+            let mut req = delta_req(&[], &[], "");
+            req.type_url = kind.url().into();
+            d.request(kind, &req).unwrap();
+            let r = d.responses(&src).remove(0);
+            assert_eq!(r.resources.len(), 1, "db");
+            src.0.clear();
+            assert!(d.responses(&src).is_empty(), "nothing removed");
+        }
     }
 
     #[test]
@@ -652,5 +782,130 @@ mod tests {
             Ok(Reply::Nack { .. })
         ));
         assert!(d.responses(&src).is_empty());
+    }
+
+    #[test]
+    fn sotw_nacked_version_is_not_resent_after_the_subscription_changes_back() {
+        let mut src = Fixed::default();
+        src.set("web", "1");
+        src.set("db", "1");
+        let ep = Kind::Endpoints;
+        let mut s = Sotw::default();
+        s.request(ep, &sotw_req(&["web"], "", "")).unwrap();
+        let r = s.responses(&src).remove(0);
+        s.request(ep, &nack(sotw_req(&["web"], "", &r.nonce)))
+            .unwrap();
+        s.request(ep, &sotw_req(&["web", "db"], "", &r.nonce))
+            .unwrap();
+        let both = s.responses(&src).remove(0);
+        assert_eq!(names_in(&both), ["db@1", "web@1"]);
+        s.request(ep, &sotw_req(&["web"], &both.version_info, &both.nonce))
+            .unwrap();
+        assert!(
+            s.responses(&src).is_empty(),
+            "back to the rejected set: not sent again"
+        );
+    }
+
+    #[test]
+    fn a_repeated_nack_is_reported_once_and_still_changes_the_subscription() {
+        let mut src = Fixed::default();
+        src.set("web", "1");
+        src.set("db", "1");
+        let ep = Kind::Endpoints;
+        let mut s = Sotw::default();
+        s.request(ep, &sotw_req(&["web"], "", "")).unwrap();
+        let r = s.responses(&src).remove(0);
+        let rejected = nack(sotw_req(&["web"], "", &r.nonce));
+        assert!(matches!(s.request(ep, &rejected), Ok(Reply::Nack { .. })));
+        for _ in 0..3 {
+            assert_eq!(s.request(ep, &rejected), Ok(Reply::Repeat));
+        }
+        assert_eq!(
+            s.request(ep, &sotw_req(&["web", "db"], "", &r.nonce)),
+            Ok(Reply::Repeat)
+        );
+        assert_eq!(names_in(&s.responses(&src)[0]), ["db@1", "web@1"]);
+    }
+
+    #[test]
+    fn requests_that_change_nothing_leave_nothing_to_compute() {
+        let mut src = Fixed::default();
+        src.set("web", "1");
+        let ep = Kind::Endpoints;
+        let mut s = Sotw::default();
+        s.request(ep, &sotw_req(&["web"], "", "")).unwrap();
+        assert!(s.pending(), "a first request");
+        let r = s.responses(&src).remove(0);
+        assert!(!s.pending());
+        s.request(ep, &sotw_req(&["web"], &r.version_info, &r.nonce))
+            .unwrap();
+        assert!(!s.pending(), "an ACK of the same names");
+        s.request(ep, &sotw_req(&["db"], "", "old")).unwrap();
+        assert!(!s.pending(), "a stale nonce");
+        s.request(ep, &sotw_req(&["web", "db"], "", &r.nonce))
+            .unwrap();
+        assert!(s.pending(), "a subscription change");
+        let mut d = Delta::default();
+        d.request(ep, &delta_req(&["web"], &[], "")).unwrap();
+        let r = d.responses(&src).remove(0);
+        d.request(ep, &delta_req(&[], &[], &r.nonce)).unwrap();
+        assert!(!d.pending(), "a delta ACK");
+        d.request(ep, &delta_req(&["web"], &["nothing"], ""))
+            .unwrap();
+        assert!(!d.pending(), "subscribing what is subscribed");
+    }
+
+    #[test]
+    fn names_that_are_not_service_names_are_not_kept() {
+        let long = "x".repeat(129);
+        let ep = Kind::Endpoints;
+        let mut s = Sotw::default();
+        s.request(ep, &sotw_req(&[&long, "a b", "web"], "", ""))
+            .unwrap();
+        assert_eq!(s.summary()[0].names, 1);
+        let mut d = Delta::default();
+        let mut req = delta_req(&[&long, "web"], &[], "");
+        req.initial_resource_versions =
+            HashMap::from([(long.clone(), "1".into()), ("web".into(), "v".repeat(65))]);
+        d.request(ep, &req).unwrap();
+        assert_eq!(d.summary()[0].names, 1);
+        assert!(
+            d.0.types[&ep].known.is_empty(),
+            "{:?}",
+            d.0.types[&ep].known
+        );
+    }
+
+    #[test]
+    fn delta_nacked_resources_are_sent_again_with_the_next_response() {
+        let mut src = Fixed::default();
+        src.set("web", "1");
+        let ep = Kind::Endpoints;
+        let mut d = Delta::default();
+        d.request(ep, &delta_req(&["web"], &[], "")).unwrap();
+        let r = d.responses(&src).remove(0);
+        let mut nacked = delta_req(&[], &[], &r.nonce);
+        nacked.error_detail = Some(Status {
+            code: 3,
+            message: "no".into(),
+            details: vec![],
+        });
+        d.request(ep, &nacked).unwrap();
+        assert!(d.responses(&src).is_empty(), "not resent as such");
+        d.request(ep, &delta_req(&["db"], &[], "")).unwrap();
+        src.set("db", "1");
+        let r = d.responses(&src).remove(0);
+        let names: Vec<_> = r.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["db", "web"],
+            "web was rejected, so the client lacks it"
+        );
+        d.request(ep, &delta_req(&[], &[], &r.nonce)).unwrap();
+        src.set("db", "2");
+        let r = d.responses(&src).remove(0);
+        let names: Vec<_> = r.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["db"], "after the ACK, web is held");
     }
 }

@@ -6,8 +6,12 @@
 //!   `api_listener` HttpConnectionManager holds an inline route to a `Cluster` of the same
 //!   name, of type EDS over ADS, round robin. Their content depends on the name only.
 //!
-//! A service exists for xDS while it has live hosts. Built resources are cached per service
-//! and content hash, so a change costs one build however many streams watch the service.
+//! A service's endpoints exist for xDS while it has live hosts. Its `Listener` and `Cluster`
+//! exist for any service name asked for, hosts or not: state-of-the-world LDS and CDS answers
+//! are the full set, so leaving one out tells gRPC and Envoy to delete it (a restarted or
+//! partly synced registry, a service whose hosts all expired), and a client would fail calls
+//! it could still make with the endpoints it holds. Built resources are cached per service and
+//! content hash, so a change costs one build however many streams watch the service.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -142,7 +146,11 @@ impl Source for Catalog<'_> {
         let service = ServiceName::parse(name).ok()?;
         let view = self.registry.view(&service, self.now);
         if view.hosts == 0 {
-            return None;
+            return match kind {
+                Kind::Listener => Some(Arc::new(listener(&service))),
+                Kind::Cluster => Some(Arc::new(cluster(&service))),
+                Kind::Endpoints => None,
+            };
         }
         // The guard of `get` must be gone before `insert` (same shard: a deadlock).
         let cached = self.cache.0.get(&service).map(|b| b.clone());

@@ -5,7 +5,9 @@
 //! The task is one `select!` over the client's next request, the coalesced change signal
 //! and shutdown. It sends nothing while the node is not ready (SPEC 4.4): a node that has not
 //! yet pulled its state must not push empty lists. A response the client does not take
-//! within `--write-timeout` ends the stream, so a stalled client holds no task for ever.
+//! within `--write-timeout` ends the stream's task, so a stalled client holds no task for
+//! ever; its stream slot is held until tonic drops the response (the connection closes or
+//! the client cancels), since the stream and what is queued on it live until then.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,7 +18,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use futures_util::Stream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -26,6 +28,7 @@ use crate::auth::{self, Access};
 use crate::metrics::XdsEvent;
 use crate::registry::rfc3339;
 use crate::state::{now, NodeState};
+use crate::throttle::Throttle;
 
 /// A response stream as tonic wants it.
 pub(crate) type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -38,6 +41,8 @@ pub(crate) trait Protocol: Default + Send + 'static {
     fn node(request: &Self::Request) -> Option<&Node>;
     fn take(&mut self, kind: Kind, request: &Self::Request) -> Result<Reply, Refused>;
     fn responses(&mut self, source: &dyn Source) -> Vec<Self::Response>;
+    /// Whether a request since the last `responses` may have changed what to send.
+    fn pending(&self) -> bool;
     /// The type URL and version of a response.
     fn sent(response: &Self::Response) -> (&str, &str);
     fn summary(&self) -> Vec<TypeSummary>;
@@ -57,6 +62,9 @@ impl Protocol for Sotw {
     }
     fn responses(&mut self, source: &dyn Source) -> Vec<DiscoveryResponse> {
         Sotw::responses(self, source)
+    }
+    fn pending(&self) -> bool {
+        Sotw::pending(self)
     }
     fn sent(response: &DiscoveryResponse) -> (&str, &str) {
         (&response.type_url, &response.version_info)
@@ -80,6 +88,9 @@ impl Protocol for Delta {
     }
     fn responses(&mut self, source: &dyn Source) -> Vec<DeltaDiscoveryResponse> {
         Delta::responses(self, source)
+    }
+    fn pending(&self) -> bool {
+        Delta::pending(self)
     }
     fn sent(response: &DeltaDiscoveryResponse) -> (&str, &str) {
         (&response.type_url, &response.system_version_info)
@@ -132,11 +143,13 @@ impl Streams {
             tx,
             only,
             protocol,
-            _permit: permit,
         };
         self.tasks.spawn(task.run::<P>(inbound, peer));
-        let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+        // The slot goes with the response stream, not the task: a task that gave up on a
+        // client that does not read ends, but its HTTP/2 stream stays open (and holds memory)
+        // until tonic drops it, and must count until then.
+        let outbound = futures_util::stream::unfold((rx, permit), |(mut rx, permit)| async move {
+            rx.recv().await.map(|item| (item, (rx, permit)))
         });
         Ok(Response::new(Box::pin(outbound)))
     }
@@ -149,7 +162,6 @@ struct Task<R> {
     tx: mpsc::Sender<Result<R, Status>>,
     only: Option<Kind>,
     protocol: &'static str,
-    _permit: OwnedSemaphorePermit,
 }
 
 /// Why a stream ends.
@@ -173,24 +185,36 @@ impl<R: Send + 'static> Task<R> {
             .open(peer.clone(), self.protocol, rfc3339(now()));
         shared.metrics.xds_streams.inc();
         let mut state = P::default();
-        let mut named = false;
+        let mut node_id = None;
+        let mut pace = Pace::new(tokio::time::Instant::now());
         let end = loop {
             tokio::select! {
                 _ = shared.shutdown.cancelled() => break End::Gone,
                 message = inbound.message() => match message {
                     Ok(Some(request)) => {
-                        if !named {
+                        if node_id.is_none() {
                             if let Some(node) = P::node(&request) {
-                                named = true;
+                                let id = clip(&node.id);
                                 entry.update(|c| {
-                                    c.node_id = node.id.clone();
-                                    c.node_cluster = node.cluster.clone();
+                                    c.node_id = id.clone();
+                                    c.node_cluster = clip(&node.cluster);
                                 });
+                                node_id = Some(id);
                             }
                         }
-                        match self.take(&mut state, &request, &entry, &peer) {
+                        let node = node_id.as_deref().unwrap_or_default();
+                        match self.take(&mut state, &request, &entry, &peer, node) {
                             Ok(()) => {}
                             Err(status) => break End::Refused(status),
+                        }
+                        // A client that floods requests waits (and HTTP/2 flow control
+                        // makes it wait in turn) instead of taking a worker.
+                        if let Some(wait) = pace.take(tokio::time::Instant::now()) {
+                            tokio::time::sleep(wait).await;
+                        }
+                        if !state.pending() {
+                            // An ACK, a stale nonce, a type not served: nothing to compute.
+                            continue;
                         }
                     }
                     Ok(None) => break End::Gone,
@@ -257,6 +281,7 @@ impl<R: Send + 'static> Task<R> {
         request: &P::Request,
         entry: &super::clients::Entry<'_>,
         peer: &str,
+        node: &str,
     ) -> Result<(), Status> {
         let url = P::type_url(request);
         let kind = match (url, self.only) {
@@ -287,7 +312,7 @@ impl<R: Send + 'static> Task<R> {
             .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         let metrics = &self.shared.metrics;
         match reply {
-            Reply::Initial | Reply::Stale => {}
+            Reply::Initial | Reply::Stale | Reply::Repeat => {}
             Reply::Ack(version) => {
                 metrics.xds(kind.label(), XdsEvent::ack);
                 entry.update_type(kind.url(), |t| {
@@ -297,13 +322,17 @@ impl<R: Send + 'static> Task<R> {
             }
             Reply::Nack { version, error } => {
                 metrics.xds(kind.label(), XdsEvent::nack);
-                tracing::warn!(
-                    %peer,
-                    type_url = kind.url(),
-                    version,
-                    error,
-                    "xDS client rejected a response (NACK); that version is not sent again"
-                );
+                let error = clip(&error);
+                if NACK_LOG.allow(now() / 1_000_000) {
+                    tracing::warn!(
+                        %peer,
+                        node,
+                        type_url = kind.url(),
+                        version,
+                        error,
+                        "xDS client rejected a response (NACK); that version is not sent again (at most one such line per 10 s; all in GET /v1/xds/clients)"
+                    );
+                }
                 entry.update_type(kind.url(), |t| {
                     t.nacked_version = Some(version);
                     t.nacked_at = Some(rfc3339(now()));
@@ -313,6 +342,51 @@ impl<R: Send + 'static> Task<R> {
         }
         summarize(entry, &state.summary());
         Ok(())
+    }
+}
+
+/// NACK log lines: any client can NACK every response it gets.
+static NACK_LOG: Throttle = Throttle::new();
+
+/// The most bytes kept (and logged) of a client's node id, cluster or NACK error text: enough
+/// to recognise them, not a message's worth per stream.
+const MAX_KEPT_TEXT: usize = 256;
+
+/// `text` cut to [`MAX_KEPT_TEXT`] bytes at a character boundary.
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(MAX_KEPT_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Requests a stream may send per second, on average, and in a burst: far more than any xDS
+/// client needs (a request per response and per subscription change), far fewer than it takes
+/// to keep a worker busy.
+const MESSAGES_PER_SEC: u32 = 50;
+
+/// A token bucket over a stream's requests.
+struct Pace {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Pace {
+    fn new(now: tokio::time::Instant) -> Pace {
+        Pace {
+            tokens: f64::from(MESSAGES_PER_SEC),
+            at: now,
+        }
+    }
+
+    /// Takes a request; how long to wait before reading the next one, if at all.
+    fn take(&mut self, now: tokio::time::Instant) -> Option<std::time::Duration> {
+        let rate = f64::from(MESSAGES_PER_SEC);
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(rate) - 1.0;
+        self.at = now;
+        (self.tokens < 0.0).then(|| std::time::Duration::from_secs_f64(-self.tokens / rate))
     }
 }
 

@@ -88,6 +88,11 @@ impl Node {
         }
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `host:port` of the node.
     pub fn addr(&self) -> &str {
         self.url
