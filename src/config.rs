@@ -303,6 +303,12 @@ fn xds_listen(given: Option<&str>, listen: SocketAddr) -> Result<Option<SocketAd
 }
 
 impl Config {
+    /// Whether a gossip message must prove where it comes from: the peer token, or a client
+    /// certificate under mutual TLS (`/v1/peers` reports it; the start warns without it).
+    pub(crate) fn gossip_authenticated(&self) -> bool {
+        self.tokens.peer.is_some() || crate::tls::client_cert_required(self.tls.as_ref())
+    }
+
     /// Validates the flags.
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
         let host_ttl = secs("host-ttl", args.host_ttl)?;
@@ -358,6 +364,17 @@ impl Config {
             .tls
             .validate()
             .map_err(|(flag, reason)| bad(flag, reason))?;
+        if let Some(files) = &tls {
+            // Under `all` every client holds a certificate of --tls-ca: "signed by the CA"
+            // cannot also mean "a node", so gossip needs another proof.
+            let all = files.client_auth == crate::tls::ClientAuth::All;
+            if all && files.peer_name.is_none() && args.peer_token.is_none() {
+                return Err(bad(
+                    "tls-client-auth",
+                    "all gives clients certificates of --tls-ca too: set --tls-peer-name (the name in the nodes' certificates) or --peer-token, so that only nodes can gossip",
+                ));
+            }
+        }
         let scheme = scheme(tls.as_ref());
         let peers = args
             .peers

@@ -208,6 +208,8 @@ pub(crate) struct Metrics {
     pub(crate) long_polls_refused: Counter,
     /// Connections cut because a response made no write progress for `--write-timeout`.
     pub(crate) write_timeouts: Counter,
+    /// TLS reloads (SIGHUP or a changed file) refused, the previous material kept.
+    pub(crate) tls_reload_failures: Counter,
     gossip_rounds: Family<RoundLabels, Counter>,
     gossip_bytes: Family<DirectionLabels, Counter>,
     gossip_records: Family<RecordLabels, Counter>,
@@ -336,6 +338,12 @@ impl Metrics {
             "Connections cut because a response made no write progress for --write-timeout",
             write_timeouts.clone(),
         );
+        let tls_reload_failures = Counter::default();
+        registry.register(
+            "tls_reload_failures",
+            "TLS reloads refused (the files did not load or verify); the previous certificates stay",
+            tls_reload_failures.clone(),
+        );
         let gossip_rounds = Family::<RoundLabels, Counter>::default();
         registry.register(
             "gossip_rounds",
@@ -446,6 +454,7 @@ impl Metrics {
             long_polls,
             long_polls_refused,
             write_timeouts,
+            tls_reload_failures,
             gossip_rounds,
             gossip_bytes,
             gossip_records,

@@ -67,7 +67,7 @@ impl NodeState {
         let peers = PeersResponse {
             node_id: config.registry.node.to_string(),
             ready,
-            gossip_authenticated: config.tokens.peer.is_some(),
+            gossip_authenticated: config.gossip_authenticated(),
             peers: Vec::new(),
         };
         let stall = StallWatch::new(

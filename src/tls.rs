@@ -40,8 +40,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How often the files are read to notice a change (they are small; a rotation by a tool
-/// such as cert-manager or a cron job is noticed within this).
+/// How often the files are read to notice a change by default (they are small; a rotation by
+/// a tool such as cert-manager or a cron job is noticed within this). `--tls-poll` changes it.
 pub(crate) const POLL: Duration = Duration::from_secs(2);
 
 /// Who must present a client certificate signed by `--tls-ca`.
@@ -52,7 +52,9 @@ pub enum ClientAuth {
     /// Peers: the gossip endpoint requires a client certificate; reads, writes and health
     /// checks work without one.
     Peers,
-    /// Every request: a connection without a valid client certificate fails its handshake.
+    /// Every request: a request over a connection without a client certificate that
+    /// --tls-ca verifies gets 401 with the reason (the handshake itself succeeds, so that
+    /// the client can be told why).
     All,
 }
 
@@ -74,6 +76,16 @@ pub struct TlsArgs {
     /// --tls-ca, else off].
     #[arg(long, env = "DISCOVERY_TLS_CLIENT_AUTH", value_enum)]
     pub tls_client_auth: Option<ClientAuth>,
+    /// The DNS name a node's certificate must be valid for (SAN, wildcards as in HTTPS, with
+    /// serverAuth) to gossip, e.g. server.dc1.discovery; a client certificate of --tls-ca
+    /// without it cannot gossip. Unset: any certificate --tls-ca signed may gossip, so with
+    /// `all` (clients hold certificates too) it or --peer-token is required.
+    #[arg(long, env = "DISCOVERY_TLS_PEER_NAME", value_name = "DNS_NAME")]
+    pub tls_peer_name: Option<String>,
+    /// How often the files are read to notice a change without a SIGHUP (tests lengthen it
+    /// to pin the SIGHUP path).
+    #[arg(long, env = "DISCOVERY_TLS_POLL", value_name = "DURATION", default_value_t = POLL.into(), hide = true)]
+    pub tls_poll: humantime::Duration,
 }
 
 /// The validated TLS settings: where the files are and who must present a certificate.
@@ -87,6 +99,10 @@ pub struct TlsFiles {
     pub ca: Option<PathBuf>,
     /// Who must present a client certificate (default `peers` with a CA, else `off`).
     pub client_auth: ClientAuth,
+    /// How often the files are polled for a change ([`POLL`] by default).
+    pub poll: Duration,
+    /// The name a gossiping node's certificate must be valid for; `None`: any of `--tls-ca`.
+    pub peer_name: Option<ServerName<'static>>,
 }
 
 impl TlsArgs {
@@ -115,11 +131,23 @@ impl TlsArgs {
                 ))
             }
         };
+        let peer_name = match self.tls_peer_name {
+            None => None,
+            Some(_) if self.tls_ca.is_none() => {
+                return Err(("tls-peer-name", "needs --tls-ca".into()))
+            }
+            Some(name) => match ServerName::try_from(name) {
+                Ok(name @ ServerName::DnsName(_)) => Some(name),
+                _ => return Err(("tls-peer-name", "must be a DNS name".into())),
+            },
+        };
         Ok(Some(TlsFiles {
             cert,
             key,
             ca: self.tls_ca,
             client_auth,
+            poll: self.tls_poll.into(),
+            peer_name,
         }))
     }
 }
@@ -128,18 +156,28 @@ impl TlsArgs {
 /// HTTP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClientCert {
-    /// True when one was presented and `--tls-ca` verified it.
-    pub verified: bool,
-    /// Why every request of the connection is refused, when it is: a certificate that does
-    /// not verify, or none where `all` requires one.
+    /// True when one was presented, `--tls-ca` verified it and it names a peer
+    /// (`--tls-peer-name`): the connection may gossip.
+    pub peer: bool,
+    /// Why the connection may not gossip, when it may not.
+    pub not_peer: Option<&'static str>,
+    /// Why every request of the connection is refused, when it is (only under `all`): a
+    /// certificate that does not verify, or none. Under `peers` such a client is served as
+    /// one without a certificate.
     pub refused: Option<&'static str>,
 }
 
+/// Why a verified certificate may not gossip.
+const NOT_A_PEER: &str =
+    "the client certificate is not valid for this cluster's --tls-peer-name: only nodes may gossip";
+
 impl ClientCert {
-    fn of(presented: Option<Result<(), rustls::Error>>, mode: ClientAuth) -> ClientCert {
+    /// `presented`: the chain's verdict against `--tls-ca`, then whether it names a peer.
+    fn of(presented: Option<Result<bool, rustls::Error>>, mode: ClientAuth) -> ClientCert {
         use rustls::CertificateError as Cert;
-        let (verified, refused) = match presented {
-            Some(Ok(())) => (true, None),
+        let (peer, not_peer) = match presented {
+            Some(Ok(true)) => (true, None),
+            Some(Ok(false)) => (false, Some(NOT_A_PEER)),
             Some(Err(rustls::Error::InvalidCertificate(
                 Cert::Expired | Cert::ExpiredContext { .. },
             ))) => (false, Some("the client certificate has expired")),
@@ -153,13 +191,21 @@ impl ClientCert {
                 false,
                 Some("the client certificate is not valid for a client of this node"),
             ),
-            None if mode == ClientAuth::All => (
+            None => (
                 false,
                 Some("this node requires a client certificate signed by its CA (--cert and --key)"),
             ),
-            None => (false, None),
         };
-        ClientCert { verified, refused }
+        let verified = matches!(presented, Some(Ok(_)));
+        let refused = match mode {
+            ClientAuth::All if !verified => not_peer,
+            _ => None,
+        };
+        ClientCert {
+            peer,
+            not_peer,
+            refused,
+        }
     }
 }
 
@@ -173,13 +219,23 @@ pub(crate) fn certificate_refused(why: &str) -> axum::response::Response {
         .into_response()
 }
 
-/// Whether a gossip request may go on: when a client certificate is required (see
-/// [`client_cert_required`]), only over a connection that presented a verified one.
-pub(crate) fn gossip_allowed(cert_required: bool, extensions: &axum::http::Extensions) -> bool {
-    !cert_required
-        || extensions
-            .get::<ClientCert>()
-            .is_some_and(|cert| cert.verified)
+/// Why a gossip request may not go on, if it may not: when a client certificate is required
+/// (see [`client_cert_required`]), only a connection whose client certificate verified and
+/// names a peer (`--tls-peer-name`) may gossip.
+pub(crate) fn gossip_refused(
+    cert_required: bool,
+    extensions: &axum::http::Extensions,
+) -> Option<&'static str> {
+    if !cert_required {
+        return None;
+    }
+    match extensions.get::<ClientCert>() {
+        Some(cert) if cert.peer => None,
+        cert => Some(
+            cert.and_then(|c| c.not_peer)
+                .unwrap_or("gossip requires a client certificate signed by this node's --tls-ca"),
+        ),
+    }
 }
 
 /// Whether the gossip endpoint requires a verified client certificate: under
@@ -260,23 +316,21 @@ impl Tls {
         }
     }
 
-    /// Reloads on SIGHUP and when a file changes, until shutdown.
-    pub(crate) fn spawn_reloader(
+    /// Polls the files for a change every `--tls-poll` until shutdown, and reloads on a SIGHUP
+    /// of `hup` (see [`hangup`]).
+    fn spawn_reloader(
         self: &Arc<Self>,
+        mut hup: Option<tokio::signal::unix::Signal>,
+        reload_failures: prometheus_client::metrics::counter::Counter,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) {
         let tls = self.clone();
         tasks.spawn(async move {
-            let mut hup =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                    Ok(hup) => Some(hup),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS files are still polled");
-                        None
-                    }
-                };
-            let mut poll = tokio::time::interval(POLL);
+            // The files were just loaded: the first look is one period away (an immediate
+            // first tick would race a rotation right after the start).
+            let period = tls.files.poll;
+            let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let forced = tokio::select! {
@@ -286,7 +340,10 @@ impl Tls {
                 };
                 // Blocking file reads and key parsing: off the async workers.
                 let tls = tls.clone();
-                let _ = tokio::task::spawn_blocking(move || tls.reload(!forced)).await;
+                let reloaded = tokio::task::spawn_blocking(move || tls.reload(!forced)).await;
+                if matches!(reloaded, Ok(Err(_))) {
+                    reload_failures.inc();
+                }
             }
         });
     }
@@ -307,6 +364,7 @@ impl Tls {
         let material = self.current.load_full();
         let acceptor = tokio_rustls::TlsAcceptor::from(material.server.clone());
         let mode = self.files.client_auth;
+        let peer_name = self.files.peer_name.as_ref();
         let handshake = async {
             let mut first = [0u8; 1];
             if stream.peek_byte(&mut first).await.ok()? == 0 {
@@ -324,9 +382,18 @@ impl Tls {
                     let presented = tls.get_ref().1.peer_certificates().and_then(|chain| {
                         let (end_entity, intermediates) = chain.split_first()?;
                         let verifier = material.clients.as_ref()?;
-                        let verified =
-                            verifier.verify_client_cert(end_entity, intermediates, UnixTime::now());
-                        Some(verified.map(|_| ()))
+                        let now = UnixTime::now();
+                        let verified = verifier.verify_client_cert(end_entity, intermediates, now);
+                        // A peer's certificate is also a server certificate for --tls-peer-name
+                        // (chain, serverAuth, name), which an agent's client certificate is not.
+                        let peer = |name: &ServerName<'_>| {
+                            material.peers.as_ref().is_some_and(|peers| {
+                                peers
+                                    .verify_server_cert(end_entity, intermediates, name, &[], now)
+                                    .is_ok()
+                            })
+                        };
+                        Some(verified.map(|_| peer_name.is_none_or(peer)))
                     });
                     Some((tls, ClientCert::of(presented, mode)))
                 }
@@ -351,6 +418,41 @@ impl Tls {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PeerSide(self.clone())))
             .with_client_cert_resolver(Arc::new(PeerSide(self.clone())))
+    }
+}
+
+/// Handles SIGHUP for the node's lifetime: reloads the TLS files (and polls them, see
+/// [`Tls::spawn_reloader`]) or, without TLS, logs that there is nothing to reload. Called
+/// before the node says `listening`, and the handler is installed by the time it returns, so
+/// a SIGHUP never takes the default action (terminating the process).
+pub(crate) fn hangup(
+    tls: Option<&Arc<Tls>>,
+    reload_failures: prometheus_client::metrics::counter::Counter,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => Some(hup),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS files are still polled");
+            None
+        }
+    };
+    match (tls, hup) {
+        (Some(tls), hup) => tls.spawn_reloader(hup, reload_failures, shutdown, tasks),
+        (None, None) => {}
+        (None, Some(mut hup)) => {
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        Some(()) = hup.recv() => {
+                            tracing::warn!("SIGHUP ignored: TLS is off, there is nothing to reload");
+                        }
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -407,6 +509,9 @@ fn build(files: &TlsFiles, contents: &Snapshot) -> Result<Material, TlsError> {
         Some(ca) => Some(Arc::new(pem::parse_roots(ca, bytes(2)?)?)),
         None => None,
     };
+    if let (Some(ca), Some(roots)) = (&files.ca, &roots) {
+        own_chain_verifies(&files.cert, ca, &chain, roots.clone())?;
+    }
     let builder = ServerConfig::builder_with_provider(pem::provider())
         .with_safe_default_protocol_versions()
         .map_err(refused)?;
@@ -438,6 +543,37 @@ fn build(files: &TlsFiles, contents: &Snapshot) -> Result<Material, TlsError> {
         peers,
         clients,
     })
+}
+
+/// Refuses a certificate of this node that its peers would refuse: one that `--tls-ca` does
+/// not sign, expired or not yet valid, or without clientAuth (the node presents it as the
+/// gossip client's certificate). At startup the node does not start; on a reload the
+/// previous certificate stays, instead of the node cutting itself off its cluster.
+fn own_chain_verifies(
+    cert: &Path,
+    ca: &Path,
+    chain: &[CertificateDer<'static>],
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<(), TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, pem::provider())
+        .build()
+        .map_err(refused)?;
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Err(TlsError::Refused(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
+    };
+    verifier
+        .verify_client_cert(end_entity, intermediates, UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| {
+            TlsError::Refused(format!(
+                "{}: not a valid certificate of --tls-ca {} for this node: {e}",
+                cert.display(),
+                ca.display()
+            ))
+        })
 }
 
 /// The handshake-signature methods of a certificate verifier: checked with the provider's
@@ -554,6 +690,8 @@ mod tests {
             tls_key: key.then(|| "k.pem".into()),
             tls_ca: ca.then(|| "ca.pem".into()),
             tls_client_auth: mode,
+            tls_poll: POLL.into(),
+            tls_peer_name: None,
         }
     }
 

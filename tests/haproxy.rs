@@ -627,6 +627,7 @@ fn haproxy_sync_follows_an_https_cluster_with_client_certificates() {
         let mut args = leaf.serve_args();
         args.extend(["--tls-ca".into(), ca.pem.display().to_string()]);
         args.extend(["--tls-client-auth".into(), "all".into()]);
+        args.extend(["--tls-peer-name".into(), "localhost".into()]);
         args.extend(["--gossip-interval".into(), "200ms".into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         args

@@ -158,6 +158,7 @@ fn every_family_exists_from_the_start_with_its_known_labels_at_zero() {
         "discovery_long_polls",
         "discovery_long_polls_refused_total",
         "discovery_write_timeouts_total",
+        "discovery_tls_reload_failures_total",
         "discovery_convergence_lag_seconds",
         "discovery_replication_backlog",
     ] {

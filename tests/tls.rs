@@ -150,22 +150,24 @@ fn a_node_with_a_certificate_of_another_ca_cannot_gossip_and_nothing_it_sends_is
         &ca,
         &["--node-id", "a", "--gossip-interval", "100ms"],
     ));
-    // The intruder trusts a's CA, so it can verify a; a cannot verify the intruder.
+    // The intruder trusts a's CA, so it can verify a; a cannot verify the intruder. (Its
+    // bundle holds its own CA too: a node does not start with a certificate of another.)
     let intruder_leaf = other.leaf("intruder", 7);
-    let mut intruder_args = tls_args(
-        &intruder_leaf,
-        &ca,
-        &[
-            "--node-id",
-            "x",
-            "--gossip-interval",
-            "100ms",
-            "--peers",
-            &a.url,
-        ],
-    );
+    let bundle = dir.path("bundle.pem");
+    let both = [&ca.pem, &other.pem].map(|p| std::fs::read_to_string(p).unwrap());
+    std::fs::write(&bundle, both.concat()).unwrap();
+    let mut intruder_args = intruder_leaf.serve_args();
+    intruder_args.extend(["--tls-ca".to_owned(), bundle.display().to_string()]);
+    intruder_args.extend(strings(&[
+        "--node-id",
+        "x",
+        "--gossip-interval",
+        "100ms",
+        "--peers",
+        &a.url,
+    ]));
     intruder_args.extend(strings(&["--warmup", "0s"]));
-    let (x, _x_logs) = {
+    let (x, x_logs) = {
         let args: Vec<&str> = intruder_args.iter().map(String::as_str).collect();
         Node::start_logged(&args)
     };
@@ -203,6 +205,13 @@ fn a_node_with_a_certificate_of_another_ca_cannot_gossip_and_nothing_it_sends_is
         ips(&ca, None, &a, "web").is_empty(),
         "nothing from x was applied on a"
     );
+    // x's warning says why: a's 401 reason.
+    wait_until("x's dead-peer warning carries a's reason", WAIT, || {
+        x_logs
+            .text()
+            .lines()
+            .any(|l| l.contains("gossip peer is now") && l.contains("not signed by this node's CA"))
+    });
     // At the endpoint itself: the other CA's client certificate and no certificate get 401
     // with the reason, a good one gets through to the message check.
     let sync = format!("{}/v1/gossip/sync", a.url);
@@ -218,6 +227,157 @@ fn a_node_with_a_certificate_of_another_ca_cannot_gossip_and_nothing_it_sends_is
         "a verified peer reaches the message check: {body}"
     );
     drop(x);
+}
+
+#[test]
+fn under_peers_a_foreign_certificate_is_served_as_none_and_only_gossip_is_refused() {
+    let (dir, ca, nodes) = cluster("tls-foreign", 1, &[]);
+    let other = Ca::new(&dir.0, "foreign");
+    let foreign = other.leaf("foreign", 9);
+    let node = &nodes[0];
+    let (status, body) = curl_tls(
+        &ca,
+        Some(&foreign),
+        "GET",
+        &format!("{}/healthz", node.url),
+        None,
+    );
+    assert_eq!(
+        status, 200,
+        "a health check with a foreign certificate: {body}"
+    );
+    let (status, body) = curl_tls(
+        &ca,
+        Some(&foreign),
+        "GET",
+        &format!("{}/v1/services", node.url),
+        None,
+    );
+    assert_eq!(status, 200, "a read with a foreign certificate: {body}");
+    let sync = format!("{}/v1/gossip/sync", node.url);
+    let (status, body) = curl_tls(&ca, Some(&foreign), "POST", &sync, Some("x"));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("not signed by this node's CA"), "{body}");
+}
+
+#[test]
+fn an_agent_certificate_of_the_cluster_ca_cannot_gossip_when_peers_are_named() {
+    for mode in ["peers", "all"] {
+        let extra = ["--tls-client-auth", mode, "--tls-peer-name", "localhost"];
+        let (_dir, ca, nodes) = cluster(&format!("tls-peer-name-{mode}"), 1, &extra);
+        let node = &nodes[0];
+        let agent = ca.client_leaf("agent", 5);
+        let (status, body) = curl_tls(
+            &ca,
+            Some(&agent),
+            "GET",
+            &format!("{}/healthz", node.url),
+            None,
+        );
+        assert_eq!(status, 200, "{mode}: the agent's reads work: {body}");
+        let sync = format!("{}/v1/gossip/sync", node.url);
+        let (status, body) = curl_tls(&ca, Some(&agent), "POST", &sync, Some("x"));
+        assert_eq!(status, 401, "{mode}: {body}");
+        assert!(body.contains("only nodes may gossip"), "{mode}: {body}");
+        let (status, body) = curl_tls(&ca, Some(&ca.leaf("peer", 2)), "POST", &sync, Some("x"));
+        assert_eq!(
+            status, 400,
+            "{mode}: a node's certificate reaches the message check: {body}"
+        );
+    }
+}
+
+#[test]
+fn peers_report_gossip_authenticated_under_mutual_tls_without_a_token() {
+    let (_dir, ca, nodes) = cluster("tls-authenticated", 1, &[]);
+    let (status, body) = curl_tls(
+        &ca,
+        None,
+        "GET",
+        &format!("{}/v1/peers", nodes[0].url),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["gossip_authenticated"], true, "{body}");
+}
+
+#[test]
+fn health_says_to_use_https_and_that_https_needs_the_ca() {
+    let (_dir, _ca, nodes) = cluster("tls-health", 1, &[]);
+    let plain = nodes[0].url.replacen("https://", "http://", 1);
+    let out = cli(&strings(&["health", "--url", &plain]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("use an https:// URL"), "{stderr}");
+    let out = cli(&strings(&["health", "--url", &nodes[0].url]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--ca FILE"), "{stderr}");
+    assert!(!stderr.contains("not signed"), "{stderr}");
+}
+
+#[test]
+fn a_certificate_the_ca_does_not_sign_is_refused_at_start_and_on_reload() {
+    let dir = TempDir::new("tls-own-chain");
+    let ca = Ca::new(&dir.0, "own");
+    let other = Ca::new(&dir.0, "otherown");
+    let foreign = other.leaf("node", 0x66);
+    let mut args = strings(&["serve", "--listen", "127.0.0.1:0"]);
+    args.extend(tls_args(&foreign, &ca, &[]));
+    let out = cli(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // One error line, saying it once (other lines may warn about the host, e.g. its open
+    // files limit).
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let said = errors[0]
+        .matches("not a valid certificate of --tls-ca")
+        .count();
+    assert_eq!(said, 1, "{stderr}");
+
+    let live = Leaf {
+        cert: dir.path("live.pem"),
+        key: dir.path("live.key"),
+    };
+    let install = |leaf: &Leaf| {
+        std::fs::copy(&leaf.cert, &live.cert).unwrap();
+        std::fs::copy(&leaf.key, &live.key).unwrap();
+    };
+    install(&ca.leaf("node", 0x11));
+    let (node, logs) = {
+        let args = tls_args(&live, &ca, &["--tls-poll", "1h"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Node::start_logged(&args)
+    };
+    install(&foreign);
+    node.signal("HUP");
+    wait_until("the refusal is logged", WAIT, || {
+        logs.contains("not a valid certificate of --tls-ca")
+    });
+    assert_eq!(served_serial(node.addr()).as_deref(), Some("11"));
+    wait_until("the refusal is counted", WAIT, || {
+        let (_, metrics) = curl_tls(&ca, None, "GET", &format!("{}/metrics", node.url), None);
+        metrics.contains("discovery_tls_reload_failures_total 1")
+    });
+}
+
+#[test]
+fn client_auth_all_without_a_peer_name_or_token_refuses_to_start() {
+    let dir = TempDir::new("tls-all-unsafe");
+    let ca = Ca::new(&dir.0, "unsafe");
+    let mut args = strings(&["serve", "--listen", "127.0.0.1:0"]);
+    args.extend(tls_args(
+        &ca.leaf("node", 1),
+        &ca,
+        &["--tls-client-auth", "all"],
+    ));
+    let out = cli(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--tls-peer-name"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
 
 #[test]
@@ -242,7 +402,11 @@ fn with_both_mtls_and_a_peer_token_gossip_needs_both() {
 
 #[test]
 fn under_client_auth_all_a_client_without_a_certificate_is_refused_with_a_reason() {
-    let (dir, ca, nodes) = cluster("tls-all", 1, &["--tls-client-auth", "all"]);
+    let (dir, ca, nodes) = cluster(
+        "tls-all",
+        1,
+        &["--tls-client-auth", "all", "--tls-peer-name", "localhost"],
+    );
     let node = &nodes[0];
     let client = ca.leaf("client", 2);
     let (status, body) = curl_tls(&ca, None, "GET", &format!("{}/healthz", node.url), None);
@@ -355,8 +519,9 @@ fn certificates_rotate_on_sighup_and_on_file_change_without_dropping_open_connec
         }
     };
     install(&ca.leaf("node", 0x11));
+    // The files are not polled within the test: only the SIGHUP can make the node reload.
     let (node, logs) = {
-        let args = tls_args(&live, &ca, &[]);
+        let args = tls_args(&live, &ca, &["--tls-poll", "1h"]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Node::start_logged(&args)
     };
@@ -403,11 +568,27 @@ fn certificates_rotate_on_sighup_and_on_file_change_without_dropping_open_connec
     });
     assert_eq!(served_serial(&addr).as_deref(), Some("22"));
 
-    // No signal: a change of the files is noticed by itself.
+    // No signal: a change of the files is noticed by itself (a node that polls them).
+    install(&ca.leaf("node", 0x22));
+    let polled = start(&tls_args(&live, &ca, &["--tls-poll", "100ms"]));
+    let addr = polled.addr().to_owned();
+    assert_eq!(served_serial(&addr).as_deref(), Some("22"));
     install(&ca.leaf("node", 0x33));
     wait_until("the changed files are picked up", WAIT, || {
         served_serial(&addr).as_deref() == Some("33")
     });
+}
+
+#[test]
+fn a_sighup_right_after_listening_never_kills_a_node_without_tls() {
+    let (node, logs) = Node::start_logged(&[]);
+    node.signal("HUP");
+    wait_until("the SIGHUP is reported as ignored", WAIT, || {
+        logs.contains("SIGHUP ignored")
+    });
+    let (status, _) = common::http("GET", &format!("{}/healthz", node.url), None, "");
+    assert_eq!(status, 200, "the node still answers");
+    assert!(node.stop(), "the node exits 0 on SIGTERM after a SIGHUP");
 }
 
 /// The client library against an HTTPS cluster that requires client certificates: a
@@ -419,7 +600,14 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
         ClientTls, HeartbeatConfig, Heartbeater, HostWatcher, Registration, RegistryClient,
         ServiceName, WatcherConfig,
     };
-    let mtls = ["--tls-client-auth", "all", "--gossip-interval", "200ms"];
+    let mtls = [
+        "--tls-client-auth",
+        "all",
+        "--tls-peer-name",
+        "localhost",
+        "--gossip-interval",
+        "200ms",
+    ];
     let (_dir, ca, nodes) = cluster("tls-client", 2, &mtls);
     let [a, b] = &nodes[..] else { unreachable!() };
     let client = ca.leaf("client", 3);
@@ -493,7 +681,14 @@ async fn heartbeater_and_host_watcher_work_against_an_https_cluster_with_client_
 /// commands answer through the other.
 #[test]
 fn every_client_subcommand_works_against_an_https_cluster_with_client_certificates() {
-    let mtls = ["--tls-client-auth", "all", "--gossip-interval", "200ms"];
+    let mtls = [
+        "--tls-client-auth",
+        "all",
+        "--tls-peer-name",
+        "localhost",
+        "--gossip-interval",
+        "200ms",
+    ];
     let (_dir, ca, nodes) = cluster("tls-cli", 2, &mtls);
     let [a, b] = &nodes[..] else { unreachable!() };
     let client = ca.leaf("client", 3);

@@ -88,7 +88,8 @@ pub use heartbeat::{
     HeartbeatConfig, HeartbeatOutcome, Heartbeater, MAX_HEARTBEAT_TIMEOUT, MIN_HEARTBEAT_TIMEOUT,
 };
 pub use registry_client::{
-    RegistryClient, RegistryClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    normalize_url, RegistryClient, RegistryClientBuilder, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 pub use shrink_guard::ShrinkPolicy;
 pub use tls::{ClientTls, TlsError};

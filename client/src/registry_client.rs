@@ -171,9 +171,9 @@ impl RegistryClientBuilder {
     }
 }
 
-/// `http://host:port[/prefix]` (or `https://` with `tls`) without a trailing `/`; anything
-/// else is refused with a reason.
-fn normalize_url(raw: &str, tls: bool) -> Result<String, Error> {
+/// A registry base URL: `http://host:port[/prefix]` (or `https://` with `tls`, the CA to
+/// verify it with) without a trailing `/`; anything else is refused with a reason.
+pub fn normalize_url(raw: &str, tls: bool) -> Result<String, Error> {
     let invalid = |reason: &str| Error::InvalidUrl {
         url: raw.to_owned(),
         reason: reason.to_owned(),

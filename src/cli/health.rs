@@ -34,24 +34,26 @@ pub enum HealthError {
     /// The TLS flags cannot be used.
     #[error("{0}")]
     Tls(#[from] CommandError),
+    /// The URL cannot be asked (an `https://` one without `--ca`, say).
+    #[error("{0}")]
+    Url(#[from] discovery_client::Error),
     /// The node answered something other than 200.
-    #[error("{url}: status {status}")]
+    #[error("{url}: status {status}{why}")]
     Unhealthy {
         /// What was asked.
         url: String,
         /// What it answered.
         status: u16,
+        /// The `error` of its JSON body, after `: `, when it gave one.
+        why: String,
     },
 }
 
 /// Checks one node, over TLS with `--ca` (and `--cert`/`--key`) for an `https://` URL.
 pub async fn run(args: HealthArgs) -> Result<(), HealthError> {
     let tls = args.tls.client_tls()?;
-    let url = format!(
-        "{}/{}",
-        args.url.trim_end_matches('/'),
-        if args.ready { "readyz" } else { "healthz" }
-    );
+    let base = discovery_client::normalize_url(&args.url, tls.is_some())?;
+    let url = format!("{base}/{}", if args.ready { "readyz" } else { "healthz" });
     let unreachable = |source: reqwest::Error| HealthError::Unreachable {
         url: url.clone(),
         why: discovery_client::tls::why_unreachable(&source),
@@ -63,6 +65,13 @@ pub async fn run(args: HealthArgs) -> Result<(), HealthError> {
     let response = client.get(&url).send().await.map_err(unreachable)?;
     match response.status().as_u16() {
         200 => Ok(()),
-        status => Err(HealthError::Unhealthy { url, status }),
+        status => {
+            // The node's reason (401: which certificate; 400: use https://), when it says one.
+            let body = response.bytes().await.unwrap_or_default();
+            let why = serde_json::from_slice::<discovery_api::ErrorBody>(&body)
+                .map(|b| format!(": {}", b.error))
+                .unwrap_or_default();
+            Err(HealthError::Unhealthy { url, status, why })
+        }
     }
 }

@@ -11,9 +11,16 @@ pub enum ServeError {
     /// A flag is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The listener could not be bound.
+    /// The listener could not be bound (or its TLS files did not load). Not a `source`: the
+    /// message already says it, and a one-line error chain would say it twice.
     #[error("cannot listen: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(e: std::io::Error) -> Self {
+        ServeError::Io(e)
+    }
 }
 
 /// Runs the node. Prints `listening on http://ADDR` (`https://` with TLS) on stdout once

@@ -44,6 +44,9 @@ pub(crate) const DECODE_SLOTS: usize = 2;
 /// the 2 s the sending node waits for an answer by default.
 pub(crate) const DECODE_WAIT: Duration = Duration::from_secs(1);
 
+/// Most bytes of a refusal's body read for its reason (any address can be named a peer).
+const MAX_REASON_BYTES: usize = 4096;
+
 /// The client half: exchanges with peers over HTTP.
 pub(crate) struct HttpTransport {
     client: reqwest::Client,
@@ -63,6 +66,8 @@ impl HttpTransport {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .pool_idle_timeout(Duration::from_secs(30))
+            // A TLS node's gossip (and its --peer-token) never goes out in clear text.
+            .https_only(tls.is_some())
             .build()
             .map_err(|e| TransportError::Unreachable(format!("HTTP client: {e}")))?;
         Ok(HttpTransport { client, token })
@@ -95,7 +100,18 @@ impl Transport for HttpTransport {
             return Err(TransportError::SameId);
         }
         if !status.is_success() {
-            return Err(TransportError::Refused(status.to_string()));
+            // The peer's reason (which certificate, which token) is worth the few bytes.
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                if body.len() + chunk.len() > MAX_REASON_BYTES {
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let why = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| format!("{status}: {}", b.error))
+                .unwrap_or_else(|_| status.to_string());
+            return Err(TransportError::Refused(why));
         }
         let mut answer = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failure)? {
@@ -171,11 +187,10 @@ async fn sync(State(endpoint): State<Endpoint>, request: Request) -> Response {
     let node = endpoint.node.clone();
     let shared = node.shared().clone();
     let settings = node.settings();
-    if !crate::tls::gossip_allowed(settings.client_cert_required, request.extensions()) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "gossip requires a client certificate signed by this node's --tls-ca",
-        );
+    if let Some(why) =
+        crate::tls::gossip_refused(settings.client_cert_required, request.extensions())
+    {
+        return refuse(StatusCode::UNAUTHORIZED, why);
     }
     if !auth::peer_allowed(settings.peer_token.as_deref(), request.headers()) {
         return refuse(

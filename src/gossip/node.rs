@@ -115,12 +115,13 @@ impl<T: Transport> Node<T> {
         clock: Clock,
     ) -> Self {
         let now = clock();
-        let table = PeerTable::new(
+        let mut table = PeerTable::new(
             settings.node.as_str(),
             addr.as_deref(),
             &settings.peers,
             now,
         );
+        table.speaking(settings.scheme);
         let warmup_ends = now + settings.warmup.as_micros() as Micros;
         let node = Node {
             shared,
@@ -309,7 +310,7 @@ impl<T: Transport> Node<T> {
                     return Err(TransportError::SameId);
                 }
                 Err(e) => {
-                    self.table.lock().failed(addr);
+                    self.table.lock().failed(addr, &e.to_string());
                     return Err(e);
                 }
             };
@@ -318,10 +319,10 @@ impl<T: Transport> Node<T> {
             let response = exchanged.response;
             if response.from.node_id == self.settings.node.as_str() {
                 // Only this node may speak for its id: nothing of this answer is merged.
-                self.table.lock().failed(addr);
-                return Err(TransportError::BadResponse(
-                    "the answer claims this node's own node id".into(),
-                ));
+                let e =
+                    TransportError::BadResponse("the answer claims this node's own node id".into());
+                self.table.lock().failed(addr, &e.to_string());
+                return Err(e);
             }
             let now = self.now();
             let more_for_us = response.delta.truncated;
@@ -474,7 +475,7 @@ impl<T: Transport> Node<T> {
         self.shared.peers.store(Arc::new(PeersResponse {
             node_id: self.settings.node.to_string(),
             ready: self.shared.is_ready(),
-            gossip_authenticated: self.settings.peer_token.is_some(),
+            gossip_authenticated: self.settings.authenticated(),
             peers: infos,
         }));
     }

@@ -199,6 +199,10 @@ pub(crate) struct PeerTable {
     peers: HashMap<String, Peer>,
     /// Addresses that turned out to be this node.
     own_addrs: HashSet<String>,
+    /// `http` or `https`, as this node speaks (set by [`PeerTable::speaking`]): an
+    /// address of the other scheme is never learned, so a TLS node never dials a peer in
+    /// clear text (with its --peer-token) because a message named one.
+    scheme: Option<&'static str>,
     /// Picks round and push targets: seeded from the OS, or by [`PeerTable::seed`] so that a
     /// simulation's choices repeat.
     rng: StdRng,
@@ -216,12 +220,18 @@ impl PeerTable {
             own_id: own_id.to_owned(),
             peers: HashMap::new(),
             own_addrs: own_addr.map(|a| a.to_owned()).into_iter().collect(),
+            scheme: None,
             rng: rand::make_rng(),
         };
         for addr in statics {
             table.configure(addr, Source::Static, now);
         }
         table
+    }
+
+    /// Learns only addresses of `scheme` (`"https"` on a TLS node).
+    pub(crate) fn speaking(&mut self, scheme: &'static str) {
+        self.scheme = Some(scheme);
     }
 
     /// Makes every later random choice of this table a function of `seed` (and of the calls
@@ -274,6 +284,12 @@ impl PeerTable {
         let Some(addr) = peer_url(addr) else {
             return false;
         };
+        if self
+            .scheme
+            .is_some_and(|scheme| addr.split_once("://").map(|(s, _)| s) != Some(scheme))
+        {
+            return false;
+        }
         if self.own_addrs.contains(&addr) || self.peers.contains_key(&addr) {
             return false;
         }
@@ -435,9 +451,10 @@ impl PeerTable {
         }
     }
 
-    /// Records a failed exchange. An unverified peer is dropped at once: it never answered,
-    /// and if it is real another node will name it again.
-    pub(crate) fn failed(&mut self, addr: &str) {
+    /// Records a failed exchange and `why` it failed (said in the warning). An unverified peer
+    /// is dropped at once: it never answered, and if it is real another node will name it
+    /// again.
+    pub(crate) fn failed(&mut self, addr: &str, why: &str) {
         if self.peers.get(addr).is_some_and(|p| !p.trusted()) {
             self.peers.remove(addr);
             return;
@@ -460,6 +477,7 @@ impl PeerTable {
                     peer = addr,
                     node = peer.node_id.as_deref().unwrap_or("unknown"),
                     failures = peer.failures,
+                    error = why,
                     "gossip peer is now {}",
                     if state == PeerState::Dead {
                         "dead"
@@ -635,10 +653,10 @@ mod tests {
         assert_eq!(t.get("http://b:1").unwrap().state, PeerState::Suspect);
         t.succeeded("http://b:1", contact("b"), 5);
         assert_eq!(t.get("http://b:1").unwrap().state, PeerState::Alive);
-        t.failed("http://b:1");
+        t.failed("http://b:1", "cut");
         assert_eq!(t.get("http://b:1").unwrap().state, PeerState::Suspect);
         for _ in 1..DEAD_AFTER_FAILURES {
-            t.failed("http://b:1");
+            t.failed("http://b:1", "cut");
         }
         assert_eq!(t.get("http://b:1").unwrap().state, PeerState::Dead);
         t.succeeded("http://b:1", contact("b"), 9);
@@ -659,7 +677,7 @@ mod tests {
         t.end("http://c:1");
         for addr in ["http://b:1", "http://c:1"] {
             for _ in 0..DEAD_AFTER_FAILURES {
-                t.failed(addr);
+                t.failed(addr, "cut");
             }
             assert!(t.begin(addr, false, 0));
             t.end(addr);
@@ -680,7 +698,7 @@ mod tests {
         for addr in ["http://b:1", "http://c:1"] {
             t.succeeded(addr, contact(&addr[7..8]), 0);
             for _ in 0..DEAD_AFTER_FAILURES {
-                t.failed(addr);
+                t.failed(addr, "cut");
             }
         }
         for round in 1..4 {
@@ -689,7 +707,7 @@ mod tests {
             assert_eq!(due, ["http://b:1", "http://c:1"], "round {round}");
             for addr in &due {
                 assert!(t.begin(addr, false, round * SECOND));
-                t.failed(addr);
+                t.failed(addr, "cut");
                 t.end(addr);
             }
         }
@@ -749,6 +767,23 @@ mod tests {
         t
     }
 
+    #[test]
+    fn a_tls_node_never_learns_or_takes_a_claimed_http_peer() {
+        let mut t = PeerTable::new("me", None, &[], 0);
+        t.speaking("https");
+        t.learn(
+            &["http://plain:1".to_owned(), "https://tls:1".to_owned()],
+            0,
+        );
+        t.claimed("http://claimed:1", contact("c"), 0);
+        assert!(!t.begin("http://plain:1", false, 0), "learned http:// peer");
+        assert!(
+            !t.begin("http://claimed:1", false, 0),
+            "claimed http:// peer"
+        );
+        assert!(t.begin("https://tls:1", false, 0));
+    }
+
     fn invented(round: usize) -> Vec<String> {
         (0..64)
             .map(|i| format!("http://10.66.{round}.{i}:7"))
@@ -789,7 +824,7 @@ mod tests {
         );
         // An invented peer fails its probe and leaves at once.
         let probe = t.round_targets(0, false, SECOND, 2).pop().unwrap();
-        t.failed(&probe);
+        t.failed(&probe, "cut");
         assert!(t.get(&probe).is_none());
     }
 

@@ -35,7 +35,7 @@ pub(crate) fn spawn(
     tls: Option<ClientTls>,
 ) -> Gossip {
     let clustered = !settings.peers.is_empty() || settings.peers_dns.is_some();
-    if clustered && settings.peer_token.is_none() && !settings.client_cert_required {
+    if clustered && !settings.authenticated() {
         tracing::warn!(
             "gossip is unauthenticated: peers are configured but neither --peer-token nor mutual TLS (--tls-ca) is set, so anyone who can reach this node can send it gossip"
         );

@@ -34,3 +34,11 @@ pub struct Settings {
     /// Longest time to receive a message's body (`--read-timeout`, as for every request).
     pub read_timeout: Duration,
 }
+
+impl Settings {
+    /// Whether a gossip message must prove where it comes from: the peer token, or a client
+    /// certificate under mutual TLS (`/v1/peers` reports it; the start warns without it).
+    pub fn authenticated(&self) -> bool {
+        self.peer_token.is_some() || self.client_cert_required
+    }
+}

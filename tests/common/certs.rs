@@ -95,16 +95,33 @@ impl Ca {
 
     /// Like [`Ca::leaf`]; `expired` makes one that expired in 2001.
     pub fn leaf_with(&self, name: &str, serial: u64, expired: bool) -> Leaf {
-        let key = KeyPair::generate().expect("leaf key");
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.serial_number = Some(SerialNumber::from(serial));
-        params.extended_key_usages = vec![
+        let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        self.issue(name, serial, sans, usages, expired)
+    }
+
+    /// An agent's certificate: client use only, for the DNS name `name` (not `localhost`).
+    pub fn client_leaf(&self, name: &str, serial: u64) -> Leaf {
+        let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(name, serial, vec![name.to_owned()], usages, false)
+    }
+
+    fn issue(
+        &self,
+        name: &str,
+        serial: u64,
+        sans: Vec<String>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        expired: bool,
+    ) -> Leaf {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params = CertificateParams::new(sans).expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.extended_key_usages = usages;
         if expired {
             params.not_before = rcgen::date_time_ymd(2000, 1, 1);
             params.not_after = rcgen::date_time_ymd(2001, 1, 1);
