@@ -75,6 +75,23 @@ fn hosts(node: &Node, service: &str) -> Option<Vec<(String, String)>> {
     )
 }
 
+/// Reads `web` from a node every 10 ms until `stop`, on a thread; returns every answer's
+/// status and body.
+fn read_web_until(
+    node: &Node,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(u16, String)>> {
+    let url = format!("{}/v1/registration/web", node.url);
+    std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            answers.push(http("GET", &url, None, ""));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        answers
+    })
+}
+
 fn gossip_rounds_ok(node: &Node) -> u64 {
     let (_, text) = http("GET", &format!("{}/metrics", node.url), None, "");
     text.lines()
@@ -346,31 +363,7 @@ fn a_node_resuming_from_a_freeze_resyncs_before_it_serves_a_list() {
     wait_until("the hosts on a", WAIT, || {
         hosts(&a, "web").is_some_and(|h| h.len() == 5)
     });
-    let reading = {
-        let url = a.url.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut served, mut refused, mut short) = (0, 0, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (status, body) = http("GET", &format!("{url}/v1/registration/web"), None, "");
-                match status {
-                    200 => {
-                        served += 1;
-                        let n = serde_json::from_str::<serde_json::Value>(&body)
-                            .ok()
-                            .and_then(|v| v["hosts"].as_array().map(|h| h.len()))
-                            .unwrap_or(0);
-                        if n < 5 {
-                            short.push(n);
-                        }
-                    }
-                    _ => refused += 1,
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            (served, refused, short)
-        })
-    };
+    let reading = read_web_until(&a, stop.clone());
     a.signal("STOP");
     // The fault: frozen past the TTL, its grace, a third of the TTL and the margin (9.6 s).
     std::thread::sleep(Duration::from_secs(11));
@@ -381,7 +374,20 @@ fn a_node_resuming_from_a_freeze_resyncs_before_it_serves_a_list() {
         gossip_rounds_ok(&a) >= before + 5
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (served, refused, short) = reading.join().unwrap();
+    let answers = reading.join().unwrap();
+    let served = answers.iter().filter(|(status, _)| *status == 200).count();
+    let refused = answers.len() - served;
+    let short: Vec<usize> = answers
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| {
+            serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["hosts"].as_array().map(|h| h.len()))
+                .unwrap_or(0)
+        })
+        .filter(|n| *n < 5)
+        .collect();
     beating.join().unwrap();
     eprintln!("reads of a: {served} lists, {refused} refused, short lists {short:?}");
     assert!(short.is_empty(), "lists missing live hosts: {short:?}");
@@ -472,24 +478,7 @@ fn a_host_that_died_during_a_long_freeze_is_not_served_when_the_node_resumes() {
     wait_until("b forgets the dead host", Duration::from_secs(40), || {
         collected(&b) > before
     });
-    let reading = {
-        let url = a.url.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut served, mut dead_seen) = (0, 0);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (status, body) = http("GET", &format!("{url}/v1/registration/web"), None, "");
-                if status == 200 {
-                    served += 1;
-                    if body.contains("10.0.0.9") {
-                        dead_seen += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            (served, dead_seen)
-        })
-    };
+    let reading = read_web_until(&a, stop.clone());
     a.signal("CONT");
     wait_until("a serves again", WAIT, || ready(&a));
     let rounds = gossip_rounds_ok(&a);
@@ -497,7 +486,12 @@ fn a_host_that_died_during_a_long_freeze_is_not_served_when_the_node_resumes() {
         gossip_rounds_ok(&a) >= rounds + 5
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (served, dead_seen) = reading.join().unwrap();
+    let answers = reading.join().unwrap();
+    let served = answers.iter().filter(|(status, _)| *status == 200).count();
+    let dead_seen = answers
+        .iter()
+        .filter(|(status, body)| *status == 200 && body.contains(dead))
+        .count();
     beating.join().unwrap();
     eprintln!("reads of a after the freeze: {served} lists, {dead_seen} with the dead host");
     assert!(served > 0);
