@@ -75,6 +75,15 @@ fn hosts(node: &Node, service: &str) -> Option<Vec<(String, String)>> {
     )
 }
 
+/// An agent heartbeating 10.0.0.1-5 (TTL 5 s) to a node every second until `stop`.
+fn five_hosts_beating(
+    node: &Node,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let live = (1..=5).map(|i| format!("10.0.0.{i}")).collect();
+    agent(node.url.clone(), live, 5, Duration::from_secs(1), stop)
+}
+
 /// Reads `web` from a node every 10 ms until `stop`, on a thread; returns every answer's
 /// status and body.
 fn read_web_until(
@@ -352,14 +361,7 @@ fn a_node_resuming_from_a_freeze_resyncs_before_it_serves_a_list() {
     let (a, logs, b) = pair(&[]);
     wait_until("both ready", WAIT, || ready(&a) && ready(&b));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let live: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}")).collect();
-    let beating = agent(
-        b.url.clone(),
-        live.clone(),
-        5,
-        Duration::from_secs(1),
-        stop.clone(),
-    );
+    let beating = five_hosts_beating(&b, stop.clone());
     wait_until("the hosts on a", WAIT, || {
         hosts(&a, "web").is_some_and(|h| h.len() == 5)
     });
@@ -458,14 +460,7 @@ fn a_host_that_died_during_a_long_freeze_is_not_served_when_the_node_resumes() {
     let url = format!("{}/v1/registration/web", b.url);
     assert_eq!(http("POST", &url, Some(FORM), &body).0, 200);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let live: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}")).collect();
-    let beating = agent(
-        b.url.clone(),
-        live.clone(),
-        5,
-        Duration::from_secs(1),
-        stop.clone(),
-    );
+    let beating = five_hosts_beating(&b, stop.clone());
     wait_until("six hosts on a", WAIT, || {
         hosts(&a, "web").is_some_and(|h| h.len() == 6)
     });
