@@ -350,10 +350,11 @@ class Run:
                     failures["guard"].append(
                         f"{node}: the guard never engaged while two thirds of the agents were "
                         f"silent (hosts fell from {s['before']} to {s['min_hosts']}, stale stayed 0)")
-                elif s["min_hosts"] < floor * s["before"]:
+                elif s["min_hosts_until_engaged"] < floor * s["before"]:
                     failures["guard"].append(
                         f"{node}: the guard engaged too late: hosts fell from {s['before']} to "
-                        f"{s['min_hosts']} (below {floor:.0%}) before it held {s['max_stale']}")
+                        f"{s['min_hosts_until_engaged']} (below {floor:.0%}) before it held "
+                        f"{s['max_stale']}")
         expect = {x for x in os.environ.get("FAULTS_EXPECT_FAIL", "").split(",") if x}
         lines = [f"# Fault run: profile {self.args.profile}, {self.p.nodes} nodes, "
                  f"{self.p.agents} agents, {len(self.consumers)} consumers", "",

@@ -286,11 +286,19 @@ def guard_stats(node_samples: dict[str, list[NodeSample]], w: Window) -> dict[st
     for name, samples in node_samples.items():
         inside = [s for s in samples if w.start <= s.t < w.until]
         before = [s.hosts for s in samples if s.t < w.start and s.up]
+        # Up to the first sample with the guard engaged: what the node let go before the
+        # guard held the rest (later falls are --max-stale running out, by design).
+        until_engaged = []
+        for s in inside:
+            until_engaged.append(s)
+            if s.engaged or s.stale > 0:
+                break
         out[name] = {
             "before": before[-1] if before else 0,
             "answered": sum(1 for s in inside if s.up),
             "engaged": any(s.engaged or s.stale > 0 for s in inside),
             "max_stale": max((s.stale for s in inside), default=0),
             "min_hosts": min((s.hosts for s in inside if s.up), default=0),
+            "min_hosts_until_engaged": min((s.hosts for s in until_engaged if s.up), default=0),
         }
     return out

@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from measure import Clock, Truth, Window, analyse, window_stats  # noqa: E402
+from measure import Clock, NodeSample, Truth, Window, analyse, guard_stats, window_stats  # noqa: E402
 
 
 def truth(*events):
@@ -74,3 +74,18 @@ def test_a_live_host_the_consumer_never_lists_is_counted_as_never_listed():
     series, eps = analyse(tr, samples((0.5, {1}), (2.0, {1}), (3.0, {1})))
     assert eps.never == [(2, 1.0)] and eps.appear == []
     assert window_stats(series, eps, Window("w", 0.0, 2.0, 4.0))["never"] == 1
+
+
+def test_the_guard_is_judged_on_what_fell_before_it_engaged_not_on_max_stale_running_out():
+    w = Window("silence", 10.0, 40.0, 60.0)
+    late = [NodeSample(9.0, True, 260, 0, False), NodeSample(11.0, True, 200, 0, False),
+            NodeSample(12.0, True, 90, 0, False), NodeSample(13.0, True, 260, 170, True)]
+    in_time = [NodeSample(9.0, True, 260, 0, False), NodeSample(11.0, True, 250, 0, False),
+               NodeSample(12.0, True, 260, 173, True),
+               # --max-stale ran out just before the agents came back: by design.
+               NodeSample(39.5, True, 90, 40, True), NodeSample(41.0, True, 260, 0, False)]
+    stats = guard_stats({"late": late, "in_time": in_time}, w)
+    assert stats["late"]["min_hosts_until_engaged"] == 90
+    assert stats["in_time"]["min_hosts_until_engaged"] == 250
+    assert stats["in_time"]["min_hosts"] == 90
+    assert stats["in_time"]["engaged"] and stats["in_time"]["max_stale"] == 173
