@@ -47,6 +47,9 @@ pub struct NodeState {
     routing_changes: watch::Sender<u64>,
     /// The open xDS streams (`GET /v1/xds/clients`).
     pub(crate) xds_clients: crate::xds::Clients,
+    /// The last `GET /v1/prometheus/targets` answer and the count of routing changes it was
+    /// built at; the lock lets one request at a time build a new one.
+    pub(crate) prometheus_answer: tokio::sync::Mutex<Option<(u64, axum::body::Bytes)>>,
 }
 
 /// A long poll's place under the limit; dropping it frees the place.
@@ -88,6 +91,7 @@ impl NodeState {
             sweep_now: Notify::new(),
             routing_changes: watch::Sender::new(0),
             xds_clients: crate::xds::Clients::default(),
+            prometheus_answer: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -191,6 +195,12 @@ impl NodeState {
     /// A receiver of the count of routing changes (see the field `routing_changes`).
     pub(crate) fn routing_changes(&self) -> watch::Receiver<u64> {
         self.routing_changes.subscribe()
+    }
+
+    /// The count of routing changes so far: what an answer built from the registry was
+    /// current at.
+    pub(crate) fn routing_generation(&self) -> u64 {
+        *self.routing_changes.borrow()
     }
 
     /// Wakes the watchers of all routing changes: after changes, or when what may be sent

@@ -1092,3 +1092,56 @@ async fn a_panicking_handler_answers_a_json_500_and_is_counted() {
         .render()
         .contains(r#"discovery_http_requests_total{route="/boom",method="GET",status="500"} 1"#));
 }
+
+#[tokio::test]
+async fn prometheus_targets_follow_every_routing_change_and_are_built_once_between() {
+    let shared = shared_with(&[]);
+    let app = app(&shared);
+    let targets = |r: &Reply| {
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["targets"][0].as_str().unwrap().to_owned(),
+                    g["labels"]["__meta_discovery_weight"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    send(&app, form("/v1/registration/web", WEB1)).await;
+    let first = send(&app, get("/v1/prometheus/targets")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("content-type"), "application/json");
+    assert_eq!(targets(&first), [("10.0.0.1:80".into(), "1".into())]);
+    let built_at = shared.prometheus_answer.lock().await.as_ref().unwrap().0;
+
+    // A refresh changes no route: the same answer, not built again.
+    send(&app, form("/v1/registration/web", WEB1)).await;
+    let again = send(&app, get("/v1/prometheus/targets")).await;
+    assert_eq!(again.body, first.body);
+    assert_eq!(
+        shared.prometheus_answer.lock().await.as_ref().unwrap().0,
+        built_at
+    );
+
+    // A new host, an operator's weight, a delete: each shows in the next answer.
+    send(
+        &app,
+        form("/v1/registration/web", "ip=10.0.0.2&port=80&revision=r1"),
+    )
+    .await;
+    let r = send(&app, get("/v1/prometheus/targets")).await;
+    assert_eq!(targets(&r).len(), 2);
+    let weighed = form("/v1/loadbalancing/web/10.0.0.1", "load_balancing_weight=30");
+    assert_eq!(send(&app, weighed).await.status, StatusCode::NO_CONTENT);
+    let r = send(&app, get("/v1/prometheus/targets")).await;
+    assert!(targets(&r).contains(&("10.0.0.1:80".into(), "30".into())));
+    send(&app, delete("/v1/registration/web/10.0.0.1")).await;
+    let r = send(&app, get("/v1/prometheus/targets")).await;
+    assert!(targets(&r).iter().all(|(t, _)| !t.starts_with("10.0.0.1:")));
+}
