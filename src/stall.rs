@@ -8,7 +8,9 @@
 //! between the resume and the sweeper's tick. Then:
 //! - with peers: the node **re-syncs**, as after a restart: not ready (host lists and
 //!   `/readyz` answer 503 with `Retry-After`) until an exchange with a ready peer *started
-//!   after the stall* completes, or `resync_bound` passes; it expires nothing meanwhile;
+//!   after the stall* completes (the sweeper then sweeps once and ends the re-sync, so no
+//!   read sees a copy whose grace ran out while the node was stopped), or `resync_bound`
+//!   passes; it expires nothing meanwhile;
 //! - alone: reads keep serving, and expiry is suspended for `hold` so that hosts have time
 //!   to heartbeat again.
 //!

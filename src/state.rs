@@ -49,7 +49,7 @@ pub struct NodeState {
     pub(crate) xds_clients: crate::xds::Clients,
     /// The last `GET /v1/prometheus/targets` answer and the count of routing changes it was
     /// built at; the lock lets one request at a time build a new one.
-    pub(crate) prometheus_answer: tokio::sync::Mutex<Option<(u64, axum::body::Bytes)>>,
+    pub(crate) prometheus_answer: tokio::sync::Mutex<Option<(u64, bytes::Bytes)>>,
 }
 
 /// A long poll's place under the limit; dropping it frees the place.

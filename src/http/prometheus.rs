@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use super::registration::require_ready;
 use super::{require, ApiError, NodeState};
