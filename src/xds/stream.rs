@@ -398,3 +398,29 @@ fn summarize(entry: &super::clients::Entry<'_>, summary: &[TypeSummary]) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Pace, MESSAGES_PER_SEC};
+
+    #[test]
+    fn a_stream_reads_a_burst_of_its_rate_then_one_request_per_share_of_a_second() {
+        let t0 = tokio::time::Instant::now();
+        let mut pace = Pace::new(t0);
+        for _ in 0..MESSAGES_PER_SEC {
+            assert_eq!(pace.take(t0), None);
+        }
+        // One past the burst waits for its token: 1/50 s.
+        let wait = pace.take(t0).expect("the request past the burst waits");
+        assert!((wait.as_secs_f64() - 0.02).abs() < 1e-9, "{wait:?}");
+        // Once the waited request's share is paid and a second more has passed, the bucket
+        // is full again, not fuller.
+        let later = t0 + Duration::from_millis(1020);
+        for _ in 0..MESSAGES_PER_SEC {
+            assert_eq!(pace.take(later), None);
+        }
+        assert!(pace.take(later).is_some());
+    }
+}
