@@ -31,6 +31,6 @@ mod tests;
 pub use http_transport::{CONTENT_TYPE_GOSSIP, SYNC_PATH};
 pub use memory::MemoryNetwork;
 pub use node::{Clock, Mode, Node};
-pub(crate) use peers::normalize_peer;
+pub(crate) use peers::{advertised, normalize_peer};
 pub(crate) use run_loop::spawn;
 pub use settings::Settings;

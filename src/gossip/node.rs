@@ -309,6 +309,10 @@ impl<T: Transport> Node<T> {
                     self.table.lock().is_us(addr);
                     return Err(TransportError::SameId);
                 }
+                Err(e @ TransportError::WrongName(_)) => {
+                    self.table.lock().misnamed(addr, &e.to_string(), self.now());
+                    return Err(e);
+                }
                 Err(e) => {
                     self.table.lock().failed(addr, &e.to_string());
                     return Err(e);
@@ -476,6 +480,8 @@ impl<T: Transport> Node<T> {
             node_id: self.settings.node.to_string(),
             ready: self.shared.is_ready(),
             gossip_authenticated: self.settings.authenticated(),
+            address: self.addr.clone(),
+            tls_certificate_not_after: None,
             peers: infos,
         }));
     }

@@ -30,6 +30,7 @@ use rand::SeedableRng;
 
 use super::messages::MAX_PEER_URL_LEN;
 use crate::registry::{rfc3339, Digest, Micros, SECOND};
+use crate::throttle::Throttle;
 
 /// Consecutive failures after which a peer is dead.
 pub(crate) const DEAD_AFTER_FAILURES: u64 = 5;
@@ -46,6 +47,11 @@ pub(crate) const MAX_UNVERIFIED: usize = 32;
 pub(crate) const MAX_LEARNED_PER_MESSAGE: usize = 8;
 /// Most unverified peers probed per round, on top of the round's fanout of trusted ones.
 pub(crate) const UNVERIFIED_PER_ROUND: usize = 1;
+/// How long an address whose certificate does not name it is not learned again (see
+/// [`PeerTable::misnamed`]): a rotation to a certificate that names it is noticed after this.
+pub(crate) const MISNAMED_FOR: Micros = 600 * SECOND;
+/// Most such addresses remembered; past it the oldest is forgotten.
+const MAX_MISNAMED: usize = 64;
 
 /// Normalizes a peer base URL as an operator writes it (`--peers`, DNS): `host:port` gets
 /// `http://` (`--peers` gives it the node's scheme first), trailing slashes go. The error says why it cannot be a peer.
@@ -98,6 +104,13 @@ pub(crate) fn peer_url(url: &str) -> Option<String> {
         }
     };
     host_ok.then(|| url.to_owned())
+}
+
+/// `--advertise` as peers will dial it: `url` when it is a peer URL, or `url` with `port` (the
+/// bound listen port) when it names none. `None` when it is neither.
+pub(crate) fn advertised(url: &str, port: u16) -> Option<String> {
+    let url = url.trim().trim_end_matches('/');
+    peer_url(url).or_else(|| peer_url(&format!("{url}:{port}")))
 }
 
 /// Where the node learned of a peer.
@@ -199,6 +212,11 @@ pub(crate) struct PeerTable {
     peers: HashMap<String, Peer>,
     /// Addresses that turned out to be this node.
     own_addrs: HashSet<String>,
+    /// Addresses whose TLS certificate does not name them, and when that was found: not
+    /// learned again for [`MISNAMED_FOR`] (see [`PeerTable::misnamed`]).
+    misnamed: HashMap<String, Micros>,
+    /// When a dropped misnamed address was last logged.
+    misnamed_warned: Throttle,
     /// `http` or `https`, as this node speaks (set by [`PeerTable::speaking`]): an
     /// address of the other scheme is never learned, so a TLS node never dials a peer in
     /// clear text (with its --peer-token) because a message named one.
@@ -220,6 +238,8 @@ impl PeerTable {
             own_id: own_id.to_owned(),
             peers: HashMap::new(),
             own_addrs: own_addr.map(|a| a.to_owned()).into_iter().collect(),
+            misnamed: HashMap::new(),
+            misnamed_warned: Throttle::new(),
             scheme: None,
             rng: rand::make_rng(),
         };
@@ -291,6 +311,13 @@ impl PeerTable {
             return false;
         }
         if self.own_addrs.contains(&addr) || self.peers.contains_key(&addr) {
+            return false;
+        }
+        if self
+            .misnamed
+            .get(&addr)
+            .is_some_and(|at| now.saturating_sub(*at) < MISNAMED_FOR)
+        {
             return false;
         }
         if self.unverified() >= MAX_UNVERIFIED {
@@ -451,6 +478,36 @@ impl PeerTable {
         }
     }
 
+    /// Records that `addr` answered with a TLS certificate that does not name it (`why`). A
+    /// configured or verified peer counts a failure like any other: the operator named it,
+    /// and the warning says why. An unverified one, learned from a message or from where a
+    /// message came from (a node whose messages give an address its certificate does not
+    /// name: its listen IP, without `--advertise`), can never verify: it is dropped and not
+    /// learned again for [`MISNAMED_FOR`], where it would otherwise come back with every
+    /// message and show as a suspect peer for good.
+    pub(crate) fn misnamed(&mut self, addr: &str, why: &str, now: Micros) {
+        if !self.peers.get(addr).is_some_and(|p| !p.trusted()) {
+            self.failed(addr, why);
+            return;
+        }
+        self.peers.remove(addr);
+        if self.misnamed.len() >= MAX_MISNAMED {
+            let oldest = self.misnamed.iter().min_by_key(|(_, at)| **at);
+            if let Some(oldest) = oldest.map(|(addr, _)| addr.clone()) {
+                self.misnamed.remove(&oldest);
+            }
+        }
+        self.misnamed.insert(addr.to_owned(), now);
+        // Anyone can name addresses: at most one line every `throttle::EVERY_SECS`.
+        if self.misnamed_warned.allow(now / SECOND) {
+            tracing::warn!(
+                peer = addr,
+                error = why,
+                "a learned peer address presents a TLS certificate that does not name it: dropped, and not learned again for 10 minutes (a node of this cluster gives an address its certificate does not name: set its --advertise to a URL its certificate names)"
+            );
+        }
+    }
+
     /// Records a failed exchange and `why` it failed (said in the warning). An unverified peer
     /// is dropped at once: it never answered, and if it is real another node will name it
     /// again.
@@ -501,6 +558,8 @@ impl PeerTable {
         interval: Micros,
         now: Micros,
     ) -> Vec<String> {
+        self.misnamed
+            .retain(|_, at| now.saturating_sub(*at) < MISNAMED_FOR);
         self.peers.retain(|_, p| {
             !(p.source == Source::Learned
                 && p.state == PeerState::Dead
@@ -865,6 +924,72 @@ mod tests {
         t.succeeded("http://10.0.0.2:1", contact("b"), 2);
         assert!(t.get("http://10.0.0.2:1").is_none());
         assert!(t.get("http://b-name:1").is_some());
+    }
+
+    /// Review finding 9 of issue 11: a TLS node that names its peers by DNS name learned each
+    /// peer's IP address from their messages, failed its certificate name check every round
+    /// and listed it as suspect for good.
+    #[test]
+    fn a_learned_address_whose_certificate_does_not_name_it_is_dropped_and_not_learned_again() {
+        let mut t = PeerTable::new("me", None, &["https://b.test:1".into()], 0);
+        t.speaking("https");
+        t.claimed("https://10.0.0.2:1", contact("b"), 0);
+        t.learn(&["https://10.0.0.3:1".to_owned()], 0);
+        for addr in ["https://10.0.0.2:1", "https://10.0.0.3:1"] {
+            assert!(t.begin(addr, false, 0));
+            t.misnamed(addr, "not valid for name", SECOND);
+            t.end(addr);
+            assert!(t.get(addr).is_none(), "{addr} dropped");
+        }
+        // Named again, by a message or as a sender: not taken back while the hold lasts.
+        t.claimed("https://10.0.0.2:1", contact("b"), 2 * SECOND);
+        t.learn(&["https://10.0.0.3:1".to_owned()], 2 * SECOND);
+        assert_eq!(t.counts(), (0, 1, 0, 0), "only the configured peer");
+        // A configured peer with a misnamed certificate stays, failing: the operator named it.
+        t.misnamed("https://b.test:1", "not valid for name", 3 * SECOND);
+        assert_eq!(t.get("https://b.test:1").unwrap().failures, 1);
+        // After the hold (a rotation may have fixed the certificate) it is learned again.
+        let later = SECOND + MISNAMED_FOR;
+        t.round_targets(3, false, SECOND, later);
+        t.learn(&["https://10.0.0.3:1".to_owned()], later);
+        assert!(t.get("https://10.0.0.3:1").is_some());
+    }
+
+    #[test]
+    fn a_flood_of_misnamed_addresses_is_remembered_within_a_bound() {
+        let mut t = PeerTable::new("me", None, &[], 0);
+        for i in 0..(3 * MAX_MISNAMED) {
+            let addr = format!("https://10.9.{}.{}:1", i / 256, i % 256);
+            t.learn(&[addr.clone()], i as Micros);
+            t.misnamed(&addr, "not valid for name", i as Micros);
+        }
+        assert_eq!(t.misnamed.len(), MAX_MISNAMED);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn advertise_takes_the_listen_port_when_it_names_none() {
+        assert_eq!(
+            advertised("https://node-a.test", 7000).as_deref(),
+            Some("https://node-a.test:7000")
+        );
+        assert_eq!(
+            advertised("https://node-a.test:443/", 7000).as_deref(),
+            Some("https://node-a.test:443")
+        );
+        assert_eq!(
+            advertised("http://[::1]", 80).as_deref(),
+            Some("http://[::1]:80")
+        );
+        for bad in [
+            "https://a:0",
+            "a:1",
+            "https://a/b",
+            "https://u@a",
+            "ftp://a",
+        ] {
+            assert_eq!(advertised(bad, 7000), None, "{bad}");
+        }
     }
 
     #[test]

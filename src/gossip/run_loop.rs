@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::http_transport::{Endpoint, HttpTransport, DECODE_SLOTS};
 use super::node::{Clock, Mode, Node};
+use super::peers::advertised;
 use super::settings::Settings;
 use crate::state::{now, NodeState};
 
@@ -46,10 +47,13 @@ pub(crate) fn spawn(
         (settings.gossip_interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
     let transport = HttpTransport::new(settings.peer_token.clone(), timeout, tls)
         .expect("the HTTP client builds with a plain configuration");
-    // A wildcard listen address is no address to give to peers: they use our source
-    // address and this port instead.
+    // `--advertise`, else the listen address; a wildcard one is no address to give to peers:
+    // they use our source address and this port instead.
     let scheme = settings.scheme;
-    let own = (!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}"));
+    let own = match &settings.advertise {
+        Some(url) => advertised(url, addr.port()),
+        None => (!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}")),
+    };
     let clock: Clock = Arc::new(now);
     let node = Arc::new(Node::new(
         shared,
