@@ -486,7 +486,7 @@ impl PeerTable {
     /// learned again for [`MISNAMED_FOR`], where it would otherwise come back with every
     /// message and show as a suspect peer for good.
     pub(crate) fn misnamed(&mut self, addr: &str, why: &str, now: Micros) {
-        if !self.peers.get(addr).is_some_and(|p| !p.trusted()) {
+        if self.peers.get(addr).is_none_or(|p| p.trusted()) {
             self.failed(addr, why);
             return;
         }
@@ -960,7 +960,7 @@ mod tests {
         let mut t = PeerTable::new("me", None, &[], 0);
         for i in 0..(3 * MAX_MISNAMED) {
             let addr = format!("https://10.9.{}.{}:1", i / 256, i % 256);
-            t.learn(&[addr.clone()], i as Micros);
+            t.learn(std::slice::from_ref(&addr), i as Micros);
             t.misnamed(&addr, "not valid for name", i as Micros);
         }
         assert_eq!(t.misnamed.len(), MAX_MISNAMED);
