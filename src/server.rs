@@ -76,8 +76,8 @@ impl Server {
         let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
-        let reload_failures = shared.metrics.tls_reload_failures.clone();
-        crate::tls::hangup(tls.as_ref(), reload_failures, shutdown.clone(), &tasks);
+        let tls_metrics = shared.metrics.tls.clone();
+        crate::tls::hangup(tls.as_ref(), tls_metrics, shutdown.clone(), &tasks);
         let peer_tls = tls
             .as_ref()
             .map(|tls| ClientTls::from_config(tls.client_config()));

@@ -40,6 +40,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::{TlsCertificate, TlsMetrics};
+use crate::registry::SECOND;
+
 /// How often the files are read to notice a change by default (they are small; a rotation by
 /// a tool such as cert-manager or a cron job is noticed within this). `--tls-poll` changes it.
 pub(crate) const POLL: Duration = Duration::from_secs(2);
@@ -255,6 +258,66 @@ struct Material {
     /// Verifies client certificates after the handshake (see [`Deferred`]); none when no
     /// client is asked for one.
     clients: Option<Arc<dyn ClientCertVerifier>>,
+    /// When the certificates stop being valid.
+    expiry: Expiry,
+}
+
+/// When this node's certificates stop being valid, in Unix seconds: the expiry gauges and the
+/// warning ahead of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    /// The earliest not-after of the chain this node presents (`--tls-cert`).
+    pub(crate) certificate: i64,
+    /// The earliest not-after of the `--tls-ca` bundle, if one is given.
+    pub(crate) ca: Option<i64>,
+}
+
+/// How long before its certificate expires a node starts warning, once per
+/// [`EXPIRY_WARN_EVERY`].
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the warning of [`EXPIRY_WARNING`] repeats.
+const EXPIRY_WARN_EVERY: Duration = Duration::from_secs(3600);
+
+impl Expiry {
+    /// Sets the expiry gauges.
+    fn record(&self, metrics: &TlsMetrics) {
+        metrics.set_not_after(TlsCertificate::node, self.certificate);
+        if let Some(ca) = self.ca {
+            metrics.set_not_after(TlsCertificate::ca, ca);
+        }
+    }
+
+    /// Logs a warning when a certificate of `files` expires within [`EXPIRY_WARNING`] of `now`
+    /// (Unix seconds), or an error when it has expired; returns whether it logged.
+    fn warn(&self, files: &TlsFiles, now: i64) -> bool {
+        let soon = now.saturating_add(EXPIRY_WARNING.as_secs() as i64);
+        let mut logged = false;
+        let mut certificates = vec![(files.cert.as_path(), self.certificate)];
+        certificates.extend(files.ca.as_deref().zip(self.ca));
+        for (path, not_after) in certificates {
+            let file = path.display();
+            let at = rfc3339_secs(not_after);
+            if not_after <= now {
+                tracing::error!(%file, not_after = %at, "a TLS certificate has expired: peers and clients refuse it; replace the file (it is reloaded without a restart)");
+                logged = true;
+            } else if not_after <= soon {
+                let days = (not_after - now) as f64 / 86_400.0;
+                tracing::warn!(%file, not_after = %at, days_left = format!("{days:.1}"), "a TLS certificate expires within 7 days: replace the file (it is reloaded without a restart)");
+                logged = true;
+            }
+        }
+        logged
+    }
+}
+
+/// Unix seconds as RFC 3339.
+pub(crate) fn rfc3339_secs(unix_secs: i64) -> String {
+    crate::registry::rfc3339(u64::try_from(unix_secs).unwrap_or(0).saturating_mul(SECOND))
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> i64 {
+    UnixTime::now().as_secs() as i64
 }
 
 /// The contents of the files as last read: a reload happens when they change.
@@ -317,32 +380,50 @@ impl Tls {
     }
 
     /// Polls the files for a change every `--tls-poll` until shutdown, and reloads on a SIGHUP
-    /// of `hup` (see [`hangup`]).
+    /// of `hup` (see [`hangup`]). Keeps the expiry gauges of `metrics` equal to the material in
+    /// use, and warns while a certificate expires within [`EXPIRY_WARNING`].
     fn spawn_reloader(
         self: &Arc<Self>,
         mut hup: Option<tokio::signal::unix::Signal>,
-        reload_failures: prometheus_client::metrics::counter::Counter,
+        metrics: TlsMetrics,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) {
         let tls = self.clone();
+        // Set before the node says `listening`: its first scrape has them.
+        let mut expiry = tls.expiry();
+        expiry.record(&metrics);
         tasks.spawn(async move {
             // The files were just loaded: the first look is one period away (an immediate
             // first tick would race a rotation right after the start).
             let period = tls.files.poll;
             let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut warned: Option<tokio::time::Instant> = None;
             loop {
+                let due = warned.is_none_or(|at| at.elapsed() >= EXPIRY_WARN_EVERY);
+                if due && expiry.warn(&tls.files, unix_now()) {
+                    warned = Some(tokio::time::Instant::now());
+                }
                 let forced = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = poll.tick() => false,
                     Some(()) = async { hup.as_mut()?.recv().await } => true,
                 };
                 // Blocking file reads and key parsing: off the async workers.
-                let tls = tls.clone();
-                let reloaded = tokio::task::spawn_blocking(move || tls.reload(!forced)).await;
-                if matches!(reloaded, Ok(Err(_))) {
-                    reload_failures.inc();
+                let reloading = tls.clone();
+                let reloaded = tokio::task::spawn_blocking(move || reloading.reload(!forced)).await;
+                match reloaded {
+                    Ok(Err(_)) => {
+                        metrics.reload_failures.inc();
+                    }
+                    Ok(Ok(true)) => {
+                        expiry = tls.expiry();
+                        expiry.record(&metrics);
+                        // New certificates: say at once if these expire soon too.
+                        warned = None;
+                    }
+                    _ => {}
                 }
             }
         });
@@ -409,6 +490,11 @@ impl Tls {
             .flatten()
     }
 
+    /// When the certificates in use stop being valid.
+    pub(crate) fn expiry(&self) -> Expiry {
+        self.current.load().expiry
+    }
+
     /// The rustls configuration of the gossip client: it presents this node's certificate and
     /// verifies peers against `--tls-ca`, both as of the latest reload.
     pub(crate) fn client_config(self: &Arc<Self>) -> ClientConfig {
@@ -422,12 +508,13 @@ impl Tls {
 }
 
 /// Handles SIGHUP for the node's lifetime: reloads the TLS files (and polls them, see
-/// [`Tls::spawn_reloader`]) or, without TLS, logs that there is nothing to reload. Called
-/// before the node says `listening`, and the handler is installed by the time it returns, so
-/// a SIGHUP never takes the default action (terminating the process).
+/// [`Tls::spawn_reloader`], which keeps `metrics` current) or, without TLS, logs that there
+/// is nothing to reload. Called before the node says `listening`, and the handler is installed
+/// by the time it returns, so a SIGHUP never takes the default action (terminating the
+/// process).
 pub(crate) fn hangup(
     tls: Option<&Arc<Tls>>,
-    reload_failures: prometheus_client::metrics::counter::Counter,
+    metrics: TlsMetrics,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
@@ -439,7 +526,7 @@ pub(crate) fn hangup(
         }
     };
     match (tls, hup) {
-        (Some(tls), hup) => tls.spawn_reloader(hup, reload_failures, shutdown, tasks),
+        (Some(tls), hup) => tls.spawn_reloader(hup, metrics, shutdown, tasks),
         (None, None) => {}
         (None, Some(mut hup)) => {
             tasks.spawn(async move {
@@ -504,10 +591,24 @@ fn build(files: &TlsFiles, contents: &Snapshot) -> Result<Material, TlsError> {
     };
     let chain = pem::parse_certs(&files.cert, bytes(0)?)?;
     let key = pem::parse_key(&files.key, bytes(1)?)?;
-    let cert = Arc::new(pem::certified_key(chain.clone(), key.clone_key())?);
-    let roots = match &files.ca {
-        Some(ca) => Some(Arc::new(pem::parse_roots(ca, bytes(2)?)?)),
-        None => None,
+    let cert = pem::certified_key(chain.clone(), key.clone_key()).map_err(|e| {
+        let (cert, key) = (files.cert.display(), files.key.display());
+        TlsError::Refused(format!("{cert} and {key}: {e}"))
+    })?;
+    let cert = Arc::new(cert);
+    let now = unix_now();
+    // With a CA the certificate is also the gossip client's (see `PeerSide`).
+    let certificate = own_certificate_usable(&files.cert, &chain, files.ca.is_some(), now)?;
+    let (roots, ca_not_after) = match &files.ca {
+        Some(ca) => {
+            let bundle = bytes(2)?;
+            let not_after = earliest_not_after(ca, &pem::parse_certs(ca, bundle)?)?;
+            (
+                Some(Arc::new(pem::parse_roots(ca, bundle)?)),
+                Some(not_after),
+            )
+        }
+        None => (None, None),
     };
     if let (Some(ca), Some(roots)) = (&files.ca, &roots) {
         own_chain_verifies(&files.cert, ca, &chain, roots.clone())?;
@@ -542,7 +643,88 @@ fn build(files: &TlsFiles, contents: &Snapshot) -> Result<Material, TlsError> {
         cert,
         peers,
         clients,
+        expiry: Expiry {
+            certificate,
+            ca: ca_not_after,
+        },
     })
+}
+
+/// A certificate of `path`, parsed.
+fn parse_x509<'a>(
+    path: &Path,
+    der: &'a CertificateDer<'_>,
+) -> Result<x509_parser::certificate::X509Certificate<'a>, TlsError> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| {
+            TlsError::Refused(format!("{}: not an X.509 certificate: {e}", path.display()))
+        })
+}
+
+/// The earliest not-after (Unix seconds) of the certificates of `path`.
+fn earliest_not_after(path: &Path, certs: &[CertificateDer<'_>]) -> Result<i64, TlsError> {
+    let mut earliest = i64::MAX;
+    for der in certs {
+        earliest = earliest.min(parse_x509(path, der)?.validity().not_after.timestamp());
+    }
+    Ok(earliest)
+}
+
+/// Refuses a certificate this node cannot use, whatever signs it: one of its chain not valid at
+/// `now` (Unix seconds: expired, or not yet valid), or an extended key usage that excludes
+/// serving (serverAuth) or, when it is also the gossip client's certificate toward peers
+/// (`client_too`, with `--tls-ca`), being a client (clientAuth); a certificate without the
+/// extension may do both. rustls checks these only of the other side's certificate, so
+/// without this the node would start (or reload) and fail every handshake. Returns the
+/// chain's earliest not-after. (That the key matches is [`pem::certified_key`]'s check.)
+fn own_certificate_usable(
+    path: &Path,
+    chain: &[CertificateDer<'_>],
+    client_too: bool,
+    now: i64,
+) -> Result<i64, TlsError> {
+    let file = path.display();
+    let refuse = |why: String| Err(TlsError::Refused(format!("{file}: {why}")));
+    let mut earliest = i64::MAX;
+    for (i, der) in chain.iter().enumerate() {
+        let cert = parse_x509(path, der)?;
+        let which = match i {
+            0 => "the certificate".to_owned(),
+            _ => format!("certificate {} of the chain (an intermediate)", i + 1),
+        };
+        let validity = cert.validity();
+        let (not_before, not_after) = (
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        );
+        if not_after < now {
+            return refuse(format!(
+                "{which} has expired (not after {})",
+                rfc3339_secs(not_after)
+            ));
+        }
+        if not_before > now {
+            return refuse(format!(
+                "{which} is not valid yet (not before {})",
+                rfc3339_secs(not_before)
+            ));
+        }
+        earliest = earliest.min(not_after);
+    }
+    let leaf = parse_x509(path, &chain[0])?;
+    let usages = leaf
+        .extended_key_usage()
+        .map_err(|e| TlsError::Refused(format!("{file}: unreadable extended key usage: {e}")))?;
+    if let Some(usages) = usages.map(|ext| ext.value).filter(|u| !u.any) {
+        if !usages.server_auth {
+            return refuse("not a server certificate: its extended key usage lacks serverAuth, so clients and peers would refuse it".into());
+        }
+        if client_too && !usages.client_auth {
+            return refuse("its extended key usage lacks clientAuth, and with --tls-ca the node presents it to its peers as its client certificate, which they would refuse".into());
+        }
+    }
+    Ok(earliest)
 }
 
 /// Refuses a certificate of this node that its peers would refuse: one that `--tls-ca` does

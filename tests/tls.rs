@@ -941,3 +941,103 @@ fn refused_at_start(args: &[String]) -> String {
     assert_eq!(errors.len(), 1, "one error line: {stderr}");
     errors[0].to_owned()
 }
+
+/// Review: the node checked its own certificate only against --tls-ca (when given). A
+/// certificate it cannot serve with (only clientAuth), cannot gossip with as a client under
+/// --tls-ca (only serverAuth), expired, not yet valid or with another key is refused at start
+/// with one line naming the cause, and on a reload the old one stays, counted and logged.
+#[test]
+fn an_unusable_own_certificate_is_refused_at_start_and_on_reload_with_the_cause() {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let dir = TempDir::new("tls-own-usage");
+    let ca = Ca::new(&dir.0, "usage");
+    let names = &["localhost", "127.0.0.1"];
+    let client_only = ca.issue("client-only", 0x31, names, &[ClientAuth], Validity::Now);
+    let server_only = ca.issue("server-only", 0x32, names, &[ServerAuth], Validity::Now);
+    let expired = ca.issue("expired", 0x33, names, NODE, Validity::Expired);
+    let not_yet = ca.issue("not-yet", 0x34, names, NODE, Validity::NotYet);
+    let other_key = Leaf {
+        cert: ca.leaf("a", 0x35).cert,
+        key: ca.leaf("b", 0x36).key,
+    };
+    let ca_flag = strings(&["--tls-ca", &ca.pem.display().to_string()]);
+    let cases: Vec<(&Leaf, &[String], &str)> = vec![
+        (&client_only, &[], "lacks serverAuth"),
+        (&client_only, &ca_flag, "lacks serverAuth"),
+        (&server_only, &ca_flag, "lacks clientAuth"),
+        (&expired, &[], "has expired"),
+        (&not_yet, &[], "not valid yet"),
+        (&other_key, &[], "do not go together"),
+    ];
+    for (leaf, extra, cause) in cases {
+        let line = refused_at_start(&[&leaf.serve_args()[..], extra].concat());
+        assert!(line.contains(cause), "{cause}: {line}");
+        let file = leaf.cert.display().to_string();
+        assert!(line.contains(&file), "names the file: {line}");
+    }
+    // Without --tls-ca the certificate is never a client's: serverAuth alone serves.
+    let alone = start(&server_only.serve_args());
+    assert_eq!(served_serial(alone.addr()).as_deref(), Some("32"));
+
+    let (live, node, logs) = Live::start(&dir, &ca, &ca.leaf("node", 0x11));
+    for (n, (leaf, cause)) in [
+        (&client_only, "lacks serverAuth"),
+        (&expired, "has expired"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        live.install(leaf);
+        node.signal("HUP");
+        wait_until(&format!("the refusal ({cause}) is logged"), WAIT, || {
+            logs.text()
+                .lines()
+                .any(|l| l.contains("not reloaded") && l.contains(cause))
+        });
+        assert_eq!(served_serial(node.addr()).as_deref(), Some("11"), "{cause}");
+        wait_until(&format!("the refusal ({cause}) is counted"), WAIT, || {
+            metric_tls(&ca, &node.url, "discovery_tls_reload_failures_total") == (n + 1) as f64
+        });
+    }
+}
+
+/// Issue 11 review: "when does my certificate expire?" answered by a gauge (Unix time, as
+/// cert-manager and the blackbox exporter give it), by `/v1/peers`, and by a warning while
+/// it expires within 7 days; all follow a rotation.
+#[test]
+fn the_certificate_expiry_gauge_and_warning_follow_a_rotation() {
+    let dir = TempDir::new("tls-expiry");
+    let ca = Ca::new(&dir.0, "expiry");
+    let names = &["localhost", "127.0.0.1"];
+    let year = ca.issue("node", 0x41, names, NODE, Validity::Days(365));
+    let days = ca.issue("node", 0x42, names, NODE, Validity::Days(3));
+    let (live, node, logs) = Live::start(&dir, &ca, &year);
+    let gauge = |which: &str| {
+        let series =
+            format!("discovery_tls_certificate_not_after_seconds{{certificate=\"{which}\"}}");
+        metric_tls(&ca, &node.url, &series) as i64
+    };
+    assert_eq!(gauge("node"), common::certs::not_after(&year.cert));
+    assert_eq!(gauge("ca"), common::certs::not_after(&ca.pem));
+    assert!(!logs.contains("expires within"), "{}", logs.text());
+
+    live.install(&days);
+    node.signal("HUP");
+    let expected = common::certs::not_after(&days.cert);
+    wait_until("the gauge follows the rotation", WAIT, || {
+        gauge("node") == expected
+    });
+    wait_until("a warning says it expires soon", WAIT, || {
+        logs.contains("expires within 7 days")
+    });
+    let peers = peers_of(&ca, &node.url);
+    let shown = peers["tls_certificate_not_after"]
+        .as_str()
+        .unwrap_or_default();
+    let unix = humantime::parse_rfc3339_weak(shown)
+        .unwrap_or_else(|e| panic!("{shown:?}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert_eq!(unix, expected, "{peers}");
+}
