@@ -496,3 +496,48 @@ fn a_host_that_died_during_a_long_freeze_is_not_served_when_the_node_resumes() {
     );
     assert_eq!(hosts(&a, "web").map(|h| h.len()), Some(5));
 }
+
+/// `(address, state)` of every peer a node's `/v1/peers` lists, sorted, and the node's own
+/// `address`.
+fn peer_rows(node: &Node) -> (Vec<(String, String)>, Option<String>) {
+    let peers = get_json(&format!("{}/v1/peers", node.url)).unwrap_or_default();
+    let field = |v: &serde_json::Value, k: &str| v[k].as_str().map(str::to_owned);
+    let mut rows: Vec<(String, String)> = peers["peers"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|p| Some((field(p, "address")?, field(p, "state")?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.sort();
+    (rows, field(&peers, "address"))
+}
+
+/// `--advertise` over plain HTTP (issue 11 review finding 9 added it for TLS): a node that
+/// gives `http://localhost` is dialled and listed by that name, also by a node that only
+/// learned of it; one without it is listed by its listen address, as before.
+#[test]
+fn peers_list_a_node_by_its_advertised_name_and_others_by_their_listen_address() {
+    let interval = ["--gossip-interval", "200ms"];
+    let a = Node::start(
+        &[
+            &["--node-id", "a", "--advertise", "http://localhost"][..],
+            &interval,
+        ]
+        .concat(),
+    );
+    let a_name = a.url.replace("127.0.0.1", "localhost");
+    let b = Node::start(&[&["--node-id", "b", "--peers", &a_name][..], &interval].concat());
+    let c = Node::start(&[&["--node-id", "c", "--peers", &a_name][..], &interval].concat());
+    let alive = |url: &str| (url.to_owned(), "alive".to_owned());
+    let mut from_c = vec![alive(&a_name), alive(&b.url)];
+    from_c.sort();
+    let mut from_a = vec![alive(&b.url), alive(&c.url)];
+    from_a.sort();
+    wait_until("every node lists the others, a by its name", WAIT, || {
+        peer_rows(&a) == (from_a.clone(), Some(a_name.clone()))
+            && peer_rows(&c) == (from_c.clone(), Some(c.url.clone()))
+            && peer_rows(&b).0.contains(&alive(&a_name))
+    });
+}
