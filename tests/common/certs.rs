@@ -52,6 +52,8 @@ pub enum Validity {
     Days(i64),
     /// From 30 days from now.
     NotYet,
+    /// From this many seconds from now, for a year.
+    InSeconds(i64),
 }
 
 /// A test CA: its certificate is `<dir>/<name>-ca.pem`.
@@ -155,6 +157,10 @@ impl Ca {
             ),
             Validity::Days(days) => (in_days(-1), in_days(days)),
             Validity::NotYet => (in_days(30), in_days(365)),
+            Validity::InSeconds(secs) => (
+                time::OffsetDateTime::now_utc() + time::Duration::seconds(secs),
+                in_days(365),
+            ),
         };
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         let leaf = Leaf {
