@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::gossip::{self, advertised, normalize_peer};
+use crate::gossip::{self, advertised, normalize_peer, peer_url};
 use crate::registry::{NodeId, RegistryConfig};
 use crate::tls::{TlsArgs, TlsFiles};
 
@@ -294,10 +294,16 @@ fn peer_with_scheme(url: &str, scheme: &str) -> Result<String, ConfigError> {
 }
 
 /// `--advertise`: `SCHEME://HOST[:PORT]` with the node's scheme (a port 0 is refused: the
-/// bound port is what "no port" means).
-fn advertise_with_scheme(url: &str, scheme: &str) -> Result<String, ConfigError> {
+/// bound port is what "no port" means), a peer URL with `listen_port` (the longest port when
+/// that is 0: the bound one is not known yet, and must fit whatever it is), and none of
+/// `peers`: a node's own address among its peers is a mistake in one of the two flags.
+fn advertise_with_scheme(
+    url: &str,
+    scheme: &str,
+    listen_port: u16,
+    peers: &[String],
+) -> Result<String, ConfigError> {
     let url = url.trim().trim_end_matches('/');
-    // Any port stands for the bound one here: only the form is checked.
     if advertised(url, 1).is_none() {
         return Err(bad(
             "advertise",
@@ -312,6 +318,29 @@ fn advertise_with_scheme(url: &str, scheme: &str) -> Result<String, ConfigError>
             _ => "an https:// address needs --tls-cert and --tls-key",
         };
         return Err(bad("advertise", format!("{url:?}: {why}")));
+    }
+    let port = match listen_port {
+        0 => u16::MAX,
+        port => port,
+    };
+    let Some(own) = advertised(url, port) else {
+        return Err(bad(
+            "advertise",
+            format!(
+                "{url:?}: with the port ({port}) it is longer than a peer URL may be ({} bytes)",
+                gossip::MAX_PEER_URL_LEN
+            ),
+        ));
+    };
+    if listen_port != 0 || peer_url(url).is_some() {
+        if let Some(peer) = peers.iter().find(|p| **p == own) {
+            return Err(bad(
+                "advertise",
+                format!(
+                    "{own} is also in --peers ({peer}): --advertise is this node's own address, --peers the others'; one of the two is wrong"
+                ),
+            ));
+        }
     }
     Ok(url.to_owned())
 }
@@ -417,7 +446,12 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let advertise = match args.advertise {
             None => None,
-            Some(url) => Some(advertise_with_scheme(&url, scheme)?),
+            Some(url) => Some(advertise_with_scheme(
+                &url,
+                scheme,
+                args.listen.port(),
+                &peers,
+            )?),
         };
         let peers_dns = match args.peers_dns {
             None => None,
@@ -635,6 +669,62 @@ mod tests {
             let err = config(&refused).unwrap_err().to_string();
             assert!(err.starts_with("--advertise"), "{refused:?}: {err}");
         }
+    }
+
+    /// Review finding 1: `--advertise` equal to a `--peers` entry dropped that peer in
+    /// silence (one peer: a node serving empty lists); now it is refused at start.
+    #[test]
+    fn advertise_equal_to_a_configured_peer_is_refused() {
+        let listen = ["--listen", "127.0.0.1:7000"];
+        for (advertise, peers) in [
+            ("http://b:7001", "http://b:7001"),
+            ("http://B:7001/", "b:7001"),
+            ("http://b", "http://b:7000"),
+        ] {
+            let flags = [&listen[..], &["--advertise", advertise, "--peers", peers]].concat();
+            let err = config(&flags).unwrap_err().to_string();
+            assert!(
+                err.contains("is also in --peers"),
+                "{advertise} {peers}: {err}"
+            );
+        }
+        let flags = [
+            &listen[..],
+            &["--advertise", "http://a", "--peers", "http://b:7000"],
+        ]
+        .concat();
+        config(&flags).unwrap();
+    }
+
+    /// Review finding 5: the check used port 1 and the node the bound port, so an address
+    /// that fit the URL limit with one digit but not with the real port was accepted and the
+    /// node then advertised nothing. The limit, and one past it, with the real port.
+    #[test]
+    fn advertise_is_checked_against_the_url_limit_with_the_listen_port() {
+        let limit = gossip::MAX_PEER_URL_LEN;
+        let with_port = |host_len: usize, listen: &str| {
+            let url = format!("http://{}", "a".repeat(host_len));
+            config(&["--listen", listen, "--advertise", &url]).map(|_| ())
+        };
+        // "http://" + host + ":7000" is the whole URL.
+        let fits = limit - "http://".len() - ":7000".len();
+        with_port(fits, "127.0.0.1:7000").unwrap();
+        let err = with_port(fits + 1, "127.0.0.1:7000")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("longer than a peer URL"), "{err}");
+        // A free port (0) may be any: the longest must fit.
+        let fits = limit - "http://".len() - ":65535".len();
+        with_port(fits, "127.0.0.1:0").unwrap();
+        with_port(fits + 1, "127.0.0.1:0").unwrap_err();
+        // And the node computes the same address once bound.
+        let url = format!("http://{}", "a".repeat(fits));
+        let config = config(&["--listen", "127.0.0.1:0", "--advertise", &url]).unwrap();
+        let bound = "127.0.0.1:65535".parse().unwrap();
+        let own = gossip::own_address(&config.gossip(), bound)
+            .unwrap()
+            .unwrap();
+        assert_eq!(own.len(), limit);
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl Server {
             .map(TcpListener::local_addr)
             .transpose()?;
         let gossip_settings = config.gossip();
+        let own = gossip::own_address(&gossip_settings, addr).map_err(std::io::Error::other)?;
         let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
@@ -85,6 +86,7 @@ impl Server {
             shared.clone(),
             gossip_settings,
             addr,
+            own,
             shutdown.clone(),
             &tasks,
             peer_tls,
