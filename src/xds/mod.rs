@@ -44,6 +44,7 @@ use stream::{Outbound, Streams};
 
 use crate::accept::Acceptor;
 use crate::state::{now, NodeState};
+use crate::tls::Tls;
 
 /// How long a burst of changes is gathered before streams wake: one update per stream for
 /// a burst, at the cost of this much latency.
@@ -62,10 +63,11 @@ pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 100;
 /// path, a few gRPC headers and at most a token.
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 
-/// Serves xDS on `listener` until shutdown.
+/// Serves xDS on `listener` until shutdown: over TLS only when the node has `tls`.
 pub(crate) fn spawn(
     shared: Arc<NodeState>,
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
@@ -86,7 +88,7 @@ pub(crate) fn spawn(
     let eds =
         EndpointDiscoveryServiceServer::new(Eds(streams)).max_decoding_message_size(max_message);
     let acceptor = Acceptor::new(listener, limits.max_connections, "xDS");
-    let incoming = listener::incoming(acceptor, limits.read_timeout, shutdown.clone(), tasks);
+    let incoming = listener::incoming(acceptor, tls, shared.clone(), shutdown.clone(), tasks);
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_max_header_list_size(MAX_HEADER_LIST)

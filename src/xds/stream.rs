@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::listener::ConnInfo;
 use super::protocol::{Delta, Refused, Reply, Sotw, TypeSummary};
 use super::resources::{Cache, Kind, Source};
 use crate::auth::{self, Access};
@@ -29,6 +30,7 @@ use crate::metrics::XdsEvent;
 use crate::registry::rfc3339;
 use crate::state::{now, NodeState};
 use crate::throttle::Throttle;
+use crate::tls::Identity;
 
 /// A response stream as tonic wants it.
 pub(crate) type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -121,6 +123,13 @@ impl Streams {
         protocol: &'static str,
         only: Option<Kind>,
     ) -> Result<Response<Outbound<P::Response>>, Status> {
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let identity = conn.as_ref().and_then(|c| c.identity.clone());
+        // A connection whose client certificate is refused (now: a reload may have withdrawn
+        // it since the handshake) opens no stream, as it reaches no HTTP handler.
+        if let Some(why) = identity.as_ref().and_then(|i| i.cert().refused) {
+            return Err(Status::unauthenticated(why));
+        }
         let headers = request.metadata().clone().into_headers();
         if !auth::allowed(&self.shared.config.tokens, Access::Read, &headers) {
             return Err(Status::unauthenticated(
@@ -133,7 +142,7 @@ impl Streams {
                 self.shared.config.limits.max_connections
             )));
         };
-        let peer = request.remote_addr();
+        let peer = conn.and_then(|c| c.tcp.remote_addr());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let task = Task {
@@ -144,7 +153,7 @@ impl Streams {
             only,
             protocol,
         };
-        self.tasks.spawn(task.run::<P>(inbound, peer));
+        self.tasks.spawn(task.run::<P>(inbound, peer, identity));
         // The slot goes with the response stream, not the task: a task that gave up on a
         // client that does not read ends, but its HTTP/2 stream stays open (and holds memory)
         // until tonic drops it, and must count until then.
@@ -177,7 +186,17 @@ impl<R: Send + 'static> Task<R> {
         mut self,
         mut inbound: Streaming<P::Request>,
         peer: Option<SocketAddr>,
+        identity: Option<Arc<Identity>>,
     ) {
+        // A reload that withdraws the client certificate ends the stream.
+        let mut reloads = identity.as_ref().map(|i| i.reloads());
+        let withdrawn = async {
+            match (&identity, &mut reloads) {
+                (Some(identity), Some(reloads)) => identity.withdrawn(reloads).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::pin!(withdrawn);
         let shared = self.shared.clone();
         let peer = peer.map_or_else(String::new, |p| p.to_string());
         let entry = shared
@@ -190,6 +209,7 @@ impl<R: Send + 'static> Task<R> {
         let end = loop {
             tokio::select! {
                 _ = shared.shutdown.cancelled() => break End::Gone,
+                why = &mut withdrawn => break End::Refused(Status::unauthenticated(why)),
                 message = inbound.message() => match message {
                     Ok(Some(request)) => {
                         if node_id.is_none() {
