@@ -9,7 +9,8 @@
 //! - [`clients`]: the open streams, for `GET /v1/xds/clients`.
 //!
 //! Changes reach streams through one signal: the change hub's counter, which [`pump`]
-//! coalesces (a burst of writes within [`COALESCE`] wakes each stream once). This layer reads
+//! coalesces (a burst of writes within [`COALESCE`] wakes each stream once) after building the
+//! burst's resources once for every stream (a [`resources::Snapshot`]). This layer reads
 //! `NodeState` like the HTTP layer does and never talks to gossip or HTTP.
 
 pub(crate) mod clients;
@@ -39,11 +40,11 @@ use tonic::{Request, Response, Status, Streaming};
 pub(crate) use clients::Clients;
 
 use protocol::{Delta, Sotw};
-use resources::{Cache, Kind};
+use resources::{Catalog, Kind};
 use stream::{Outbound, Streams};
 
 use crate::accept::Acceptor;
-use crate::state::{now, NodeState};
+use crate::state::NodeState;
 
 /// How long a burst of changes is gathered before streams wake: one update per stream for
 /// a burst, at the cost of this much latency.
@@ -69,13 +70,13 @@ pub(crate) fn spawn(
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
-    let cache = Arc::new(Cache::default());
+    let catalog = Arc::new(Catalog::default());
     let (changes_tx, changes_rx) = watch::channel(0u64);
-    tasks.spawn(pump(shared.clone(), cache.clone(), changes_tx));
+    tasks.spawn(pump(shared.clone(), catalog.clone(), changes_tx));
     let streams = Arc::new(Streams {
         slots: Arc::new(Semaphore::new(shared.config.limits.max_connections)),
         shared: shared.clone(),
-        cache,
+        catalog,
         changes: changes_rx,
         tasks: tasks.clone(),
     });
@@ -102,9 +103,9 @@ pub(crate) fn spawn(
     });
 }
 
-/// Turns the change hub's counter into the streams' wake-up signal, one per burst, and
-/// drops cached resources of services that went away.
-async fn pump(shared: Arc<NodeState>, cache: Arc<Cache>, changes_tx: watch::Sender<u64>) {
+/// Turns the change hub's counter into the streams' wake-up signal, one per burst, with the
+/// burst's resources built before the streams wake (they take [`Catalog::latest`]).
+async fn pump(shared: Arc<NodeState>, catalog: Arc<Catalog>, changes_tx: watch::Sender<u64>) {
     let mut changes = shared.routing_changes();
     loop {
         tokio::select! {
@@ -113,8 +114,8 @@ async fn pump(shared: Arc<NodeState>, cache: Arc<Cache>, changes_tx: watch::Send
         }
         // Gathers the rest of a burst: the writes of one heartbeat storm or gossip round.
         tokio::time::sleep(COALESCE).await;
-        changes.borrow_and_update();
-        cache.forget_gone(&shared.registry, now());
+        let generation = *changes.borrow_and_update();
+        catalog.at_least(&shared, generation).await;
         changes_tx.send_modify(|n| *n = n.wrapping_add(1));
     }
 }

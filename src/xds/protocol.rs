@@ -124,31 +124,34 @@ impl Subscription {
         Ok(changed)
     }
 
-    /// The resources it covers now, by name, plus the listeners and clusters of `held` (the
-    /// names the client holds) that it still covers.
-    fn resources<'a>(
-        &self,
-        kind: Kind,
-        source: &dyn Source,
-        held: impl Iterator<Item = &'a String>,
-    ) -> BTreeMap<String, Arc<Resource>> {
-        let mut out = BTreeMap::new();
-        let wildcard = if self.wildcard {
-            source.names()
-        } else {
-            Vec::new()
-        };
-        let mut add = |name: &str| {
-            if !out.contains_key(name) {
-                if let Some(r) = source.resource(kind, name) {
-                    out.insert(name.to_owned(), r);
-                }
+    /// The resources it covers now, sorted by name, plus the listeners and clusters of `held`
+    /// (what the client holds, sorted by name) that it still covers: those are never deleted
+    /// (see the module docs), and are taken as held when the registry no longer has them.
+    fn resources(&self, kind: Kind, source: &dyn Source, held: &[Arc<Resource>]) -> Resources {
+        let all = if self.wildcard { source.all(kind) } else { &[] };
+        let mut out = all.to_vec();
+        let keep = kind != Kind::Endpoints;
+        let mut extra = |name: &str, held: Option<&Arc<Resource>>| {
+            if find(all, name).is_some() {
+                return;
+            }
+            if let Some(r) = held.cloned().or_else(|| source.resource(kind, name)) {
+                out.push(r);
             }
         };
-        wildcard.iter().chain(&self.names).for_each(|n| add(n));
-        held.filter(|name| kind != Kind::Endpoints && self.covers(name))
-            .for_each(|n| add(n));
-        out
+        for name in &self.names {
+            extra(name, find(held, name).filter(|_| keep));
+        }
+        if keep {
+            for r in held.iter().filter(|r| self.covers(&r.name)) {
+                extra(&r.name, Some(r));
+            }
+        }
+        if out.len() > all.len() {
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            out.dedup_by(|a, b| a.name == b.name);
+        }
+        Resources(out)
     }
 
     fn covers(&self, name: &str) -> bool {
@@ -171,16 +174,33 @@ fn servable(name: &str) -> bool {
 /// longer one is forgotten, so the resource is simply sent.
 const MAX_VERSION_LEN: usize = 64;
 
-/// A version for a set of resources: equal sets give equal versions on every node.
-fn set_version(resources: &BTreeMap<String, Arc<Resource>>) -> String {
-    let mut h = Xxh3::new();
-    for (name, r) in resources {
-        h.update(name.as_bytes());
-        h.update(&[0]);
-        h.update(r.version.as_bytes());
-        h.update(&[0]);
+/// Resources sorted by name, each name once.
+struct Resources(Vec<Arc<Resource>>);
+
+impl Resources {
+    /// A version for the set: equal sets give equal versions on every node.
+    fn version(&self) -> String {
+        let mut h = Xxh3::new();
+        for r in &self.0 {
+            h.update(r.name.as_bytes());
+            h.update(&[0]);
+            h.update(r.version.as_bytes());
+            h.update(&[0]);
+        }
+        format!("{:016x}", h.digest())
     }
-    format!("{:016x}", h.digest())
+
+    fn contains(&self, name: &str) -> bool {
+        find(&self.0, name).is_some()
+    }
+}
+
+/// The resource of that name in a list sorted by name.
+fn find<'a>(sorted: &'a [Arc<Resource>], name: &str) -> Option<&'a Arc<Resource>> {
+    sorted
+        .binary_search_by(|r| r.name.as_str().cmp(name))
+        .ok()
+        .map(|i| &sorted[i])
 }
 
 /// Per-type bookkeeping common to both variants.
@@ -235,8 +255,8 @@ struct TypeState {
     sent: Sent,
     /// SotW: the version the client said it has when it (re)connected.
     client_version: String,
-    /// SotW: the names in the latest response.
-    sent_names: Vec<String>,
+    /// SotW: the resources in the latest response, sorted by name.
+    sent_resources: Vec<Arc<Resource>>,
     /// Delta: what the client holds, name to version, counting what was sent as held...
     known: BTreeMap<String, String>,
     /// ...until a NACK says otherwise: the entries of `known` as they were before the
@@ -324,8 +344,8 @@ impl Sotw {
         } = &mut self.0;
         *pending = false;
         for (kind, state) in types {
-            let resources = state.sub.resources(*kind, source, state.sent_names.iter());
-            let version = set_version(&resources);
+            let resources = state.sub.resources(*kind, source, &state.sent_resources);
+            let version = resources.version();
             let current = state
                 .sent
                 .version
@@ -338,14 +358,14 @@ impl Sotw {
             state.sent.nonce = nonce.to_string();
             state.sent.answered = false;
             state.sent.version = Some(version.clone());
-            state.sent_names = resources.keys().cloned().collect();
             out.push(DiscoveryResponse {
                 version_info: version,
-                resources: resources.values().map(|r| r.any.clone()).collect(),
+                resources: resources.0.iter().map(|r| r.any.clone()).collect(),
                 type_url: kind.url().to_owned(),
                 nonce: state.sent.nonce.clone(),
                 ..Default::default()
             });
+            state.sent_resources = resources.0;
         }
         out
     }
@@ -423,21 +443,28 @@ impl Delta {
         } = &mut self.0;
         *pending = false;
         for (kind, state) in types {
-            let resources = state.sub.resources(*kind, source, state.known.keys());
+            // What the client holds is in `known` by version; listeners and clusters it holds
+            // are never removed (see the module docs) and, depending on their name only, never
+            // change: those the registry no longer has need no look-up.
+            let resources = state.sub.resources(*kind, source, &[]);
             let changed: Vec<&Arc<Resource>> = resources
-                .values()
+                .0
+                .iter()
                 .filter(|r| state.known.get(&r.name) != Some(&r.version))
                 .collect();
-            let removed: Vec<String> = state
-                .known
-                .keys()
-                .filter(|name| !resources.contains_key(*name))
-                .cloned()
-                .collect();
+            let removed: Vec<String> = match kind {
+                Kind::Endpoints => state
+                    .known
+                    .keys()
+                    .filter(|name| !resources.contains(name))
+                    .cloned()
+                    .collect(),
+                Kind::Listener | Kind::Cluster => Vec::new(),
+            };
             if changed.is_empty() && removed.is_empty() {
                 continue;
             }
-            let version = set_version(&resources);
+            let version = resources.version();
             if state.sent.nacked.as_deref() == Some(&version) {
                 continue;
             }
@@ -494,21 +521,50 @@ mod tests {
 
     use super::*;
 
-    /// A fixed set of services: name to content version.
+    /// A fixed set of services: name to content version, and their resources as a snapshot
+    /// holds them.
     #[derive(Default)]
-    struct Fixed(BTreeMap<String, String>);
+    struct Fixed {
+        versions: BTreeMap<String, String>,
+        all: [Vec<Arc<Resource>>; 3],
+    }
 
     impl Fixed {
         fn set(&mut self, name: &str, version: &str) {
-            self.0.insert(name.into(), version.into());
+            self.versions.insert(name.into(), version.into());
+            self.rebuild();
+        }
+
+        fn remove(&mut self, name: &str) {
+            self.versions.remove(name);
+            self.rebuild();
+        }
+
+        fn clear(&mut self) {
+            self.versions.clear();
+            self.rebuild();
+        }
+
+        fn rebuild(&mut self) {
+            for kind in [Kind::Listener, Kind::Cluster, Kind::Endpoints] {
+                self.all[kind as usize] = self
+                    .versions
+                    .keys()
+                    .filter_map(|name| self.resource(kind, name))
+                    .collect();
+            }
         }
     }
 
     impl Source for Fixed {
+        fn all(&self, kind: Kind) -> &[Arc<Resource>] {
+            &self.all[kind as usize]
+        }
+
         fn resource(&self, kind: Kind, name: &str) -> Option<Arc<Resource>> {
-            // As the catalog: a listener or cluster for any name, endpoints for services.
+            // As a snapshot: a listener or cluster for any name, endpoints for services.
             let fixed = "static".to_string();
-            let version = match (self.0.get(name), kind) {
+            let version = match (self.versions.get(name), kind) {
                 (Some(version), Kind::Endpoints) => version,
                 (_, Kind::Listener | Kind::Cluster) => &fixed,
                 (None, Kind::Endpoints) => return None,
@@ -521,9 +577,6 @@ mod tests {
                     value: format!("{name}@{version}").into_bytes(),
                 },
             }))
-        }
-        fn names(&self) -> Vec<String> {
-            self.0.keys().cloned().collect()
         }
     }
 
@@ -638,7 +691,7 @@ mod tests {
         assert_eq!(names_in(&s.responses(&src)[0]), ["web@1"]);
         src.set("db", "1");
         assert_eq!(names_in(&s.responses(&src)[0]), ["db@1", "web@1"]);
-        src.0.remove("web");
+        src.remove("web");
         assert_eq!(names_in(&s.responses(&src)[0]), ["db@1"]);
     }
 
@@ -652,7 +705,7 @@ mod tests {
             req.type_url = kind.url().into();
             s.request(kind, &req).unwrap();
             assert_eq!(names_in(&s.responses(&src)[0]), ["web@static"]);
-            src.0.remove("web");
+            src.remove("web");
             src.set("db", "1");
             assert_eq!(
                 names_in(&s.responses(&src)[0]),
@@ -665,7 +718,7 @@ mod tests {
             d.request(kind, &req).unwrap();
             let r = d.responses(&src).remove(0);
             assert_eq!(r.resources.len(), 1, "db");
-            src.0.clear();
+            src.clear();
             assert!(d.responses(&src).is_empty(), "nothing removed");
         }
     }
@@ -747,7 +800,7 @@ mod tests {
             ("web", "2")
         );
         assert!(r.removed_resources.is_empty());
-        src.0.remove("db");
+        src.remove("db");
         let r = d.responses(&src).remove(0);
         assert!(r.resources.is_empty());
         assert_eq!(r.removed_resources, ["db"]);

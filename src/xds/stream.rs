@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::protocol::{Delta, Refused, Reply, Sotw, TypeSummary};
-use super::resources::{Cache, Kind, Source};
+use super::resources::{Catalog, Kind, Source};
 use crate::auth::{self, Access};
 use crate::metrics::XdsEvent;
 use crate::registry::rfc3339;
@@ -103,7 +103,7 @@ impl Protocol for Delta {
 /// What every stream of a node shares.
 pub(crate) struct Streams {
     pub shared: Arc<NodeState>,
-    pub cache: Arc<Cache>,
+    pub catalog: Arc<Catalog>,
     /// Bumped once per coalesced burst of registry changes (see `xds::pump`).
     pub changes: watch::Receiver<u64>,
     pub tasks: TaskTracker,
@@ -138,7 +138,7 @@ impl Streams {
         let (tx, rx) = mpsc::channel(4);
         let task = Task {
             shared: self.shared.clone(),
-            cache: self.cache.clone(),
+            catalog: self.catalog.clone(),
             changes: self.changes.clone(),
             tx,
             only,
@@ -157,7 +157,7 @@ impl Streams {
 
 struct Task<R> {
     shared: Arc<NodeState>,
-    cache: Arc<Cache>,
+    catalog: Arc<Catalog>,
     changes: watch::Receiver<u64>,
     tx: mpsc::Sender<Result<R, Status>>,
     only: Option<Kind>,
@@ -188,7 +188,8 @@ impl<R: Send + 'static> Task<R> {
         let mut node_id = None;
         let mut pace = Pace::new(tokio::time::Instant::now());
         let end = loop {
-            tokio::select! {
+            // Whether a request is what there is to answer (else a change woke the stream).
+            let asked = tokio::select! {
                 _ = shared.shutdown.cancelled() => break End::Gone,
                 message = inbound.message() => match message {
                     Ok(Some(request)) => {
@@ -216,6 +217,7 @@ impl<R: Send + 'static> Task<R> {
                             // An ACK, a stale nonce, a type not served: nothing to compute.
                             continue;
                         }
+                        true
                     }
                     Ok(None) => break End::Gone,
                     Err(status) => {
@@ -223,15 +225,26 @@ impl<R: Send + 'static> Task<R> {
                         break End::Refused(status);
                     }
                 },
-                changed = self.changes.changed() => if changed.is_err() { break End::Gone },
-            }
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        break End::Gone;
+                    }
+                    false
+                }
+            };
             if !shared.is_ready() {
                 continue;
             }
-            let responses = {
-                let catalog = self.cache.catalog(&shared.registry, now());
-                state.responses(&catalog)
+            // A change's wake-up comes with its snapshot built. A request is answered with
+            // every change before it, such as the write its client just made: a change not yet
+            // through the pump is built now (once, for every stream that asks meanwhile).
+            let snapshot = if asked {
+                let generation = shared.routing_generation();
+                self.catalog.at_least(&shared, generation).await
+            } else {
+                self.catalog.latest()
             };
+            let responses = state.responses(&*snapshot);
             if responses.is_empty() {
                 continue;
             }
@@ -255,7 +268,6 @@ impl<R: Send + 'static> Task<R> {
             if gone {
                 break End::Gone;
             }
-            summarize(&entry, &state.summary());
         };
         if let End::Refused(status) = end {
             tracing::debug!(%peer, error = %status.message(), "xDS stream refused");
