@@ -6,6 +6,8 @@
 //!   same prepared views and the same mapping as REST EDS;
 //! - [`protocol`]: versions, nonces, ACK/NACK, subscriptions, as pure state machines;
 //! - [`stream`]: one task per stream;
+//! - [`grpc`] and [`wire`]: the ADS and EDS services, whose responses are written around the
+//!   resources' bytes encoded once;
 //! - [`clients`]: the open streams, for `GET /v1/xds/clients`.
 //!
 //! Changes reach streams through one signal: the change hub's counter, which [`pump`]
@@ -14,34 +16,26 @@
 //! `NodeState` like the HTTP layer does and never talks to gossip or HTTP.
 
 pub(crate) mod clients;
+mod grpc;
 mod listener;
 mod protocol;
 mod resources;
 mod stream;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
-    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
-};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::{Request, Response, Status, Streaming};
 
 pub(crate) use clients::Clients;
 
-use protocol::{Delta, Sotw};
-use resources::{Catalog, Kind};
-use stream::{Outbound, Streams};
+use grpc::{Ads, Eds};
+use resources::Catalog;
+use stream::Streams;
 
 use crate::accept::Acceptor;
 use crate::state::NodeState;
@@ -82,10 +76,14 @@ pub(crate) fn spawn(
     });
     let limits = &shared.config.limits;
     let max_message = limits.xds_max_message;
-    let ads = AggregatedDiscoveryServiceServer::new(Ads(streams.clone()))
-        .max_decoding_message_size(max_message);
-    let eds =
-        EndpointDiscoveryServiceServer::new(Eds(streams)).max_decoding_message_size(max_message);
+    let ads = Ads {
+        streams: streams.clone(),
+        max_message,
+    };
+    let eds = Eds {
+        streams,
+        max_message,
+    };
     let acceptor = Acceptor::new(listener, limits.max_connections, "xDS");
     let incoming = listener::incoming(acceptor, limits.read_timeout, shutdown.clone(), tasks);
     let server = tonic::transport::Server::builder()
@@ -117,60 +115,6 @@ async fn pump(shared: Arc<NodeState>, catalog: Arc<Catalog>, changes_tx: watch::
         let generation = *changes.borrow_and_update();
         catalog.at_least(&shared, generation).await;
         changes_tx.send_modify(|n| *n = n.wrapping_add(1));
-    }
-}
-
-struct Ads(Arc<Streams>);
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = Outbound<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = Outbound<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.0.open::<Sotw>(request, "ads", None)
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.0.open::<Delta>(request, "ads-delta", None)
-    }
-}
-
-struct Eds(Arc<Streams>);
-
-#[tonic::async_trait]
-impl EndpointDiscoveryService for Eds {
-    type StreamEndpointsStream = Outbound<DiscoveryResponse>;
-    type DeltaEndpointsStream = Outbound<DeltaDiscoveryResponse>;
-
-    async fn stream_endpoints(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamEndpointsStream>, Status> {
-        self.0.open::<Sotw>(request, "eds", Some(Kind::Endpoints))
-    }
-
-    async fn delta_endpoints(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaEndpointsStream>, Status> {
-        self.0
-            .open::<Delta>(request, "eds-delta", Some(Kind::Endpoints))
-    }
-
-    async fn fetch_endpoints(
-        &self,
-        _request: Request<DiscoveryRequest>,
-    ) -> Result<Response<DiscoveryResponse>, Status> {
-        Err(Status::unimplemented(
-            "FetchEndpoints is not served over gRPC: use StreamEndpoints, ADS, or the REST endpoint POST /v3/discovery:endpoints",
-        ))
     }
 }
 

@@ -26,13 +26,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use discovery_api::ServiceName;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    Resource as DeltaResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::resources::{Kind, Resource, Source};
+use super::wire::{DeltaResponse, SotwResponse};
 
 /// The most resource names one stream may subscribe to per type, and one request may name.
 pub(crate) const MAX_NAMES: usize = 10_000;
@@ -131,20 +129,23 @@ impl Subscription {
         let all = if self.wildcard { source.all(kind) } else { &[] };
         let mut out = all.to_vec();
         let keep = kind != Kind::Endpoints;
-        let mut extra = |name: &str, held: Option<&Arc<Resource>>| {
-            if find(all, name).is_some() {
-                return;
+        // Names come in order (a set, a sorted list), so each list is walked once.
+        let (mut in_all, mut in_held) = (Cursor::new(all), Cursor::new(held));
+        for name in &self.names {
+            if in_all.find(name).is_some() {
+                continue;
             }
+            let held = if keep { in_held.find(name) } else { None };
             if let Some(r) = held.cloned().or_else(|| source.resource(kind, name)) {
                 out.push(r);
             }
-        };
-        for name in &self.names {
-            extra(name, find(held, name).filter(|_| keep));
         }
         if keep {
+            let mut in_all = Cursor::new(all);
             for r in held.iter().filter(|r| self.covers(&r.name)) {
-                extra(&r.name, Some(r));
+                if in_all.find(&r.name).is_none() {
+                    out.push(r.clone());
+                }
             }
         }
         if out.len() > all.len() {
@@ -189,18 +190,28 @@ impl Resources {
         }
         format!("{:016x}", h.digest())
     }
-
-    fn contains(&self, name: &str) -> bool {
-        find(&self.0, name).is_some()
-    }
 }
 
-/// The resource of that name in a list sorted by name.
-fn find<'a>(sorted: &'a [Arc<Resource>], name: &str) -> Option<&'a Arc<Resource>> {
-    sorted
-        .binary_search_by(|r| r.name.as_str().cmp(name))
-        .ok()
-        .map(|i| &sorted[i])
+/// Finds names given in ascending order in a list sorted by name, walking it once.
+struct Cursor<'a> {
+    rest: &'a [Arc<Resource>],
+}
+
+impl<'a> Cursor<'a> {
+    fn new(sorted: &'a [Arc<Resource>]) -> Self {
+        Cursor { rest: sorted }
+    }
+
+    /// The resource named `name`, which sorts after every name asked before.
+    fn find(&mut self, name: &str) -> Option<&'a Arc<Resource>> {
+        let skip = self
+            .rest
+            .iter()
+            .take_while(|r| r.name.as_str() < name)
+            .count();
+        self.rest = &self.rest[skip..];
+        self.rest.first().filter(|r| r.name == name)
+    }
 }
 
 /// Per-type bookkeeping common to both variants.
@@ -335,7 +346,7 @@ impl Sotw {
 
     /// The responses to send now: one per type whose resources changed since its last
     /// response (and not to a version the client rejected).
-    pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DiscoveryResponse> {
+    pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<SotwResponse> {
         let mut out = Vec::new();
         let Types {
             types,
@@ -358,12 +369,11 @@ impl Sotw {
             state.sent.nonce = nonce.to_string();
             state.sent.answered = false;
             state.sent.version = Some(version.clone());
-            out.push(DiscoveryResponse {
+            out.push(SotwResponse {
                 version_info: version,
-                resources: resources.0.iter().map(|r| r.any.clone()).collect(),
-                type_url: kind.url().to_owned(),
+                resources: resources.0.clone(),
+                type_url: kind.url(),
                 nonce: state.sent.nonce.clone(),
-                ..Default::default()
             });
             state.sent_resources = resources.0;
         }
@@ -434,7 +444,7 @@ impl Delta {
 
     /// The responses to send now: per type, the resources the client lacks or holds at
     /// another version, and those it holds that are gone.
-    pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DeltaDiscoveryResponse> {
+    pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DeltaResponse> {
         let mut out = Vec::new();
         let Types {
             types,
@@ -453,12 +463,14 @@ impl Delta {
                 .filter(|r| state.known.get(&r.name) != Some(&r.version))
                 .collect();
             let removed: Vec<String> = match kind {
-                Kind::Endpoints => state
-                    .known
-                    .keys()
-                    .filter(|name| !resources.contains(name))
-                    .cloned()
-                    .collect(),
+                Kind::Endpoints => {
+                    let mut now = Cursor::new(&resources.0);
+                    let known = state.known.keys();
+                    known
+                        .filter(|name| now.find(name).is_none())
+                        .cloned()
+                        .collect()
+                }
                 Kind::Listener | Kind::Cluster => Vec::new(),
             };
             if changed.is_empty() && removed.is_empty() {
@@ -471,21 +483,12 @@ impl Delta {
             *nonce += 1;
             state.sent.nonce = nonce.to_string();
             state.sent.answered = false;
-            let response = DeltaDiscoveryResponse {
+            let response = DeltaResponse {
                 system_version_info: version.clone(),
-                resources: changed
-                    .iter()
-                    .map(|r| DeltaResource {
-                        name: r.name.clone(),
-                        version: r.version.clone(),
-                        resource: Some(r.any.clone()),
-                        ..Default::default()
-                    })
-                    .collect(),
-                type_url: kind.url().to_owned(),
+                resources: changed.iter().map(|r| Arc::clone(r)).collect(),
+                type_url: kind.url(),
                 removed_resources: removed.clone(),
                 nonce: state.sent.nonce.clone(),
-                ..Default::default()
             };
             for r in changed {
                 let before = state.known.insert(r.name.clone(), r.version.clone());
@@ -518,6 +521,7 @@ mod tests {
 
     use envoy_types::pb::google::protobuf::Any;
     use envoy_types::pb::google::rpc::Status;
+    use prost::Message;
 
     use super::*;
 
@@ -569,14 +573,11 @@ mod tests {
                 (_, Kind::Listener | Kind::Cluster) => &fixed,
                 (None, Kind::Endpoints) => return None,
             };
-            Some(Arc::new(Resource {
-                name: name.into(),
-                version: version.clone(),
-                any: Any {
-                    type_url: kind.url().into(),
-                    value: format!("{name}@{version}").into_bytes(),
-                },
-            }))
+            let any = Any {
+                type_url: kind.url().into(),
+                value: format!("{name}@{version}").into_bytes(),
+            };
+            Some(Arc::new(Resource::new(name.into(), version.clone(), &any)))
         }
     }
 
@@ -599,10 +600,10 @@ mod tests {
         req
     }
 
-    fn names_in(r: &DiscoveryResponse) -> Vec<String> {
+    fn names_in(r: &SotwResponse) -> Vec<String> {
         r.resources
             .iter()
-            .map(|a| String::from_utf8(a.value.clone()).unwrap())
+            .map(|r| String::from_utf8(Any::decode(r.any.clone()).unwrap().value).unwrap())
             .collect()
     }
 

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use discovery_api::ServiceName;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -100,8 +101,19 @@ pub(crate) struct Resource {
     pub name: String,
     /// Equal content gives an equal version on every node.
     pub version: String,
-    /// The packed message, encoded once and shared by every stream that sends it.
-    pub any: Any,
+    /// The message packed as a `google.protobuf.Any` and encoded, once: every stream that
+    /// sends it writes these bytes (see `wire`).
+    pub any: Bytes,
+}
+
+impl Resource {
+    pub(crate) fn new(name: String, version: String, any: &Any) -> Resource {
+        Resource {
+            name,
+            version,
+            any: any.encode_to_vec().into(),
+        }
+    }
 }
 
 /// Where streams find resources: a [`Snapshot`] of the registry, or a fixed set in tests.
@@ -279,11 +291,8 @@ fn pack<M: Message + Name>(message: &M) -> Any {
 
 /// A resource whose content is a function of its name only: versioned by its bytes.
 fn by_bytes(name: &ServiceName, any: Any) -> Resource {
-    Resource {
-        name: name.to_string(),
-        version: format!("{:016x}", xxh3_64(&any.value)),
-        any,
-    }
+    let version = format!("{:016x}", xxh3_64(&any.value));
+    Resource::new(name.to_string(), version, &any)
 }
 
 /// The `Listener` gRPC resolves `xds:///SERVICE` with.
@@ -379,11 +388,8 @@ fn endpoints(assignment: &discovery_api::ClusterLoadAssignment, hash: u64) -> Re
             .collect(),
         ..Default::default()
     };
-    Resource {
-        name: assignment.cluster_name.clone(),
-        version: format!("{hash:016x}"),
-        any: pack(&cla),
-    }
+    let version = format!("{hash:016x}");
+    Resource::new(assignment.cluster_name.clone(), version, &pack(&cla))
 }
 
 fn lb_endpoint(host: &discovery_api::LbEndpoint) -> LbEndpoint {

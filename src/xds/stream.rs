@@ -14,9 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::task::TaskTracker;
@@ -24,6 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::protocol::{Delta, Refused, Reply, Sotw, TypeSummary};
 use super::resources::{Catalog, Kind, Source};
+use super::wire::{DeltaResponse, Encode, SotwResponse};
 use crate::auth::{self, Access};
 use crate::metrics::XdsEvent;
 use crate::registry::rfc3339;
@@ -35,8 +34,8 @@ pub(crate) type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Sen
 
 /// What differs between SotW and delta streams.
 pub(crate) trait Protocol: Default + Send + 'static {
-    type Request: Send + 'static;
-    type Response: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: Encode + Send + 'static;
     fn type_url(request: &Self::Request) -> &str;
     fn node(request: &Self::Request) -> Option<&Node>;
     fn take(&mut self, kind: Kind, request: &Self::Request) -> Result<Reply, Refused>;
@@ -50,7 +49,7 @@ pub(crate) trait Protocol: Default + Send + 'static {
 
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     fn type_url(request: &DiscoveryRequest) -> &str {
         &request.type_url
     }
@@ -60,14 +59,14 @@ impl Protocol for Sotw {
     fn take(&mut self, kind: Kind, request: &DiscoveryRequest) -> Result<Reply, Refused> {
         self.request(kind, request)
     }
-    fn responses(&mut self, source: &dyn Source) -> Vec<DiscoveryResponse> {
+    fn responses(&mut self, source: &dyn Source) -> Vec<SotwResponse> {
         Sotw::responses(self, source)
     }
     fn pending(&self) -> bool {
         Sotw::pending(self)
     }
-    fn sent(response: &DiscoveryResponse) -> (&str, &str) {
-        (&response.type_url, &response.version_info)
+    fn sent(response: &SotwResponse) -> (&str, &str) {
+        (response.type_url, &response.version_info)
     }
     fn summary(&self) -> Vec<TypeSummary> {
         Sotw::summary(self)
@@ -76,7 +75,7 @@ impl Protocol for Sotw {
 
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
     fn type_url(request: &DeltaDiscoveryRequest) -> &str {
         &request.type_url
     }
@@ -86,14 +85,14 @@ impl Protocol for Delta {
     fn take(&mut self, kind: Kind, request: &DeltaDiscoveryRequest) -> Result<Reply, Refused> {
         self.request(kind, request)
     }
-    fn responses(&mut self, source: &dyn Source) -> Vec<DeltaDiscoveryResponse> {
+    fn responses(&mut self, source: &dyn Source) -> Vec<DeltaResponse> {
         Delta::responses(self, source)
     }
     fn pending(&self) -> bool {
         Delta::pending(self)
     }
-    fn sent(response: &DeltaDiscoveryResponse) -> (&str, &str) {
-        (&response.type_url, &response.system_version_info)
+    fn sent(response: &DeltaResponse) -> (&str, &str) {
+        (response.type_url, &response.system_version_info)
     }
     fn summary(&self) -> Vec<TypeSummary> {
         Delta::summary(self)
@@ -187,10 +186,14 @@ impl<R: Send + 'static> Task<R> {
         let mut state = P::default();
         let mut node_id = None;
         let mut pace = Pace::new(tokio::time::Instant::now());
+        // Made once: every stream waits on the same token, and a wait made anew each turn of
+        // the loop would join and leave its waiter list (behind one lock) twice per push.
+        let shutdown = shared.shutdown.cancelled();
+        tokio::pin!(shutdown);
         let end = loop {
             // Whether a request is what there is to answer (else a change woke the stream).
             let asked = tokio::select! {
-                _ = shared.shutdown.cancelled() => break End::Gone,
+                _ = &mut shutdown => break End::Gone,
                 message = inbound.message() => match message {
                     Ok(Some(request)) => {
                         if node_id.is_none() {

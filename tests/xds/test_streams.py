@@ -284,6 +284,10 @@ def test_eds_service_streams_endpoints_and_refuses_other_types(start_node):
     s = Stream(stub.StreamEndpoints)
     s.send(type_url=LDS, resource_names=["web"])
     assert s.error().code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as fetch:
+        stub.FetchEndpoints(discovery_pb2.DiscoveryRequest(resource_names=["web"]), timeout=5)
+    assert fetch.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "StreamEndpoints" in fetch.value.details()
 
 
 def test_read_token_is_required_as_bearer_metadata(start_node):
