@@ -19,64 +19,80 @@ use super::resources::Kind;
 use super::stream::{Outbound, Protocol, Streams};
 use super::wire::Codec;
 
-/// The Aggregated Discovery Service: every type on one stream, SotW and delta.
-#[derive(Clone)]
-pub(crate) struct Ads {
+/// A gRPC service of discovery streams; `S` says which (see [`Methods`]).
+pub(crate) struct Discovery<S> {
     pub streams: Arc<Streams>,
     /// The largest request message taken (`--xds-max-message`).
     pub max_message: usize,
+    pub service: PhantomData<fn() -> S>,
 }
 
-/// The Endpoint Discovery Service: `ClusterLoadAssignment`s only.
-#[derive(Clone)]
-pub(crate) struct Eds {
-    pub streams: Arc<Streams>,
-    /// The largest request message taken (`--xds-max-message`).
-    pub max_message: usize,
-}
-
-impl NamedService for Ads {
-    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
-}
-
-impl NamedService for Eds {
-    const NAME: &'static str = "envoy.service.endpoint.v3.EndpointDiscoveryService";
-}
-
-type Answer = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
-
-impl<B> Service<http::Request<B>> for Ads
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Answer {
-        let method = request
-            .uri()
-            .path()
-            .strip_prefix("/envoy.service.discovery.v3.AggregatedDiscoveryService/");
-        let streams = self.streams.clone();
-        match method {
-            Some("StreamAggregatedResources") => {
-                serve::<Sotw, B>(streams, "ads", None, self.max_message, request)
-            }
-            Some("DeltaAggregatedResources") => {
-                serve::<Delta, B>(streams, "ads-delta", None, self.max_message, request)
-            }
-            _ => refuse(Status::unimplemented("")),
+impl<S> Clone for Discovery<S> {
+    fn clone(&self) -> Self {
+        Discovery {
+            streams: self.streams.clone(),
+            max_message: self.max_message,
+            service: PhantomData,
         }
     }
 }
 
-impl<B> Service<http::Request<B>> for Eds
+/// The Aggregated Discovery Service: every type on one stream, SotW and delta.
+pub(crate) type Ads = Discovery<AdsMethods>;
+/// The Endpoint Discovery Service: `ClusterLoadAssignment`s only.
+pub(crate) type Eds = Discovery<EdsMethods>;
+
+/// What a service's method does.
+pub(crate) enum Method {
+    Sotw(&'static str, Option<Kind>),
+    Delta(&'static str, Option<Kind>),
+    Unimplemented(&'static str),
+}
+
+/// A service's name and methods (the protocol label each stream gets, and the one type an
+/// EDS stream is bound to).
+pub(crate) trait Methods {
+    const NAME: &'static str;
+    fn method(name: &str) -> Method;
+}
+
+pub(crate) struct AdsMethods;
+
+impl Methods for AdsMethods {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+    fn method(name: &str) -> Method {
+        match name {
+            "StreamAggregatedResources" => Method::Sotw("ads", None),
+            "DeltaAggregatedResources" => Method::Delta("ads-delta", None),
+            _ => Method::Unimplemented(""),
+        }
+    }
+}
+
+pub(crate) struct EdsMethods;
+
+impl Methods for EdsMethods {
+    const NAME: &'static str = "envoy.service.endpoint.v3.EndpointDiscoveryService";
+    fn method(name: &str) -> Method {
+        let only = Some(Kind::Endpoints);
+        match name {
+            "StreamEndpoints" => Method::Sotw("eds", only),
+            "DeltaEndpoints" => Method::Delta("eds-delta", only),
+            "FetchEndpoints" => Method::Unimplemented(
+                "FetchEndpoints is not served over gRPC: use StreamEndpoints, ADS, or the REST endpoint POST /v3/discovery:endpoints",
+            ),
+            _ => Method::Unimplemented(""),
+        }
+    }
+}
+
+impl<S: Methods> NamedService for Discovery<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+impl<S: Methods, B> Service<http::Request<B>> for Discovery<S>
 where
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
@@ -90,23 +106,21 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Answer {
-        let method = request
+        let name = request
             .uri()
             .path()
-            .strip_prefix("/envoy.service.endpoint.v3.EndpointDiscoveryService/");
-        let streams = self.streams.clone();
-        let only = Some(Kind::Endpoints);
-        match method {
-            Some("StreamEndpoints") => {
-                serve::<Sotw, B>(streams, "eds", only, self.max_message, request)
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(S::NAME))
+            .and_then(|p| p.strip_prefix('/'))
+            .unwrap_or_default();
+        let (streams, max) = (self.streams.clone(), self.max_message);
+        match S::method(name) {
+            Method::Sotw(label, only) => serve::<Sotw, B>(streams, label, only, max, request),
+            Method::Delta(label, only) => serve::<Delta, B>(streams, label, only, max, request),
+            Method::Unimplemented(why) => {
+                let status = Status::unimplemented(why);
+                Box::pin(async move { Ok(status.into_http()) })
             }
-            Some("DeltaEndpoints") => {
-                serve::<Delta, B>(streams, "eds-delta", only, self.max_message, request)
-            }
-            Some("FetchEndpoints") => refuse(Status::unimplemented(
-                "FetchEndpoints is not served over gRPC: use StreamEndpoints, ADS, or the REST endpoint POST /v3/discovery:endpoints",
-            )),
-            _ => refuse(Status::unimplemented("")),
         }
     }
 }
@@ -134,10 +148,6 @@ where
         };
         Ok(grpc.streaming(open, request).await)
     })
-}
-
-fn refuse(status: Status) -> Answer {
-    Box::pin(async move { Ok(status.into_http()) })
 }
 
 /// Opens a stream of protocol `P` (see [`Streams::open`]).

@@ -23,6 +23,7 @@ mod resources;
 mod stream;
 mod wire;
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,10 +80,12 @@ pub(crate) fn spawn(
     let ads = Ads {
         streams: streams.clone(),
         max_message,
+        service: PhantomData,
     };
     let eds = Eds {
         streams,
         max_message,
+        service: PhantomData,
     };
     let acceptor = Acceptor::new(listener, limits.max_connections, "xDS");
     let incoming = listener::incoming(acceptor, limits.read_timeout, shutdown.clone(), tasks);

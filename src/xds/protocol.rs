@@ -75,6 +75,10 @@ impl Subscription {
         // its wildcard listeners and clusters.
         let legacy = names.is_empty() && (first || (self.wildcard && kind != Kind::Endpoints));
         let wildcard = legacy || names.iter().any(|n| n == "*");
+        if !first && wildcard == self.wildcard && names.iter().eq(self.names.iter()) {
+            // The same names in the same (sorted) order, as an ACK repeats them: no parsing.
+            return Ok(false);
+        }
         let names: BTreeSet<String> = names.iter().filter(|n| servable(n)).cloned().collect();
         let changed = first || wildcard != self.wildcard || names != self.names;
         self.wildcard = wildcard;
@@ -900,6 +904,13 @@ mod tests {
         s.request(ep, &sotw_req(&["web", "db"], "", &r.nonce))
             .unwrap();
         assert!(s.pending(), "a subscription change");
+        src.set("db", "1");
+        let r = s.responses(&src).remove(0);
+        for names in [["web", "db"], ["db", "web"]] {
+            s.request(ep, &sotw_req(&names, &r.version_info, &r.nonce))
+                .unwrap();
+            assert!(!s.pending(), "the same names, in any order: {names:?}");
+        }
         let mut d = Delta::default();
         d.request(ep, &delta_req(&["web"], &[], "")).unwrap();
         let r = d.responses(&src).remove(0);

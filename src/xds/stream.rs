@@ -355,7 +355,10 @@ impl<R: Send + 'static> Task<R> {
                 });
             }
         }
-        summarize(entry, &state.summary());
+        if state.pending() {
+            // The subscription may have changed (an ACK leaves it as it was).
+            summarize(entry, &state.summary());
+        }
         Ok(())
     }
 }
