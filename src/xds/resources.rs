@@ -474,6 +474,34 @@ mod tests {
             .unwrap();
     }
 
+    #[tokio::test]
+    async fn a_snapshot_is_built_once_per_generation_and_holds_every_write_before_it() {
+        let config = crate::config::config(&["--node-id", "n1"]).unwrap();
+        let shared = Arc::new(NodeState::new(config));
+        let catalog = Catalog::default();
+        let empty = catalog.at_least(&shared, shared.routing_generation()).await;
+        assert!(empty.all(Kind::Endpoints).is_empty());
+        let again = catalog.at_least(&shared, shared.routing_generation()).await;
+        assert!(
+            Arc::ptr_eq(&empty, &again),
+            "the same generation: not built again"
+        );
+
+        // A write, published: the next snapshot asked for at its generation holds it.
+        beat(&shared.registry, "web", "10.0.0.1", "r1");
+        shared.poke();
+        assert!(
+            Arc::ptr_eq(&catalog.latest(), &empty),
+            "built only when asked"
+        );
+        let fresh = catalog.at_least(&shared, shared.routing_generation()).await;
+        assert_eq!(names(&fresh, Kind::Endpoints), ["web"]);
+        assert!(Arc::ptr_eq(&catalog.latest(), &fresh));
+        // An older generation is served by the newest snapshot.
+        let old = catalog.at_least(&shared, 0).await;
+        assert!(Arc::ptr_eq(&old, &fresh));
+    }
+
     fn names(s: &Snapshot, kind: Kind) -> Vec<&str> {
         s.all(kind).iter().map(|r| r.name.as_str()).collect()
     }
