@@ -2,7 +2,7 @@
 //!
 //!     cargo build --release --bins --examples
 //!     target/release/examples/xds-bench [--streams 1000] [--connections 20] [--rounds 50]
-//!         [--services 0] [--wildcard-lds]
+//!         [--services 0] [--wildcard-lds] [--no-ack]
 //!
 //! Starts one `discovery serve` process on 127.0.0.1 (from `DISCOVERY_BIN` or next to this
 //! example's directory), registers one service (plus `--services` others), and opens
@@ -50,6 +50,10 @@ struct Args {
     /// Subscribe to every Listener (wildcard LDS); each round adds a service.
     #[arg(long)]
     wildcard_lds: bool,
+    /// Never ACK (the server pushes each new version all the same): the node's CPU per round
+    /// is then the push alone.
+    #[arg(long)]
+    no_ack: bool,
 }
 
 mod node;
@@ -139,9 +143,11 @@ fn request(wildcard_lds: bool, version: &str, nonce: &str) -> DiscoveryRequest {
     }
 }
 
-/// One stream: subscribes, then reports the time of every update after the first and ACKs it.
+/// One stream: subscribes, then reports the time of every update after the first and ACKs it
+/// (unless `no_ack`).
 async fn stream(
     wildcard_lds: bool,
+    no_ack: bool,
     channel: Channel,
     round_start: Arc<Mutex<Instant>>,
     opened: mpsc::UnboundedSender<()>,
@@ -165,6 +171,9 @@ async fn stream(
             let _ = opened.send(());
         } else {
             let _ = samples.send(at - *round_start.lock());
+        }
+        if no_ack {
+            continue;
         }
         let _ = tx.send(request(
             wildcard_lds,
@@ -206,6 +215,7 @@ async fn main() {
     for i in 0..args.streams {
         tokio::spawn(stream(
             args.wildcard_lds,
+            args.no_ack,
             channels[i % channels.len()].clone(),
             round_start.clone(),
             opened_tx.clone(),
