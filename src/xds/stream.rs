@@ -14,9 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::task::TaskTracker;
@@ -24,7 +22,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::listener::ConnInfo;
 use super::protocol::{Delta, Refused, Reply, Sotw, TypeSummary};
-use super::resources::{Cache, Kind, Source};
+use super::resources::{Catalog, Kind, Source};
+use super::wire::{DeltaResponse, Encode, SotwResponse};
 use crate::auth::{self, Access};
 use crate::metrics::XdsEvent;
 use crate::registry::rfc3339;
@@ -37,8 +36,8 @@ pub(crate) type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Sen
 
 /// What differs between SotW and delta streams.
 pub(crate) trait Protocol: Default + Send + 'static {
-    type Request: Send + 'static;
-    type Response: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: Encode + Send + 'static;
     fn type_url(request: &Self::Request) -> &str;
     fn node(request: &Self::Request) -> Option<&Node>;
     fn take(&mut self, kind: Kind, request: &Self::Request) -> Result<Reply, Refused>;
@@ -52,7 +51,7 @@ pub(crate) trait Protocol: Default + Send + 'static {
 
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     fn type_url(request: &DiscoveryRequest) -> &str {
         &request.type_url
     }
@@ -62,14 +61,14 @@ impl Protocol for Sotw {
     fn take(&mut self, kind: Kind, request: &DiscoveryRequest) -> Result<Reply, Refused> {
         self.request(kind, request)
     }
-    fn responses(&mut self, source: &dyn Source) -> Vec<DiscoveryResponse> {
+    fn responses(&mut self, source: &dyn Source) -> Vec<SotwResponse> {
         Sotw::responses(self, source)
     }
     fn pending(&self) -> bool {
         Sotw::pending(self)
     }
-    fn sent(response: &DiscoveryResponse) -> (&str, &str) {
-        (&response.type_url, &response.version_info)
+    fn sent(response: &SotwResponse) -> (&str, &str) {
+        (response.type_url, &response.version_info)
     }
     fn summary(&self) -> Vec<TypeSummary> {
         Sotw::summary(self)
@@ -78,7 +77,7 @@ impl Protocol for Sotw {
 
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
     fn type_url(request: &DeltaDiscoveryRequest) -> &str {
         &request.type_url
     }
@@ -88,14 +87,14 @@ impl Protocol for Delta {
     fn take(&mut self, kind: Kind, request: &DeltaDiscoveryRequest) -> Result<Reply, Refused> {
         self.request(kind, request)
     }
-    fn responses(&mut self, source: &dyn Source) -> Vec<DeltaDiscoveryResponse> {
+    fn responses(&mut self, source: &dyn Source) -> Vec<DeltaResponse> {
         Delta::responses(self, source)
     }
     fn pending(&self) -> bool {
         Delta::pending(self)
     }
-    fn sent(response: &DeltaDiscoveryResponse) -> (&str, &str) {
-        (&response.type_url, &response.system_version_info)
+    fn sent(response: &DeltaResponse) -> (&str, &str) {
+        (response.type_url, &response.system_version_info)
     }
     fn summary(&self) -> Vec<TypeSummary> {
         Delta::summary(self)
@@ -105,7 +104,7 @@ impl Protocol for Delta {
 /// What every stream of a node shares.
 pub(crate) struct Streams {
     pub shared: Arc<NodeState>,
-    pub cache: Arc<Cache>,
+    pub catalog: Arc<Catalog>,
     /// Bumped once per coalesced burst of registry changes (see `xds::pump`).
     pub changes: watch::Receiver<u64>,
     pub tasks: TaskTracker,
@@ -147,7 +146,7 @@ impl Streams {
         let (tx, rx) = mpsc::channel(4);
         let task = Task {
             shared: self.shared.clone(),
-            cache: self.cache.clone(),
+            catalog: self.catalog.clone(),
             changes: self.changes.clone(),
             tx,
             only,
@@ -166,7 +165,7 @@ impl Streams {
 
 struct Task<R> {
     shared: Arc<NodeState>,
-    cache: Arc<Cache>,
+    catalog: Arc<Catalog>,
     changes: watch::Receiver<u64>,
     tx: mpsc::Sender<Result<R, Status>>,
     only: Option<Kind>,
@@ -206,9 +205,14 @@ impl<R: Send + 'static> Task<R> {
         let mut state = P::default();
         let mut node_id = None;
         let mut pace = Pace::new(tokio::time::Instant::now());
+        // Made once: every stream waits on the same token, and a wait made anew each turn of
+        // the loop would join and leave its waiter list (behind one lock) twice per push.
+        let shutdown = shared.shutdown.cancelled();
+        tokio::pin!(shutdown);
         let end = loop {
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => break End::Gone,
+            // Whether a request is what there is to answer (else a change woke the stream).
+            let asked = tokio::select! {
+                _ = &mut shutdown => break End::Gone,
                 why = &mut withdrawn => break End::Refused(Status::unauthenticated(why)),
                 message = inbound.message() => match message {
                     Ok(Some(request)) => {
@@ -236,6 +240,7 @@ impl<R: Send + 'static> Task<R> {
                             // An ACK, a stale nonce, a type not served: nothing to compute.
                             continue;
                         }
+                        true
                     }
                     Ok(None) => break End::Gone,
                     Err(status) => {
@@ -243,15 +248,26 @@ impl<R: Send + 'static> Task<R> {
                         break End::Refused(status);
                     }
                 },
-                changed = self.changes.changed() => if changed.is_err() { break End::Gone },
-            }
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        break End::Gone;
+                    }
+                    false
+                }
+            };
             if !shared.is_ready() {
                 continue;
             }
-            let responses = {
-                let catalog = self.cache.catalog(&shared.registry, now());
-                state.responses(&catalog)
+            // A change's wake-up comes with its snapshot built. A request is answered with
+            // every change before it, such as the write its client just made: a change not yet
+            // through the pump is built now (once, for every stream that asks meanwhile).
+            let snapshot = if asked {
+                let generation = shared.routing_generation();
+                self.catalog.at_least(&shared, generation).await
+            } else {
+                self.catalog.latest()
             };
+            let responses = state.responses(&*snapshot);
             if responses.is_empty() {
                 continue;
             }
@@ -275,7 +291,6 @@ impl<R: Send + 'static> Task<R> {
             if gone {
                 break End::Gone;
             }
-            summarize(&entry, &state.summary());
         };
         if let End::Refused(status) = end {
             tracing::debug!(%peer, error = %status.message(), "xDS stream refused");
@@ -360,7 +375,10 @@ impl<R: Send + 'static> Task<R> {
                 });
             }
         }
-        summarize(entry, &state.summary());
+        if state.pending() {
+            // The subscription may have changed (an ACK leaves it as it was).
+            summarize(entry, &state.summary());
+        }
         Ok(())
     }
 }
