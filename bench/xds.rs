@@ -2,15 +2,20 @@
 //!
 //!     cargo build --release --bins --examples
 //!     target/release/examples/xds-bench [--streams 1000] [--connections 20] [--rounds 50]
+//!         [--services 0] [--wildcard-lds] [--no-ack]
 //!
 //! Starts one `discovery serve` process on 127.0.0.1 (from `DISCOVERY_BIN` or next to this
-//! example's directory), registers one service, and opens `--streams` ADS streams spread over
-//! `--connections` HTTP/2 connections, each subscribed to that service's
-//! `ClusterLoadAssignment` and ACKing what it gets. Then, per round, one heartbeat changes the
-//! service (a new revision) and the time from just before that request to each stream's update
-//! is taken. Reports the median and p99 over every stream and round, and the node's resident
-//! memory per stream (VmRSS after the streams opened minus before, over the stream count).
-//! The client runs in this process on the same machine: its own scheduling is in the figures.
+//! example's directory), registers one service (plus `--services` others), and opens
+//! `--streams` ADS streams spread over `--connections` HTTP/2 connections, each subscribed to
+//! that service's `ClusterLoadAssignment` and ACKing what it gets. Then, per round, one
+//! heartbeat changes the service (a new revision) and the time from just before that request
+//! to each stream's update is taken. With `--wildcard-lds` the streams subscribe to every
+//! `Listener` instead, and each round's heartbeat adds a new service (review finding 3: the
+//! fan-out to wildcard streams over many services). Reports the median and p99 over every
+//! stream and round, the node's resident memory per stream (VmRSS after the streams opened
+//! minus before, over the stream count), and the CPU time the node and this client spent per
+//! round (from /proc): the client runs in this process on the same machine, so
+//! its own scheduling and CPU are in the figures.
 
 use std::io::{BufRead, BufReader};
 use std::process::Child;
@@ -26,6 +31,7 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 
 #[derive(Parser)]
 struct Args {
@@ -38,6 +44,16 @@ struct Args {
     /// Changes to time.
     #[arg(long, default_value_t = 50)]
     rounds: usize,
+    /// Other services registered before the streams open (one host each).
+    #[arg(long, default_value_t = 0)]
+    services: usize,
+    /// Subscribe to every Listener (wildcard LDS); each round adds a service.
+    #[arg(long)]
+    wildcard_lds: bool,
+    /// Never ACK (the server pushes each new version all the same): the node's CPU per round
+    /// is then the push alone.
+    #[arg(long)]
+    no_ack: bool,
 }
 
 mod node;
@@ -76,9 +92,28 @@ impl Drop for Proc {
     }
 }
 
-async fn heartbeat(http: &reqwest::Client, url: &str, revision: usize) {
+/// CPU time (user + system) process `pid` has used, from /proc/PID/stat.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th,
+    // in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+async fn heartbeat(http: &reqwest::Client, url: &str, service: &str, revision: usize) {
     let response = http
-        .post(format!("{url}/v1/registration/bench"))
+        .post(format!("{url}/v1/registration/{service}"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!(
             "ip=10.0.0.1&port=8080&revision=r{revision}&ttl=3600"
@@ -89,29 +124,37 @@ async fn heartbeat(http: &reqwest::Client, url: &str, revision: usize) {
     assert!(response.status().is_success(), "{}", response.status());
 }
 
-fn request(version: &str, nonce: &str) -> DiscoveryRequest {
+fn request(wildcard_lds: bool, version: &str, nonce: &str) -> DiscoveryRequest {
+    let (type_url, resource_names) = if wildcard_lds {
+        (LDS, vec![])
+    } else {
+        (EDS, vec!["bench".into()])
+    };
     DiscoveryRequest {
         node: Some(Node {
             id: "xds-bench".into(),
             ..Default::default()
         }),
-        type_url: EDS.into(),
-        resource_names: vec!["bench".into()],
+        type_url: type_url.into(),
+        resource_names,
         version_info: version.into(),
         response_nonce: nonce.into(),
         ..Default::default()
     }
 }
 
-/// One stream: subscribes, then reports the time of every update after the first and ACKs it.
+/// One stream: subscribes, then reports the time of every update after the first and ACKs it
+/// (unless `no_ack`).
 async fn stream(
+    wildcard_lds: bool,
+    no_ack: bool,
     channel: Channel,
     round_start: Arc<Mutex<Instant>>,
     opened: mpsc::UnboundedSender<()>,
     samples: mpsc::UnboundedSender<Duration>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(request("", "")).unwrap();
+    tx.send(request(wildcard_lds, "", "")).unwrap();
     let outgoing =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
@@ -129,7 +172,14 @@ async fn stream(
         } else {
             let _ = samples.send(at - *round_start.lock());
         }
-        let _ = tx.send(request(&response.version_info, &response.nonce));
+        if no_ack {
+            continue;
+        }
+        let _ = tx.send(request(
+            wildcard_lds,
+            &response.version_info,
+            &response.nonce,
+        ));
     }
 }
 
@@ -142,7 +192,10 @@ async fn main() {
     let args = Args::parse();
     let node = Proc::start();
     let http = discovery_client::tls::http_client(None).build().unwrap();
-    heartbeat(&http, &node.url, 0).await;
+    heartbeat(&http, &node.url, "bench", 0).await;
+    for i in 0..args.services {
+        heartbeat(&http, &node.url, &format!("other-{i}"), 0).await;
+    }
     let before = node.rss_kib();
 
     let mut channels = Vec::new();
@@ -161,6 +214,8 @@ async fn main() {
     let started = Instant::now();
     for i in 0..args.streams {
         tokio::spawn(stream(
+            args.wildcard_lds,
+            args.no_ack,
             channels[i % channels.len()].clone(),
             round_start.clone(),
             opened_tx.clone(),
@@ -178,9 +233,14 @@ async fn main() {
 
     let mut all = Vec::with_capacity(args.streams * args.rounds);
     let mut last_of_round = Vec::with_capacity(args.rounds);
+    let cpu_before = (cpu(node.child.id()), cpu(std::process::id()));
     for round in 1..=args.rounds {
         *round_start.lock() = Instant::now();
-        heartbeat(&http, &node.url, round).await;
+        if args.wildcard_lds {
+            heartbeat(&http, &node.url, &format!("new-{round}"), 0).await;
+        } else {
+            heartbeat(&http, &node.url, "bench", round).await;
+        }
         let mut slowest = Duration::ZERO;
         for _ in 0..args.streams {
             let d = tokio::time::timeout(Duration::from_secs(30), samples_rx.recv())
@@ -194,12 +254,24 @@ async fn main() {
         // Lets the ACKs land before the next change.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Includes the 50 ms pauses, in which both should be idle.
+    let node_cpu = cpu(node.child.id()) - cpu_before.0;
+    let client_cpu = cpu(std::process::id()) - cpu_before.1;
     all.sort();
     last_of_round.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{} ADS streams over {} connections, {} rounds (all opened and answered in {:.2} s)",
-        args.streams, args.connections, args.rounds, open_secs
+        "{} ADS streams over {} connections ({}), {} other services, {} rounds (all opened and answered in {:.2} s)",
+        args.streams,
+        args.connections,
+        if args.wildcard_lds {
+            "wildcard LDS, each round adds a service"
+        } else {
+            "one service's EDS, each round changes it"
+        },
+        args.services,
+        args.rounds,
+        open_secs
     );
     println!(
         "push latency per stream: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -211,6 +283,12 @@ async fn main() {
         "time until the last stream has it: median {:.2} ms, p99 {:.2} ms",
         ms(percentile(&last_of_round, 0.5)),
         ms(percentile(&last_of_round, 0.99))
+    );
+    let per_round = |d: Duration| ms(d) / args.rounds as f64;
+    println!(
+        "CPU per round: node {:.2} ms, this client {:.2} ms",
+        per_round(node_cpu),
+        per_round(client_cpu)
     );
     println!(
         "node memory: {} KiB before, {} KiB with the streams: {:.1} KiB per stream",

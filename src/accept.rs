@@ -16,6 +16,22 @@ use tokio_util::sync::CancellationToken;
 use crate::state::now;
 use crate::throttle::Throttle;
 
+/// A connection's byte stream once accepted, plain or TLS (boxed by the listeners, which serve
+/// both alike).
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> Io for T {}
+
+/// Which listener a connection came to. Both take the same certificate, CA and client
+/// certificate policy; they differ in ALPN and in what a client that does not speak TLS is
+/// told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Port {
+    /// `--listen`: HTTP/1.1.
+    Http,
+    /// `--xds-listen`: gRPC, HTTP/2 only (ALPN `h2`, which gRPC clients require).
+    Xds,
+}
+
 /// How long accepting pauses after `accept` failed (out of file descriptors and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 

@@ -17,6 +17,7 @@ pub mod gossip;
 mod http;
 mod long_poll;
 mod metrics;
+mod plaintext;
 pub mod registry;
 mod server;
 mod stall;

@@ -98,6 +98,33 @@ pub(crate) enum RefusedMessage {
     busy,
 }
 
+/// Why a TLS handshake did not give a connection: the `reason` of
+/// `discovery_tls_handshakes_failed_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum HandshakeFailure {
+    /// Not done within the handshake timeout (a client that sent nothing, or half of it).
+    timeout,
+    /// Refused by TLS: a bad record, no common version or cipher, no `h2` on the xDS port...
+    failed,
+    /// The client does not speak TLS (plain HTTP or HTTP/2): told so, then closed.
+    not_tls,
+}
+
+impl HandshakeFailure {
+    const ALL: [HandshakeFailure; 3] = [
+        HandshakeFailure::timeout,
+        HandshakeFailure::failed,
+        HandshakeFailure::not_tls,
+    ];
+}
+
+/// Labels of a failed TLS handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    reason: HandshakeFailure,
+}
+
 /// A peer's state: the `state` of the `discovery_peers` gauge.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -251,6 +278,7 @@ pub(crate) struct Metrics {
     pub(crate) write_timeouts: Counter,
     /// TLS reload failures and certificate expiry.
     pub(crate) tls: TlsMetrics,
+    tls_handshakes_failed: Family<HandshakeLabels, Counter>,
     gossip_rounds: Family<RoundLabels, Counter>,
     gossip_bytes: Family<DirectionLabels, Counter>,
     gossip_records: Family<RecordLabels, Counter>,
@@ -388,8 +416,14 @@ impl Metrics {
         // No series without TLS: a 0 would read as "expired in 1970".
         registry.register(
             "tls_certificate_not_after_seconds",
-            "When this node's TLS certificates stop being valid (Unix time): the earliest not-after of the chain it presents (node) and of the --tls-ca bundle (ca), as last loaded",
+            "When this node's TLS certificates stop being valid (Unix time): the earliest not-after of the leaf and intermediates of its verified path (node) and of the --tls-ca certificate that path ends at (ca), as last loaded",
             tls.not_after.clone(),
+        );
+        let tls_handshakes_failed = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes_failed",
+            "TLS connections closed before their handshake was done, by reason",
+            tls_handshakes_failed.clone(),
         );
         let gossip_rounds = Family::<RoundLabels, Counter>::default();
         registry.register(
@@ -482,6 +516,11 @@ impl Metrics {
         for state in PeerState::ALL {
             peers.get_or_create(&PeerStateLabels { state }).set(0);
         }
+        for reason in HandshakeFailure::ALL {
+            tls_handshakes_failed
+                .get_or_create(&HandshakeLabels { reason })
+                .inc_by(0);
+        }
         Metrics {
             registry,
             requests,
@@ -502,6 +541,7 @@ impl Metrics {
             long_polls_refused,
             write_timeouts,
             tls,
+            tls_handshakes_failed,
             gossip_rounds,
             gossip_bytes,
             gossip_records,
@@ -523,6 +563,13 @@ impl Metrics {
     }
 
     /// Counts a heartbeat.
+    /// Counts a TLS handshake that gave no connection.
+    pub(crate) fn tls_handshake_failed(&self, reason: HandshakeFailure) {
+        self.tls_handshakes_failed
+            .get_or_create(&HandshakeLabels { reason })
+            .inc();
+    }
+
     pub(crate) fn heartbeat(&self, result: HeartbeatResult) {
         self.heartbeats
             .get_or_create(&HeartbeatLabels { result })

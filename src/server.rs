@@ -15,7 +15,6 @@
 //!   then drops the connection.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,16 +27,13 @@ use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::Acceptor;
+use crate::accept::{Acceptor, Port};
 use crate::config::Config;
 use crate::gossip;
 use crate::http;
 use crate::state::{now, NodeState};
-use crate::tls::Tls;
+use crate::tls::{self, Tls};
 
-/// A connection's byte stream, plain or TLS.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> Io for T {}
 use crate::xds;
 
 /// How often expired hosts are looked for.
@@ -56,7 +52,9 @@ impl Server {
     pub(crate) async fn start(config: Config) -> std::io::Result<Server> {
         // Loaded before binding: a node whose certificate does not load never listens.
         let tls = match config.tls.clone() {
-            Some(files) => Some(Tls::load(files).map_err(std::io::Error::other)?),
+            Some(files) => {
+                Some(Tls::load(files, config.limits.read_timeout).map_err(std::io::Error::other)?)
+            }
             None => None,
         };
         let listener = TcpListener::bind(config.listen).await?;
@@ -94,7 +92,13 @@ impl Server {
         let service = http::service(shared.clone(), gossip.routes());
         tasks.spawn(sweeper(shared.clone(), shutdown.clone()));
         if let Some(xds_listener) = xds_listener {
-            xds::spawn(shared.clone(), xds_listener, shutdown.clone(), &tasks);
+            xds::spawn(
+                shared.clone(),
+                xds_listener,
+                tls.clone(),
+                shutdown.clone(),
+                &tasks,
+            );
         }
         let https = tls.is_some();
         tasks.spawn(accept_loop(
@@ -241,7 +245,7 @@ async fn accept_loop(
         let service = service.clone();
         let http1 = http1.clone();
         let shutdown = shutdown.clone();
-        let metrics = shared.clone();
+        let shared = shared.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
             // The timeout counts only while a write is pending (the socket's send buffer is
@@ -251,27 +255,24 @@ async fn accept_loop(
             stream.set_timeout(Some(write_timeout));
             let stream = Box::pin(stream);
             // With TLS, the handshake runs here, in the connection's task, so a slow client
-            // never holds up the accept loop; it is bounded like a request head.
-            let (io, client_cert): (Pin<Box<dyn Io>>, _) = match &tls {
-                None => (stream, None),
-                Some(tls) => {
-                    let accepted = tokio::select! {
-                        _ = shutdown.cancelled() => None,
-                        accepted = tls.accept(stream, header_timeout, peer) => accepted,
-                    };
-                    match accepted {
-                        Some((stream, cert)) => (Box::pin(stream), Some(cert)),
-                        None => {
-                            drop(permit);
-                            return;
-                        }
-                    }
-                }
+            // never holds up the accept loop; it is bounded by its own timeout.
+            let secured = tls::secure(
+                tls.as_ref(),
+                stream,
+                Port::Http,
+                peer,
+                &shared.metrics,
+                &shutdown,
+            );
+            let Some((io, identity)) = secured.await else {
+                return;
             };
             let service = hyper::service::service_fn(move |mut request| {
-                // A connection whose client certificate is refused reaches no handler; the
-                // others carry what their certificate came to (the gossip endpoint reads it).
-                if let Some(cert) = client_cert {
+                // A connection whose client certificate is refused (now: a reload may have
+                // withdrawn it since the handshake) reaches no handler; the others carry what
+                // their certificate comes to (the gossip endpoint reads it).
+                if let Some(identity) = &identity {
+                    let cert = identity.cert();
                     if let Some(why) = cert.refused {
                         let refused = crate::tls::certificate_refused(why);
                         return Either::Left(std::future::ready(Ok(refused)));
@@ -291,7 +292,7 @@ async fn accept_loop(
             };
             if let Err(e) = result {
                 if is_write_timeout(&e) {
-                    metrics.metrics.write_timeouts.inc();
+                    shared.metrics.write_timeouts.inc();
                     tracing::debug!(%peer, "cut a connection that made no write progress");
                 } else {
                     tracing::trace!(error = %e, "connection ended");

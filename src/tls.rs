@@ -1,13 +1,20 @@
-//! TLS and mutual TLS on `--listen` (SPEC 7, issue 11): the `--tls-*` flags, the certificate
-//! material and its rotation, the handshake of each accepted connection, and the rustls
-//! configuration the gossip client uses toward peers.
+//! TLS and mutual TLS on `--listen` and `--xds-listen` (SPEC 7, issue 11): the `--tls-*`
+//! flags, the certificate material and its rotation, the handshake of each accepted
+//! connection (both listeners), what a connection's client certificate comes to,
+//! and the rustls configuration the gossip client uses toward peers.
 //!
 //! One [`Tls`] per node holds the current material behind an [`ArcSwap`]: the server
 //! configuration that new connections are accepted with, and the certificate and CA the gossip
 //! client presents and verifies with. A reload (SIGHUP, or a change of a file's content, polled
 //! every [`POLL`]) builds all of it from the files and swaps it in whole; a file that does not
 //! load is refused with an error log and the old material stays. Connections already open keep
-//! the session they made: nothing is dropped.
+//! the session they made: nothing is dropped. Their client certificate, though, is judged
+//! again against the new CA at their next request ([`Identity`]): a CA swap withdraws what the
+//! new CA no longer trusts from kept-alive connections and open xDS streams too.
+//!
+//! Handshakes are bounded: each must finish within [`handshake_timeout`] of the accept, and at
+//! most [`handshake_slots`] of them compute at once ([`Paced`]); a handshake that waits on its
+//! client holds no slot, so slow clients cannot block the others' handshakes.
 //!
 //! `--tls-client-auth peers` and `all` ask every client for a certificate. The handshake
 //! lets any through ([`Deferred`]); the chain is verified against `--tls-ca` right after it,
@@ -16,11 +23,14 @@
 //! with the reason, before any handler; under `peers` the gossip endpoint requires a verified
 //! one ([`gossip_allowed`]) and the rest of the API serves clients without one.
 //!
-//! This module does not parse HTTP, and owns no route: it only hands the server a stream.
+//! This module does not parse HTTP or HTTP/2, and owns no route: it only hands the listeners
+//! a stream and each request its [`ClientCert`].
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -35,17 +45,37 @@ use rustls::sign::CertifiedKey;
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::{CancellationToken, PollSemaphore};
 use tokio_util::task::TaskTracker;
 
-use crate::metrics::{TlsCertificate, TlsMetrics};
+use crate::accept::{Io, Port};
+use crate::metrics::{HandshakeFailure, Metrics, TlsCertificate, TlsMetrics};
 use crate::registry::SECOND;
+use crate::throttle::Throttle;
 
 /// How often the files are read to notice a change by default (they are small; a rotation by
 /// a tool such as cert-manager or a cron job is noticed within this). `--tls-poll` changes it.
 pub(crate) const POLL: Duration = Duration::from_secs(2);
+
+/// The longest a TLS handshake may take, counted from the accept (a shorter `--read-timeout`
+/// bounds it instead): a client on the slowest link finishes in a few round trips, and a
+/// connection that has not is cut and frees its slot of `--max-connections`.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a handshake may take on a node with `--read-timeout` `read_timeout`: the smaller.
+pub(crate) fn handshake_timeout(read_timeout: Duration) -> Duration {
+    read_timeout.min(HANDSHAKE_TIMEOUT)
+}
+
+/// How many handshakes may compute (key exchange, signatures, chain checks) at once: half the
+/// cores, at least one. A burst of new connections then leaves the other workers to the
+/// requests of connections already open; the rest of the burst waits its turn.
+pub(crate) fn handshake_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
 
 /// Who must present a client certificate signed by `--tls-ca`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -215,8 +245,11 @@ impl ClientCert {
 /// The answer to each request of a connection whose [`ClientCert::refused`] says why.
 pub(crate) fn certificate_refused(why: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
+    // The connection is closed after it: it will never be served, and a client that fixes its
+    // certificate (or trusts a new CA) needs a new handshake anyway.
     (
         axum::http::StatusCode::UNAUTHORIZED,
+        [(axum::http::header::CONNECTION, "close")],
         axum::Json(serde_json::json!({ "error": why })),
     )
         .into_response()
@@ -249,8 +282,13 @@ pub(crate) fn client_cert_required(tls: Option<&TlsFiles>) -> bool {
 
 /// Everything loaded from the files at one time; replaced whole on a reload.
 struct Material {
-    /// What new connections are accepted with.
+    /// One more for every reload that took: a connection whose client certificate was judged
+    /// under an older one is judged again ([`Identity::cert`]).
+    generation: u64,
+    /// What new HTTP connections are accepted with.
     server: Arc<ServerConfig>,
+    /// The same for xDS connections, with ALPN `h2`.
+    xds: Arc<ServerConfig>,
     /// Presented to peers as the gossip client's certificate.
     cert: Arc<CertifiedKey>,
     /// Verifies peers' server certificates (from `--tls-ca`); none without a CA.
@@ -356,6 +394,14 @@ pub(crate) struct Tls {
     files: TlsFiles,
     current: ArcSwap<Material>,
     seen: parking_lot::Mutex<Seen>,
+    /// The generation of the material in use, for long-lived streams to notice a reload.
+    reloaded: watch::Sender<u64>,
+    /// One permit per handshake computing ([`handshake_slots`]).
+    slots: Arc<Semaphore>,
+    /// How long a handshake may take ([`handshake_timeout`]).
+    handshake_timeout: Duration,
+    /// Handshakes that time out: any client can cause them at will.
+    timeout_log: Throttle,
 }
 
 impl std::fmt::Debug for Tls {
@@ -369,10 +415,11 @@ fn refused(e: impl std::fmt::Display) -> TlsError {
 }
 
 impl Tls {
-    /// Loads the files; an error names the file and what is wrong with it.
-    pub(crate) fn load(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
+    /// Loads the files; an error names the file and what is wrong with it. Handshakes of a
+    /// node with `--read-timeout` `read_timeout` take at most [`handshake_timeout`] of it.
+    pub(crate) fn load(files: TlsFiles, read_timeout: Duration) -> Result<Arc<Tls>, TlsError> {
         let contents = snapshot(&files);
-        let material = build(&files, &contents).map_err(|refusal| refusal.error)?;
+        let material = build(&files, &contents, 0).map_err(|refusal| refusal.error)?;
         Ok(Arc::new(Tls {
             files,
             current: ArcSwap::from_pointee(material),
@@ -380,6 +427,10 @@ impl Tls {
                 files: contents,
                 retry: false,
             }),
+            reloaded: watch::Sender::new(0),
+            slots: Arc::new(Semaphore::new(handshake_slots())),
+            handshake_timeout: handshake_timeout(read_timeout),
+            timeout_log: Throttle::new(),
         }))
     }
 
@@ -399,11 +450,14 @@ impl Tls {
             seen.files = now.clone();
             unchanged && seen.retry
         };
-        let built = build(&self.files, &now);
+        // Reloads run one at a time (one reloader task), so the generation cannot be taken twice.
+        let generation = self.current.load().generation + 1;
+        let built = build(&self.files, &now, generation);
         self.seen.lock().retry = matches!(&built, Err(refusal) if refusal.not_yet);
         match built {
             Ok(material) => {
                 self.current.store(Arc::new(material));
+                self.reloaded.send_replace(generation);
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded; new connections use them");
                 Ok(true)
             }
@@ -473,65 +527,106 @@ impl Tls {
         });
     }
 
-    /// Accepts a TLS connection on `stream` (its handshake bounded by `timeout`), with the
-    /// certificate of the moment. A client that speaks plain HTTP gets a `400` that says to use
-    /// `https://`, and `None`, as does a failed handshake (logged at debug: clients cause them
-    /// at will).
+    /// Accepts a TLS connection on `stream` come to `port`, with the certificate of the moment.
+    /// The handshake must be done within [`handshake_timeout`] of now and computes in one of
+    /// [`handshake_slots`]. A client that does not speak TLS is told why in the port's
+    /// protocol ([`crate::plaintext`]); it, a failed and a late handshake get `None`, and are
+    /// counted and logged at debug (late ones at warn, throttled): clients cause them at will.
     pub(crate) async fn accept<S>(
-        &self,
+        self: &Arc<Self>,
         stream: S,
-        timeout: Duration,
+        port: Port,
         peer: std::net::SocketAddr,
-    ) -> Option<(tokio_rustls::server::TlsStream<S>, ClientCert)>
+        metrics: &Metrics,
+        shutdown: &CancellationToken,
+    ) -> Option<(Pin<Box<dyn Io>>, Arc<Identity>)>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Peek,
+        S: AsyncRead + AsyncWrite + Unpin + Peek + Send + 'static,
     {
-        let material = self.current.load_full();
-        let acceptor = tokio_rustls::TlsAcceptor::from(material.server.clone());
-        let mode = self.files.client_auth;
-        let peer_name = self.files.peer_name.as_ref();
         let handshake = async {
             let mut first = [0u8; 1];
-            if stream.peek_byte(&mut first).await.ok()? == 0 {
-                return None;
+            if stream.peek_byte(&mut first).await? == 0 {
+                return std::io::Result::Ok(Handshake::Closed);
             }
             if first[0] != TLS_HANDSHAKE_RECORD {
-                let mut stream = stream;
-                let _ = stream.write_all(PLAIN_HTTP_ANSWER).await;
-                let _ = stream.shutdown().await;
-                tracing::debug!(%peer, "answered a plain HTTP request on the TLS port");
-                return None;
+                return Ok(Handshake::NotTls(stream));
             }
-            match acceptor.accept(stream).await {
-                Ok(tls) => {
-                    let presented = tls.get_ref().1.peer_certificates().and_then(|chain| {
-                        let (end_entity, intermediates) = chain.split_first()?;
-                        let verifier = material.clients.as_ref()?;
-                        let now = UnixTime::now();
-                        let verified = verifier.verify_client_cert(end_entity, intermediates, now);
-                        // A peer's certificate is also a server certificate for --tls-peer-name
-                        // (chain, serverAuth, name), which an agent's client certificate is not.
-                        let peer = |name: &ServerName<'_>| {
-                            material.peers.as_ref().is_some_and(|peers| {
-                                peers
-                                    .verify_server_cert(end_entity, intermediates, name, &[], now)
-                                    .is_ok()
-                            })
-                        };
-                        Some(verified.map(|_| peer_name.is_none_or(peer)))
-                    });
-                    Some((tls, ClientCert::of(presented, mode)))
-                }
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    None
-                }
-            }
+            // The material of the moment the client starts its handshake.
+            let material = self.current.load_full();
+            let config = match port {
+                Port::Http => material.server.clone(),
+                Port::Xds => material.xds.clone(),
+            };
+            let tls = tokio_rustls::TlsAcceptor::from(config)
+                .accept(stream)
+                .await?;
+            let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+            let cert = self.judge(&material, chain.as_deref());
+            let identity = Identity {
+                tls: self.clone(),
+                chain,
+                judged: parking_lot::Mutex::new((material.generation, cert)),
+            };
+            Ok(Handshake::Done(Box::pin(tls), Arc::new(identity)))
         };
-        tokio::time::timeout(timeout, handshake)
-            .await
-            .ok()
-            .flatten()
+        let paced = Paced {
+            inner: Box::pin(handshake),
+            slots: PollSemaphore::new(self.slots.clone()),
+        };
+        let timeout = self.handshake_timeout;
+        let done = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            done = tokio::time::timeout(timeout, paced) => done,
+        };
+        match done {
+            Ok(Ok(Handshake::Done(stream, identity))) => Some((stream, identity)),
+            Ok(Ok(Handshake::Closed)) => None,
+            Ok(Ok(Handshake::NotTls(stream))) => {
+                metrics.tls_handshake_failed(HandshakeFailure::not_tls);
+                tracing::debug!(%peer, ?port, "answered a client that does not speak TLS");
+                crate::plaintext::refuse(stream, port).await;
+                None
+            }
+            Ok(Err(e)) => {
+                metrics.tls_handshake_failed(HandshakeFailure::failed);
+                tracing::debug!(%peer, ?port, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                metrics.tls_handshake_failed(HandshakeFailure::timeout);
+                if self.timeout_log.allow(crate::state::now() / 1_000_000) {
+                    tracing::warn!(
+                        %peer,
+                        ?port,
+                        timeout_ms = timeout.as_millis() as u64,
+                        "a TLS handshake did not finish in time; connection closed (at most one such line per 10 s; discovery_tls_handshakes_failed_total counts them all)"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// What `chain` (the client's, if it presented one) comes to under `material`: verified
+    /// against `--tls-ca`, then whether it names a peer.
+    fn judge(&self, material: &Material, chain: Option<&[CertificateDer<'static>]>) -> ClientCert {
+        let presented = chain.and_then(|chain| {
+            let (end_entity, intermediates) = chain.split_first()?;
+            let verifier = material.clients.as_ref()?;
+            let now = UnixTime::now();
+            let verified = verifier.verify_client_cert(end_entity, intermediates, now);
+            // A peer's certificate is also a server certificate for --tls-peer-name (chain,
+            // serverAuth, name), which an agent's client certificate is not.
+            let peer = |name: &ServerName<'_>| {
+                material.peers.as_ref().is_some_and(|peers| {
+                    peers
+                        .verify_server_cert(end_entity, intermediates, name, &[], now)
+                        .is_ok()
+                })
+            };
+            Some(verified.map(|_| self.files.peer_name.as_ref().is_none_or(peer)))
+        });
+        ClientCert::of(presented, self.files.client_auth)
     }
 
     /// When the certificates in use stop being valid.
@@ -548,6 +643,28 @@ impl Tls {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PeerSide(self.clone())))
             .with_client_cert_resolver(Arc::new(PeerSide(self.clone())))
+    }
+}
+
+/// The stream a listener serves on an accepted connection: as it is without TLS, else once its
+/// handshake is done ([`Tls::accept`]), with its client certificate. `None`: nothing to serve.
+pub(crate) async fn secure<S>(
+    tls: Option<&Arc<Tls>>,
+    stream: S,
+    port: Port,
+    peer: std::net::SocketAddr,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Option<(Pin<Box<dyn Io>>, Option<Arc<Identity>>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Peek + Send + 'static,
+{
+    match tls {
+        None => Some((Box::pin(stream), None)),
+        Some(tls) => {
+            let (stream, identity) = tls.accept(stream, port, peer, metrics, shutdown).await?;
+            Some((stream, Some(identity)))
+        }
     }
 }
 
@@ -591,9 +708,82 @@ pub(crate) fn hangup(
 /// letter.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// What a plain HTTP request to the TLS port gets, so that its client says why instead of
-/// "connection closed".
-const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 74\r\nconnection: close\r\n\r\n{\"error\":\"this port speaks HTTPS only: use an https:// URL for this node\"}";
+/// How a handshake ended, short of failing.
+enum Handshake<S> {
+    Done(Pin<Box<dyn Io>>, Arc<Identity>),
+    /// The client closed before sending anything.
+    Closed,
+    /// The client's first byte does not start a TLS record.
+    NotTls(S),
+}
+
+/// A future polled only while it holds one of `slots`: a handshake computes (key exchange,
+/// signatures) within a poll, and between polls waits on its client holding nothing. At most
+/// as many handshakes as there are slots run their crypto at once, and a client that stalls
+/// mid-handshake cannot keep a slot from the others.
+struct Paced<F> {
+    inner: Pin<Box<F>>,
+    slots: PollSemaphore,
+}
+
+impl<F: Future> Future for Paced<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // The semaphore is never closed: `None` does not happen; it would only mean "unpaced".
+        let permit = std::task::ready!(self.slots.poll_acquire(cx));
+        let polled = self.inner.as_mut().poll(cx);
+        drop(permit);
+        polled
+    }
+}
+
+/// A TLS connection's client certificate: the chain it presented at the handshake, and what
+/// that comes to under the node's current material. A reload (a new CA, or one that no longer
+/// holds the issuer) makes the next [`Identity::cert`] judge the chain again, so a connection
+/// kept alive across a CA swap is held to the new CA from its next request on.
+pub(crate) struct Identity {
+    tls: Arc<Tls>,
+    /// As presented; `None` without one (or when no certificate was asked for).
+    chain: Option<Vec<CertificateDer<'static>>>,
+    /// The generation of the material it was last judged under, and the verdict. Requests of
+    /// one connection take it in turn, briefly.
+    judged: parking_lot::Mutex<(u64, ClientCert)>,
+}
+
+impl Identity {
+    /// What the connection's client certificate comes to now: judged again when the material
+    /// changed since it was last judged (a reload; otherwise a generation compare).
+    pub(crate) fn cert(&self) -> ClientCert {
+        let material = self.tls.current.load();
+        let mut judged = self.judged.lock();
+        if judged.0 != material.generation {
+            *judged = (
+                material.generation,
+                self.tls.judge(&material, self.chain.as_deref()),
+            );
+        }
+        judged.1
+    }
+
+    /// A receiver of reloads, for [`Identity::withdrawn`]; take it when the stream starts.
+    pub(crate) fn reloads(&self) -> watch::Receiver<u64> {
+        self.tls.reloaded.subscribe()
+    }
+
+    /// Waits for a reload after which every request of this connection is refused, and says
+    /// why: a long-lived stream ends then rather than serve a client the new CA does not trust.
+    pub(crate) async fn withdrawn(&self, reloads: &mut watch::Receiver<u64>) -> &'static str {
+        loop {
+            if reloads.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if let Some(why) = self.cert().refused {
+                return why;
+            }
+        }
+    }
+}
 
 /// A stream whose first byte can be looked at without taking it.
 pub(crate) trait Peek {
@@ -643,7 +833,7 @@ impl From<TlsError> for Refusal {
 }
 
 /// The material of one snapshot of the files.
-fn build(files: &TlsFiles, contents: &Snapshot) -> Result<Material, Refusal> {
+fn build(files: &TlsFiles, contents: &Snapshot, generation: u64) -> Result<Material, Refusal> {
     let bytes = |i: usize| {
         contents[i]
             .as_deref()
@@ -685,6 +875,8 @@ fn build(files: &TlsFiles, contents: &Snapshot) -> Result<Material, Refusal> {
         Some(verifier) => builder.with_client_cert_verifier(Arc::new(Deferred(verifier.clone()))),
     };
     let server = builder.with_single_cert(chain, key).map_err(refused)?;
+    let mut xds = server.clone();
+    xds.alpn_protocols = vec![b"h2".to_vec()];
     let peers = match roots {
         Some(roots) => Some(
             WebPkiServerVerifier::builder_with_provider(roots, pem::provider())
@@ -694,7 +886,9 @@ fn build(files: &TlsFiles, contents: &Snapshot) -> Result<Material, Refusal> {
         None => None,
     };
     Ok(Material {
+        generation,
         server: Arc::new(server),
+        xds: Arc::new(xds),
         cert,
         peers,
         clients,
@@ -1153,6 +1347,52 @@ mod tests {
         assert!(err.contains("names no host"), "{err}");
         let err = verdict(&[&root], Some(&[&root])).unwrap_err();
         assert!(err.contains("a CA's"), "{err}");
+    }
+
+    /// Polls `f` once: whether it is pending.
+    async fn pending<F: Future + Unpin>(f: &mut F) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx).is_pending())).await
+    }
+
+    #[tokio::test]
+    async fn a_paced_handshake_computes_only_with_a_slot_and_holds_none_while_it_waits() {
+        let slots = Arc::new(Semaphore::new(1));
+        let (client_tx, client_rx) = tokio::sync::oneshot::channel::<()>();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = polls.clone();
+        let mut paced = Paced {
+            inner: Box::pin(async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                client_rx.await.is_ok()
+            }),
+            slots: PollSemaphore::new(slots.clone()),
+        };
+        let polls_now = || polls.load(std::sync::atomic::Ordering::SeqCst);
+        let busy = slots.clone().try_acquire_owned().unwrap();
+        // Every slot taken: it waits without running.
+        assert!(pending(&mut paced).await);
+        assert_eq!(polls_now(), 0);
+        drop(busy);
+        // A slot is free: it runs, then waits on its "client" holding none.
+        assert!(pending(&mut paced).await);
+        assert_eq!(polls_now(), 1);
+        assert_eq!(slots.available_permits(), 1, "no slot held while waiting");
+        client_tx.send(()).unwrap();
+        assert!(paced.await);
+        assert_eq!(slots.available_permits(), 1);
+    }
+
+    #[test]
+    fn the_handshake_timeout_is_ten_seconds_or_a_shorter_read_timeout() {
+        assert_eq!(
+            handshake_timeout(Duration::from_secs(30)),
+            HANDSHAKE_TIMEOUT
+        );
+        assert_eq!(
+            handshake_timeout(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        assert!(handshake_slots() >= 1);
     }
 
     #[test]

@@ -35,6 +35,8 @@ class Node:
             self.stop()
             raise RuntimeError(f"unexpected first line {line!r}")
         self.url = line.removeprefix("listening on ")
+        # For an https:// node: the ssl.SSLContext its requests use (the test sets it).
+        self.context = None
         # The gRPC xDS address (on a free port beside --listen's, unless --xds-listen off).
         self.xds = None
         if "off" not in args:
@@ -52,7 +54,7 @@ class Node:
                 hdrs["Content-Type"] = content_type
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.context) as resp:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()

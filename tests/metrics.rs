@@ -144,6 +144,15 @@ fn every_family_exists_from_the_start_with_its_known_labels_at_zero() {
             0.0
         );
     }
+    for reason in ["timeout", "failed", "not_tls"] {
+        assert_eq!(
+            m.value(
+                "discovery_tls_handshakes_failed_total",
+                &[("reason", reason)]
+            ),
+            0.0
+        );
+    }
     for state in ["alive", "suspect", "dead"] {
         assert_eq!(m.value("discovery_peers", &[("state", state)]), 0.0);
     }

@@ -13,9 +13,10 @@ cargo test --workspace
 # Envoy's own message definitions, the dashboard in headless Chromium, and schemathesis
 # fuzzing against api/openapi.yaml.
 python3 -m pytest -q tests/envoy tests/browser tests/prometheus tests/xds \
-    --ignore=tests/xds/test_grpc_proxyless.py
-# gRPC's xDS client reads its bootstrap once per process: its test runs in its own.
+    --ignore=tests/xds/test_grpc_proxyless.py --ignore=tests/xds/test_grpc_proxyless_tls.py
+# gRPC's xDS client reads its bootstrap once per process: each of its tests runs in its own.
 python3 -m pytest -q tests/xds/test_grpc_proxyless.py
+python3 -m pytest -q tests/xds/test_grpc_proxyless_tls.py
 tests/schemathesis/run.sh
 
 # The cluster as separate containers, whenever a Docker engine answers.

@@ -95,6 +95,13 @@ fn ips(ca: &Ca, client: Option<&Leaf>, node: &Node, service: &str) -> Vec<String
     ips
 }
 
+/// The value of one series of a TLS node's `/metrics` (e.g. `discovery_long_polls`), read
+/// trusting `ca` and presenting `client` when given.
+fn tls_metric(ca: &Ca, client: Option<&Leaf>, node: &Node, series: &str) -> Option<f64> {
+    let (_, text) = curl_tls(ca, client, "GET", &format!("{}/metrics", node.url), None);
+    common::series_value(&text, series)
+}
+
 /// Runs the `discovery` CLI with `args`.
 fn cli(args: &[String]) -> Output {
     Command::new(binary())
@@ -504,18 +511,17 @@ fn certificates_rotate_on_sighup_and_on_file_change_without_dropping_open_connec
         Node::start_logged(&args)
     };
     let addr = node.addr().to_owned();
+    let xds = node.xds.clone().expect("an xDS listener");
     assert_eq!(served_serial(&addr).as_deref(), Some("11"));
+    assert_eq!(served_serial(&xds).as_deref(), Some("11"), "xDS: the same");
 
     // A long poll opened on the old certificate, answered after the rotation.
-    let url = format!("{}/v1/registration/web?index=1&wait=30s", node.url);
+    let url = format!("{}/v1/registration/web?index=0&wait=30s", node.url);
     let ca_pem = ca.pem.display().to_string();
     let poll = std::thread::spawn(move || curl(&["--cacert", &ca_pem], "GET", &url, None, ""));
     // The poll is parked once the node counts it (its metric of waiting polls).
     wait_until("the long poll waits", WAIT, || {
-        let (_, metrics) = curl_tls(&ca, None, "GET", &format!("{}/metrics", node.url), None);
-        metrics
-            .lines()
-            .any(|l| l.starts_with("discovery_long_polls ") && !l.ends_with(" 0"))
+        tls_metric(&ca, None, &node, "discovery_long_polls").is_some_and(|n| n > 0.0)
     });
 
     install(&ca.leaf("node", 0x22));
@@ -523,6 +529,11 @@ fn certificates_rotate_on_sighup_and_on_file_change_without_dropping_open_connec
     wait_until("new connections get serial 22", WAIT, || {
         served_serial(&addr).as_deref() == Some("22")
     });
+    assert_eq!(
+        served_serial(&xds).as_deref(),
+        Some("22"),
+        "new xDS ones too"
+    );
     let (status, text) = curl_tls(
         &ca,
         None,
@@ -545,6 +556,7 @@ fn certificates_rotate_on_sighup_and_on_file_change_without_dropping_open_connec
         logs.contains("TLS certificates not reloaded")
     });
     assert_eq!(served_serial(&addr).as_deref(), Some("22"));
+    assert_eq!(served_serial(&xds).as_deref(), Some("22"));
 
     // No signal: a change of the files is noticed by itself (a node that polls them).
     install(&ca.leaf("node", 0x22));
@@ -1081,4 +1093,214 @@ fn a_certificate_not_valid_yet_is_taken_once_it_is() {
         .filter(|l| l.contains("not valid yet"))
         .count();
     assert_eq!(refusals, 1, "{}", logs.text());
+}
+
+/// One HTTPS connection kept alive across requests (raw HTTP/1.1 over rustls), presenting
+/// `client`'s certificate and trusting `ca`.
+struct KeptAlive(rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>);
+
+impl KeptAlive {
+    fn open(addr: &str, ca: &Ca, client: &Leaf) -> KeptAlive {
+        use discovery_client::tls::{parse_certs, parse_key, parse_roots, provider};
+        let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+        let roots = parse_roots(&ca.pem, &read(&ca.pem)).unwrap();
+        let chain = parse_certs(&client.cert, &read(&client.cert)).unwrap();
+        let key = parse_key(&client.key, &read(&client.key)).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        KeptAlive(rustls::StreamOwned::new(tls, tcp))
+    }
+
+    fn send(&mut self, path: &str) {
+        use std::io::Write;
+        let head = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+        self.0.write_all(head.as_bytes()).unwrap();
+        self.0.flush().unwrap();
+    }
+
+    /// The next answer: status, body, and whether the node closes the connection after it.
+    fn answer(&mut self) -> (u16, String, bool) {
+        use std::io::Read;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.0.read_exact(&mut byte).expect("an answer");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        let status = head[9..12].parse().unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |n| n.trim().parse().unwrap());
+        let mut body = vec![0u8; length];
+        self.0.read_exact(&mut body).unwrap();
+        let close = head.lines().any(|l| l == "connection: close");
+        (status, String::from_utf8_lossy(&body).into_owned(), close)
+    }
+
+    fn get(&mut self, path: &str) -> (u16, String, bool) {
+        self.send(path);
+        self.answer()
+    }
+
+    /// Whether the node closed the connection (a read ends instead of waiting).
+    fn closed(&mut self) -> bool {
+        use std::io::Read;
+        let mut byte = [0u8; 1];
+        !matches!(self.0.read(&mut byte), Ok(n) if n > 0)
+    }
+}
+
+/// Writes the CA bundle `file` the way a rotation tool should: aside, then renamed.
+fn install_bundle(file: &std::path::Path, cas: &[&Ca]) {
+    let pems: Vec<String> = cas
+        .iter()
+        .map(|ca| std::fs::read_to_string(&ca.pem).unwrap())
+        .collect();
+    let aside = file.with_extension("new");
+    std::fs::write(&aside, pems.concat()).unwrap();
+    std::fs::rename(&aside, file).unwrap();
+}
+
+#[test]
+fn a_connection_kept_alive_across_a_ca_swap_is_held_to_the_new_ca_at_its_next_request() {
+    let dir = TempDir::new("tls-ca-swap");
+    let kept = Ca::new(&dir.0, "kept");
+    let dropped = Ca::new(&dir.0, "dropped");
+    // The node trusts both CAs, then only `kept` (its own certificate's).
+    let bundle = dir.path("bundle.pem");
+    install_bundle(&bundle, &[&kept, &dropped]);
+    let mut args = kept.leaf("node", 1).serve_args();
+    args.extend(strings(&["--tls-ca", &bundle.display().to_string()]));
+    args.extend(strings(&[
+        "--tls-client-auth",
+        "all",
+        "--tls-peer-name",
+        "localhost",
+    ]));
+    // Idle keep-alive connections are cut after --read-timeout: longer than the test.
+    args.extend(strings(&["--tls-poll", "1h", "--read-timeout", "60s"]));
+    let node = start(&args);
+    let trusted = kept.leaf("trusted", 2);
+    let untrusted = dropped.leaf("untrusted", 3);
+    let mut a = KeptAlive::open(node.addr(), &kept, &trusted);
+    let mut b = KeptAlive::open(node.addr(), &kept, &untrusted);
+    assert_eq!(a.get("/v1/services").0, 200);
+    assert_eq!(b.get("/v1/services").0, 200, "both CAs trusted at first");
+
+    // b's long poll is in flight (parked) when the CA is swapped...
+    b.send("/v1/registration/web?index=0&wait=30s");
+    wait_until("b's long poll waits", WAIT, || {
+        tls_metric(&kept, Some(&trusted), &node, "discovery_long_polls").is_some_and(|n| n > 0.0)
+    });
+    install_bundle(&bundle, &[&kept]);
+    node.signal("HUP");
+    wait_until(
+        "a new connection of the dropped CA is refused",
+        WAIT,
+        || {
+            let url = format!("{}/v1/services", node.url);
+            curl_tls(&kept, Some(&untrusted), "GET", &url, None).0 == 401
+        },
+    );
+    // ...and is answered in full: nothing is cut mid-request.
+    let url = format!("{}/v1/registration/web", node.url);
+    let body = "ip=10.4.4.4&port=80&revision=r1";
+    assert_eq!(
+        curl_tls(&kept, Some(&trusted), "POST", &url, Some(body)).0,
+        200
+    );
+    let (status, body, _) = b.answer();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("10.4.4.4"), "{body}");
+    // Its next request is judged under the new CA: refused with the reason, then closed.
+    let (status, body, close) = b.get("/v1/services");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("not signed by this node's CA"), "{body}");
+    assert!(close, "the refusal says the connection closes");
+    assert!(b.closed(), "and the node closes it");
+    // The client the new CA still trusts goes on, on its old connection.
+    let (status, body, close) = a.get("/v1/services");
+    assert_eq!((status, close), (200, false), "{body}");
+}
+
+/// The start of a TLS ClientHello: a handshake record header announcing 512 bytes, and the
+/// first bytes of the message. A client that sends this and stops is mid-handshake.
+const HALF_A_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+
+/// Connections to `addr` that start no handshake (`idle`) or stop half-way through their
+/// ClientHello (`half`).
+fn stalled_handshakes(addr: &str, idle: usize, half: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    let mut all = Vec::new();
+    for i in 0..idle + half {
+        let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+        if i >= idle {
+            tcp.write_all(HALF_A_CLIENT_HELLO).expect("write");
+        }
+        all.push(tcp);
+    }
+    all
+}
+
+/// Waits until the node closed each of `conns` (a read ends, instead of timing out).
+fn await_closed(conns: Vec<std::net::TcpStream>) {
+    use std::io::Read;
+    for mut tcp in conns {
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let mut byte = [0u8; 1];
+        match tcp.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected the node to close the connection, got {other:?}"),
+        }
+    }
+}
+
+/// `discovery_tls_handshakes_failed_total{reason="timeout"}` of a TLS node.
+fn handshake_timeouts(ca: &Ca, node: &Node) -> Option<f64> {
+    let series = r#"discovery_tls_handshakes_failed_total{reason="timeout"}"#;
+    tls_metric(ca, None, node, series)
+}
+
+#[test]
+fn a_connection_that_does_not_finish_its_handshake_is_cut_at_the_handshake_timeout() {
+    // The handshake timeout is 10 s or a shorter --read-timeout.
+    let (_dir, ca, nodes) = cluster("tls-handshake-timeout", 1, &["--read-timeout", "1s"]);
+    let node = &nodes[0];
+    let xds = node.xds.clone().expect("an xDS listener");
+    let mut stalled = stalled_handshakes(node.addr(), 1, 1);
+    stalled.extend(stalled_handshakes(&xds, 1, 1));
+    await_closed(stalled);
+    wait_until("the four are counted as handshake timeouts", WAIT, || {
+        handshake_timeouts(&ca, node) == Some(4.0)
+    });
+}
+
+#[test]
+fn stalled_handshakes_keep_no_well_behaved_client_waiting() {
+    let extra = ["--read-timeout", "10s", "--max-connections", "300"];
+    let (_dir, ca, nodes) = cluster("tls-handshake-flood", 1, &extra);
+    let node = &nodes[0];
+    // Far more stalled handshakes than handshake slots (half the cores).
+    let stalled = stalled_handshakes(node.addr(), 100, 100);
+    // Served while every stalled one still holds its connection: none has timed out yet.
+    for _ in 0..5 {
+        let (status, _) = curl_tls(&ca, None, "GET", &format!("{}/healthz", node.url), None);
+        assert_eq!(status, 200);
+    }
+    assert_eq!(handshake_timeouts(&ca, node), Some(0.0));
+    await_closed(stalled);
+    wait_until("the 200 are counted as handshake timeouts", WAIT, || {
+        handshake_timeouts(&ca, node) == Some(200.0)
+    });
 }

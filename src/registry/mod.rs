@@ -749,6 +749,18 @@ impl Registry {
         body.into()
     }
 
+    /// The names of every service with live hosts, sorted.
+    pub fn live_service_names(&self) -> Vec<ServiceName> {
+        let mut out: Vec<ServiceName> = self
+            .services
+            .iter()
+            .filter(|s| s.tally.live > 0)
+            .map(|s| s.name.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Every service with live hosts, sorted by name.
     pub fn services(&self) -> Vec<ServiceSummary> {
         let mut out: Vec<ServiceSummary> = self

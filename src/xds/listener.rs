@@ -1,53 +1,83 @@
 //! The xDS listener's connections, before tonic sees them: accepted within the node's
-//! connection budget ([`Acceptor`], as for HTTP), and handed over only once the client sent
-//! the HTTP/2 connection preface within `--read-timeout`. A connection that sends nothing,
-//! or something that is not HTTP/2, is closed and frees its slot; tonic's own keepalive
-//! only starts after the handshake, so without this an idle socket holds a file descriptor
-//! for ever.
+//! connection budget ([`Acceptor`], as for HTTP), with TLS when the node has a certificate
+//! (the HTTP listener's handshake, [`Tls::accept`], with ALPN `h2`), and handed over only once
+//! the client sent the HTTP/2 connection preface within `--read-timeout` of the accept. A
+//! connection that sends nothing, or something that is not HTTP/2, is closed and frees its
+//! slot; tonic's own keepalive only starts after the handshake, so without this an idle socket
+//! holds a file descriptor for ever.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::accept::Acceptor;
-
-/// What every HTTP/2 client sends first (RFC 9113 section 3.4).
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use crate::accept::{Acceptor, Io, Port};
+use crate::plaintext::PREFACE;
+use crate::state::NodeState;
+use crate::tls::{self, Identity, Tls};
 
 /// A connection that sent the preface: the preface is read again by tonic, and the
 /// connection's slot is held until tonic drops it.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Pin<Box<dyn Io>>,
+    info: ConnInfo,
     /// How much of [`PREFACE`] tonic has read back.
     replayed: usize,
     _permit: OwnedSemaphorePermit,
 }
 
+/// What each request of a connection carries (tonic puts it in the request's extensions).
+#[derive(Clone)]
+pub(crate) struct ConnInfo {
+    /// The client's address.
+    pub tcp: TcpConnectInfo,
+    /// Its client certificate, with TLS.
+    pub identity: Option<Arc<Identity>>,
+}
+
 /// Accepts connections and yields those that sent the preface in time, until shutdown.
 pub(crate) fn incoming(
     acceptor: Acceptor,
-    handshake_timeout: Duration,
+    tls: Option<Arc<Tls>>,
+    shared: Arc<NodeState>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> impl Stream<Item = Result<Conn, std::io::Error>> {
     let (conns_tx, conns_rx) = mpsc::channel(64);
     let handshakes = tasks.clone();
+    let preface_timeout = shared.config.limits.read_timeout;
     tasks.spawn(async move {
         while let Some((stream, peer, permit)) = acceptor.next(&shutdown).await {
             let conns_tx = conns_tx.clone();
+            let tls = tls.clone();
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
             handshakes.spawn(async move {
-                match tokio::time::timeout(handshake_timeout, preface(stream)).await {
+                // Both bounds count from the accept.
+                let deadline = tokio::time::Instant::now() + preface_timeout;
+                let tcp = stream.connect_info();
+                let secured = tls::secure(
+                    tls.as_ref(),
+                    stream,
+                    Port::Xds,
+                    peer,
+                    &shared.metrics,
+                    &shutdown,
+                );
+                let Some((stream, identity)) = secured.await else {
+                    return;
+                };
+                match tokio::time::timeout_at(deadline, preface(stream)).await {
                     Ok(Ok(stream)) => {
                         let conn = Conn {
                             stream,
+                            info: ConnInfo { tcp, identity },
                             replayed: 0,
                             _permit: permit,
                         };
@@ -67,13 +97,13 @@ pub(crate) fn incoming(
 }
 
 /// Reads the preface, or says why not.
-async fn preface(mut stream: TcpStream) -> std::io::Result<TcpStream> {
+async fn preface(mut stream: Pin<Box<dyn Io>>) -> std::io::Result<Pin<Box<dyn Io>>> {
     let mut got = [0u8; PREFACE.len()];
     stream.read_exact(&mut got).await?;
     if &got != PREFACE {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "not an HTTP/2 connection preface (xDS is gRPC: HTTP/2 without TLS)",
+            "not an HTTP/2 connection preface (xDS is gRPC: HTTP/2)",
         ));
     }
     Ok(stream)
@@ -92,7 +122,7 @@ impl AsyncRead for Conn {
             this.replayed += n;
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        this.stream.as_mut().poll_read(cx, buf)
     }
 }
 
@@ -102,15 +132,15 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        self.stream.as_mut().poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        self.stream.as_mut().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        self.stream.as_mut().poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -118,7 +148,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        self.stream.as_mut().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -127,9 +157,9 @@ impl AsyncWrite for Conn {
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
     }
 }

@@ -6,44 +6,41 @@
 //!   same prepared views and the same mapping as REST EDS;
 //! - [`protocol`]: versions, nonces, ACK/NACK, subscriptions, as pure state machines;
 //! - [`stream`]: one task per stream;
+//! - [`grpc`] and [`wire`]: the ADS and EDS services, whose responses are written around the
+//!   resources' bytes encoded once;
 //! - [`clients`]: the open streams, for `GET /v1/xds/clients`.
 //!
 //! Changes reach streams through one signal: the change hub's counter, which [`pump`]
-//! coalesces (a burst of writes within [`COALESCE`] wakes each stream once). This layer reads
+//! coalesces (a burst of writes within [`COALESCE`] wakes each stream once) after building the
+//! burst's resources once for every stream (a [`resources::Snapshot`]). This layer reads
 //! `NodeState` like the HTTP layer does and never talks to gossip or HTTP.
 
 pub(crate) mod clients;
+mod grpc;
 mod listener;
 mod protocol;
 mod resources;
 mod stream;
+mod wire;
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
-    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
-};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::{Request, Response, Status, Streaming};
 
 pub(crate) use clients::Clients;
 
-use protocol::{Delta, Sotw};
-use resources::{Cache, Kind};
-use stream::{Outbound, Streams};
+use grpc::{Ads, Eds};
+use resources::Catalog;
+use stream::Streams;
 
 use crate::accept::Acceptor;
-use crate::state::{now, NodeState};
+use crate::state::NodeState;
+use crate::tls::Tls;
 
 /// How long a burst of changes is gathered before streams wake: one update per stream for
 /// a burst, at the cost of this much latency.
@@ -62,31 +59,38 @@ pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 100;
 /// path, a few gRPC headers and at most a token.
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 
-/// Serves xDS on `listener` until shutdown.
+/// Serves xDS on `listener` until shutdown: over TLS only when the node has `tls`.
 pub(crate) fn spawn(
     shared: Arc<NodeState>,
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
-    let cache = Arc::new(Cache::default());
+    let catalog = Arc::new(Catalog::default());
     let (changes_tx, changes_rx) = watch::channel(0u64);
-    tasks.spawn(pump(shared.clone(), cache.clone(), changes_tx));
+    tasks.spawn(pump(shared.clone(), catalog.clone(), changes_tx));
     let streams = Arc::new(Streams {
         slots: Arc::new(Semaphore::new(shared.config.limits.max_connections)),
         shared: shared.clone(),
-        cache,
+        catalog,
         changes: changes_rx,
         tasks: tasks.clone(),
     });
     let limits = &shared.config.limits;
     let max_message = limits.xds_max_message;
-    let ads = AggregatedDiscoveryServiceServer::new(Ads(streams.clone()))
-        .max_decoding_message_size(max_message);
-    let eds =
-        EndpointDiscoveryServiceServer::new(Eds(streams)).max_decoding_message_size(max_message);
+    let ads = Ads {
+        streams: streams.clone(),
+        max_message,
+        service: PhantomData,
+    };
+    let eds = Eds {
+        streams,
+        max_message,
+        service: PhantomData,
+    };
     let acceptor = Acceptor::new(listener, limits.max_connections, "xDS");
-    let incoming = listener::incoming(acceptor, limits.read_timeout, shutdown.clone(), tasks);
+    let incoming = listener::incoming(acceptor, tls, shared.clone(), shutdown.clone(), tasks);
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_max_header_list_size(MAX_HEADER_LIST)
@@ -102,9 +106,9 @@ pub(crate) fn spawn(
     });
 }
 
-/// Turns the change hub's counter into the streams' wake-up signal, one per burst, and
-/// drops cached resources of services that went away.
-async fn pump(shared: Arc<NodeState>, cache: Arc<Cache>, changes_tx: watch::Sender<u64>) {
+/// Turns the change hub's counter into the streams' wake-up signal, one per burst, with the
+/// burst's resources built before the streams wake (they take [`Catalog::latest`]).
+async fn pump(shared: Arc<NodeState>, catalog: Arc<Catalog>, changes_tx: watch::Sender<u64>) {
     let mut changes = shared.routing_changes();
     loop {
         tokio::select! {
@@ -113,63 +117,9 @@ async fn pump(shared: Arc<NodeState>, cache: Arc<Cache>, changes_tx: watch::Send
         }
         // Gathers the rest of a burst: the writes of one heartbeat storm or gossip round.
         tokio::time::sleep(COALESCE).await;
-        changes.borrow_and_update();
-        cache.forget_gone(&shared.registry, now());
+        let generation = *changes.borrow_and_update();
+        catalog.at_least(&shared, generation).await;
         changes_tx.send_modify(|n| *n = n.wrapping_add(1));
-    }
-}
-
-struct Ads(Arc<Streams>);
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = Outbound<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = Outbound<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.0.open::<Sotw>(request, "ads", None)
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.0.open::<Delta>(request, "ads-delta", None)
-    }
-}
-
-struct Eds(Arc<Streams>);
-
-#[tonic::async_trait]
-impl EndpointDiscoveryService for Eds {
-    type StreamEndpointsStream = Outbound<DiscoveryResponse>;
-    type DeltaEndpointsStream = Outbound<DeltaDiscoveryResponse>;
-
-    async fn stream_endpoints(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamEndpointsStream>, Status> {
-        self.0.open::<Sotw>(request, "eds", Some(Kind::Endpoints))
-    }
-
-    async fn delta_endpoints(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaEndpointsStream>, Status> {
-        self.0
-            .open::<Delta>(request, "eds-delta", Some(Kind::Endpoints))
-    }
-
-    async fn fetch_endpoints(
-        &self,
-        _request: Request<DiscoveryRequest>,
-    ) -> Result<Response<DiscoveryResponse>, Status> {
-        Err(Status::unimplemented(
-            "FetchEndpoints is not served over gRPC: use StreamEndpoints, ADS, or the REST endpoint POST /v3/discovery:endpoints",
-        ))
     }
 }
 

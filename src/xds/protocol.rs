@@ -26,13 +26,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use discovery_api::ServiceName;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    Resource as DeltaResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::resources::{Kind, Resource, Source};
+use super::wire::{DeltaResponse, SotwResponse};
 
 /// The most resource names one stream may subscribe to per type, and one request may name.
 pub(crate) const MAX_NAMES: usize = 10_000;
@@ -77,6 +75,10 @@ impl Subscription {
         // its wildcard listeners and clusters.
         let legacy = names.is_empty() && (first || (self.wildcard && kind != Kind::Endpoints));
         let wildcard = legacy || names.iter().any(|n| n == "*");
+        if !first && wildcard == self.wildcard && names.iter().eq(self.names.iter()) {
+            // The same names in the same (sorted) order, as an ACK repeats them: no parsing.
+            return Ok(false);
+        }
         let names: BTreeSet<String> = names.iter().filter(|n| servable(n)).cloned().collect();
         let changed = first || wildcard != self.wildcard || names != self.names;
         self.wildcard = wildcard;
@@ -124,31 +126,37 @@ impl Subscription {
         Ok(changed)
     }
 
-    /// The resources it covers now, by name, plus the listeners and clusters of `held` (the
-    /// names the client holds) that it still covers.
-    fn resources<'a>(
-        &self,
-        kind: Kind,
-        source: &dyn Source,
-        held: impl Iterator<Item = &'a String>,
-    ) -> BTreeMap<String, Arc<Resource>> {
-        let mut out = BTreeMap::new();
-        let wildcard = if self.wildcard {
-            source.names()
-        } else {
-            Vec::new()
-        };
-        let mut add = |name: &str| {
-            if !out.contains_key(name) {
-                if let Some(r) = source.resource(kind, name) {
-                    out.insert(name.to_owned(), r);
+    /// The resources it covers now, sorted by name, plus the listeners and clusters of `held`
+    /// (what the client holds, sorted by name) that it still covers: those are never deleted
+    /// (see the module docs), and are taken as held when the registry no longer has them.
+    fn resources(&self, kind: Kind, source: &dyn Source, held: &[Arc<Resource>]) -> Resources {
+        let all = if self.wildcard { source.all(kind) } else { &[] };
+        let mut out = all.to_vec();
+        let keep = kind != Kind::Endpoints;
+        // Names come in order (a set, a sorted list), so each list is walked once.
+        let (mut in_all, mut in_held) = (Cursor::new(all), Cursor::new(held));
+        for name in &self.names {
+            if in_all.find(name).is_some() {
+                continue;
+            }
+            let held = if keep { in_held.find(name) } else { None };
+            if let Some(r) = held.cloned().or_else(|| source.resource(kind, name)) {
+                out.push(r);
+            }
+        }
+        if keep {
+            let mut in_all = Cursor::new(all);
+            for r in held.iter().filter(|r| self.covers(&r.name)) {
+                if in_all.find(&r.name).is_none() {
+                    out.push(r.clone());
                 }
             }
-        };
-        wildcard.iter().chain(&self.names).for_each(|n| add(n));
-        held.filter(|name| kind != Kind::Endpoints && self.covers(name))
-            .for_each(|n| add(n));
-        out
+        }
+        if out.len() > all.len() {
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            out.dedup_by(|a, b| a.name == b.name);
+        }
+        Resources(out)
     }
 
     fn covers(&self, name: &str) -> bool {
@@ -171,16 +179,43 @@ fn servable(name: &str) -> bool {
 /// longer one is forgotten, so the resource is simply sent.
 const MAX_VERSION_LEN: usize = 64;
 
-/// A version for a set of resources: equal sets give equal versions on every node.
-fn set_version(resources: &BTreeMap<String, Arc<Resource>>) -> String {
-    let mut h = Xxh3::new();
-    for (name, r) in resources {
-        h.update(name.as_bytes());
-        h.update(&[0]);
-        h.update(r.version.as_bytes());
-        h.update(&[0]);
+/// Resources sorted by name, each name once.
+struct Resources(Vec<Arc<Resource>>);
+
+impl Resources {
+    /// A version for the set: equal sets give equal versions on every node.
+    fn version(&self) -> String {
+        let mut h = Xxh3::new();
+        for r in &self.0 {
+            h.update(r.name.as_bytes());
+            h.update(&[0]);
+            h.update(r.version.as_bytes());
+            h.update(&[0]);
+        }
+        format!("{:016x}", h.digest())
     }
-    format!("{:016x}", h.digest())
+}
+
+/// Finds names given in ascending order in a list sorted by name, walking it once.
+struct Cursor<'a> {
+    rest: &'a [Arc<Resource>],
+}
+
+impl<'a> Cursor<'a> {
+    fn new(sorted: &'a [Arc<Resource>]) -> Self {
+        Cursor { rest: sorted }
+    }
+
+    /// The resource named `name`, which sorts after every name asked before.
+    fn find(&mut self, name: &str) -> Option<&'a Arc<Resource>> {
+        let skip = self
+            .rest
+            .iter()
+            .take_while(|r| r.name.as_str() < name)
+            .count();
+        self.rest = &self.rest[skip..];
+        self.rest.first().filter(|r| r.name == name)
+    }
 }
 
 /// Per-type bookkeeping common to both variants.
@@ -235,8 +270,8 @@ struct TypeState {
     sent: Sent,
     /// SotW: the version the client said it has when it (re)connected.
     client_version: String,
-    /// SotW: the names in the latest response.
-    sent_names: Vec<String>,
+    /// SotW: the resources in the latest response, sorted by name.
+    sent_resources: Vec<Arc<Resource>>,
     /// Delta: what the client holds, name to version, counting what was sent as held...
     known: BTreeMap<String, String>,
     /// ...until a NACK says otherwise: the entries of `known` as they were before the
@@ -315,7 +350,7 @@ impl Sotw {
 
     /// The responses to send now: one per type whose resources changed since its last
     /// response (and not to a version the client rejected).
-    pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DiscoveryResponse> {
+    pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<SotwResponse> {
         let mut out = Vec::new();
         let Types {
             types,
@@ -324,8 +359,8 @@ impl Sotw {
         } = &mut self.0;
         *pending = false;
         for (kind, state) in types {
-            let resources = state.sub.resources(*kind, source, state.sent_names.iter());
-            let version = set_version(&resources);
+            let resources = state.sub.resources(*kind, source, &state.sent_resources);
+            let version = resources.version();
             let current = state
                 .sent
                 .version
@@ -338,14 +373,13 @@ impl Sotw {
             state.sent.nonce = nonce.to_string();
             state.sent.answered = false;
             state.sent.version = Some(version.clone());
-            state.sent_names = resources.keys().cloned().collect();
-            out.push(DiscoveryResponse {
+            out.push(SotwResponse {
                 version_info: version,
-                resources: resources.values().map(|r| r.any.clone()).collect(),
-                type_url: kind.url().to_owned(),
+                resources: resources.0.clone(),
+                type_url: kind.url(),
                 nonce: state.sent.nonce.clone(),
-                ..Default::default()
             });
+            state.sent_resources = resources.0;
         }
         out
     }
@@ -414,7 +448,7 @@ impl Delta {
 
     /// The responses to send now: per type, the resources the client lacks or holds at
     /// another version, and those it holds that are gone.
-    pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DeltaDiscoveryResponse> {
+    pub(crate) fn responses(&mut self, source: &dyn Source) -> Vec<DeltaResponse> {
         let mut out = Vec::new();
         let Types {
             types,
@@ -423,42 +457,42 @@ impl Delta {
         } = &mut self.0;
         *pending = false;
         for (kind, state) in types {
-            let resources = state.sub.resources(*kind, source, state.known.keys());
+            // What the client holds is in `known` by version; listeners and clusters it holds
+            // are never removed (see the module docs) and, depending on their name only, never
+            // change: those the registry no longer has need no look-up.
+            let resources = state.sub.resources(*kind, source, &[]);
             let changed: Vec<&Arc<Resource>> = resources
-                .values()
+                .0
+                .iter()
                 .filter(|r| state.known.get(&r.name) != Some(&r.version))
                 .collect();
-            let removed: Vec<String> = state
-                .known
-                .keys()
-                .filter(|name| !resources.contains_key(*name))
-                .cloned()
-                .collect();
+            let removed: Vec<String> = match kind {
+                Kind::Endpoints => {
+                    let mut now = Cursor::new(&resources.0);
+                    let known = state.known.keys();
+                    known
+                        .filter(|name| now.find(name).is_none())
+                        .cloned()
+                        .collect()
+                }
+                Kind::Listener | Kind::Cluster => Vec::new(),
+            };
             if changed.is_empty() && removed.is_empty() {
                 continue;
             }
-            let version = set_version(&resources);
+            let version = resources.version();
             if state.sent.nacked.as_deref() == Some(&version) {
                 continue;
             }
             *nonce += 1;
             state.sent.nonce = nonce.to_string();
             state.sent.answered = false;
-            let response = DeltaDiscoveryResponse {
+            let response = DeltaResponse {
                 system_version_info: version.clone(),
-                resources: changed
-                    .iter()
-                    .map(|r| DeltaResource {
-                        name: r.name.clone(),
-                        version: r.version.clone(),
-                        resource: Some(r.any.clone()),
-                        ..Default::default()
-                    })
-                    .collect(),
-                type_url: kind.url().to_owned(),
+                resources: changed.iter().map(|r| Arc::clone(r)).collect(),
+                type_url: kind.url(),
                 removed_resources: removed.clone(),
                 nonce: state.sent.nonce.clone(),
-                ..Default::default()
             };
             for r in changed {
                 let before = state.known.insert(r.name.clone(), r.version.clone());
@@ -491,39 +525,63 @@ mod tests {
 
     use envoy_types::pb::google::protobuf::Any;
     use envoy_types::pb::google::rpc::Status;
+    use prost::Message;
 
     use super::*;
 
-    /// A fixed set of services: name to content version.
+    /// A fixed set of services: name to content version, and their resources as a snapshot
+    /// holds them.
     #[derive(Default)]
-    struct Fixed(BTreeMap<String, String>);
+    struct Fixed {
+        versions: BTreeMap<String, String>,
+        all: [Vec<Arc<Resource>>; 3],
+    }
 
     impl Fixed {
         fn set(&mut self, name: &str, version: &str) {
-            self.0.insert(name.into(), version.into());
+            self.versions.insert(name.into(), version.into());
+            self.rebuild();
+        }
+
+        fn remove(&mut self, name: &str) {
+            self.versions.remove(name);
+            self.rebuild();
+        }
+
+        fn clear(&mut self) {
+            self.versions.clear();
+            self.rebuild();
+        }
+
+        fn rebuild(&mut self) {
+            for kind in [Kind::Listener, Kind::Cluster, Kind::Endpoints] {
+                self.all[kind as usize] = self
+                    .versions
+                    .keys()
+                    .filter_map(|name| self.resource(kind, name))
+                    .collect();
+            }
         }
     }
 
     impl Source for Fixed {
+        fn all(&self, kind: Kind) -> &[Arc<Resource>] {
+            &self.all[kind as usize]
+        }
+
         fn resource(&self, kind: Kind, name: &str) -> Option<Arc<Resource>> {
-            // As the catalog: a listener or cluster for any name, endpoints for services.
+            // As a snapshot: a listener or cluster for any name, endpoints for services.
             let fixed = "static".to_string();
-            let version = match (self.0.get(name), kind) {
+            let version = match (self.versions.get(name), kind) {
                 (Some(version), Kind::Endpoints) => version,
                 (_, Kind::Listener | Kind::Cluster) => &fixed,
                 (None, Kind::Endpoints) => return None,
             };
-            Some(Arc::new(Resource {
-                name: name.into(),
-                version: version.clone(),
-                any: Any {
-                    type_url: kind.url().into(),
-                    value: format!("{name}@{version}").into_bytes(),
-                },
-            }))
-        }
-        fn names(&self) -> Vec<String> {
-            self.0.keys().cloned().collect()
+            let any = Any {
+                type_url: kind.url().into(),
+                value: format!("{name}@{version}").into_bytes(),
+            };
+            Some(Arc::new(Resource::new(name.into(), version.clone(), &any)))
         }
     }
 
@@ -546,10 +604,10 @@ mod tests {
         req
     }
 
-    fn names_in(r: &DiscoveryResponse) -> Vec<String> {
+    fn names_in(r: &SotwResponse) -> Vec<String> {
         r.resources
             .iter()
-            .map(|a| String::from_utf8(a.value.clone()).unwrap())
+            .map(|r| String::from_utf8(Any::decode(r.any.clone()).unwrap().value).unwrap())
             .collect()
     }
 
@@ -638,7 +696,7 @@ mod tests {
         assert_eq!(names_in(&s.responses(&src)[0]), ["web@1"]);
         src.set("db", "1");
         assert_eq!(names_in(&s.responses(&src)[0]), ["db@1", "web@1"]);
-        src.0.remove("web");
+        src.remove("web");
         assert_eq!(names_in(&s.responses(&src)[0]), ["db@1"]);
     }
 
@@ -652,7 +710,7 @@ mod tests {
             req.type_url = kind.url().into();
             s.request(kind, &req).unwrap();
             assert_eq!(names_in(&s.responses(&src)[0]), ["web@static"]);
-            src.0.remove("web");
+            src.remove("web");
             src.set("db", "1");
             assert_eq!(
                 names_in(&s.responses(&src)[0]),
@@ -665,7 +723,7 @@ mod tests {
             d.request(kind, &req).unwrap();
             let r = d.responses(&src).remove(0);
             assert_eq!(r.resources.len(), 1, "db");
-            src.0.clear();
+            src.clear();
             assert!(d.responses(&src).is_empty(), "nothing removed");
         }
     }
@@ -747,7 +805,7 @@ mod tests {
             ("web", "2")
         );
         assert!(r.removed_resources.is_empty());
-        src.0.remove("db");
+        src.remove("db");
         let r = d.responses(&src).remove(0);
         assert!(r.resources.is_empty());
         assert_eq!(r.removed_resources, ["db"]);
@@ -846,6 +904,13 @@ mod tests {
         s.request(ep, &sotw_req(&["web", "db"], "", &r.nonce))
             .unwrap();
         assert!(s.pending(), "a subscription change");
+        src.set("db", "1");
+        let r = s.responses(&src).remove(0);
+        for names in [["web", "db"], ["db", "web"]] {
+            s.request(ep, &sotw_req(&names, &r.version_info, &r.nonce))
+                .unwrap();
+            assert!(!s.pending(), "the same names, in any order: {names:?}");
+        }
         let mut d = Delta::default();
         d.request(ep, &delta_req(&["web"], &[], "")).unwrap();
         let r = d.responses(&src).remove(0);

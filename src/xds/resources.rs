@@ -10,13 +10,20 @@
 //! exist for any service name asked for, hosts or not: state-of-the-world LDS and CDS answers
 //! are the full set, so leaving one out tells gRPC and Envoy to delete it (a restarted or
 //! partly synced registry, a service whose hosts all expired), and a client would fail calls
-//! it could still make with the endpoints it holds. Built resources are cached per service and
-//! content hash, so a change costs one build however many streams watch the service.
+//! it could still make with the endpoints it holds.
+//!
+//! Streams do not read the registry: they read a [`Snapshot`], every service's resources
+//! encoded once per routing generation and shared through `Arc`s. The pump builds one per burst
+//! of changes before it wakes the streams ([`Catalog::at_least`]); a request that needs a newer
+//! one (it follows a write) waits for that build instead of starting its own. A build costs a
+//! lookup per service plus the encoding of the services whose content changed, however many
+//! streams watch them; each stream then only picks what it subscribed to and compares versions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
 use discovery_api::ServiceName;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -40,6 +47,7 @@ use prost::{Message, Name};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::registry::{Micros, Registry};
+use crate::state::{now, NodeState};
 
 /// The resource types served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -93,94 +101,184 @@ pub(crate) struct Resource {
     pub name: String,
     /// Equal content gives an equal version on every node.
     pub version: String,
-    /// The packed message.
-    pub any: Any,
+    /// The message packed as a `google.protobuf.Any` and encoded, once: every stream that
+    /// sends it writes these bytes (see `wire`).
+    pub any: Bytes,
 }
 
-/// Where streams find resources: the registry through a cache, or a fixed set in tests.
+impl Resource {
+    pub(crate) fn new(name: String, version: String, any: &Any) -> Resource {
+        Resource {
+            name,
+            version,
+            any: any.encode_to_vec().into(),
+        }
+    }
+}
+
+/// Where streams find resources: a [`Snapshot`] of the registry, or a fixed set in tests.
 pub(crate) trait Source {
-    /// The resource of that kind and name, if the service has live hosts.
+    /// The resources of that kind of every service with live hosts, sorted by name: what a
+    /// wildcard subscription covers.
+    fn all(&self, kind: Kind) -> &[Arc<Resource>];
+    /// The resource of that kind and name: endpoints if the service has live hosts, a
+    /// listener or cluster for any service name.
     fn resource(&self, kind: Kind, name: &str) -> Option<Arc<Resource>>;
-    /// Every service that has live hosts (what a wildcard subscription covers).
-    fn names(&self) -> Vec<String>;
 }
 
-/// The three resources of one service at one content hash.
-struct Built {
-    hash: u64,
-    listener: Arc<Resource>,
-    cluster: Arc<Resource>,
-    endpoints: Arc<Resource>,
+/// The registry's services as xDS resources at one routing generation, built once for every
+/// stream (see the module docs). A service's resources are carried over from the snapshot
+/// before when its content hash is unchanged (its listener and cluster whatever the hash:
+/// they depend on its name only), so a change re-encodes only the services it changed.
+pub(crate) struct Snapshot {
+    /// The routing generation (`NodeState::routing_generation`) it holds every change up to;
+    /// `None` before the first build.
+    generation: Option<u64>,
+    /// Each service with live hosts: its content hash and its place in `all`.
+    services: HashMap<ServiceName, (u64, usize)>,
+    /// Per kind (in [`Kind`] order), every service's resource, sorted by name.
+    all: [Vec<Arc<Resource>>; 3],
 }
 
-/// The registry's services as xDS resources. See the module docs.
-pub(crate) struct Catalog<'a> {
-    registry: &'a Registry,
-    cache: &'a Cache,
-    now: Micros,
-}
-
-/// Built resources per service. Entries go when their service has no live hosts
-/// ([`Cache::forget_gone`]).
-#[derive(Default)]
-pub(crate) struct Cache(DashMap<ServiceName, Arc<Built>>);
-
-impl Cache {
-    /// The registry as seen at `now`, through this cache.
-    pub(crate) fn catalog<'a>(&'a self, registry: &'a Registry, now: Micros) -> Catalog<'a> {
-        Catalog {
-            registry,
-            cache: self,
-            now,
+impl Snapshot {
+    /// A snapshot of nothing, older than any build.
+    fn empty() -> Snapshot {
+        Snapshot {
+            generation: None,
+            services: HashMap::new(),
+            all: Default::default(),
         }
     }
 
-    /// Drops the entries of services that no longer have live hosts.
-    pub(crate) fn forget_gone(&self, registry: &Registry, now: Micros) {
-        self.0.retain(|name, _| registry.view(name, now).hosts > 0);
-    }
-}
-
-impl Source for Catalog<'_> {
-    fn resource(&self, kind: Kind, name: &str) -> Option<Arc<Resource>> {
-        let service = ServiceName::parse(name).ok()?;
-        let view = self.registry.view(&service, self.now);
-        if view.hosts == 0 {
-            return match kind {
-                Kind::Listener => Some(Arc::new(listener(&service))),
-                Kind::Cluster => Some(Arc::new(cluster(&service))),
-                Kind::Endpoints => None,
-            };
-        }
-        // The guard of `get` must be gone before `insert` (same shard: a deadlock).
-        let cached = self.cache.0.get(&service).map(|b| b.clone());
-        let built = match cached {
-            Some(b) if b.hash == view.content_hash => b,
-            _ => {
-                let assignment = self.registry.envoy_assignment(&service)?;
-                let built = Arc::new(Built {
-                    hash: view.content_hash,
-                    listener: Arc::new(listener(&service)),
-                    cluster: Arc::new(cluster(&service)),
-                    endpoints: Arc::new(endpoints(&assignment, view.content_hash)),
-                });
-                self.cache.0.insert(service, built.clone());
-                built
+    /// The registry at `now`, labelled `generation` (read before building, so that a change
+    /// during the build makes the next caller build again), reusing what `before` holds.
+    pub(crate) fn build(
+        before: &Snapshot,
+        registry: &Registry,
+        now: Micros,
+        generation: u64,
+    ) -> Snapshot {
+        let names = registry.live_service_names();
+        let mut services = HashMap::with_capacity(names.len());
+        let mut all: [Vec<Arc<Resource>>; 3] =
+            std::array::from_fn(|_| Vec::with_capacity(names.len()));
+        for service in names {
+            let view = registry.view(&service, now);
+            if view.hosts == 0 {
+                // Its hosts went since the listing.
+                continue;
             }
-        };
-        Some(match kind {
-            Kind::Listener => built.listener.clone(),
-            Kind::Cluster => built.cluster.clone(),
-            Kind::Endpoints => built.endpoints.clone(),
-        })
+            let held = before.services.get(service.as_str()).map(|&(hash, at)| {
+                let [l, c, e] = &before.all;
+                (hash, [&l[at], &c[at], &e[at]])
+            });
+            let [listener, cluster, endpoints] = match held {
+                Some((hash, [l, c, e])) if hash == view.content_hash => {
+                    [l.clone(), c.clone(), e.clone()]
+                }
+                _ => {
+                    let Some(assignment) = registry.envoy_assignment(&service) else {
+                        continue;
+                    };
+                    let endpoints = Arc::new(endpoints(&assignment, view.content_hash));
+                    match held {
+                        Some((_, [l, c, _])) => [l.clone(), c.clone(), endpoints],
+                        None => [
+                            Arc::new(listener(&service)),
+                            Arc::new(cluster(&service)),
+                            endpoints,
+                        ],
+                    }
+                }
+            };
+            services.insert(service.clone(), (view.content_hash, all[0].len()));
+            for (list, resource) in all.iter_mut().zip([listener, cluster, endpoints]) {
+                list.push(resource);
+            }
+        }
+        Snapshot {
+            generation: Some(generation),
+            services,
+            all,
+        }
+    }
+}
+
+impl Source for Snapshot {
+    fn all(&self, kind: Kind) -> &[Arc<Resource>] {
+        &self.all[kind as usize]
     }
 
-    fn names(&self) -> Vec<String> {
-        self.registry
-            .services()
-            .into_iter()
-            .map(|s| s.service)
-            .collect()
+    fn resource(&self, kind: Kind, name: &str) -> Option<Arc<Resource>> {
+        if let Some(&(_, at)) = self.services.get(name) {
+            return Some(self.all[kind as usize][at].clone());
+        }
+        // No live hosts: no endpoints, and a listener or cluster built for the name (cheap,
+        // and kept by the stream that sends it).
+        let service = ServiceName::parse(name).ok()?;
+        match kind {
+            Kind::Listener => Some(Arc::new(listener(&service))),
+            Kind::Cluster => Some(Arc::new(cluster(&service))),
+            Kind::Endpoints => None,
+        }
+    }
+}
+
+/// The latest [`Snapshot`], and the one build at a time that replaces it.
+pub(crate) struct Catalog {
+    latest: ArcSwap<Snapshot>,
+    /// Held while building: callers that need a newer snapshot wait for the build under way
+    /// rather than starting their own.
+    building: tokio::sync::Mutex<()>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog {
+            latest: ArcSwap::from_pointee(Snapshot::empty()),
+            building: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl Catalog {
+    /// The newest snapshot built.
+    pub(crate) fn latest(&self) -> Arc<Snapshot> {
+        self.latest.load_full()
+    }
+
+    /// A snapshot that holds every change up to routing generation `generation`: the latest if
+    /// it does, else one built now (on a blocking thread: the first build of a large registry
+    /// encodes every host) at the node's current generation.
+    pub(crate) async fn at_least(&self, shared: &Arc<NodeState>, generation: u64) -> Arc<Snapshot> {
+        let fresh = |s: &Snapshot| s.generation.is_some_and(|g| g >= generation);
+        let latest = self.latest();
+        if fresh(&latest) {
+            return latest;
+        }
+        let _building = self.building.lock().await;
+        let latest = self.latest();
+        if fresh(&latest) {
+            return latest;
+        }
+        let state = shared.clone();
+        let before = latest.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let generation = state.routing_generation();
+            Snapshot::build(&before, &state.registry, now(), generation)
+        })
+        .await;
+        match built {
+            Ok(snapshot) => {
+                let snapshot = Arc::new(snapshot);
+                self.latest.store(snapshot.clone());
+                snapshot
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "building the xDS resources failed; serving the previous ones");
+                latest
+            }
+        }
     }
 }
 
@@ -193,11 +291,8 @@ fn pack<M: Message + Name>(message: &M) -> Any {
 
 /// A resource whose content is a function of its name only: versioned by its bytes.
 fn by_bytes(name: &ServiceName, any: Any) -> Resource {
-    Resource {
-        name: name.to_string(),
-        version: format!("{:016x}", xxh3_64(&any.value)),
-        any,
-    }
+    let version = format!("{:016x}", xxh3_64(&any.value));
+    Resource::new(name.to_string(), version, &any)
 }
 
 /// The `Listener` gRPC resolves `xds:///SERVICE` with.
@@ -293,11 +388,8 @@ fn endpoints(assignment: &discovery_api::ClusterLoadAssignment, hash: u64) -> Re
             .collect(),
         ..Default::default()
     };
-    Resource {
-        name: assignment.cluster_name.clone(),
-        version: format!("{hash:016x}"),
-        any: pack(&cla),
-    }
+    let version = format!("{hash:016x}");
+    Resource::new(assignment.cluster_name.clone(), version, &pack(&cla))
 }
 
 fn lb_endpoint(host: &discovery_api::LbEndpoint) -> LbEndpoint {
@@ -355,4 +447,108 @@ fn to_value(json: &serde_json::Value) -> Value {
         }),
     };
     Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use discovery_api::{HostStatus, Port, Registration, RepoName, Revision, Tags};
+
+    use super::*;
+    use crate::registry::{RegistryConfig, SECOND};
+
+    const T0: Micros = 1_800_000_000 * SECOND;
+
+    fn beat(r: &Registry, service: &str, ip: &str, revision: &str) {
+        let registration = Registration {
+            ip: None,
+            port: Port::new(80).unwrap(),
+            revision: Revision::parse(revision).unwrap(),
+            service_repo_name: RepoName::empty(),
+            tags: Tags::default(),
+            ttl: Some(600),
+            status: HostStatus::Up,
+            auto_ip: false,
+        };
+        let service = ServiceName::parse(service).unwrap();
+        r.heartbeat(&service, ip.parse().unwrap(), &registration, T0)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_built_once_per_generation_and_holds_every_write_before_it() {
+        let config = crate::config::config(&["--node-id", "n1"]).unwrap();
+        let shared = Arc::new(NodeState::new(config));
+        let catalog = Catalog::default();
+        let empty = catalog.at_least(&shared, shared.routing_generation()).await;
+        assert!(empty.all(Kind::Endpoints).is_empty());
+        let again = catalog.at_least(&shared, shared.routing_generation()).await;
+        assert!(
+            Arc::ptr_eq(&empty, &again),
+            "the same generation: not built again"
+        );
+
+        // A write, published: the next snapshot asked for at its generation holds it.
+        beat(&shared.registry, "web", "10.0.0.1", "r1");
+        shared.poke();
+        assert!(
+            Arc::ptr_eq(&catalog.latest(), &empty),
+            "built only when asked"
+        );
+        let fresh = catalog.at_least(&shared, shared.routing_generation()).await;
+        assert_eq!(names(&fresh, Kind::Endpoints), ["web"]);
+        assert!(Arc::ptr_eq(&catalog.latest(), &fresh));
+        // An older generation is served by the newest snapshot.
+        let old = catalog.at_least(&shared, 0).await;
+        assert!(Arc::ptr_eq(&old, &fresh));
+    }
+
+    fn names(s: &Snapshot, kind: Kind) -> Vec<&str> {
+        s.all(kind).iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_snapshot_encodes_again_only_what_a_change_changed() {
+        let r = Registry::new(RegistryConfig::new("test", "a"));
+        beat(&r, "web", "10.0.0.1", "r1");
+        beat(&r, "db", "10.0.1.1", "r1");
+        let first = Snapshot::build(&Snapshot::empty(), &r, T0, 1);
+        for kind in [Kind::Listener, Kind::Cluster, Kind::Endpoints] {
+            assert_eq!(names(&first, kind), ["db", "web"]);
+        }
+
+        beat(&r, "web", "10.0.0.2", "r1");
+        let second = Snapshot::build(&first, &r, T0, 2);
+        for kind in [Kind::Listener, Kind::Cluster, Kind::Endpoints] {
+            let (before, after) = (&first.all(kind)[0], &second.all(kind)[0]);
+            assert!(
+                Arc::ptr_eq(before, after),
+                "db is the same: not built again"
+            );
+        }
+        for kind in [Kind::Listener, Kind::Cluster] {
+            let (before, after) = (&first.all(kind)[1], &second.all(kind)[1]);
+            assert!(
+                Arc::ptr_eq(before, after),
+                "a name's {kind:?} never changes"
+            );
+        }
+        let (before, after) = (
+            first.resource(Kind::Endpoints, "web").unwrap(),
+            second.resource(Kind::Endpoints, "web").unwrap(),
+        );
+        assert_ne!(before.version, after.version);
+        assert_ne!(before.any, after.any);
+
+        // Hosts gone: no endpoints, and a listener and cluster for the name all the same.
+        for ip in ["10.0.0.1", "10.0.0.2"] {
+            let web = ServiceName::parse("web").unwrap();
+            r.delete(&web, ip.parse().unwrap(), None, T0).unwrap();
+        }
+        let third = Snapshot::build(&second, &r, T0, 3);
+        assert_eq!(names(&third, Kind::Endpoints), ["db"]);
+        assert!(third.resource(Kind::Endpoints, "web").is_none());
+        let listener = third.resource(Kind::Listener, "web").unwrap();
+        assert_eq!(listener.version, first.all(Kind::Listener)[1].version);
+        assert!(third.resource(Kind::Cluster, "not a name").is_none());
+    }
 }

@@ -14,29 +14,30 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::listener::ConnInfo;
 use super::protocol::{Delta, Refused, Reply, Sotw, TypeSummary};
-use super::resources::{Cache, Kind, Source};
+use super::resources::{Catalog, Kind, Source};
+use super::wire::{DeltaResponse, Encode, SotwResponse};
 use crate::auth::{self, Access};
 use crate::metrics::XdsEvent;
 use crate::registry::rfc3339;
 use crate::state::{now, NodeState};
 use crate::throttle::Throttle;
+use crate::tls::Identity;
 
 /// A response stream as tonic wants it.
 pub(crate) type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// What differs between SotW and delta streams.
 pub(crate) trait Protocol: Default + Send + 'static {
-    type Request: Send + 'static;
-    type Response: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: Encode + Send + 'static;
     fn type_url(request: &Self::Request) -> &str;
     fn node(request: &Self::Request) -> Option<&Node>;
     fn take(&mut self, kind: Kind, request: &Self::Request) -> Result<Reply, Refused>;
@@ -50,7 +51,7 @@ pub(crate) trait Protocol: Default + Send + 'static {
 
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     fn type_url(request: &DiscoveryRequest) -> &str {
         &request.type_url
     }
@@ -60,14 +61,14 @@ impl Protocol for Sotw {
     fn take(&mut self, kind: Kind, request: &DiscoveryRequest) -> Result<Reply, Refused> {
         self.request(kind, request)
     }
-    fn responses(&mut self, source: &dyn Source) -> Vec<DiscoveryResponse> {
+    fn responses(&mut self, source: &dyn Source) -> Vec<SotwResponse> {
         Sotw::responses(self, source)
     }
     fn pending(&self) -> bool {
         Sotw::pending(self)
     }
-    fn sent(response: &DiscoveryResponse) -> (&str, &str) {
-        (&response.type_url, &response.version_info)
+    fn sent(response: &SotwResponse) -> (&str, &str) {
+        (response.type_url, &response.version_info)
     }
     fn summary(&self) -> Vec<TypeSummary> {
         Sotw::summary(self)
@@ -76,7 +77,7 @@ impl Protocol for Sotw {
 
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
     fn type_url(request: &DeltaDiscoveryRequest) -> &str {
         &request.type_url
     }
@@ -86,14 +87,14 @@ impl Protocol for Delta {
     fn take(&mut self, kind: Kind, request: &DeltaDiscoveryRequest) -> Result<Reply, Refused> {
         self.request(kind, request)
     }
-    fn responses(&mut self, source: &dyn Source) -> Vec<DeltaDiscoveryResponse> {
+    fn responses(&mut self, source: &dyn Source) -> Vec<DeltaResponse> {
         Delta::responses(self, source)
     }
     fn pending(&self) -> bool {
         Delta::pending(self)
     }
-    fn sent(response: &DeltaDiscoveryResponse) -> (&str, &str) {
-        (&response.type_url, &response.system_version_info)
+    fn sent(response: &DeltaResponse) -> (&str, &str) {
+        (response.type_url, &response.system_version_info)
     }
     fn summary(&self) -> Vec<TypeSummary> {
         Delta::summary(self)
@@ -103,7 +104,7 @@ impl Protocol for Delta {
 /// What every stream of a node shares.
 pub(crate) struct Streams {
     pub shared: Arc<NodeState>,
-    pub cache: Arc<Cache>,
+    pub catalog: Arc<Catalog>,
     /// Bumped once per coalesced burst of registry changes (see `xds::pump`).
     pub changes: watch::Receiver<u64>,
     pub tasks: TaskTracker,
@@ -121,6 +122,13 @@ impl Streams {
         protocol: &'static str,
         only: Option<Kind>,
     ) -> Result<Response<Outbound<P::Response>>, Status> {
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let identity = conn.as_ref().and_then(|c| c.identity.clone());
+        // A connection whose client certificate is refused (now: a reload may have withdrawn
+        // it since the handshake) opens no stream, as it reaches no HTTP handler.
+        if let Some(why) = identity.as_ref().and_then(|i| i.cert().refused) {
+            return Err(Status::unauthenticated(why));
+        }
         let headers = request.metadata().clone().into_headers();
         if !auth::allowed(&self.shared.config.tokens, Access::Read, &headers) {
             return Err(Status::unauthenticated(
@@ -133,18 +141,18 @@ impl Streams {
                 self.shared.config.limits.max_connections
             )));
         };
-        let peer = request.remote_addr();
+        let peer = conn.and_then(|c| c.tcp.remote_addr());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let task = Task {
             shared: self.shared.clone(),
-            cache: self.cache.clone(),
+            catalog: self.catalog.clone(),
             changes: self.changes.clone(),
             tx,
             only,
             protocol,
         };
-        self.tasks.spawn(task.run::<P>(inbound, peer));
+        self.tasks.spawn(task.run::<P>(inbound, peer, identity));
         // The slot goes with the response stream, not the task: a task that gave up on a
         // client that does not read ends, but its HTTP/2 stream stays open (and holds memory)
         // until tonic drops it, and must count until then.
@@ -157,7 +165,7 @@ impl Streams {
 
 struct Task<R> {
     shared: Arc<NodeState>,
-    cache: Arc<Cache>,
+    catalog: Arc<Catalog>,
     changes: watch::Receiver<u64>,
     tx: mpsc::Sender<Result<R, Status>>,
     only: Option<Kind>,
@@ -177,7 +185,17 @@ impl<R: Send + 'static> Task<R> {
         mut self,
         mut inbound: Streaming<P::Request>,
         peer: Option<SocketAddr>,
+        identity: Option<Arc<Identity>>,
     ) {
+        // A reload that withdraws the client certificate ends the stream.
+        let mut reloads = identity.as_ref().map(|i| i.reloads());
+        let withdrawn = async {
+            match (&identity, &mut reloads) {
+                (Some(identity), Some(reloads)) => identity.withdrawn(reloads).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::pin!(withdrawn);
         let shared = self.shared.clone();
         let peer = peer.map_or_else(String::new, |p| p.to_string());
         let entry = shared
@@ -187,9 +205,15 @@ impl<R: Send + 'static> Task<R> {
         let mut state = P::default();
         let mut node_id = None;
         let mut pace = Pace::new(tokio::time::Instant::now());
+        // Made once: every stream waits on the same token, and a wait made anew each turn of
+        // the loop would join and leave its waiter list (behind one lock) twice per push.
+        let shutdown = shared.shutdown.cancelled();
+        tokio::pin!(shutdown);
         let end = loop {
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => break End::Gone,
+            // Whether a request is what there is to answer (else a change woke the stream).
+            let asked = tokio::select! {
+                _ = &mut shutdown => break End::Gone,
+                why = &mut withdrawn => break End::Refused(Status::unauthenticated(why)),
                 message = inbound.message() => match message {
                     Ok(Some(request)) => {
                         if node_id.is_none() {
@@ -216,6 +240,7 @@ impl<R: Send + 'static> Task<R> {
                             // An ACK, a stale nonce, a type not served: nothing to compute.
                             continue;
                         }
+                        true
                     }
                     Ok(None) => break End::Gone,
                     Err(status) => {
@@ -223,15 +248,26 @@ impl<R: Send + 'static> Task<R> {
                         break End::Refused(status);
                     }
                 },
-                changed = self.changes.changed() => if changed.is_err() { break End::Gone },
-            }
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        break End::Gone;
+                    }
+                    false
+                }
+            };
             if !shared.is_ready() {
                 continue;
             }
-            let responses = {
-                let catalog = self.cache.catalog(&shared.registry, now());
-                state.responses(&catalog)
+            // A change's wake-up comes with its snapshot built. A request is answered with
+            // every change before it, such as the write its client just made: a change not yet
+            // through the pump is built now (once, for every stream that asks meanwhile).
+            let snapshot = if asked {
+                let generation = shared.routing_generation();
+                self.catalog.at_least(&shared, generation).await
+            } else {
+                self.catalog.latest()
             };
+            let responses = state.responses(&*snapshot);
             if responses.is_empty() {
                 continue;
             }
@@ -255,7 +291,6 @@ impl<R: Send + 'static> Task<R> {
             if gone {
                 break End::Gone;
             }
-            summarize(&entry, &state.summary());
         };
         if let End::Refused(status) = end {
             tracing::debug!(%peer, error = %status.message(), "xDS stream refused");
@@ -340,7 +375,10 @@ impl<R: Send + 'static> Task<R> {
                 });
             }
         }
-        summarize(entry, &state.summary());
+        if state.pending() {
+            // The subscription may have changed (an ACK leaves it as it was).
+            summarize(entry, &state.summary());
+        }
         Ok(())
     }
 }

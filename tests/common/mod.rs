@@ -20,6 +20,8 @@ pub struct Node {
     pub child: Child,
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// `127.0.0.1:PORT` of its xDS listener (none with `--xds-listen off`).
+    pub xds: Option<String>,
     pub args: Vec<String>,
 }
 
@@ -72,8 +74,9 @@ impl Node {
             .spawn()
             .expect("start discovery");
         let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .expect("read the listening line");
         let url = line
@@ -81,9 +84,20 @@ impl Node {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
+        // The xDS line follows at once, unless xDS is off.
+        let mut xds = None;
+        if !args.contains(&"off") {
+            line.clear();
+            stdout.read_line(&mut line).expect("read the xds line");
+            xds = line
+                .trim()
+                .strip_prefix("xds listening on ")
+                .map(str::to_owned);
+        }
         Node {
             child,
             url,
+            xds,
             args: args.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -321,6 +335,11 @@ pub fn alive_peers(node: &Node) -> usize {
 /// The value of one series of a node's `/metrics`, e.g. `discovery_long_polls`.
 pub fn metric(node: &Node, series: &str) -> Option<f64> {
     let (_, text) = http("GET", &format!("{}/metrics", node.url), None, "");
+    series_value(&text, series)
+}
+
+/// The value of one series in a Prometheus text answer.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {
         l.strip_prefix(series)?
             .strip_prefix(' ')?

@@ -14,6 +14,8 @@ from concurrent import futures
 import grpc
 import pytest
 
+from test_streams import wait_until
+
 SERVICE = "echo"
 METHOD = "/test.Echo/Who"
 
@@ -33,15 +35,6 @@ class Backend:
 
     def stop(self):
         self.server.stop(None)
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def call(stub) -> str:

@@ -3,7 +3,10 @@ state of the world and delta, ACK/NACK, nonces, removal, tokens, limits, readine
 write on one node of a cluster reaching a stream held on another (issue 12)."""
 
 import json
+import os
 import queue
+import re
+import signal
 import threading
 import time
 
@@ -74,6 +77,21 @@ class Stream:
     def close(self):
         self.requests.put(None)
         self.call.cancel()
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def xds_types(node):
+    """The types of the node's first xDS stream, by type URL, from GET /v1/xds/clients."""
+    clients = json.loads(node.request("GET", "/v1/xds/clients")[2])["clients"]
+    return {t["type_url"]: t for t in clients[0]["types"]} if clients else {}
 
 
 def ads(node, metadata=None, delta=False):
@@ -266,6 +284,10 @@ def test_eds_service_streams_endpoints_and_refuses_other_types(start_node):
     s = Stream(stub.StreamEndpoints)
     s.send(type_url=LDS, resource_names=["web"])
     assert s.error().code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as fetch:
+        stub.FetchEndpoints(discovery_pb2.DiscoveryRequest(resource_names=["web"]), timeout=5)
+    assert fetch.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "StreamEndpoints" in fetch.value.details()
 
 
 def test_read_token_is_required_as_bearer_metadata(start_node):
@@ -289,9 +311,48 @@ def test_a_node_that_is_not_ready_sends_nothing_until_it_is(start_node):
     register(node, "web", "10.0.0.1", 80)
     s = ads(node)
     s.send(type_url=EDS, resource_names=["web"])
-    s.nothing()
-    assert node.request("GET", "/readyz")[0] == 503
-    assert cla(s.recv(timeout=5).resources[0]).cluster_name == "web"
+    # A stream takes its requests in order, each to its end (answered, or held while not
+    # ready) before the next: once the second is listed, the first was held, not answered.
+    s.send(type_url=LDS, resource_names=["web"])
+    wait_until(lambda: LDS in xds_types(node), 5, "the stream took both requests")
+    assert node.request("GET", "/readyz")[0] == 503, "still warming up"
+    assert xds_types(node)[EDS]["responses"] == 0
+    sent = re.findall(rb'event="sent"\} (\d+)', node.request("GET", "/metrics")[2])
+    assert sent and set(sent) == {b"0"}, "nothing sent at all"
+    got = {r.type_url: r for r in (s.recv(timeout=5), s.recv(timeout=5))}
+    assert cla(got[EDS].resources[0]).cluster_name == "web"
+    assert unpack_name(got[LDS].resources[0]) == "web"
+    s.close()
+
+
+def test_a_stream_held_through_a_resync_that_gives_up_is_answered_without_a_change(start_node):
+    # A node with a peer that never answers, stopped past its stall threshold: when it resumes
+    # it re-syncs, serving nothing, and gives up after the re-sync bound (3 s at this gossip
+    # interval); what its streams asked meanwhile is answered then, with no write to wake them.
+    node = start_node("--peers", "http://127.0.0.1:9", "--warmup", "0s",
+                      "--gossip-interval", "200ms")
+    register(node, "web", "10.0.0.1", 80)
+    register(node, "db", "10.0.1.1", 5432)
+    s = ads(node)
+    s.send(type_url=EDS, resource_names=["web"])
+    r1 = s.recv()
+    s.send(type_url=EDS, resource_names=["web"], version_info=r1.version_info,
+           response_nonce=r1.nonce)
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    try:
+        # The stall threshold is 2 s; the request waits in the socket meanwhile.
+        s.send(type_url=EDS, resource_names=["web", "db"], version_info=r1.version_info,
+               response_nonce=r1.nonce)
+        time.sleep(2.5)
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+    wait_until(lambda: xds_types(node)[EDS]["names"] == 2, 5, "the stream took the request")
+    _, _, metrics = node.request("GET", "/metrics")
+    assert b"discovery_stalls_total 1" in metrics, "the node noticed its stall"
+    assert node.request("GET", "/readyz")[0] == 503, "re-syncing: the request is held"
+    r2 = s.recv(timeout=6)
+    assert sorted(cla(r).cluster_name for r in r2.resources) == ["db", "web"]
+    assert node.request("GET", "/readyz")[0] == 200
     s.close()
 
 

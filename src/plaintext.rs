@@ -1,0 +1,195 @@
+//! What a client that does not speak TLS is told on a TLS port, in its own protocol, so that it
+//! fails at once naming the cause instead of "connection closed" or a retry loop: plain HTTP
+//! on `--listen` gets a 400 saying to use `https://`; plaintext HTTP/2 (gRPC) on
+//! `--xds-listen` gets its first call ended with `UNAVAILABLE` and the reason.
+//!
+//! [`crate::tls`] calls it once a connection's first byte is not a TLS record. It writes a
+//! fixed answer and reads at most a few frames (bounded in bytes and time), then closes.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::accept::Port;
+
+/// What every HTTP/2 client sends first (RFC 9113 section 3.4); the xDS listener waits for it
+/// too.
+pub(crate) const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a plain HTTP request to the TLS port gets.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 74\r\nconnection: close\r\n\r\n{\"error\":\"this port speaks HTTPS only: use an https:// URL for this node\"}";
+
+/// Tells a client that does not speak TLS on `port` why it is refused, then closes.
+pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, port: Port) {
+    let answer = async {
+        match port {
+            Port::Http => {
+                stream.write_all(PLAIN_HTTP_ANSWER).await?;
+                drain_and_close(&mut stream).await
+            }
+            Port::Xds => refuse_grpc(stream).await,
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIME, answer).await;
+}
+
+/// How long a refused client (one that does not speak the port's protocol) is given to read
+/// why before its connection is closed.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// Most bytes read from a refused client while it reads why (see [`drain_and_close`]).
+const REFUSAL_BYTES: usize = 64 * 1024;
+
+/// Closes our side of a refused connection once its answer is written, then reads what the
+/// client sent (at most [`REFUSAL_BYTES`]) until it closes its side: closing with its bytes
+/// unread would reset the connection, and a reset can destroy the answer before the client has
+/// read it. [`refuse`] bounds it in time ([`REFUSAL_TIME`]).
+async fn drain_and_close<S>(stream: &mut S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.shutdown().await?;
+    let mut sink = [0u8; 1024];
+    let mut left = REFUSAL_BYTES;
+    while left > 0 {
+        match stream.read(&mut sink).await? {
+            0 => break,
+            n => left = left.saturating_sub(n),
+        }
+    }
+    Ok(())
+}
+
+/// What a plaintext gRPC client on the TLS port is told, as its call's status message.
+const PLAINTEXT_REFUSED: &str =
+    "this xDS port speaks TLS only: use TLS channel credentials (in an xDS bootstrap: channel_creds type tls)";
+
+/// HTTP/2 frame types and flags (RFC 9113 section 6) used by [`refuse_grpc`].
+const HEADERS: u8 = 0x1;
+const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
+const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
+
+/// Most bytes of frames read from a plaintext client before its first request's headers.
+const PLAINTEXT_READ: usize = 64 * 1024;
+
+/// Answers a plaintext HTTP/2 client on the TLS port in a way gRPC reports: its first call ends
+/// at once with `UNAVAILABLE` and [`PLAINTEXT_REFUSED`] as the message (a trailers-only
+/// response), then a GOAWAY closes the connection. Anything shorter of a gRPC answer (a GOAWAY
+/// alone, a TLS alert, a reset) reaches gRPC users as a parse error or as a connection that
+/// keeps being retried, naming no cause. A client that is not HTTP/2 gets nothing.
+async fn refuse_grpc<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
+    let mut preface = [0u8; PREFACE.len()];
+    stream.read_exact(&mut preface).await?;
+    if &preface != PREFACE {
+        return drain_and_close(&mut stream).await;
+    }
+    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
+    let mut left = PLAINTEXT_READ;
+    let stream_id = loop {
+        let mut head = [0u8; 9];
+        stream.read_exact(&mut head).await?;
+        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        if length > left {
+            return drain_and_close(&mut stream).await;
+        }
+        left -= length;
+        let mut payload = vec![0u8; length];
+        stream.read_exact(&mut payload).await?;
+        if head[3] == HEADERS {
+            break u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        }
+    };
+    // Trailers-only, HPACK without the dynamic table or Huffman: `:status: 200` (static index
+    // 8), `content-type` (static name 31), then two literal names.
+    let mut block = vec![0x88, 0x0f, 31 - 15];
+    hpack_string(&mut block, b"application/grpc");
+    for (name, value) in [("grpc-status", "14"), ("grpc-message", PLAINTEXT_REFUSED)] {
+        block.push(0);
+        hpack_string(&mut block, name.as_bytes());
+        hpack_string(&mut block, value.as_bytes());
+    }
+    stream
+        .write_all(&frame(HEADERS, END_STREAM_AND_HEADERS, stream_id, &block))
+        .await?;
+    let mut goaway = stream_id.to_be_bytes().to_vec();
+    goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR: the call was answered
+    goaway.extend_from_slice(PLAINTEXT_REFUSED.as_bytes());
+    stream.write_all(&frame(GOAWAY, 0, 0, &goaway)).await?;
+    drain_and_close(&mut stream).await
+}
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream_id.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// An HPACK string literal, not Huffman-coded (RFC 7541 5.1 and 5.2).
+fn hpack_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut length = bytes.len();
+    if length < 127 {
+        out.push(length as u8);
+    } else {
+        out.push(127);
+        length -= 127;
+        while length >= 128 {
+            out.push((length % 128 + 128) as u8);
+            length /= 128;
+        }
+        out.push(length as u8);
+    }
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hpack_lengths_of_127_and_more_take_more_bytes() {
+        let mut out = Vec::new();
+        hpack_string(&mut out, &[b'x'; 126]);
+        assert_eq!(out[0], 126);
+        out.clear();
+        hpack_string(&mut out, &[b'x'; 127]);
+        assert_eq!(&out[..2], &[127, 0]);
+        out.clear();
+        hpack_string(&mut out, &[b'x'; 300]);
+        assert_eq!(&out[..3], &[127, 173, 1]);
+        assert_eq!(out.len(), 3 + 300);
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_grpc_call_gets_a_trailers_only_unavailable_with_the_reason() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let refused = tokio::spawn(refuse_grpc(server));
+        client.write_all(PREFACE).await.unwrap();
+        client.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+        client
+            .write_all(&frame(HEADERS, 0x4, 1, &[0x83, 0x86]))
+            .await
+            .unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        refused.await.unwrap().unwrap();
+        assert_eq!(&answer[..9], &frame(SETTINGS, 0, 0, &[])[..]);
+        let headers = &answer[9..];
+        let length = u32::from_be_bytes([0, headers[0], headers[1], headers[2]]) as usize;
+        assert_eq!(
+            &headers[3..9],
+            &[HEADERS, END_STREAM_AND_HEADERS, 0, 0, 0, 1]
+        );
+        let block = &headers[9..9 + length];
+        let text = String::from_utf8_lossy(block);
+        assert!(text.contains("grpc-status\x0214"), "{text:?}");
+        assert!(text.contains(PLAINTEXT_REFUSED), "{text:?}");
+        let goaway = &headers[9 + length..];
+        assert_eq!(goaway[3], GOAWAY);
+    }
+}
