@@ -1330,6 +1330,16 @@ mod tests {
         assert_eq!(expiry.ca, Some(new_not_after));
     }
 
+    /// Without --tls-ca a self-signed certificate is its own root (a test node, say).
+    #[test]
+    fn a_self_signed_certificate_serves_without_a_ca() {
+        let own = make("own", false, NODE, Dates::Now, None);
+        verdict(&[&own], None).unwrap();
+        let old = make("old", false, NODE, Dates::Expired, None);
+        let err = verdict(&[&old], None).unwrap_err();
+        assert!(err.contains("the certificate has expired"), "{err}");
+    }
+
     #[test]
     fn a_certificate_without_a_name_or_that_is_a_ca_is_refused() {
         let root = make("root", true, &[], Dates::Now, None);

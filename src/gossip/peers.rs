@@ -369,8 +369,17 @@ impl PeerTable {
     }
 
     /// A new unverified address, if it is a peer URL and the pool has room; with `evict`, a
-    /// random idle unverified peer makes room when the pool is full.
-    fn add_unverified(&mut self, addr: &str, evict: bool, now: Micros) -> bool {
+    /// random idle unverified peer makes room when the pool is full. `claimer`: the node id
+    /// of a sender that claims the address as its own; an alias of another node does not
+    /// stop that claim (else anyone could keep a node's real address out by first claiming
+    /// it, in another live node's name, while it is down).
+    fn add_unverified(
+        &mut self,
+        addr: &str,
+        evict: bool,
+        now: Micros,
+        claimer: Option<&str>,
+    ) -> bool {
         let Some(addr) = peer_url(addr) else {
             return false;
         };
@@ -383,11 +392,9 @@ impl PeerTable {
         if self.own_addrs.contains(&addr) || self.peers.contains_key(&addr) {
             return false;
         }
-        if self
-            .aliases
-            .get(&addr)
-            .is_some_and(|(id, _)| self.live_verified_id(id))
-        {
+        if self.aliases.get(&addr).is_some_and(|(id, _)| {
+            claimer.is_none_or(|claimer| claimer == id) && self.live_verified_id(id)
+        }) {
             return false;
         }
         if self
@@ -439,7 +446,7 @@ impl PeerTable {
                 peer.last_heard = now;
                 continue;
             }
-            taken += usize::from(self.add_unverified(&addr, false, now));
+            taken += usize::from(self.add_unverified(&addr, false, now, None));
         }
     }
 
@@ -465,7 +472,7 @@ impl PeerTable {
                 }
             }
             None => {
-                if self.add_unverified(addr, true, now) {
+                if self.add_unverified(addr, true, now, Some(contact.node_id)) {
                     if let Some(peer) = self.peers.get_mut(addr) {
                         peer.claimed_by = Some(contact.node_id.to_owned());
                     }
@@ -1193,6 +1200,9 @@ mod tests {
         t.failed("http://nowhere.test:1", "connection refused");
         t.claimed("http://nowhere.test:1", contact("b"), 13);
         assert_eq!(t.counts(), (1, 0, 0, 0));
+        // Another node that claims that address as its own is still heard.
+        t.claimed("http://nowhere.test:1", contact("c"), 14);
+        assert_eq!(t.counts(), (1, 0, 0, 1));
         // Named by a third node's list (no node id there), or before b was verified under
         // its IP: probed once, found a twin, never again.
         let mut t = PeerTable::new("me", None, &["http://10.0.0.2:1".into()], 0);
