@@ -315,7 +315,9 @@ pub(crate) struct Expiry {
 
 /// How long before its certificate expires a node starts warning, once per
 /// [`EXPIRY_WARN_EVERY`].
-pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(EXPIRY_WARNING_DAYS * 86_400);
+/// [`EXPIRY_WARNING`] in days, as logs and the dashboard say it.
+pub(crate) const EXPIRY_WARNING_DAYS: u64 = 7;
 /// How often the warning of [`EXPIRY_WARNING`] repeats.
 const EXPIRY_WARN_EVERY: Duration = Duration::from_secs(3600);
 
@@ -332,7 +334,7 @@ impl Expiry {
     /// (Unix seconds), or an error when it has expired; returns whether it logged.
     fn warn(&self, files: &TlsFiles, now: i64) -> bool {
         let soon = now.saturating_add(EXPIRY_WARNING.as_secs() as i64);
-        let within = humantime::format_duration(EXPIRY_WARNING);
+        let within = format!("{EXPIRY_WARNING_DAYS} days");
         let mut logged = false;
         let mut certificates = vec![(files.cert.as_path(), self.certificate, false)];
         certificates.extend(

@@ -12,8 +12,8 @@ use axum::response::IntoResponse;
 
 /// The page, with the constants it shares with the server filled in once.
 static PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let warning_days = crate::tls::EXPIRY_WARNING.as_secs() / 86_400;
-    include_str!("dashboard.html").replace("EXPIRY_WARNING_DAYS", &warning_days.to_string())
+    let warning_days = crate::tls::EXPIRY_WARNING_DAYS.to_string();
+    include_str!("dashboard.html").replace("EXPIRY_WARNING_DAYS", &warning_days)
 });
 
 /// What the page may do: its own inline script and style, `fetch` to this origin, nothing
@@ -43,7 +43,7 @@ mod tests {
     /// Review finding 9: the page's "days left" window is the server's, not a second 7.
     #[test]
     fn the_page_carries_the_servers_expiry_warning_window() {
-        let days = crate::tls::EXPIRY_WARNING.as_secs() / 86_400;
+        let days = crate::tls::EXPIRY_WARNING_DAYS;
         assert!(PAGE.contains(&format!("const warningDays = {days};")));
         assert!(!PAGE.contains("EXPIRY_WARNING_DAYS"));
     }
