@@ -115,12 +115,11 @@ impl<T: Transport> Node<T> {
         clock: Clock,
     ) -> Self {
         let now = clock();
-        let mut table = PeerTable::new(
-            settings.node.as_str(),
-            addr.as_deref(),
-            &settings.peers,
-            now,
-        );
+        // `--advertise` is what the operator wants others to dial, not a proof that the
+        // address is this node's: a mistake there must not hide a configured peer (the
+        // peer itself says "this is us" if it is).
+        let listen = addr.as_deref().filter(|_| settings.advertise.is_none());
+        let mut table = PeerTable::new(settings.node.as_str(), listen, &settings.peers, now);
         table.speaking(settings.scheme);
         let warmup_ends = now + settings.warmup.as_micros() as Micros;
         let node = Node {
@@ -309,6 +308,10 @@ impl<T: Transport> Node<T> {
                     self.table.lock().is_us(addr);
                     return Err(TransportError::SameId);
                 }
+                Err(e @ TransportError::WrongName(_)) => {
+                    self.table.lock().misnamed(addr, &e.to_string(), self.now());
+                    return Err(e);
+                }
                 Err(e) => {
                     self.table.lock().failed(addr, &e.to_string());
                     return Err(e);
@@ -476,6 +479,8 @@ impl<T: Transport> Node<T> {
             node_id: self.settings.node.to_string(),
             ready: self.shared.is_ready(),
             gossip_authenticated: self.settings.authenticated(),
+            address: self.addr.clone(),
+            tls_certificate_not_after: None,
             peers: infos,
         }));
     }
@@ -519,10 +524,11 @@ fn warn_refused(
     }
 }
 
-/// The base URL a sender can be reached at: its own, or its source address and port.
+/// The base URL a sender can be reached at: its own (in [`super::peers::peer_url`]'s
+/// spelling), or its source address and port.
 fn sender_addr(from: &Sender, remote: Option<IpAddr>, scheme: &str) -> Option<String> {
     if let Some(addr) = &from.addr {
-        return Some(addr.clone());
+        return super::peers::peer_url(addr);
     }
     // `SocketAddr`'s Display brackets an IPv6 address.
     Some(format!(
