@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::gossip::{self, advertised, normalize_peer, peer_url};
+use crate::gossip::{self, advertised, normalize_peer};
 use crate::registry::{NodeId, RegistryConfig};
 use crate::tls::{TlsArgs, TlsFiles};
 
@@ -294,15 +294,10 @@ fn peer_with_scheme(url: &str, scheme: &str) -> Result<String, ConfigError> {
 }
 
 /// `--advertise`: `SCHEME://HOST[:PORT]` with the node's scheme (a port 0 is refused: the
-/// bound port is what "no port" means), a peer URL with `listen_port` (the longest port when
-/// that is 0: the bound one is not known yet, and must fit whatever it is), and none of
-/// `peers`: a node's own address among its peers is a mistake in one of the two flags.
-fn advertise_with_scheme(
-    url: &str,
-    scheme: &str,
-    listen_port: u16,
-    peers: &[String],
-) -> Result<String, ConfigError> {
+/// bound port is what "no port" means) and a peer URL with `listen_port` (the longest port
+/// when that is 0: the bound one is not known yet, and must fit whatever it is). It may be
+/// in `--peers` (one list shared by every node): gossip finds out whether it is this node.
+fn advertise_with_scheme(url: &str, scheme: &str, listen_port: u16) -> Result<String, ConfigError> {
     let url = url.trim().trim_end_matches('/');
     if advertised(url, 1).is_none() {
         return Err(bad(
@@ -323,7 +318,7 @@ fn advertise_with_scheme(
         0 => u16::MAX,
         port => port,
     };
-    let Some(own) = advertised(url, port) else {
+    if advertised(url, port).is_none() {
         return Err(bad(
             "advertise",
             format!(
@@ -331,16 +326,6 @@ fn advertise_with_scheme(
                 gossip::MAX_PEER_URL_LEN
             ),
         ));
-    };
-    if listen_port != 0 || peer_url(url).is_some() {
-        if let Some(peer) = peers.iter().find(|p| **p == own) {
-            return Err(bad(
-                "advertise",
-                format!(
-                    "{own} is also in --peers ({peer}): --advertise is this node's own address, --peers the others'; one of the two is wrong"
-                ),
-            ));
-        }
     }
     Ok(url.to_owned())
 }
@@ -446,12 +431,7 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let advertise = match args.advertise {
             None => None,
-            Some(url) => Some(advertise_with_scheme(
-                &url,
-                scheme,
-                args.listen.port(),
-                &peers,
-            )?),
+            Some(url) => Some(advertise_with_scheme(&url, scheme, args.listen.port())?),
         };
         let peers_dns = match args.peers_dns {
             None => None,
@@ -671,29 +651,23 @@ mod tests {
         }
     }
 
-    /// Review finding 1: `--advertise` equal to a `--peers` entry dropped that peer in
-    /// silence (one peer: a node serving empty lists); now it is refused at start.
+    /// `--advertise` equal to a `--peers` entry is accepted: one peer list shared by every
+    /// node is common, and gossip tells whether that entry is this node (it answers "this is
+    /// us") or another one (a mistake, warned of; the peer is kept, see gossip's tests).
     #[test]
-    fn advertise_equal_to_a_configured_peer_is_refused() {
-        let listen = ["--listen", "127.0.0.1:7000"];
-        for (advertise, peers) in [
-            ("http://b:7001", "http://b:7001"),
-            ("http://B:7001/", "b:7001"),
-            ("http://b", "http://b:7000"),
-        ] {
-            let flags = [&listen[..], &["--advertise", advertise, "--peers", peers]].concat();
-            let err = config(&flags).unwrap_err().to_string();
-            assert!(
-                err.contains("is also in --peers"),
-                "{advertise} {peers}: {err}"
-            );
-        }
+    fn advertise_may_be_in_peers() {
         let flags = [
-            &listen[..],
-            &["--advertise", "http://a", "--peers", "http://b:7000"],
-        ]
-        .concat();
-        config(&flags).unwrap();
+            "--listen",
+            "127.0.0.1:7000",
+            "--advertise",
+            "http://a:7000",
+            "--peers",
+            "http://a:7000,http://b:7000",
+        ];
+        assert_eq!(
+            config(&flags).unwrap().cluster.advertise.as_deref(),
+            Some("http://a:7000")
+        );
     }
 
     /// Review finding 5: the check used port 1 and the node the bound port, so an address

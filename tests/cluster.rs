@@ -542,6 +542,55 @@ fn peers_list_a_node_by_its_advertised_name_and_others_by_their_listen_address()
     });
 }
 
+/// One `--peers` list for every node, each node's own `--advertise` address in it (what a
+/// config template gives): each finds its own entry to be itself and lists exactly the two
+/// others, round after round.
+#[test]
+fn nodes_sharing_one_peer_list_with_their_own_advertised_address_list_the_others() {
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        })
+        .collect();
+    let names: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://localhost:{p}"))
+        .collect();
+    let peers = names.join(",");
+    let nodes: Vec<Node> = ports
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(port, id)| {
+            Node::start_on(
+                &format!("127.0.0.1:{port}"),
+                &[
+                    "--node-id",
+                    id,
+                    "--advertise",
+                    "http://localhost",
+                    "--peers",
+                    &peers,
+                    "--gossip-interval",
+                    "200ms",
+                ],
+            )
+        })
+        .collect();
+    let others = |i: usize| -> Vec<(String, String)> {
+        let mut rows: Vec<_> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| (names[j].clone(), "alive".to_owned()))
+            .collect();
+        rows.sort();
+        rows
+    };
+    wait_until("every node lists the two others by name", WAIT, || {
+        (0..3).all(|i| peer_rows(&nodes[i]) == (others(i), Some(names[i].clone())))
+    });
+    rows_stay(&nodes[0], &others(0));
+}
+
 /// The ok rounds a node has made.
 fn ok_rounds(node: &Node) -> f64 {
     common::metric(node, "discovery_gossip_rounds_total{kind=\"ok\"}").unwrap_or(0.0)

@@ -1001,7 +1001,8 @@ async fn an_advertised_address_does_not_hide_a_configured_peer() {
     let peer = "http://b:1".to_owned();
     let config = config("n0", std::slice::from_ref(&peer), &[]);
     let mut settings = config.gossip();
-    // What the config check refuses; the table must not depend on it.
+    // A mistaken --advertise that names the peer (accepted by the config: it may also be
+    // this node's own entry of a shared --peers list).
     settings.advertise = Some(peer.clone());
     let shared = Arc::new(NodeState::new(config));
     let transport =
