@@ -131,12 +131,10 @@ async fn pump(shared: Arc<NodeState>, catalog: Arc<Catalog>, changes_tx: watch::
         // Gathers the rest of a burst: the writes of one heartbeat storm or gossip round.
         tokio::time::sleep(COALESCE).await;
         let generation = *changes.borrow_and_update();
-        if catalog.read() {
-            if catalog.at_least(&shared, generation, true).await.is_err() {
-                shared.metrics.xds_build_failures.inc();
-                retry = Some(retry.map_or(RETRY, |r| (r * 2).min(RETRY_MAX)));
-                continue;
-            }
+        if catalog.read() && catalog.at_least(&shared, generation, true).await.is_err() {
+            shared.metrics.xds_build_failures.inc();
+            retry = Some(retry.map_or(RETRY, |r| (r * 2).min(RETRY_MAX)));
+            continue;
         }
         retry = None;
         changes_tx.send_modify(|n| *n = n.wrapping_add(1));
