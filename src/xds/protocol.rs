@@ -144,15 +144,16 @@ impl Subscription {
                 out.push(r);
             }
         }
-        if keep {
+        // Without a wildcard, the names cover what is held and came out in order, once each.
+        if keep && self.wildcard {
             let mut in_all = Cursor::new(all);
-            for r in held.iter().filter(|r| self.covers(&r.name)) {
+            for r in held {
                 if in_all.find(&r.name).is_none() {
                     out.push(r.clone());
                 }
             }
         }
-        if out.len() > all.len() {
+        if self.wildcard && out.len() > all.len() {
             out.sort_by(|a, b| a.name.cmp(&b.name));
             out.dedup_by(|a, b| a.name == b.name);
         }
@@ -467,14 +468,7 @@ impl Delta {
             // holds, in `held`, are never removed (see the module docs) and, depending on
             // their name only, never change: they are taken as they are, not built again.
             let resources = state.sub.resources(*kind, source, &state.held);
-            out.extend(Self::response(*kind, state, nonce, &resources));
-            if *kind != Kind::Endpoints {
-                let known = &state.known;
-                let held = resources.0.into_iter();
-                state.held = held
-                    .filter(|r| known.get(&r.name) == Some(&r.version))
-                    .collect();
-            }
+            out.extend(Self::response(*kind, state, nonce, resources));
         }
         out
     }
@@ -484,8 +478,9 @@ impl Delta {
         kind: Kind,
         state: &mut TypeState,
         nonce: &mut u64,
-        resources: &Resources,
+        resources: Resources,
     ) -> Option<DeltaResponse> {
+        let keep = kind != Kind::Endpoints;
         let changed: Vec<&Arc<Resource>> = resources
             .0
             .iter()
@@ -503,10 +498,21 @@ impl Delta {
             Kind::Listener | Kind::Cluster => Vec::new(),
         };
         if changed.is_empty() && removed.is_empty() {
+            if keep {
+                // All held at their version.
+                state.held = resources.0;
+            }
             return None;
         }
         let version = resources.version();
         if state.sent.nacked.as_deref() == Some(&version) {
+            if keep {
+                let known = &state.known;
+                let held = resources.0.into_iter();
+                state.held = held
+                    .filter(|r| known.get(&r.name) == Some(&r.version))
+                    .collect();
+            }
             return None;
         }
         *nonce += 1;
@@ -528,6 +534,10 @@ impl Delta {
             state.unacked.entry(name.clone()).or_insert(before);
         }
         state.sent.version = Some(version);
+        if keep {
+            // Sent or held already: all held at their version now.
+            state.held = resources.0;
+        }
         Some(response)
     }
 
