@@ -66,10 +66,13 @@ const PLAINTEXT_REFUSED: &str =
     "this xDS port speaks TLS only: use TLS channel credentials (in an xDS bootstrap: channel_creds type tls)";
 
 /// HTTP/2 frame types and flags (RFC 9113 section 6) used by [`refuse_grpc`].
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
-const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
+const END_STREAM: u8 = 0x1;
+const END_STREAM_AND_HEADERS: u8 = END_STREAM | 0x4;
 
 /// Most bytes (frame headers included) read from a plaintext client before its first
 /// request's headers.
@@ -116,7 +119,9 @@ pub(crate) async fn refuse_call<S: AsyncRead + AsyncWrite + Unpin>(
             return drain_and_close(&mut stream).await;
         }
         stream.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
-        let Some(stream_id) = first_request(&mut stream).await? else {
+        let mut budget = Budget::default();
+        let first = budget.until(&mut stream, |kind, _, _| kind == HEADERS).await?;
+        let Some(stream_id) = first else {
             return drain_and_close(&mut stream).await;
         };
         // Trailers-only, HPACK without the dynamic table or Huffman: `:status: 200` (static
@@ -134,6 +139,15 @@ pub(crate) async fn refuse_call<S: AsyncRead + AsyncWrite + Unpin>(
         stream
             .write_all(&frame(HEADERS, END_STREAM_AND_HEADERS, stream_id, &block))
             .await?;
+        stream.flush().await?;
+        // The GOAWAY waits for the client to be done with the call (gRPC resets it on the
+        // answer, or half-closes it): one that reads both at once may drop the call's status
+        // and report the GOAWAY instead ("Stream removed"). Bounded by the same budget, and
+        // by CALL_DONE_WAIT.
+        let done = |kind, flags, id| {
+            id == stream_id && (kind == RST_STREAM || (kind == DATA && flags & END_STREAM != 0))
+        };
+        let _ = tokio::time::timeout(CALL_DONE_WAIT, budget.until(&mut stream, done)).await;
         let mut goaway = stream_id.to_be_bytes().to_vec();
         goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR: the call was answered
         goaway.extend_from_slice(message.as_bytes());
@@ -145,27 +159,51 @@ pub(crate) async fn refuse_call<S: AsyncRead + AsyncWrite + Unpin>(
         .unwrap_or(Ok(()))
 }
 
-/// Reads frames up to the client's first HEADERS; its stream id, or `None` when the client sent
-/// more than [`PLAINTEXT_FRAMES`] frames or [`PLAINTEXT_READ`] bytes before it.
-async fn first_request<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<u32>> {
-    let mut left = PLAINTEXT_READ;
-    for _ in 0..PLAINTEXT_FRAMES {
-        let mut head = [0u8; FRAME_HEADER];
-        stream.read_exact(&mut head).await?;
-        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let Some(rest) = left.checked_sub(FRAME_HEADER + length) else {
-            return Ok(None);
-        };
-        left = rest;
-        let mut payload = vec![0u8; length];
-        stream.read_exact(&mut payload).await?;
-        if head[3] == HEADERS {
-            return Ok(Some(
-                u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
-            ));
+/// How long a refused call's client is given to end its side of the call before the GOAWAY.
+const CALL_DONE_WAIT: Duration = Duration::from_millis(500);
+
+/// What is left of the frames and bytes read from a refused client ([`PLAINTEXT_FRAMES`],
+/// [`PLAINTEXT_READ`]).
+struct Budget {
+    frames: usize,
+    bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget {
+            frames: PLAINTEXT_FRAMES,
+            bytes: PLAINTEXT_READ,
         }
     }
-    Ok(None)
+}
+
+impl Budget {
+    /// Reads frames up to one that `wanted(type, flags, stream id)`; its stream id, or `None`
+    /// once the client sent more frames or bytes than are left.
+    async fn until<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        wanted: impl Fn(u8, u8, u32) -> bool,
+    ) -> std::io::Result<Option<u32>> {
+        while let Some(frames) = self.frames.checked_sub(1) {
+            self.frames = frames;
+            let mut head = [0u8; FRAME_HEADER];
+            stream.read_exact(&mut head).await?;
+            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let Some(bytes) = self.bytes.checked_sub(FRAME_HEADER + length) else {
+                return Ok(None);
+            };
+            self.bytes = bytes;
+            let mut payload = vec![0u8; length];
+            stream.read_exact(&mut payload).await?;
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if wanted(head[3], head[4], id) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// One HTTP/2 frame.
