@@ -95,18 +95,43 @@ impl Ca {
 
     /// Like [`Ca::leaf`]; `expired` makes one that expired in 2001.
     pub fn leaf_with(&self, name: &str, serial: u64, expired: bool) -> Leaf {
+        let validity = expired.then(|| {
+            (
+                rcgen::date_time_ymd(2000, 1, 1),
+                rcgen::date_time_ymd(2001, 1, 1),
+            )
+        });
+        self.leaf_valid(name, serial, validity)
+    }
+
+    /// Like [`Ca::leaf`], valid from a minute ago for `secs` more seconds only.
+    pub fn leaf_expiring(&self, name: &str, serial: u64, secs: i64) -> Leaf {
+        let now = time::OffsetDateTime::now_utc();
+        let validity = (
+            now - time::Duration::minutes(1),
+            now + time::Duration::seconds(secs),
+        );
+        self.leaf_valid(name, serial, Some(validity))
+    }
+
+    fn leaf_valid(
+        &self,
+        name: &str,
+        serial: u64,
+        validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+    ) -> Leaf {
         let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         let usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        self.issue(name, serial, sans, usages, expired)
+        self.issue(name, serial, sans, usages, validity)
     }
 
     /// An agent's certificate: client use only, for the DNS name `name` (not `localhost`).
     pub fn client_leaf(&self, name: &str, serial: u64) -> Leaf {
         let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue(name, serial, vec![name.to_owned()], usages, false)
+        self.issue(name, serial, vec![name.to_owned()], usages, None)
     }
 
     fn issue(
@@ -115,16 +140,16 @@ impl Ca {
         serial: u64,
         sans: Vec<String>,
         usages: Vec<ExtendedKeyUsagePurpose>,
-        expired: bool,
+        validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
     ) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let mut params = CertificateParams::new(sans).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.serial_number = Some(SerialNumber::from(serial));
         params.extended_key_usages = usages;
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        if let Some((not_before, not_after)) = validity {
+            params.not_before = not_before;
+            params.not_after = not_after;
         }
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         let leaf = Leaf {
