@@ -93,8 +93,9 @@ pub enum ClientAuth {
 /// The TLS flags of `discovery serve`, as given.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TlsArgs {
-    /// This node's certificate chain (PEM). With --tls-key, --listen serves HTTPS only, and
-    /// the node presents it to its peers as its client certificate.
+    /// This node's certificate chain (PEM). With --tls-key, --listen serves HTTPS only and
+    /// --xds-listen gRPC over TLS only (xDS clients need TLS credentials: see README,
+    /// "Upgrading"), and the node presents it to its peers as its client certificate.
     #[arg(long, env = "DISCOVERY_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
