@@ -120,7 +120,9 @@ pub(crate) async fn refuse_call<S: AsyncRead + AsyncWrite + Unpin>(
         }
         stream.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
         let mut budget = Budget::default();
-        let first = budget.until(&mut stream, |kind, _, _| kind == HEADERS).await?;
+        let first = budget
+            .until(&mut stream, |kind, _, _| kind == HEADERS)
+            .await?;
         let Some(stream_id) = first else {
             return drain_and_close(&mut stream).await;
         };

@@ -979,7 +979,12 @@ fn a_connection_kept_alive_past_its_client_certificates_expiry_is_refused_from_t
     let dir = TempDir::new("tls-expiry");
     let ca = Ca::new(&dir.0, "exp");
     let mut args = tls_args(&ca.leaf("node", 1), &ca, &["--tls-client-auth", "all"]);
-    args.extend(strings(&["--tls-peer-name", "localhost", "--read-timeout", "60s"]));
+    args.extend(strings(&[
+        "--tls-peer-name",
+        "localhost",
+        "--read-timeout",
+        "60s",
+    ]));
     let node = start(&args);
     let short = ca.leaf_expiring("short", 2, 3);
     let mut kept = KeptAlive::open(node.addr(), &ca, &short);
@@ -991,7 +996,10 @@ fn a_connection_kept_alive_past_its_client_certificates_expiry_is_refused_from_t
     // The kept connection was judged valid at its handshake: judged again at expiry.
     let (status, body, close) = kept.get("/v1/services");
     assert_eq!(status, 401, "{body}");
-    assert!(body.contains("the client certificate has expired"), "{body}");
+    assert!(
+        body.contains("the client certificate has expired"),
+        "{body}"
+    );
     assert!(close && kept.closed());
 }
 

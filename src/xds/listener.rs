@@ -138,7 +138,10 @@ fn closes_when_withdrawn(identity: Arc<Identity>) -> Pin<Box<dyn Future<Output =
     let mut reloads = identity.reloads();
     Box::pin(async move {
         let why = identity.withdrawn(&mut reloads).await;
-        tracing::debug!(why, "xDS connection closes: its client certificate was withdrawn");
+        tracing::debug!(
+            why,
+            "xDS connection closes: its client certificate was withdrawn"
+        );
         tokio::time::sleep(WITHDRAWN_GRACE).await;
     })
 }
