@@ -445,15 +445,16 @@ impl Tls {
                 .accept(stream)
                 .await?;
             let chain = Presented::of(tls.get_ref().1.peer_certificates());
-            let expires = chain.expires();
+            let expiries = chain.expiries();
+            let judged_passed = passed(&expiries);
             let cert = self.judge(&material, &chain);
             let identity = Identity {
                 tls: self.clone(),
                 chain,
-                expires,
+                expiries,
                 judged: parking_lot::Mutex::new(Judged {
                     generation: material.generation,
-                    expired: false,
+                    passed: judged_passed,
                     cert,
                 }),
             };
@@ -666,19 +667,19 @@ impl Presented {
         }
     }
 
-    /// When the first certificate of the chain to expire does (its notAfter, Unix seconds);
-    /// `None` without a chain, or when one's validity cannot be read (the verifier then says
-    /// what is wrong with it).
-    fn expires(&self) -> Option<u64> {
-        match self {
-            Presented::Chain(chain) => chain
-                .iter()
-                .map(|c| not_after(c))
-                .collect::<Option<Vec<u64>>>()?
-                .into_iter()
-                .min(),
-            _ => None,
-        }
+    /// When the chain's certificates expire (their notAfter, Unix seconds), in order: the
+    /// chain is judged again as each passes. Each, not the first alone: an intermediate
+    /// the verifier does not use may expire first, and its expiry must not stand for the
+    /// others'. One whose validity cannot be read is left out (the verifier refuses it if it
+    /// is on the path).
+    fn expiries(&self) -> Vec<u64> {
+        let Presented::Chain(chain) = self else {
+            return Vec::new();
+        };
+        let mut expiries: Vec<u64> = chain.iter().filter_map(|c| not_after(c)).collect();
+        expiries.sort_unstable();
+        expiries.dedup();
+        expiries
     }
 }
 
@@ -691,8 +692,8 @@ pub(crate) struct Identity {
     tls: Arc<Tls>,
     /// As presented (bounded).
     chain: Presented,
-    /// When the chain expires (Unix seconds; see [`Presented::expires`]).
-    expires: Option<u64>,
+    /// When its certificates expire (Unix seconds; see [`Presented::expiries`]).
+    expiries: Vec<u64>,
     /// The last judgement. Requests of one connection take it in turn, briefly.
     judged: parking_lot::Mutex<Judged>,
 }
@@ -701,26 +702,23 @@ pub(crate) struct Identity {
 struct Judged {
     /// The generation of the material it was judged under.
     generation: u64,
-    /// Whether it was judged after the chain's expiry.
-    expired: bool,
+    /// How many of the chain's expiries had passed when it was judged.
+    passed: usize,
     cert: ClientCert,
 }
 
 impl Identity {
     /// What the connection's client certificate comes to now: judged again when the material
-    /// changed since it was last judged (a reload) or the chain has expired since; otherwise a
-    /// generation compare and a clock read.
+    /// changed since it was last judged (a reload) or a certificate of the chain has expired
+    /// since; otherwise a generation compare and a clock read.
     pub(crate) fn cert(&self) -> ClientCert {
         let material = self.tls.current.load();
-        // webpki's rule: expired once the time is past notAfter.
-        let expired = self
-            .expires
-            .is_some_and(|at| crate::state::now() / 1_000_000 > at);
+        let passed = self.passed();
         let mut judged = self.judged.lock();
-        if judged.generation != material.generation || judged.expired != expired {
+        if judged.generation != material.generation || judged.passed != passed {
             *judged = Judged {
                 generation: material.generation,
-                expired,
+                passed,
                 cert: self.tls.judge(&material, &self.chain),
             };
         }
@@ -732,9 +730,14 @@ impl Identity {
         self.tls.reloaded.subscribe()
     }
 
-    /// How long until the chain has expired, if it has not yet.
+    /// How many of the chain's expiries have passed.
+    fn passed(&self) -> usize {
+        passed(&self.expiries)
+    }
+
+    /// How long until the next of the chain's expiries has passed, if one is to come.
     fn until_expiry(&self) -> Option<Duration> {
-        let at = (self.expires? + 1).checked_mul(1_000_000)?;
+        let at = (self.expiries.get(self.passed())? + 1).checked_mul(1_000_000)?;
         at.checked_sub(crate::state::now())
             .map(Duration::from_micros)
     }
@@ -758,6 +761,13 @@ impl Identity {
             }
         }
     }
+}
+
+/// How many of `expiries` (sorted, Unix seconds) have passed: webpki's rule, expired once the
+/// time is past notAfter.
+fn passed(expiries: &[u64]) -> usize {
+    let now = crate::state::now() / 1_000_000;
+    expiries.partition_point(|&at| at < now)
 }
 
 /// The notAfter of a DER X.509 certificate (RFC 5280 4.1.2.5), in Unix seconds, or `None`
@@ -1130,6 +1140,17 @@ mod tests {
         assert_eq!(not_after(&[]), None);
         assert_eq!(unix_seconds(0x17, "700101000001Z"), Some(1));
         assert_eq!(unix_seconds(0x17, "7001010000+1Z"), None);
+    }
+
+    #[test]
+    fn every_expiry_of_a_chain_is_kept_in_order_and_unreadable_ones_left_out() {
+        let later = valid_until(rcgen::date_time_ymd(2040, 1, 1));
+        let sooner = valid_until(rcgen::date_time_ymd(2030, 1, 2));
+        let junk = CertificateDer::from(vec![0x30, 0x00]);
+        let chain = Presented::Chain(vec![later, junk, sooner.clone(), sooner]);
+        assert_eq!(chain.expiries(), vec![1_893_542_400, 2_208_988_800]);
+        assert_eq!(passed(&chain.expiries()), 0);
+        assert_eq!(passed(&[1, 2, 2_208_988_800]), 2);
     }
 
     #[test]
