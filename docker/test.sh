@@ -139,6 +139,23 @@ step "the demo agent's heartbeats reach every node"
 has_demo() { for n in "${NODES[@]}"; do state "$n" demo | grep ':9000$' >/dev/null || return 1; done; }
 wait_for 60 "the agent's host on all nodes" has_demo
 
+if [ $TLS = 1 ]; then
+    # Each node advertises its name (the one its certificate holds): no node learns another
+    # by its container IP, which would fail the name check and linger as a suspect peer.
+    step "every node lists exactly the two others, by name, alive"
+    peers_by_name() { # NODE_URL N
+        "${CURL[@]}" -sf "$1/v1/peers" | python3 -c '
+import json, sys
+me = int(sys.argv[1])
+rows = sorted((p["address"], p["state"]) for p in json.load(sys.stdin)["peers"])
+want = [("https://registry-%d:8080" % i, "alive") for i in (1, 2, 3) if i != me]
+sys.exit(rows != want)' "$2"
+    }
+    for i in 1 2 3; do
+        wait_for 30 "registry-$i to list its peers by name" peers_by_name "${NODES[$((i - 1))]}" "$i"
+    done
+fi
+
 step "partition: registry-3 cut off the cluster network"
 docker network disconnect "$NET" "$(container 3)"
 # Docker re-maps an ephemeral published port when a container's networks change.

@@ -139,6 +139,47 @@ pub(crate) enum PeerState {
     unverified,
 }
 
+/// Which certificate a TLS expiry gauge is about: the `certificate` of
+/// `discovery_tls_certificate_not_after_seconds`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum TlsCertificate {
+    /// The chain this node presents (`--tls-cert`): its earliest not-after.
+    node,
+    /// The `--tls-ca` bundle: its earliest not-after.
+    ca,
+}
+
+/// Labels of a TLS expiry gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsCertificateLabels {
+    certificate: TlsCertificate,
+}
+
+/// The TLS metrics, handed to the reloader of `tls.rs` (a cheap clone: each is an `Arc`).
+#[derive(Clone, Default)]
+pub(crate) struct TlsMetrics {
+    /// TLS reloads (SIGHUP or a changed file) refused, the previous material kept.
+    pub(crate) reload_failures: Counter,
+    not_after: Family<TlsCertificateLabels, Gauge>,
+}
+
+impl TlsMetrics {
+    /// Sets when `certificate` stops being valid, in Unix seconds.
+    pub(crate) fn set_not_after(&self, certificate: TlsCertificate, unix_secs: i64) {
+        self.not_after
+            .get_or_create(&TlsCertificateLabels { certificate })
+            .set(unix_secs);
+    }
+
+    /// When `certificate` stops being valid, in Unix seconds, if TLS is on (and, for `ca`,
+    /// with `--tls-ca`).
+    pub(crate) fn not_after(&self, certificate: TlsCertificate) -> Option<i64> {
+        let labels = TlsCertificateLabels { certificate };
+        self.not_after.get(&labels).map(|gauge| gauge.get())
+    }
+}
+
 /// The label set of a gossip counter, one `kind` of its own enum (the derive takes no
 /// generics, hence one struct per enum).
 macro_rules! kind_labels {
@@ -235,8 +276,8 @@ pub(crate) struct Metrics {
     pub(crate) long_polls_refused: Counter,
     /// Connections cut because a response made no write progress for `--write-timeout`.
     pub(crate) write_timeouts: Counter,
-    /// TLS reloads (SIGHUP or a changed file) refused, the previous material kept.
-    pub(crate) tls_reload_failures: Counter,
+    /// TLS reload failures and certificate expiry.
+    pub(crate) tls: TlsMetrics,
     tls_handshakes_failed: Family<HandshakeLabels, Counter>,
     gossip_rounds: Family<RoundLabels, Counter>,
     gossip_bytes: Family<DirectionLabels, Counter>,
@@ -366,11 +407,17 @@ impl Metrics {
             "Connections cut because a response made no write progress for --write-timeout",
             write_timeouts.clone(),
         );
-        let tls_reload_failures = Counter::default();
+        let tls = TlsMetrics::default();
         registry.register(
             "tls_reload_failures",
             "TLS reloads refused (the files did not load or verify); the previous certificates stay",
-            tls_reload_failures.clone(),
+            tls.reload_failures.clone(),
+        );
+        // No series without TLS: a 0 would read as "expired in 1970".
+        registry.register(
+            "tls_certificate_not_after_seconds",
+            "When this node's TLS certificates stop being valid (Unix time): the earliest not-after of the leaf and intermediates of its verified path (node) and of the --tls-ca certificate that path ends at (ca), as last loaded",
+            tls.not_after.clone(),
         );
         let tls_handshakes_failed = Family::<HandshakeLabels, Counter>::default();
         registry.register(
@@ -493,7 +540,7 @@ impl Metrics {
             long_polls,
             long_polls_refused,
             write_timeouts,
-            tls_reload_failures,
+            tls,
             tls_handshakes_failed,
             gossip_rounds,
             gossip_bytes,

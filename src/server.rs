@@ -71,11 +71,12 @@ impl Server {
             .map(TcpListener::local_addr)
             .transpose()?;
         let gossip_settings = config.gossip();
+        let own = gossip::own_address(&gossip_settings, addr).map_err(std::io::Error::other)?;
         let shared = Arc::new(NodeState::new(config));
         let shutdown = shared.shutdown.clone();
         let tasks = TaskTracker::new();
-        let reload_failures = shared.metrics.tls_reload_failures.clone();
-        crate::tls::hangup(tls.as_ref(), reload_failures, shutdown.clone(), &tasks);
+        let tls_metrics = shared.metrics.tls.clone();
+        crate::tls::hangup(tls.as_ref(), tls_metrics, shutdown.clone(), &tasks);
         let peer_tls = tls
             .as_ref()
             .map(|tls| ClientTls::from_config(tls.client_config()));
@@ -83,6 +84,7 @@ impl Server {
             shared.clone(),
             gossip_settings,
             addr,
+            own,
             shutdown.clone(),
             &tasks,
             peer_tls,

@@ -71,6 +71,8 @@ impl NodeState {
             node_id: config.registry.node.to_string(),
             ready,
             gossip_authenticated: config.gossip_authenticated(),
+            address: None,
+            tls_certificate_not_after: None,
             peers: Vec::new(),
         };
         let stall = StallWatch::new(

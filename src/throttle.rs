@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) const EVERY_SECS: u64 = 10;
 
 /// When a throttled line was last logged, in seconds since the epoch.
+#[derive(Debug)]
 pub(crate) struct Throttle(AtomicU64);
 
 impl Throttle {

@@ -52,7 +52,8 @@ use tokio_util::sync::{CancellationToken, PollSemaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::accept::{Io, Port};
-use crate::metrics::{HandshakeFailure, Metrics};
+use crate::metrics::{HandshakeFailure, Metrics, TlsCertificate, TlsMetrics};
+use crate::registry::SECOND;
 use crate::throttle::Throttle;
 
 /// How often the files are read to notice a change by default (they are small; a rotation by
@@ -302,18 +303,106 @@ struct Material {
     /// Verifies client certificates after the handshake (see [`Deferred`]); none when no
     /// client is asked for one.
     clients: Option<Arc<dyn ClientCertVerifier>>,
+    /// When the certificates stop being valid.
+    expiry: Expiry,
+}
+
+/// When this node's certificates stop being valid, in Unix seconds: the expiry gauges and the
+/// warning ahead of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    /// The earliest not-after of the certificates clients check when this node presents
+    /// `--tls-cert`: the leaf and the intermediates of its verified path (a certificate of the
+    /// file off that path, such as an old cross-signature, is no one's concern).
+    pub(crate) certificate: i64,
+    /// The not-after of the `--tls-ca` certificate that this node's chain verifies to, if a
+    /// CA is given (an expired CA kept in the bundle next to its successor is not reported).
+    pub(crate) ca: Option<i64>,
+}
+
+/// How long before its certificate expires a node starts warning, once per
+/// [`EXPIRY_WARN_EVERY`].
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(EXPIRY_WARNING_DAYS * 86_400);
+/// [`EXPIRY_WARNING`] in days, as logs and the dashboard say it.
+pub(crate) const EXPIRY_WARNING_DAYS: u64 = 7;
+/// How often the warning of [`EXPIRY_WARNING`] repeats.
+const EXPIRY_WARN_EVERY: Duration = Duration::from_secs(3600);
+
+impl Expiry {
+    /// Sets the expiry gauges.
+    fn record(&self, metrics: &TlsMetrics) {
+        metrics.set_not_after(TlsCertificate::node, self.certificate);
+        if let Some(ca) = self.ca {
+            metrics.set_not_after(TlsCertificate::ca, ca);
+        }
+    }
+
+    /// Logs a warning when a certificate of `files` expires within [`EXPIRY_WARNING`] of `now`
+    /// (Unix seconds), or an error when it has expired; returns whether it logged.
+    fn warn(&self, files: &TlsFiles, now: i64) -> bool {
+        let soon = now.saturating_add(EXPIRY_WARNING.as_secs() as i64);
+        let within = format!("{EXPIRY_WARNING_DAYS} days");
+        let mut logged = false;
+        let mut certificates = vec![(files.cert.as_path(), self.certificate, false)];
+        certificates.extend(
+            files
+                .ca
+                .as_deref()
+                .zip(self.ca)
+                .map(|(p, at)| (p, at, true)),
+        );
+        for (path, not_after, ca) in certificates {
+            let file = path.display();
+            let at = rfc3339_secs(not_after);
+            if not_after <= now {
+                // rustls does not check a trust anchor's dates: peers still accept a chain to
+                // an expired CA, other TLS clients may not.
+                let consequence = match ca {
+                    false => "a TLS certificate has expired: peers and clients refuse it; replace the file (it is reloaded without a restart)",
+                    true => "the --tls-ca certificate this node's certificate is signed by has expired: this cluster's nodes (rustls) still accept it, other TLS clients may not; renew the CA and add it to the bundle (reloaded without a restart)",
+                };
+                tracing::error!(%file, not_after = %at, "{consequence}");
+                logged = true;
+            } else if not_after <= soon {
+                let days = (not_after - now) as f64 / 86_400.0;
+                tracing::warn!(%file, not_after = %at, days_left = format!("{days:.1}"), "a TLS certificate expires within {within}: replace the file (it is reloaded without a restart)");
+                logged = true;
+            }
+        }
+        logged
+    }
+}
+
+/// Unix seconds as RFC 3339.
+pub(crate) fn rfc3339_secs(unix_secs: i64) -> String {
+    crate::registry::rfc3339(u64::try_from(unix_secs).unwrap_or(0).saturating_mul(SECOND))
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> i64 {
+    UnixTime::now().as_secs() as i64
 }
 
 /// The contents of the files as last read: a reload happens when they change.
 type Snapshot = Vec<Result<Vec<u8>, String>>;
 
+/// The files as the poller last read them, and whether they are to be tried again although
+/// they did not change.
+#[derive(Default)]
+struct Seen {
+    /// Their contents (loaded or refused): a refused file is logged once, not on every poll.
+    files: Snapshot,
+    /// They were refused for a reason that time ends: a certificate not valid yet (issued a
+    /// moment ago on a host whose clock is ahead of ours). Each poll tries them again until
+    /// they load or change.
+    retry: bool,
+}
+
 /// A node's TLS state; see the module docs.
 pub(crate) struct Tls {
     files: TlsFiles,
     current: ArcSwap<Material>,
-    /// The files as last read by the poller (loaded or refused), so that a refused file is
-    /// logged once, not on every poll.
-    seen: parking_lot::Mutex<Snapshot>,
+    seen: parking_lot::Mutex<Seen>,
     /// The generation of the material in use, for long-lived streams to notice a reload.
     reloaded: watch::Sender<u64>,
     /// One permit per handshake computing ([`handshake_slots`]).
@@ -338,12 +427,15 @@ impl Tls {
     /// Loads the files; an error names the file and what is wrong with it. Handshakes of a
     /// node with `--read-timeout` `read_timeout` take at most [`handshake_timeout`] of it.
     pub(crate) fn load(files: TlsFiles, read_timeout: Duration) -> Result<Arc<Tls>, TlsError> {
-        let seen = snapshot(&files);
-        let material = build(&files, &seen, 0)?;
+        let contents = snapshot(&files);
+        let material = build(&files, &contents, 0).map_err(|refusal| refusal.error)?;
         Ok(Arc::new(Tls {
             files,
             current: ArcSwap::from_pointee(material),
-            seen: parking_lot::Mutex::new(seen),
+            seen: parking_lot::Mutex::new(Seen {
+                files: contents,
+                retry: false,
+            }),
             reloaded: watch::Sender::new(0),
             slots: Arc::new(Semaphore::new(handshake_slots())),
             handshake_timeout: handshake_timeout(read_timeout),
@@ -352,60 +444,93 @@ impl Tls {
     }
 
     /// Reads the files again and, when they load, swaps them in for new connections. With
-    /// `only_if_changed`, does nothing unless a file's content changed since the last read.
-    /// Logs what it did; an error keeps the old material.
+    /// `only_if_changed`, does nothing unless a file's content changed since the last read or
+    /// was refused as not valid yet ([`Seen::retry`]). Logs what it did; an error keeps the old
+    /// material. A retry refused again for the same files is neither logged at `error` nor
+    /// returned as an error again (it was, the first time): `Ok(false)`.
     pub(crate) fn reload(&self, only_if_changed: bool) -> Result<bool, TlsError> {
         let now = snapshot(&self.files);
-        {
+        let retrying = {
             let mut seen = self.seen.lock();
-            if only_if_changed && *seen == now {
+            let unchanged = seen.files == now;
+            if only_if_changed && unchanged && !seen.retry {
                 return Ok(false);
             }
-            *seen = now.clone();
-        }
+            seen.files = now.clone();
+            unchanged && seen.retry
+        };
         // Reloads run one at a time (one reloader task), so the generation cannot be taken twice.
         let generation = self.current.load().generation + 1;
-        match build(&self.files, &now, generation) {
+        let built = build(&self.files, &now, generation);
+        self.seen.lock().retry = matches!(&built, Err(refusal) if refusal.not_yet);
+        match built {
             Ok(material) => {
                 self.current.store(Arc::new(material));
                 self.reloaded.send_replace(generation);
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded; new connections use them");
                 Ok(true)
             }
-            Err(e) => {
-                tracing::error!(error = %e, "TLS certificates not reloaded, the previous ones stay in use");
-                Err(e)
+            Err(refusal) if retrying && only_if_changed => {
+                tracing::debug!(error = %refusal.error, "TLS certificates still not valid yet; trying again at the next poll");
+                Ok(false)
+            }
+            Err(Refusal { error, not_yet }) => {
+                let retry = if not_yet {
+                    "; tried again at every poll (--tls-poll) until it is valid"
+                } else {
+                    ""
+                };
+                tracing::error!(error = %error, "TLS certificates not reloaded, the previous ones stay in use{retry}");
+                Err(error)
             }
         }
     }
 
     /// Polls the files for a change every `--tls-poll` until shutdown, and reloads on a SIGHUP
-    /// of `hup` (see [`hangup`]).
+    /// of `hup` (see [`hangup`]). Keeps the expiry gauges of `metrics` equal to the material in
+    /// use, and warns while a certificate expires within [`EXPIRY_WARNING`].
     fn spawn_reloader(
         self: &Arc<Self>,
         mut hup: Option<tokio::signal::unix::Signal>,
-        reload_failures: prometheus_client::metrics::counter::Counter,
+        metrics: TlsMetrics,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) {
         let tls = self.clone();
+        // Set before the node says `listening`: its first scrape has them.
+        let mut expiry = tls.expiry();
+        expiry.record(&metrics);
         tasks.spawn(async move {
             // The files were just loaded: the first look is one period away (an immediate
             // first tick would race a rotation right after the start).
             let period = tls.files.poll;
             let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut warned: Option<tokio::time::Instant> = None;
             loop {
+                let due = warned.is_none_or(|at| at.elapsed() >= EXPIRY_WARN_EVERY);
+                if due && expiry.warn(&tls.files, unix_now()) {
+                    warned = Some(tokio::time::Instant::now());
+                }
                 let forced = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = poll.tick() => false,
                     Some(()) = async { hup.as_mut()?.recv().await } => true,
                 };
                 // Blocking file reads and key parsing: off the async workers.
-                let tls = tls.clone();
-                let reloaded = tokio::task::spawn_blocking(move || tls.reload(!forced)).await;
-                if matches!(reloaded, Ok(Err(_))) {
-                    reload_failures.inc();
+                let reloading = tls.clone();
+                let reloaded = tokio::task::spawn_blocking(move || reloading.reload(!forced)).await;
+                match reloaded {
+                    Ok(Err(_)) => {
+                        metrics.reload_failures.inc();
+                    }
+                    Ok(Ok(true)) => {
+                        expiry = tls.expiry();
+                        expiry.record(&metrics);
+                        // New certificates: say at once if these expire soon too.
+                        warned = None;
+                    }
+                    _ => {}
                 }
             }
         });
@@ -532,6 +657,11 @@ impl Tls {
         ClientCert::of(presented, self.files.client_auth)
     }
 
+    /// When the certificates in use stop being valid.
+    pub(crate) fn expiry(&self) -> Expiry {
+        self.current.load().expiry
+    }
+
     /// The rustls configuration of the gossip client: it presents this node's certificate and
     /// verifies peers against `--tls-ca`, both as of the latest reload.
     pub(crate) fn client_config(self: &Arc<Self>) -> ClientConfig {
@@ -567,12 +697,13 @@ where
 }
 
 /// Handles SIGHUP for the node's lifetime: reloads the TLS files (and polls them, see
-/// [`Tls::spawn_reloader`]) or, without TLS, logs that there is nothing to reload. Called
-/// before the node says `listening`, and the handler is installed by the time it returns, so
-/// a SIGHUP never takes the default action (terminating the process).
+/// [`Tls::spawn_reloader`], which keeps `metrics` current) or, without TLS, logs that there
+/// is nothing to reload. Called before the node says `listening`, and the handler is installed
+/// by the time it returns, so a SIGHUP never takes the default action (terminating the
+/// process).
 pub(crate) fn hangup(
     tls: Option<&Arc<Tls>>,
-    reload_failures: prometheus_client::metrics::counter::Counter,
+    metrics: TlsMetrics,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
@@ -584,7 +715,7 @@ pub(crate) fn hangup(
         }
     };
     match (tls, hup) {
-        (Some(tls), hup) => tls.spawn_reloader(hup, reload_failures, shutdown, tasks),
+        (Some(tls), hup) => tls.spawn_reloader(hup, metrics, shutdown, tasks),
         (None, None) => {}
         (None, Some(mut hup)) => {
             tasks.spawn(async move {
@@ -879,8 +1010,24 @@ fn snapshot(files: &TlsFiles) -> Snapshot {
     all
 }
 
+/// Why the files were not loaded, and whether only time stands in the way.
+struct Refusal {
+    error: TlsError,
+    /// A certificate is not valid yet: the same files may load later (see [`Seen::retry`]).
+    not_yet: bool,
+}
+
+impl From<TlsError> for Refusal {
+    fn from(error: TlsError) -> Self {
+        Refusal {
+            error,
+            not_yet: false,
+        }
+    }
+}
+
 /// The material of one snapshot of the files.
-fn build(files: &TlsFiles, contents: &Snapshot, generation: u64) -> Result<Material, TlsError> {
+fn build(files: &TlsFiles, contents: &Snapshot, generation: u64) -> Result<Material, Refusal> {
     let bytes = |i: usize| {
         contents[i]
             .as_deref()
@@ -888,14 +1035,23 @@ fn build(files: &TlsFiles, contents: &Snapshot, generation: u64) -> Result<Mater
     };
     let chain = pem::parse_certs(&files.cert, bytes(0)?)?;
     let key = pem::parse_key(&files.key, bytes(1)?)?;
-    let cert = Arc::new(pem::certified_key(chain.clone(), key.clone_key())?);
-    let roots = match &files.ca {
-        Some(ca) => Some(Arc::new(pem::parse_roots(ca, bytes(2)?)?)),
+    let cert = pem::certified_key(chain.clone(), key.clone_key()).map_err(|e| {
+        let (cert, key) = (files.cert.display(), files.key.display());
+        TlsError::Refused(format!("{cert} and {key}: {e}"))
+    })?;
+    let cert = Arc::new(cert);
+    let ca = match &files.ca {
+        Some(path) => {
+            let bundle = bytes(2)?;
+            Some((path.as_path(), pem::parse_certs(path, bundle)?))
+        }
         None => None,
     };
-    if let (Some(ca), Some(roots)) = (&files.ca, &roots) {
-        own_chain_verifies(&files.cert, ca, &chain, roots.clone())?;
-    }
+    let expiry = own_chain_verifies(&files.cert, &chain, ca.as_ref(), UnixTime::now())?;
+    let roots = match &ca {
+        Some((path, _)) => Some(Arc::new(pem::parse_roots(path, bytes(2)?)?)),
+        None => None,
+    };
     let builder = ServerConfig::builder_with_provider(pem::provider())
         .with_safe_default_protocol_versions()
         .map_err(refused)?;
@@ -930,38 +1086,176 @@ fn build(files: &TlsFiles, contents: &Snapshot, generation: u64) -> Result<Mater
         cert,
         peers,
         clients,
+        expiry,
     })
 }
 
-/// Refuses a certificate of this node that its peers would refuse: one that `--tls-ca` does
-/// not sign, expired or not yet valid, or without clientAuth (the node presents it as the
-/// gossip client's certificate). At startup the node does not start; on a reload the
-/// previous certificate stays, instead of the node cutting itself off its cluster.
-fn own_chain_verifies(
-    cert: &Path,
-    ca: &Path,
-    chain: &[CertificateDer<'static>],
-    roots: Arc<rustls::RootCertStore>,
-) -> Result<(), TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, pem::provider())
-        .build()
-        .map_err(refused)?;
-    let Some((end_entity, intermediates)) = chain.split_first() else {
-        return Err(TlsError::Refused(format!(
-            "{}: no certificate",
-            cert.display()
-        )));
-    };
-    verifier
-        .verify_client_cert(end_entity, intermediates, UnixTime::now())
-        .map(|_| ())
+/// The not-after (Unix seconds) of a certificate of the file at `path`.
+fn not_after_of(path: &Path, der: &CertificateDer<'_>) -> Result<i64, TlsError> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
         .map_err(|e| {
-            TlsError::Refused(format!(
-                "{}: not a valid certificate of --tls-ca {} for this node: {e}",
-                cert.display(),
-                ca.display()
-            ))
+            TlsError::Refused(format!("{}: not an X.509 certificate: {e}", path.display()))
         })
+}
+
+/// The names of `leaf`'s subjectAltName as a client would ask for them: its DNS names (a
+/// wildcard stands for one label under it) and IP addresses.
+fn names_of(leaf: &CertificateDer<'_>) -> Vec<ServerName<'static>> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => {
+                let dns = match dns.strip_prefix("*.") {
+                    Some(under) => format!("node.{under}"),
+                    None => dns.to_string(),
+                };
+                ServerName::try_from(dns).ok()
+            }
+            GeneralName::IPAddress(ip) => match ip.len() {
+                4 => <[u8; 4]>::try_from(*ip)
+                    .ok()
+                    .map(|o| ServerName::from(std::net::IpAddr::from(o))),
+                16 => <[u8; 16]>::try_from(*ip)
+                    .ok()
+                    .map(|o| ServerName::from(std::net::IpAddr::from(o))),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Verifies this node's own chain as the other side of its connections will (rustls' webpki,
+/// with the provider's algorithms, at `now`), so that a chain they would refuse is refused
+/// here with the cause instead of the node starting (or reloading) and failing every
+/// handshake: as a server certificate (serverAuth on every certificate of the path, valid
+/// dates, not a CA) for one of the names it gives, and with `--tls-ca` (`ca`: its path and
+/// certificates) also as a client certificate of that CA (the node presents it to its peers).
+/// The path ends at a certificate of `--tls-ca`; without one, at the top certificate of the
+/// chain, taken as the clients' root (whose own dates are then theirs to judge), and a chain
+/// that does not reach it (a leaf alone, signed by a CA the file does not hold) is judged on
+/// what webpki checks before looking for an issuer: the leaf's dates and usages. Returns when
+/// the certificates of the verified path expire.
+fn own_chain_verifies(
+    path: &Path,
+    chain: &[CertificateDer<'static>],
+    ca: Option<&(&Path, Vec<CertificateDer<'static>>)>,
+    now: UnixTime,
+) -> Result<Expiry, Refusal> {
+    let file = path.display();
+    let refuse = |why: String| TlsError::Refused(format!("{file}: {why}"));
+    let Some((leaf_der, rest)) = chain.split_first() else {
+        return Err(refuse("no certificate".into()).into());
+    };
+    let leaf = webpki::EndEntityCert::try_from(leaf_der)
+        .map_err(|e| refuse(format!("not a usable X.509 certificate: {e:?}")))?;
+    let leaf_not_after = not_after_of(path, leaf_der)?;
+    let (anchor_ders, intermediates): (&[CertificateDer<'static>], &[CertificateDer<'static>]) =
+        match ca {
+            Some((_, certs)) => (certs, rest),
+            None => match rest.split_last() {
+                Some((top, between)) => (std::slice::from_ref(top), between),
+                None => (std::slice::from_ref(leaf_der), &[]),
+            },
+        };
+    let mut anchors = Vec::with_capacity(anchor_ders.len());
+    for der in anchor_ders {
+        let anchor = webpki::anchor_from_trusted_cert(der).map_err(|e| {
+            let source = ca.map_or(path, |(ca, _)| *ca).display();
+            TlsError::Refused(format!("{source}: not a usable CA certificate: {e:?}"))
+        })?;
+        anchors.push(anchor);
+    }
+    let algorithms = pem::provider().signature_verification_algorithms.all;
+    let verify = |usage: webpki::KeyUsage| {
+        leaf.verify_for_usage(algorithms, &anchors, intermediates, now, usage, None, None)
+    };
+    let which = |not_after: i64| match not_after == leaf_not_after {
+        true => "the certificate",
+        false => "a certificate of its chain (an intermediate)",
+    };
+    // What the other side would say, in this node's words.
+    let why = |e: webpki::Error, client: bool| -> Refusal {
+        use webpki::Error as E;
+        let not_yet = matches!(e, E::CertNotValidYet { .. });
+        let why = match e {
+            E::CertExpired { not_after, .. } => {
+                let at = not_after.as_secs() as i64;
+                format!("{} has expired (not after {})", which(at), rfc3339_secs(at))
+            }
+            E::CertNotValidYet { not_before, .. } => format!(
+                "a certificate of its chain is not valid yet (not before {}; this host's clock says {})",
+                rfc3339_secs(not_before.as_secs() as i64),
+                rfc3339_secs(now.as_secs() as i64)
+            ),
+            #[allow(deprecated)]
+            E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) if !client => "a certificate of its chain lacks serverAuth in its extended key usage (anyExtendedKeyUsage does not count), so clients and peers refuse it as a server's".into(),
+            #[allow(deprecated)]
+            E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) => "a certificate of its chain lacks clientAuth in its extended key usage (anyExtendedKeyUsage does not count), and with --tls-ca the node presents it to its peers as its client certificate, which they refuse".into(),
+            E::CaUsedAsEndEntity => "its first certificate is a CA's, not a server's: put the node's own certificate first".into(),
+            e => match ca {
+                Some((ca, _)) => format!(
+                    "not a valid certificate of --tls-ca {} for this node: {e:?}",
+                    ca.display()
+                ),
+                None => format!("refused as a server certificate: {e:?}"),
+            },
+        };
+        Refusal {
+            error: refuse(why),
+            not_yet,
+        }
+    };
+    let path_expiry = |verified: &webpki::VerifiedPath<'_>| -> Result<Expiry, TlsError> {
+        let mut certificate = leaf_not_after;
+        for intermediate in verified.intermediate_certificates() {
+            certificate = certificate.min(not_after_of(path, &intermediate.der())?);
+        }
+        let ca_not_after = match ca {
+            Some((ca, certs)) => {
+                let at = anchors
+                    .iter()
+                    .position(|a| std::ptr::eq(a, verified.anchor()))
+                    .map_or(Ok(i64::MAX), |i| not_after_of(ca, &certs[i]))?;
+                Some(at)
+            }
+            None => None,
+        };
+        Ok(Expiry {
+            certificate,
+            ca: ca_not_after,
+        })
+    };
+    let expiry = match verify(webpki::KeyUsage::server_auth()) {
+        Ok(verified) => path_expiry(&verified)?,
+        // Without --tls-ca the clients' roots are unknown: a leaf whose issuer the file does
+        // not hold is theirs to find (webpki checked the leaf itself before looking).
+        Err(webpki::Error::UnknownIssuer) if ca.is_none() => Expiry {
+            certificate: leaf_not_after,
+            ca: None,
+        },
+        Err(e) => return Err(why(e, false)),
+    };
+    if ca.is_some() {
+        verify(webpki::KeyUsage::client_auth()).map_err(|e| why(e, true))?;
+    }
+    let names = names_of(leaf_der);
+    let named = names
+        .iter()
+        .any(|name| leaf.verify_is_valid_for_subject_name(name).is_ok());
+    if !named {
+        return Err(refuse("names no host (no DNS name or IP address in its subjectAltName): clients and peers refuse it for any address".into()).into());
+    }
+    Ok(expiry)
 }
 
 /// The handshake-signature methods of a certificate verifier: checked with the provider's
@@ -1081,6 +1375,182 @@ mod tests {
             tls_poll: POLL.into(),
             tls_peer_name: None,
         }
+    }
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose as Eku, IsCa, Issuer,
+        KeyPair,
+    };
+
+    /// A certificate made for a test, with the issuer it can sign others with when a CA.
+    struct Made {
+        der: CertificateDer<'static>,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    /// When a test certificate is valid: rcgen's default (1975-4096), or in 2000 only.
+    #[derive(Clone, Copy)]
+    enum Dates {
+        Now,
+        Expired,
+    }
+
+    /// A certificate named `cn` (a CA when `ca`) with `usages` and `dates`, signed by
+    /// `by` (self-signed without).
+    fn make(cn: &str, ca: bool, usages: &[Eku], dates: Dates, by: Option<&Made>) -> Made {
+        let key = KeyPair::generate().unwrap();
+        let sans = if ca {
+            vec![]
+        } else {
+            vec!["node.test".to_owned()]
+        };
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        params.extended_key_usages = usages.to_vec();
+        if let Dates::Expired = dates {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        let cert = match by {
+            Some(by) => params.signed_by(&key, &by.issuer).unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        Made {
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    const NODE: &[Eku] = &[Eku::ServerAuth, Eku::ClientAuth];
+
+    /// The verdict on `chain` of a node with (or without) `ca` as its `--tls-ca`.
+    fn verdict(chain: &[&Made], ca: Option<&[&Made]>) -> Result<Expiry, String> {
+        let chain: Vec<_> = chain.iter().map(|m| m.der.clone()).collect();
+        let ca = ca.map(|certs| {
+            let certs = certs.iter().map(|m| m.der.clone()).collect::<Vec<_>>();
+            (Path::new("ca.pem"), certs)
+        });
+        own_chain_verifies(Path::new("node.pem"), &chain, ca.as_ref(), UnixTime::now())
+            .map_err(|refusal| refusal.error.to_string())
+    }
+
+    /// Review finding 4: an expired certificate in the file that is not on the chain's path
+    /// (as Let's Encrypt's old expired cross-signature was) does not stop a chain that
+    /// clients accept; the expiry reported is that of the path.
+    #[test]
+    fn an_expired_certificate_off_the_path_does_not_refuse_a_working_chain() {
+        let root = make("root", true, &[], Dates::Now, None);
+        let inter = make("inter", true, &[], Dates::Now, Some(&root));
+        let leaf = make("leaf", false, NODE, Dates::Now, Some(&inter));
+        let stale = make("stale", true, &[], Dates::Expired, None);
+        let expiry = verdict(&[&leaf, &inter, &stale], Some(&[&root])).unwrap();
+        assert!(
+            expiry.certificate > unix_now(),
+            "the path's expiry, not the stale one"
+        );
+        // Without --tls-ca the top certificate is the clients' root: the same.
+        verdict(&[&leaf, &inter, &stale], None).unwrap();
+        verdict(&[&leaf, &inter, &root], None).unwrap();
+        // An expired certificate on the path still refuses.
+        let old_inter = make("old-inter", true, &[], Dates::Expired, Some(&root));
+        let leaf2 = make("leaf2", false, NODE, Dates::Now, Some(&old_inter));
+        let err = verdict(&[&leaf2, &old_inter], Some(&[&root])).unwrap_err();
+        assert!(err.contains("(an intermediate) has expired"), "{err}");
+        let err = verdict(
+            &[&make("old", false, NODE, Dates::Expired, Some(&root))],
+            Some(&[&root]),
+        )
+        .unwrap_err();
+        assert!(err.contains("the certificate has expired"), "{err}");
+    }
+
+    /// Review finding 4: usages are checked as rustls checks them, on every certificate of the
+    /// path, and anyExtendedKeyUsage is not serverAuth or clientAuth.
+    #[test]
+    fn extended_key_usages_are_what_rustls_clients_and_peers_accept() {
+        let root = make("root", true, &[], Dates::Now, None);
+        let any = make("any", false, &[Eku::Any], Dates::Now, Some(&root));
+        let err = verdict(&[&any], None).unwrap_err();
+        assert!(err.contains("lacks serverAuth"), "{err}");
+        let client_any = make(
+            "c-any",
+            false,
+            &[Eku::ClientAuth, Eku::Any],
+            Dates::Now,
+            Some(&root),
+        );
+        let err = verdict(&[&client_any], Some(&[&root])).unwrap_err();
+        assert!(err.contains("lacks serverAuth"), "{err}");
+        let server_any = make(
+            "s-any",
+            false,
+            &[Eku::ServerAuth, Eku::Any],
+            Dates::Now,
+            Some(&root),
+        );
+        let err = verdict(&[&server_any], Some(&[&root])).unwrap_err();
+        assert!(err.contains("lacks clientAuth"), "{err}");
+        verdict(&[&server_any], None).unwrap();
+        // An intermediate for client certificates only cannot issue a server's.
+        let clients_ca = make(
+            "clients-ca",
+            true,
+            &[Eku::ClientAuth],
+            Dates::Now,
+            Some(&root),
+        );
+        let leaf = make("leaf", false, NODE, Dates::Now, Some(&clients_ca));
+        let err = verdict(&[&leaf, &clients_ca], Some(&[&root])).unwrap_err();
+        assert!(err.contains("lacks serverAuth"), "{err}");
+        // No extension: any use.
+        let plain = make("plain", false, &[], Dates::Now, Some(&root));
+        verdict(&[&plain], Some(&[&root])).unwrap();
+        // A leaf alone whose CA the file does not hold: the clients' roots decide.
+        verdict(&[&plain], None).unwrap();
+    }
+
+    /// Review finding 7: a CA bundle that still holds the expired CA it replaced reports the
+    /// CA that signs this node's certificate, not the earliest of the bundle.
+    #[test]
+    fn the_ca_expiry_is_the_one_of_the_ca_that_signs_the_node() {
+        let old = make("old", true, &[], Dates::Expired, None);
+        let new = make("new", true, &[], Dates::Now, None);
+        let leaf = make("leaf", false, NODE, Dates::Now, Some(&new));
+        let expiry = verdict(&[&leaf], Some(&[&old, &new])).unwrap();
+        let new_not_after = not_after_of(Path::new("ca.pem"), &new.der).unwrap();
+        assert_eq!(expiry.ca, Some(new_not_after));
+    }
+
+    /// Without --tls-ca a self-signed certificate is its own root (a test node, say).
+    #[test]
+    fn a_self_signed_certificate_serves_without_a_ca() {
+        let own = make("own", false, NODE, Dates::Now, None);
+        verdict(&[&own], None).unwrap();
+        let old = make("old", false, NODE, Dates::Expired, None);
+        let err = verdict(&[&old], None).unwrap_err();
+        assert!(err.contains("the certificate has expired"), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_without_a_name_or_that_is_a_ca_is_refused() {
+        let root = make("root", true, &[], Dates::Now, None);
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "node.test");
+        let nameless = params.signed_by(&key, &root.issuer).unwrap().der().clone();
+        let nameless = Made {
+            der: nameless,
+            issuer: Issuer::new(params, key),
+        };
+        let err = verdict(&[&nameless], Some(&[&root])).unwrap_err();
+        assert!(err.contains("names no host"), "{err}");
+        let err = verdict(&[&root], Some(&[&root])).unwrap_err();
+        assert!(err.contains("a CA's"), "{err}");
     }
 
     /// Polls `f` once: whether it is pending.

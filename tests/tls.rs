@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::certs::{served_serial, Ca, Leaf, TempDir};
+use common::certs::{served_serial, Ca, Leaf, TempDir, Validity, NODE};
 use common::{binary, curl, wait_until, Node};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -330,35 +330,13 @@ fn a_certificate_the_ca_does_not_sign_is_refused_at_start_and_on_reload() {
     let ca = Ca::new(&dir.0, "own");
     let other = Ca::new(&dir.0, "otherown");
     let foreign = other.leaf("node", 0x66);
-    let mut args = strings(&["serve", "--listen", "127.0.0.1:0"]);
-    args.extend(tls_args(&foreign, &ca, &[]));
-    let out = cli(&args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    // One error line, saying it once (other lines may warn about the host, e.g. its open
-    // files limit).
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    let said = errors[0]
-        .matches("not a valid certificate of --tls-ca")
-        .count();
-    assert_eq!(said, 1, "{stderr}");
+    let line = refused_at_start(&tls_args(&foreign, &ca, &[]));
+    // Said once.
+    let said = line.matches("not a valid certificate of --tls-ca").count();
+    assert_eq!(said, 1, "{line}");
 
-    let live = Leaf {
-        cert: dir.path("live.pem"),
-        key: dir.path("live.key"),
-    };
-    let install = |leaf: &Leaf| {
-        std::fs::copy(&leaf.cert, &live.cert).unwrap();
-        std::fs::copy(&leaf.key, &live.key).unwrap();
-    };
-    install(&ca.leaf("node", 0x11));
-    let (node, logs) = {
-        let args = tls_args(&live, &ca, &["--tls-poll", "1h"]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Node::start_logged(&args)
-    };
-    install(&foreign);
+    let (live, node, logs) = Live::start(&dir, &ca, &ca.leaf("node", 0x11));
+    live.install(&foreign);
     node.signal("HUP");
     wait_until("the refusal is logged", WAIT, || {
         logs.contains("not a valid certificate of --tls-ca")
@@ -764,6 +742,359 @@ fn every_client_subcommand_works_against_an_https_cluster_with_client_certificat
     });
 }
 
+/// The `/v1/peers` body of the node at `base`, read over HTTPS trusting `ca`.
+fn peers_of(ca: &Ca, base: &str) -> serde_json::Value {
+    let (_, body) = curl_tls(ca, None, "GET", &format!("{base}/v1/peers"), None);
+    serde_json::from_str(&body).unwrap_or_default()
+}
+
+/// `(address, state)` of every peer a `/v1/peers` body lists, sorted.
+fn peer_rows(peers: &serde_json::Value) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = peers["peers"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|p| {
+                    let field = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
+                    (field("address"), field("state"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.sort();
+    rows
+}
+
+/// The value of one series of the `/metrics` of the node at `base`, read over HTTPS trusting
+/// `ca` (0 when absent).
+fn metric_tls(ca: &Ca, base: &str, series: &str) -> f64 {
+    let (_, text) = curl_tls(ca, None, "GET", &format!("{base}/metrics"), None);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `https://localhost:PORT` of a node listening on 127.0.0.1:PORT.
+fn by_name(node: &Node) -> String {
+    node.url.replace("127.0.0.1", "localhost")
+}
+
+/// Three TLS nodes whose certificates name `localhost` only (no IP address), the second and
+/// third naming the first as `https://localhost:PORT`, each with `extra` flags; the first
+/// node's log lines are collected.
+fn dns_named_cluster(tag: &str, extra: &[&str]) -> (TempDir, Ca, Vec<Node>, common::Logs) {
+    let dir = TempDir::new(tag);
+    let ca = Ca::new(&dir.0, tag);
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut logs = None;
+    for i in 0..3u64 {
+        let leaf = ca.issue(
+            &format!("node{i}"),
+            i + 1,
+            &["localhost"],
+            NODE,
+            Validity::Now,
+        );
+        let id = format!("n{i}");
+        let mut args = tls_args(
+            &leaf,
+            &ca,
+            &["--node-id", &id, "--gossip-interval", "200ms"],
+        );
+        args.extend(strings(extra));
+        if let Some(first) = nodes.first() {
+            args.extend(["--peers".to_owned(), by_name(first)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if i == 0 {
+            let (node, first_logs) = Node::start_logged(&args);
+            logs = Some(first_logs);
+            nodes.push(node);
+        } else {
+            nodes.push(Node::start(&args));
+        }
+    }
+    (dir, ca, nodes, logs.expect("the first node"))
+}
+
+/// Review finding 9 of issue 11: nodes that name their peers by DNS name, with certificates
+/// for that name only, learned each other's IP address from incoming gossip (where a message
+/// came from, and the listen address a node gives by default), failed its certificate name
+/// check every round and listed it as a suspect peer for good. With `--advertise` every node
+/// lists exactly the others by name, alive.
+#[test]
+fn with_dns_named_certificates_and_advertise_every_node_lists_exactly_the_real_peers() {
+    let (_dir, ca, nodes, _) =
+        dns_named_cluster("tls-advertise", &["--advertise", "https://localhost"]);
+    let names: Vec<String> = nodes.iter().map(by_name).collect();
+    let expected = |me: usize| -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = (0..3)
+            .filter(|i| *i != me)
+            .map(|i| (names[i].clone(), "alive".to_owned()))
+            .collect();
+        rows.sort();
+        rows
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        wait_until(
+            &format!("node {i} lists exactly the others, alive"),
+            WAIT,
+            || peer_rows(&peers_of(&ca, &by_name(node))) == expected(i),
+        );
+        let peers = peers_of(&ca, &by_name(node));
+        assert_eq!(peers["address"], names[i].as_str(), "{peers}");
+    }
+    // Still so rounds later: nothing learned from a source address comes back.
+    let rounds = |node: &Node| {
+        metric_tls(
+            &ca,
+            &by_name(node),
+            "discovery_gossip_rounds_total{kind=\"ok\"}",
+        )
+    };
+    let before: Vec<f64> = nodes.iter().map(rounds).collect();
+    wait_until("ten more rounds on every node", WAIT, || {
+        nodes
+            .iter()
+            .zip(&before)
+            .all(|(n, b)| rounds(n) >= b + 10.0)
+    });
+    for (i, node) in nodes.iter().enumerate() {
+        assert_eq!(
+            peer_rows(&peers_of(&ca, &by_name(node))),
+            expected(i),
+            "node {i}"
+        );
+    }
+}
+
+/// The same cluster without `--advertise`: each node gives its listen address, 127.0.0.1,
+/// which its certificate does not name. The address is dropped at its first failed check and
+/// not learned again, with a warning that names the fix, instead of staying a suspect peer.
+#[test]
+fn without_advertise_an_address_the_certificate_does_not_name_is_dropped_not_kept_suspect() {
+    let (_dir, ca, nodes, logs) = dns_named_cluster("tls-misnamed", &[]);
+    wait_until(
+        "the first node warns about a misnamed address",
+        WAIT,
+        || logs.contains("--advertise"),
+    );
+    let clean = |node: &Node| {
+        let rows = peer_rows(&peers_of(&ca, &by_name(node)));
+        rows.iter()
+            .all(|(addr, state)| !addr.contains("127.0.0.1") && state == "alive")
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        wait_until(
+            &format!("node {i} lists no misnamed or suspect peer"),
+            WAIT,
+            || clean(node),
+        );
+    }
+    let rounds = |node: &Node| {
+        metric_tls(
+            &ca,
+            &by_name(node),
+            "discovery_gossip_rounds_total{kind=\"ok\"}",
+        )
+    };
+    // The second and third nodes reach the first by name; their rounds carry their listen
+    // addresses to it again and again.
+    let before: Vec<f64> = nodes[1..].iter().map(rounds).collect();
+    wait_until("ten more rounds from the others", WAIT, || {
+        nodes[1..]
+            .iter()
+            .zip(&before)
+            .all(|(n, b)| rounds(n) >= b + 10.0)
+    });
+    for (i, node) in nodes.iter().enumerate() {
+        assert!(clean(node), "node {i}: {}", peers_of(&ca, &by_name(node)));
+    }
+    assert_eq!(
+        peer_rows(&peers_of(&ca, &by_name(&nodes[1]))),
+        [(by_name(&nodes[0]), "alive".to_owned())]
+    );
+}
+
+/// The certificate files a node is started with, replaced in place by a test (a copy, then a
+/// SIGHUP: the node does not poll them within a test).
+struct Live(Leaf);
+
+impl Live {
+    /// Starts a node of `ca` serving `first` from `live.pem`/`live.key` in `dir`, with its log
+    /// lines collected.
+    fn start(dir: &TempDir, ca: &Ca, first: &Leaf) -> (Live, Node, common::Logs) {
+        let live = Live(Leaf {
+            cert: dir.path("live.pem"),
+            key: dir.path("live.key"),
+        });
+        live.install(first);
+        let args = tls_args(&live.0, ca, &["--tls-poll", "1h"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (node, logs) = Node::start_logged(&args);
+        (live, node, logs)
+    }
+
+    /// Puts `leaf` in place of the live files.
+    fn install(&self, leaf: &Leaf) {
+        std::fs::copy(&leaf.cert, &self.0.cert).unwrap();
+        std::fs::copy(&leaf.key, &self.0.key).unwrap();
+    }
+}
+
+/// Runs `discovery serve` on a free port with `args` and expects it to refuse to start: returns
+/// its one error line (other lines may warn about the host, e.g. its open files limit).
+fn refused_at_start(args: &[String]) -> String {
+    let out = cli(&[&strings(&["serve", "--listen", "127.0.0.1:0"])[..], args].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?}: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    errors[0].to_owned()
+}
+
+/// Review: the node checked its own certificate only against --tls-ca (when given). A
+/// certificate it cannot serve with (only clientAuth), cannot gossip with as a client under
+/// --tls-ca (only serverAuth), expired, not yet valid or with another key is refused at start
+/// with one line naming the cause, and on a reload the old one stays, counted and logged.
+#[test]
+fn an_unusable_own_certificate_is_refused_at_start_and_on_reload_with_the_cause() {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let dir = TempDir::new("tls-own-usage");
+    let ca = Ca::new(&dir.0, "usage");
+    let names = &["localhost", "127.0.0.1"];
+    let client_only = ca.issue("client-only", 0x31, names, &[ClientAuth], Validity::Now);
+    let server_only = ca.issue("server-only", 0x32, names, &[ServerAuth], Validity::Now);
+    let expired = ca.issue("expired", 0x33, names, NODE, Validity::Expired);
+    let not_yet = ca.issue("not-yet", 0x34, names, NODE, Validity::NotYet);
+    let other_key = Leaf {
+        cert: ca.leaf("a", 0x35).cert,
+        key: ca.leaf("b", 0x36).key,
+    };
+    let ca_flag = strings(&["--tls-ca", &ca.pem.display().to_string()]);
+    let cases: Vec<(&Leaf, &[String], &str)> = vec![
+        (&client_only, &[], "lacks serverAuth"),
+        (&client_only, &ca_flag, "lacks serverAuth"),
+        (&server_only, &ca_flag, "lacks clientAuth"),
+        (&expired, &[], "has expired"),
+        (&not_yet, &[], "not valid yet"),
+        (&other_key, &[], "do not go together"),
+    ];
+    for (leaf, extra, cause) in cases {
+        let line = refused_at_start(&[&leaf.serve_args()[..], extra].concat());
+        assert!(line.contains(cause), "{cause}: {line}");
+        let file = leaf.cert.display().to_string();
+        assert!(line.contains(&file), "names the file: {line}");
+    }
+    // Without --tls-ca the certificate is never a client's: serverAuth alone serves.
+    let alone = start(&server_only.serve_args());
+    assert_eq!(served_serial(alone.addr()).as_deref(), Some("32"));
+
+    let (live, node, logs) = Live::start(&dir, &ca, &ca.leaf("node", 0x11));
+    for (n, (leaf, cause)) in [
+        (&client_only, "lacks serverAuth"),
+        (&expired, "has expired"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        live.install(leaf);
+        node.signal("HUP");
+        wait_until(&format!("the refusal ({cause}) is logged"), WAIT, || {
+            logs.text()
+                .lines()
+                .any(|l| l.contains("not reloaded") && l.contains(cause))
+        });
+        assert_eq!(served_serial(node.addr()).as_deref(), Some("11"), "{cause}");
+        wait_until(&format!("the refusal ({cause}) is counted"), WAIT, || {
+            metric_tls(&ca, &node.url, "discovery_tls_reload_failures_total") == (n + 1) as f64
+        });
+    }
+}
+
+/// Issue 11 review: "when does my certificate expire?" answered by a gauge (Unix time, as
+/// cert-manager and the blackbox exporter give it), by `/v1/peers`, and by a warning while
+/// it expires within 7 days; all follow a rotation.
+#[test]
+fn the_certificate_expiry_gauge_and_warning_follow_a_rotation() {
+    let dir = TempDir::new("tls-expiry");
+    let ca = Ca::new(&dir.0, "expiry");
+    let names = &["localhost", "127.0.0.1"];
+    let year = ca.issue("node", 0x41, names, NODE, Validity::Days(365));
+    let days = ca.issue("node", 0x42, names, NODE, Validity::Days(3));
+    let (live, node, logs) = Live::start(&dir, &ca, &year);
+    let gauge = |which: &str| {
+        let series =
+            format!("discovery_tls_certificate_not_after_seconds{{certificate=\"{which}\"}}");
+        metric_tls(&ca, &node.url, &series) as i64
+    };
+    assert_eq!(gauge("node"), common::certs::not_after(&year.cert));
+    assert_eq!(gauge("ca"), common::certs::not_after(&ca.pem));
+    assert!(!logs.contains("expires within"), "{}", logs.text());
+
+    live.install(&days);
+    node.signal("HUP");
+    let expected = common::certs::not_after(&days.cert);
+    wait_until("the gauge follows the rotation", WAIT, || {
+        gauge("node") == expected
+    });
+    wait_until("a warning says it expires soon", WAIT, || {
+        logs.contains("expires within")
+    });
+    let peers = peers_of(&ca, &node.url);
+    let shown = peers["tls_certificate_not_after"]
+        .as_str()
+        .unwrap_or_default();
+    let unix = humantime::parse_rfc3339_weak(shown)
+        .unwrap_or_else(|e| panic!("{shown:?}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert_eq!(unix, expected, "{peers}");
+}
+
+/// Review finding 3: a certificate refused as not valid yet (issued a moment ago by a host
+/// whose clock is ahead) was never tried again: the files were recorded as seen, and the node
+/// kept the old certificate until they changed again. Now each poll tries them again, and the
+/// node serves the new certificate once it is valid, with one error line, not one per poll.
+#[test]
+fn a_certificate_not_valid_yet_is_taken_once_it_is() {
+    let dir = TempDir::new("tls-not-yet");
+    let ca = Ca::new(&dir.0, "notyet");
+    let live = Leaf {
+        cert: dir.path("live.pem"),
+        key: dir.path("live.key"),
+    };
+    let first = ca.leaf("node", 0x51);
+    std::fs::copy(&first.cert, &live.cert).unwrap();
+    std::fs::copy(&first.key, &live.key).unwrap();
+    let args = tls_args(&live, &ca, &["--tls-poll", "200ms"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (node, logs) = Node::start_logged(&args);
+    let names = &["localhost", "127.0.0.1"];
+    let soon = ca.issue("node", 0x52, names, NODE, Validity::InSeconds(4));
+    // The key first: a poll between the two copies sees a key that does not match, refused
+    // for good until the certificate follows.
+    std::fs::copy(&soon.key, &live.key).unwrap();
+    std::fs::copy(&soon.cert, &live.cert).unwrap();
+    wait_until("the refusal is logged", WAIT, || {
+        logs.text()
+            .lines()
+            .any(|l| l.contains("not reloaded") && l.contains("not valid yet"))
+    });
+    assert_eq!(served_serial(node.addr()).as_deref(), Some("51"));
+    wait_until("the new certificate is served once valid", WAIT, || {
+        served_serial(node.addr()).as_deref() == Some("52")
+    });
+    let refusals = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("not valid yet"))
+        .count();
+    assert_eq!(refusals, 1, "{}", logs.text());
+}
+
 /// One HTTPS connection kept alive across requests (raw HTTP/1.1 over rustls), presenting
 /// `client`'s certificate and trusting `ca`.
 struct KeptAlive(rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>);
@@ -986,7 +1317,8 @@ fn a_connection_kept_alive_past_its_client_certificates_expiry_is_refused_from_t
         "60s",
     ]));
     let node = start(&args);
-    let short = ca.leaf_expiring("short", 2, 3);
+    let localhost = ["localhost", "127.0.0.1"];
+    let short = ca.issue("short", 2, &localhost, NODE, Validity::ForSeconds(3));
     let mut kept = KeptAlive::open(node.addr(), &ca, &short);
     assert_eq!(kept.get("/v1/services").0, 200, "valid at first");
     let url = format!("{}/v1/services", node.url);

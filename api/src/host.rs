@@ -193,6 +193,15 @@ pub struct PeersResponse {
     /// the node can send it gossip.
     #[serde(default)]
     pub gossip_authenticated: bool,
+    /// The base URL this node gives its peers in every gossip message (`--advertise`, or its
+    /// `--listen` address when that is not a wildcard); absent when peers use the address its
+    /// messages come from, with its port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// When this node's TLS certificate stops being valid (RFC 3339): the earliest not-after
+    /// of the chain it presents, as last loaded; absent without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate_not_after: Option<String>,
     /// The peers this node knows.
     pub peers: Vec<PeerInfo>,
 }

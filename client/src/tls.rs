@@ -211,6 +211,18 @@ pub fn explain(error: &(dyn std::error::Error + 'static)) -> Option<&'static str
     tls_error(error).map(meaning)
 }
 
+/// Whether `error` (a failed request) failed because the server's certificate does not name
+/// the host of the URL: the address is wrong for that server, whether or not it is up.
+pub fn wrong_name(error: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::CertificateError as Cert;
+    matches!(
+        tls_error(error),
+        Some(rustls::Error::InvalidCertificate(
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. }
+        ))
+    )
+}
+
 /// The rustls error in `error`'s chain. An `io::Error` that wraps one does not give it as its
 /// `source`, so wrapped errors are looked into as well as sources.
 fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {

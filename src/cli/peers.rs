@@ -54,8 +54,15 @@ pub async fn run(args: PeersArgs) -> Result<(), CommandError> {
             ]);
         }
         let ready = if response.ready { "ready" } else { "not ready" };
+        let mut about = String::new();
+        if let Some(address) = &response.address {
+            about.push_str(&format!(", advertised as {address}"));
+        }
+        if let Some(at) = &response.tls_certificate_not_after {
+            about.push_str(&format!(", TLS certificate valid until {at}"));
+        }
         format!(
-            "node {} at {} ({ready}), {} peers\n{}",
+            "node {} at {} ({ready}){about}, {} peers\n{}",
             response.node_id,
             registry.preferred_url(),
             response.peers.len(),

@@ -77,6 +77,8 @@ impl HttpTransport {
 fn failure(e: reqwest::Error) -> TransportError {
     if e.is_timeout() {
         TransportError::Timeout
+    } else if discovery_client::tls::wrong_name(&e) {
+        TransportError::WrongName(discovery_client::tls::why_unreachable(&e))
     } else {
         TransportError::Unreachable(discovery_client::tls::why_unreachable(&e))
     }

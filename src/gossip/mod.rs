@@ -30,7 +30,8 @@ mod tests;
 
 pub use http_transport::{CONTENT_TYPE_GOSSIP, SYNC_PATH};
 pub use memory::MemoryNetwork;
+pub(crate) use messages::MAX_PEER_URL_LEN;
 pub use node::{Clock, Mode, Node};
-pub(crate) use peers::normalize_peer;
-pub(crate) use run_loop::spawn;
+pub(crate) use peers::{advertised, normalize_peer};
+pub(crate) use run_loop::{own_address, spawn};
 pub use settings::Settings;

@@ -101,6 +101,8 @@ pub struct Node<T> {
     records_warned: Throttle,
     /// When a message in this node's own name was last logged.
     own_id_warned: Throttle,
+    /// A node other than this one answering at this node's `--advertise` address.
+    advertise_warned: Throttle,
 }
 
 impl<T: Transport> Node<T> {
@@ -115,12 +117,11 @@ impl<T: Transport> Node<T> {
         clock: Clock,
     ) -> Self {
         let now = clock();
-        let mut table = PeerTable::new(
-            settings.node.as_str(),
-            addr.as_deref(),
-            &settings.peers,
-            now,
-        );
+        // `--advertise` is what the operator wants others to dial, not a proof that the
+        // address is this node's: a mistake there must not hide a configured peer (the
+        // peer itself says "this is us" if it is).
+        let listen = addr.as_deref().filter(|_| settings.advertise.is_none());
+        let mut table = PeerTable::new(settings.node.as_str(), listen, &settings.peers, now);
         table.speaking(settings.scheme);
         let warmup_ends = now + settings.warmup.as_micros() as Micros;
         let node = Node {
@@ -135,6 +136,7 @@ impl<T: Transport> Node<T> {
             pushed_seq: AtomicU64::new(0),
             records_warned: Throttle::new(),
             own_id_warned: Throttle::new(),
+            advertise_warned: Throttle::new(),
         };
         node.publish_table();
         node
@@ -284,6 +286,11 @@ impl<T: Transport> Node<T> {
         page(registry, &since).0
     }
 
+    /// Whether `addr` is the address `--advertise` gives for this node.
+    fn is_advertised(&self, addr: &str) -> bool {
+        self.settings.advertise.is_some() && self.addr.as_deref() == Some(addr)
+    }
+
     /// Runs one exchange with the peer at `addr`. The caller has marked it busy.
     async fn run_exchange(&self, addr: &str, mode: Mode) -> Result<(), TransportError> {
         let metrics = &self.shared.metrics;
@@ -302,12 +309,24 @@ impl<T: Transport> Node<T> {
             let exchanged = match self.transport.exchange(addr, req).await {
                 Ok(x) => x,
                 Err(TransportError::SameId) => {
-                    tracing::warn!(
-                        peer = addr,
-                        "this peer address refused our message as carrying its own node id: it is this node (or shares its --node-id); no longer gossiping with it"
-                    );
+                    if self.is_advertised(addr) {
+                        // One --peers list shared by every node: expected, not a warning.
+                        tracing::info!(
+                            peer = addr,
+                            "--peers holds this node's own --advertise address; not gossiping with it"
+                        );
+                    } else {
+                        tracing::warn!(
+                            peer = addr,
+                            "this peer address refused our message as carrying its own node id: it is this node (or shares its --node-id); no longer gossiping with it"
+                        );
+                    }
                     self.table.lock().is_us(addr);
                     return Err(TransportError::SameId);
+                }
+                Err(e @ TransportError::WrongName(_)) => {
+                    self.table.lock().misnamed(addr, &e.to_string(), self.now());
+                    return Err(e);
                 }
                 Err(e) => {
                     self.table.lock().failed(addr, &e.to_string());
@@ -325,6 +344,13 @@ impl<T: Transport> Node<T> {
                 return Err(e);
             }
             let now = self.now();
+            if self.is_advertised(addr) && self.advertise_warned.allow(now / SECOND) {
+                tracing::warn!(
+                    peer = addr,
+                    node = response.from.node_id.as_str(),
+                    "this node's --advertise address reaches another node: peers looking for this node dial that one; fix --advertise (at most one line every 10 s)"
+                );
+            }
             let more_for_us = response.delta.truncated;
             self.merge(response.delta, now, || addr.to_owned());
             // What the peer lacks, and this node's digest after the merge for the next page.
@@ -476,6 +502,8 @@ impl<T: Transport> Node<T> {
             node_id: self.settings.node.to_string(),
             ready: self.shared.is_ready(),
             gossip_authenticated: self.settings.authenticated(),
+            address: self.addr.clone(),
+            tls_certificate_not_after: None,
             peers: infos,
         }));
     }
@@ -519,10 +547,11 @@ fn warn_refused(
     }
 }
 
-/// The base URL a sender can be reached at: its own, or its source address and port.
+/// The base URL a sender can be reached at: its own (in [`super::peers::peer_url`]'s
+/// spelling), or its source address and port.
 fn sender_addr(from: &Sender, remote: Option<IpAddr>, scheme: &str) -> Option<String> {
     if let Some(addr) = &from.addr {
-        return Some(addr.clone());
+        return super::peers::peer_url(addr);
     }
     // `SocketAddr`'s Display brackets an IPv6 address.
     Some(format!(

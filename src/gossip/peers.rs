@@ -20,8 +20,8 @@
 //! what the table says about a verified peer: only that peer's own answers can. So one
 //! forged message cannot change who a node gossips with.
 
-use std::collections::{HashMap, HashSet};
-use std::net::Ipv6Addr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use discovery_api::{PeerInfo, PeerState};
 use rand::rngs::StdRng;
@@ -30,6 +30,7 @@ use rand::SeedableRng;
 
 use super::messages::MAX_PEER_URL_LEN;
 use crate::registry::{rfc3339, Digest, Micros, SECOND};
+use crate::throttle::Throttle;
 
 /// Consecutive failures after which a peer is dead.
 pub(crate) const DEAD_AFTER_FAILURES: u64 = 5;
@@ -46,9 +47,22 @@ pub(crate) const MAX_UNVERIFIED: usize = 32;
 pub(crate) const MAX_LEARNED_PER_MESSAGE: usize = 8;
 /// Most unverified peers probed per round, on top of the round's fanout of trusted ones.
 pub(crate) const UNVERIFIED_PER_ROUND: usize = 1;
+/// How long an address whose certificate does not name it is not learned again (see
+/// [`PeerTable::misnamed`]): a rotation to a certificate that names it is noticed after this.
+pub(crate) const MISNAMED_FOR: Micros = 600 * SECOND;
+/// Most such addresses remembered; past it the oldest is forgotten.
+const MAX_MISNAMED: usize = 64;
+/// Most second addresses of verified peers remembered (see [`PeerTable::aliases`]); past it
+/// the oldest is forgotten.
+const MAX_ALIASES: usize = 64;
+/// Most addresses remembered as this node's own (see [`PeerTable::is_us`]); past it the
+/// oldest is forgotten (and, if named again, costs one refused exchange to find again).
+const MAX_OWN_ADDRS: usize = 16;
 
 /// Normalizes a peer base URL as an operator writes it (`--peers`, DNS): `host:port` gets
-/// `http://` (`--peers` gives it the node's scheme first), trailing slashes go. The error says why it cannot be a peer.
+/// `http://` (`--peers` gives it the node's scheme first), trailing slashes go, and a URL of
+/// [`peer_url`]'s form is written as it writes it (so that an address configured, learned and
+/// advertised is one string). The error says why it cannot be a peer.
 pub(crate) fn normalize_peer(url: &str) -> Result<String, String> {
     let url = url.trim().trim_end_matches('/');
     let url = if url.contains("://") {
@@ -67,37 +81,81 @@ pub(crate) fn normalize_peer(url: &str) -> Result<String, String> {
     if rest.is_empty() {
         return Err("empty peer address".into());
     }
-    Ok(url)
+    Ok(peer_url(&url).unwrap_or(url))
 }
 
 /// A peer URL as a message may name it: `http://host:port` or `https://host:port` with a
 /// port 1-65535 and nothing else (no path, user or query), at most [`MAX_PEER_URL_LEN`]
-/// bytes; a trailing slash is dropped. `None` when it is anything else.
+/// bytes. `None` when it is anything else. Returned in one spelling per address, so that
+/// the peer table, the hold of misnamed addresses and this node's own addresses cannot be
+/// filled with spellings of one host: the host in lower case without a final dot, an IPv6
+/// address as Rust writes it, the port without leading zeros, no trailing slash. A host
+/// that HTTP clients read as an IPv4 address (its last label a number, or hexadecimal)
+/// must be a dotted quad as written (`127.1`, `2130706433`, `0x7f000001` and `0177.0.0.1`
+/// all reach 127.0.0.1 and are refused).
 pub(crate) fn peer_url(url: &str) -> Option<String> {
     if url.len() > MAX_PEER_URL_LEN {
         return None;
     }
     let url = url.trim_end_matches('/');
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))?;
-    let (host, port) = rest.rsplit_once(':')?;
-    let digits = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
-    if !digits || port.parse::<u16>().ok()? == 0 {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
         return None;
     }
-    let host_ok = match host.strip_prefix('[') {
-        Some(v6) => v6
-            .strip_suffix(']')
-            .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
+    let (host, port) = rest.rsplit_once(':')?;
+    let digits = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    let port = port.parse::<u16>().ok().filter(|p| digits && *p > 0)?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.strip_suffix(']')?.parse::<Ipv6Addr>().ok()?),
         None => {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+            let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+            let labels_ok = host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+            if !labels_ok {
+                return None;
+            }
+            // WHATWG URL parsing (reqwest's) reads such a host as an IPv4 address.
+            let last = host.rsplit('.').next().unwrap_or_default();
+            let numeric = last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x");
+            if numeric && host.parse::<Ipv4Addr>().ok()?.to_string() != host {
+                return None;
+            }
+            host
         }
     };
-    host_ok.then(|| url.to_owned())
+    Some(format!("{scheme}://{host}:{port}"))
+}
+
+/// `--advertise` as peers will dial it: `url` when it is a peer URL, or `url` with `port` (the
+/// bound listen port) when it names none. `None` when it is neither.
+pub(crate) fn advertised(url: &str, port: u16) -> Option<String> {
+    let url = url.trim().trim_end_matches('/');
+    peer_url(url).or_else(|| peer_url(&format!("{url}:{port}")))
+}
+
+/// Inserts `key` into `map`, first forgetting the oldest entry (by `at`, its value's time)
+/// when `map` holds `max`: the bounded memories of the table.
+fn remember<V>(
+    map: &mut HashMap<String, V>,
+    key: String,
+    value: V,
+    max: usize,
+    at: impl Fn(&V) -> Micros,
+) {
+    if map.len() >= max && !map.contains_key(&key) {
+        let oldest = map
+            .iter()
+            .min_by_key(|(_, v)| at(v))
+            .map(|(k, _)| k.clone());
+        if let Some(oldest) = oldest {
+            map.remove(&oldest);
+        }
+    }
+    map.insert(key, value);
 }
 
 /// Where the node learned of a peer.
@@ -142,6 +200,9 @@ pub(crate) struct Peer {
     push_pending: bool,
     /// When it was added or last heard of, for forgetting learned peers.
     last_heard: Micros,
+    /// The node id of the sender whose messages claimed this address as its own, while it is
+    /// unverified: its failure is that node's misconfiguration (`--advertise`) to warn of.
+    claimed_by: Option<String>,
 }
 
 impl Peer {
@@ -161,6 +222,7 @@ impl Peer {
             busy: false,
             push_pending: false,
             last_heard: now,
+            claimed_by: None,
         }
     }
 
@@ -197,8 +259,23 @@ pub(crate) struct Contact<'a> {
 pub(crate) struct PeerTable {
     own_id: String,
     peers: HashMap<String, Peer>,
-    /// Addresses that turned out to be this node.
-    own_addrs: HashSet<String>,
+    /// Addresses that turned out to be this node (at most [`MAX_OWN_ADDRS`], oldest first).
+    own_addrs: VecDeque<String>,
+    /// Second addresses of verified peers, with that node id and when: an address that
+    /// answered with the node id of a verified peer known under another address (its name
+    /// and its IP, say), which [`PeerTable::succeeded`] dropped as a twin, or an address a
+    /// node claims as its own that failed while this node reaches it elsewhere (a wrong
+    /// `--advertise`). Not learned again while a live verified peer carries that id:
+    /// otherwise every message naming it would add it back, to be probed and dropped again,
+    /// round after round, and listed as a suspect peer half the time.
+    aliases: HashMap<String, (String, Micros)>,
+    /// When a claimed address that failed was last logged.
+    claim_warned: Throttle,
+    /// Addresses whose TLS certificate does not name them, and when that was found: not
+    /// learned again for [`MISNAMED_FOR`] (see [`PeerTable::misnamed`]).
+    misnamed: HashMap<String, Micros>,
+    /// When a dropped misnamed address was last logged.
+    misnamed_warned: Throttle,
     /// `http` or `https`, as this node speaks (set by [`PeerTable::speaking`]): an
     /// address of the other scheme is never learned, so a TLS node never dials a peer in
     /// clear text (with its --peer-token) because a message named one.
@@ -209,7 +286,9 @@ pub(crate) struct PeerTable {
 }
 
 impl PeerTable {
-    /// A table with the static peers; `own_addr` (when known) is never added.
+    /// A table with the static peers; `own_addr` (when known) is never added: it must be an
+    /// address known to be this node's (its listen address), not one an operator typed for
+    /// others to dial (`--advertise`), which a mistake can make a peer's.
     pub(crate) fn new(
         own_id: &str,
         own_addr: Option<&str>,
@@ -220,6 +299,10 @@ impl PeerTable {
             own_id: own_id.to_owned(),
             peers: HashMap::new(),
             own_addrs: own_addr.map(|a| a.to_owned()).into_iter().collect(),
+            aliases: HashMap::new(),
+            claim_warned: Throttle::new(),
+            misnamed: HashMap::new(),
+            misnamed_warned: Throttle::new(),
             scheme: None,
             rng: rand::make_rng(),
         };
@@ -264,6 +347,13 @@ impl PeerTable {
             return;
         };
         if self.own_addrs.contains(&addr) {
+            // A node's own address is in every DNS answer for the cluster: no news there.
+            if source == Source::Static {
+                tracing::warn!(
+                    peer = %addr,
+                    "a configured peer is this node's own listen address: not gossiped with"
+                );
+            }
             return;
         }
         if let Some(peer) = self.peers.get_mut(&addr) {
@@ -279,8 +369,17 @@ impl PeerTable {
     }
 
     /// A new unverified address, if it is a peer URL and the pool has room; with `evict`, a
-    /// random idle unverified peer makes room when the pool is full.
-    fn add_unverified(&mut self, addr: &str, evict: bool, now: Micros) -> bool {
+    /// random idle unverified peer makes room when the pool is full. `claimer`: the node id
+    /// of a sender that claims the address as its own; an alias of another node does not
+    /// stop that claim (else anyone could keep a node's real address out by first claiming
+    /// it, in another live node's name, while it is down).
+    fn add_unverified(
+        &mut self,
+        addr: &str,
+        evict: bool,
+        now: Micros,
+        claimer: Option<&str>,
+    ) -> bool {
         let Some(addr) = peer_url(addr) else {
             return false;
         };
@@ -291,6 +390,18 @@ impl PeerTable {
             return false;
         }
         if self.own_addrs.contains(&addr) || self.peers.contains_key(&addr) {
+            return false;
+        }
+        if self.aliases.get(&addr).is_some_and(|(id, _)| {
+            claimer.is_none_or(|claimer| claimer == id) && self.live_verified_id(id)
+        }) {
+            return false;
+        }
+        if self
+            .misnamed
+            .get(&addr)
+            .is_some_and(|at| now.saturating_sub(*at) < MISNAMED_FOR)
+        {
             return false;
         }
         if self.unverified() >= MAX_UNVERIFIED {
@@ -313,6 +424,13 @@ impl PeerTable {
         true
     }
 
+    /// Whether a verified peer that is not dead carries `node_id`.
+    fn live_verified_id(&self, node_id: &str) -> bool {
+        self.peers.values().any(|p| {
+            p.verified && p.state != PeerState::Dead && p.node_id.as_deref() == Some(node_id)
+        })
+    }
+
     /// Takes peers another node named: at most [`MAX_LEARNED_PER_MESSAGE`] new ones, as
     /// unverified, while the unverified pool has room (they never displace anything).
     pub(crate) fn learn<'a>(&mut self, addrs: impl IntoIterator<Item = &'a String>, now: Micros) {
@@ -321,19 +439,23 @@ impl PeerTable {
             if taken == MAX_LEARNED_PER_MESSAGE {
                 break;
             }
-            if let Some(peer) = self.peers.get_mut(addr.as_str()) {
+            let Some(addr) = peer_url(addr) else {
+                continue;
+            };
+            if let Some(peer) = self.peers.get_mut(&addr) {
                 peer.last_heard = now;
                 continue;
             }
-            taken += usize::from(self.add_unverified(addr, false, now));
+            taken += usize::from(self.add_unverified(&addr, false, now, None));
         }
     }
 
-    /// Records a message from a sender that claims to be `node_id` at `addr`. Nothing proves
-    /// the claim, so it changes a verified peer's entry only when the node id matches what
-    /// that address answered itself; an unknown address joins the unverified pool (taking a
-    /// random unverified slot when full: a node that contacts us keeps a chance to be probed
-    /// even while the pool is flooded).
+    /// Records a message from a sender that claims to be `node_id` at `addr` (a peer URL).
+    /// Nothing proves the claim, so it changes a verified peer's entry only when the node id
+    /// matches what that address answered itself. An unknown address joins the unverified
+    /// pool (taking a random unverified slot when full: a node that contacts us keeps a chance
+    /// to be probed even while the pool is flooded), unless it is a known second address of
+    /// the sender ([`PeerTable::aliases`]).
     pub(crate) fn claimed(&mut self, addr: &str, contact: Contact<'_>, now: Micros) {
         if contact.node_id == self.own_id {
             return;
@@ -342,9 +464,19 @@ impl PeerTable {
             Some(peer) if peer.verified && peer.node_id.as_deref() == Some(contact.node_id) => {
                 peer.heard_from(contact, now);
             }
-            Some(peer) => peer.last_heard = now,
+            Some(peer) => {
+                peer.last_heard = now;
+                // Its own messages also list it: it may be there already, learned.
+                if !peer.trusted() {
+                    peer.claimed_by = Some(contact.node_id.to_owned());
+                }
+            }
             None => {
-                self.add_unverified(addr, true, now);
+                if self.add_unverified(addr, true, now, Some(contact.node_id)) {
+                    if let Some(peer) = self.peers.get_mut(addr) {
+                        peer.claimed_by = Some(contact.node_id.to_owned());
+                    }
+                }
             }
         }
     }
@@ -401,7 +533,12 @@ impl PeerTable {
     /// this node (its own address in `--peers`, say), or a node misconfigured with our id.
     /// Either way it is never gossiped with again.
     pub(crate) fn is_us(&mut self, addr: &str) {
-        self.own_addrs.insert(addr.to_owned());
+        if !self.own_addrs.iter().any(|own| own == addr) {
+            if self.own_addrs.len() >= MAX_OWN_ADDRS {
+                self.own_addrs.pop_front();
+            }
+            self.own_addrs.push_back(addr.to_owned());
+        }
         self.peers.remove(addr);
     }
 
@@ -438,16 +575,54 @@ impl PeerTable {
             .filter(|p| p.addr != addr && p.verified && p.node_id.as_deref() == Some(node_id))
             .map(|p| (p.addr.clone(), p.source))
             .collect();
+        let mut dropped = Vec::new();
         if source == Source::Learned {
             if !twins.is_empty() {
                 self.peers.remove(addr);
+                dropped.push(addr.to_owned());
             }
         } else {
             for (twin, twin_source) in twins {
                 if twin_source == Source::Learned {
                     self.peers.remove(&twin);
+                    dropped.push(twin);
                 }
             }
+        }
+        for alias in dropped {
+            let entry = (node_id.to_owned(), now);
+            remember(&mut self.aliases, alias, entry, MAX_ALIASES, |(_, at)| *at);
+        }
+    }
+
+    /// Records that `addr` answered with a TLS certificate that does not name it (`why`). A
+    /// configured or verified peer counts a failure like any other: the operator named it,
+    /// and the warning says why. An unverified one, learned from a message or from where a
+    /// message came from (a node whose messages give an address its certificate does not
+    /// name: its listen IP, without `--advertise`), can never verify: it is dropped and not
+    /// learned again for [`MISNAMED_FOR`], where it would otherwise come back with every
+    /// message and show as a suspect peer for good.
+    pub(crate) fn misnamed(&mut self, addr: &str, why: &str, now: Micros) {
+        if self.peers.get(addr).is_none_or(|p| p.trusted()) {
+            self.failed(addr, why);
+            return;
+        }
+        self.peers.remove(addr);
+        remember(
+            &mut self.misnamed,
+            addr.to_owned(),
+            now,
+            MAX_MISNAMED,
+            |at| *at,
+        );
+        // Anyone can name addresses: at most one line every `throttle::EVERY_SECS`.
+        if self.misnamed_warned.allow(now / SECOND) {
+            let held = humantime::format_duration(std::time::Duration::from_micros(MISNAMED_FOR));
+            tracing::warn!(
+                peer = addr,
+                error = why,
+                "a learned peer address presents a TLS certificate that does not name it: dropped, and not learned again for {held} (a node of this cluster gives an address its certificate does not name: set its --advertise to a URL its certificate names)"
+            );
         }
     }
 
@@ -456,7 +631,33 @@ impl PeerTable {
     /// again.
     pub(crate) fn failed(&mut self, addr: &str, why: &str) {
         if self.peers.get(addr).is_some_and(|p| !p.trusted()) {
-            self.peers.remove(addr);
+            let Some(peer) = self.peers.remove(addr) else {
+                return;
+            };
+            // The sender's own address does not answer: nobody dials that node, and only
+            // its peers can tell (anyone can claim: at most one line every
+            // `throttle::EVERY_SECS`).
+            let Some(node) = peer.claimed_by else {
+                return;
+            };
+            let at = peer.last_attempt.unwrap_or(peer.last_heard);
+            if self.claim_warned.allow(at / SECOND) {
+                tracing::warn!(
+                    peer = addr,
+                    node = %node,
+                    error = why,
+                    "node {node} says it is at {addr}, which failed: other nodes cannot dial it there; check that node's --advertise (or its --listen address)"
+                );
+            }
+            if self.live_verified_id(&node) {
+                remember(
+                    &mut self.aliases,
+                    addr.to_owned(),
+                    (node, at),
+                    MAX_ALIASES,
+                    |(_, at)| *at,
+                );
+            }
             return;
         }
         if let Some(peer) = self.peers.get_mut(addr) {
@@ -501,6 +702,16 @@ impl PeerTable {
         interval: Micros,
         now: Micros,
     ) -> Vec<String> {
+        self.misnamed
+            .retain(|_, at| now.saturating_sub(*at) < MISNAMED_FOR);
+        let live_ids: HashSet<&str> = self
+            .peers
+            .values()
+            .filter(|p| p.verified && p.state != PeerState::Dead)
+            .filter_map(|p| p.node_id.as_deref())
+            .collect();
+        self.aliases
+            .retain(|_, (id, _)| live_ids.contains(id.as_str()));
         self.peers.retain(|_, p| {
             !(p.source == Source::Learned
                 && p.state == PeerState::Dead
@@ -851,7 +1062,6 @@ mod tests {
             (before.node_id, before.last_success)
         );
         assert!(!t.get("http://evil:1").unwrap().trusted());
-        // Only an answer from the address itself verifies it.
         assert!(t.begin("http://evil:1", false, 6));
         t.succeeded("http://evil:1", contact("evil"), 6);
         assert!(t.get("http://evil:1").unwrap().trusted());
@@ -865,6 +1075,181 @@ mod tests {
         t.succeeded("http://10.0.0.2:1", contact("b"), 2);
         assert!(t.get("http://10.0.0.2:1").is_none());
         assert!(t.get("http://b-name:1").is_some());
+    }
+
+    /// Review finding 9 of issue 11: a TLS node that names its peers by DNS name learned each
+    /// peer's IP address from their messages, failed its certificate name check every round
+    /// and listed it as suspect for good.
+    #[test]
+    fn a_learned_address_whose_certificate_does_not_name_it_is_dropped_and_not_learned_again() {
+        let mut t = PeerTable::new("me", None, &["https://b.test:1".into()], 0);
+        t.speaking("https");
+        t.claimed("https://10.0.0.2:1", contact("b"), 0);
+        t.learn(&["https://10.0.0.3:1".to_owned()], 0);
+        for addr in ["https://10.0.0.2:1", "https://10.0.0.3:1"] {
+            assert!(t.begin(addr, false, 0));
+            t.misnamed(addr, "not valid for name", SECOND);
+            t.end(addr);
+            assert!(t.get(addr).is_none(), "{addr} dropped");
+        }
+        // Named again, by a message or as a sender: not taken back while the hold lasts.
+        t.claimed("https://10.0.0.2:1", contact("b"), 2 * SECOND);
+        t.learn(&["https://10.0.0.3:1".to_owned()], 2 * SECOND);
+        assert_eq!(t.counts(), (0, 1, 0, 0), "only the configured peer");
+        // A configured peer with a misnamed certificate stays, failing: the operator named it.
+        t.misnamed("https://b.test:1", "not valid for name", 3 * SECOND);
+        assert_eq!(t.get("https://b.test:1").unwrap().failures, 1);
+        // Still held one tick before the hold ends...
+        let held = SECOND + MISNAMED_FOR - 1;
+        t.round_targets(3, false, SECOND, held);
+        t.learn(&["https://10.0.0.3:1".to_owned()], held);
+        assert!(t.get("https://10.0.0.3:1").is_none(), "held until the end");
+        // ...and after it (a rotation may have fixed the certificate) learned again.
+        let later = SECOND + MISNAMED_FOR;
+        t.round_targets(3, false, SECOND, later);
+        t.learn(&["https://10.0.0.3:1".to_owned()], later);
+        assert!(t.get("https://10.0.0.3:1").is_some());
+    }
+
+    #[test]
+    fn a_flood_of_misnamed_addresses_is_remembered_within_a_bound() {
+        let mut t = PeerTable::new("me", None, &[], 0);
+        for i in 0..(3 * MAX_MISNAMED) {
+            let addr = format!("https://10.9.{}.{}:1", i / 256, i % 256);
+            t.learn(std::slice::from_ref(&addr), i as Micros);
+            t.misnamed(&addr, "not valid for name", i as Micros);
+        }
+        assert_eq!(t.misnamed.len(), MAX_MISNAMED);
+        assert!(t.is_empty());
+        // The oldest were forgotten and are learned again; the newest are still held.
+        let oldest = "https://10.9.0.0:1".to_owned();
+        let newest = format!("https://10.9.0.{}:1", 3 * MAX_MISNAMED - 1);
+        let now = (3 * MAX_MISNAMED) as Micros;
+        t.learn(&[newest.clone(), oldest.clone()], now);
+        assert!(t.get(&oldest).is_some(), "the oldest is forgotten");
+        assert!(t.get(&newest).is_none(), "the newest is held");
+    }
+
+    /// Review finding 8: every spelling of an address is one address, and spellings that
+    /// HTTP clients read as another IPv4 address are refused.
+    #[test]
+    fn peer_urls_have_one_spelling_per_address() {
+        for (given, canonical) in [
+            ("http://LOCALHOST:80", "http://localhost:80"),
+            ("http://Node-A.Test.:0080/", "http://node-a.test:80"),
+            ("https://[0:0::1]:443", "https://[::1]:443"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ] {
+            assert_eq!(peer_url(given).as_deref(), Some(canonical), "{given}");
+        }
+        for numeric in [
+            "http://2130706433:80",
+            "http://0x7f000001:80",
+            "http://000000177.0.0.1:80",
+            "http://127.1:80",
+            "http://127.0.0.01:80",
+            "http://a..b:80",
+        ] {
+            assert_eq!(peer_url(numeric), None, "{numeric}");
+        }
+        // A flood of spellings of one address is one address.
+        let mut t = PeerTable::new("me", None, &[], 0);
+        t.learn(
+            &[
+                "http://LOCALHOST:80".to_owned(),
+                "http://localhost.:80".to_owned(),
+                "http://localhost:080".to_owned(),
+            ],
+            0,
+        );
+        assert_eq!(t.counts().3, 1);
+    }
+
+    #[test]
+    fn this_nodes_own_addresses_are_remembered_within_a_bound() {
+        let mut t = PeerTable::new("me", Some("http://me:1"), &[], 0);
+        for i in 0..(2 * MAX_OWN_ADDRS) {
+            t.is_us(&format!("http://alias{i}:1"));
+        }
+        assert_eq!(t.own_addrs.len(), MAX_OWN_ADDRS);
+        assert!(t
+            .own_addrs
+            .contains(&format!("http://alias{}:1", 2 * MAX_OWN_ADDRS - 1)));
+    }
+
+    /// Review finding 2: a node configured by IP that advertises a name (or that another node
+    /// knows by name) was added under its second address by every message, probed, dropped
+    /// as a twin, and added again: probed twice a round, listed suspect half the time.
+    #[test]
+    fn a_node_known_by_one_address_is_not_added_again_under_its_other_one() {
+        let mut t = PeerTable::new("me", None, &["http://10.0.0.2:1".into()], 0);
+        t.succeeded("http://10.0.0.2:1", contact("b"), 1);
+        // b's own messages name b's advertised name: probed once, found to be b, never again.
+        t.claimed("http://b.test:1", contact("b"), 1);
+        assert!(t.begin("http://b.test:1", false, 1));
+        t.succeeded("http://b.test:1", contact("b"), 1);
+        t.end("http://b.test:1");
+        for round in 2..12 {
+            t.claimed("http://b.test:1", contact("b"), round);
+            t.learn(&["http://b.test:1".to_owned()], round);
+            assert_eq!(t.counts(), (1, 0, 0, 0), "round {round}");
+        }
+        // The same when the name does not answer (a wrong --advertise): probed once.
+        t.claimed("http://nowhere.test:1", contact("b"), 12);
+        assert!(t.begin("http://nowhere.test:1", false, 12));
+        t.failed("http://nowhere.test:1", "connection refused");
+        t.claimed("http://nowhere.test:1", contact("b"), 13);
+        assert_eq!(t.counts(), (1, 0, 0, 0));
+        // Another node that claims that address as its own is still heard.
+        t.claimed("http://nowhere.test:1", contact("c"), 14);
+        assert_eq!(t.counts(), (1, 0, 0, 1));
+        // Named by a third node's list (no node id there), or before b was verified under
+        // its IP: probed once, found a twin, never again.
+        let mut t = PeerTable::new("me", None, &["http://10.0.0.2:1".into()], 0);
+        t.learn(&["http://b.test:1".to_owned()], 0);
+        t.succeeded("http://10.0.0.2:1", contact("b"), 1);
+        assert!(t.begin("http://b.test:1", false, 1));
+        t.succeeded("http://b.test:1", contact("b"), 1);
+        t.end("http://b.test:1");
+        assert!(t.get("http://b.test:1").is_none());
+        for round in 2..12 {
+            t.learn(&["http://b.test:1".to_owned()], round);
+            t.claimed("http://b.test:1", contact("b"), round);
+            t.round_targets(3, false, SECOND, round);
+            assert_eq!(t.counts(), (1, 0, 0, 0), "round {round}");
+        }
+        // Once b is dead and forgotten under its IP... its other address may be learned.
+        for _ in 0..DEAD_AFTER_FAILURES {
+            t.failed("http://10.0.0.2:1", "cut");
+        }
+        t.round_targets(3, false, SECOND, 20);
+        t.learn(&["http://b.test:1".to_owned()], 20);
+        assert!(t.get("http://b.test:1").is_some());
+    }
+
+    #[test]
+    fn advertise_takes_the_listen_port_when_it_names_none() {
+        assert_eq!(
+            advertised("https://node-a.test", 7000).as_deref(),
+            Some("https://node-a.test:7000")
+        );
+        assert_eq!(
+            advertised("https://node-a.test:443/", 7000).as_deref(),
+            Some("https://node-a.test:443")
+        );
+        assert_eq!(
+            advertised("http://[::1]", 80).as_deref(),
+            Some("http://[::1]:80")
+        );
+        for bad in [
+            "https://a:0",
+            "a:1",
+            "https://a/b",
+            "https://u@a",
+            "ftp://a",
+        ] {
+            assert_eq!(advertised(bad, 7000), None, "{bad}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::http_transport::{Endpoint, HttpTransport, DECODE_SLOTS};
+use super::messages::MAX_PEER_URL_LEN;
 use super::node::{Clock, Mode, Node};
+use super::peers::advertised;
 use super::settings::Settings;
 use crate::state::{now, NodeState};
 
@@ -25,11 +27,31 @@ pub(crate) struct Gossip {
     endpoint: Endpoint,
 }
 
-/// Starts gossip for the node listening on `addr`, with the settings the wiring built.
+/// The base URL this node gives its peers when it listens on `addr`: `--advertise` (with
+/// `addr`'s port when it names none), else the listen address; `None` for a wildcard one (no
+/// address to give: peers use our source address and this port). An `--advertise` that is no
+/// peer URL with the bound port (past the URL length limit, say) is an error, never a silent
+/// "no address": the config check allows for the longest port, so this is a last guard.
+pub(crate) fn own_address(settings: &Settings, addr: SocketAddr) -> Result<Option<String>, String> {
+    let scheme = settings.scheme;
+    match &settings.advertise {
+        Some(url) => advertised(url, addr.port()).map(Some).ok_or_else(|| {
+            format!(
+                "--advertise {url:?} with port {} is not a peer URL: {scheme}://HOST:PORT, at most {MAX_PEER_URL_LEN} bytes",
+                addr.port()
+            )
+        }),
+        None => Ok((!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}"))),
+    }
+}
+
+/// Starts gossip for the node listening on `addr`, giving its peers `own` (see
+/// [`own_address`]), with the settings the wiring built.
 pub(crate) fn spawn(
     shared: Arc<NodeState>,
     settings: Settings,
     addr: SocketAddr,
+    own: Option<String>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
     tls: Option<ClientTls>,
@@ -46,10 +68,6 @@ pub(crate) fn spawn(
         (settings.gossip_interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
     let transport = HttpTransport::new(settings.peer_token.clone(), timeout, tls)
         .expect("the HTTP client builds with a plain configuration");
-    // A wildcard listen address is no address to give to peers: they use our source
-    // address and this port instead.
-    let scheme = settings.scheme;
-    let own = (!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}"));
     let clock: Clock = Arc::new(now);
     let node = Arc::new(Node::new(
         shared,

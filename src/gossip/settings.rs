@@ -18,6 +18,9 @@ pub struct Settings {
     pub peers: Vec<String>,
     /// `NAME:PORT` re-resolved for peers (`--peers-dns`).
     pub peers_dns: Option<(String, u16)>,
+    /// This node's base URL for its peers (`--advertise`), maybe without a port (then the
+    /// listener's); `None`: derived from the listen address.
+    pub advertise: Option<String>,
     /// Time between anti-entropy rounds (`--gossip-interval`).
     pub gossip_interval: Duration,
     /// How long an empty node with no reachable peer waits before reporting ready

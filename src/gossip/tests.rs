@@ -991,3 +991,38 @@ async fn a_host_expired_during_a_partition_goes_from_the_cut_off_node_at_the_hea
         assert_eq!(c.served(i).len(), 11, "n{i}");
     }
 }
+
+/// Review finding 1: an `--advertise` that is (by mistake) a configured peer's address went
+/// into the node's own addresses, and the table then skipped that peer without a word: a
+/// node with one peer served empty lists. An advertised address is no proof of being ours;
+/// the peer stays (and says "this is us" itself if it is).
+#[tokio::test]
+async fn an_advertised_address_does_not_hide_a_configured_peer() {
+    let peer = "http://b:1".to_owned();
+    let config = config("n0", std::slice::from_ref(&peer), &[]);
+    let mut settings = config.gossip();
+    // A mistaken --advertise that names the peer (accepted by the config: it may also be
+    // this node's own entry of a shared --peers list).
+    settings.advertise = Some(peer.clone());
+    let shared = Arc::new(NodeState::new(config));
+    let transport =
+        super::http_transport::HttpTransport::new(None, std::time::Duration::from_secs(1), None)
+            .unwrap();
+    let node = Node::new(
+        shared.clone(),
+        settings,
+        transport,
+        Some(peer.clone()),
+        1,
+        Arc::new(|| T0),
+    );
+    assert_eq!(node.round_targets(), std::slice::from_ref(&peer));
+    let listed: Vec<String> = shared
+        .peers
+        .load()
+        .peers
+        .iter()
+        .map(|p| p.address.clone())
+        .collect();
+    assert_eq!(listed, [peer]);
+}

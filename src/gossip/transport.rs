@@ -12,6 +12,10 @@ pub enum TransportError {
     /// No connection could be made, or the link is cut.
     #[error("peer unreachable: {0}")]
     Unreachable(String),
+    /// The peer's TLS certificate does not name the address it was dialled at: that address
+    /// can never be verified (see `PeerTable::misnamed`).
+    #[error("peer unreachable at this address: {0}")]
+    WrongName(String),
     /// The peer did not answer in time.
     #[error("peer timed out")]
     Timeout,

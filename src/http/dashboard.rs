@@ -10,7 +10,11 @@
 use axum::http::header;
 use axum::response::IntoResponse;
 
-const PAGE: &str = include_str!("dashboard.html");
+/// The page, with the constants it shares with the server filled in once.
+static PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let warning_days = crate::tls::EXPIRY_WARNING_DAYS.to_string();
+    include_str!("dashboard.html").replace("EXPIRY_WARNING_DAYS", &warning_days)
+});
 
 /// What the page may do: its own inline script and style, `fetch` to this origin, nothing
 /// else (no frames, no forms, no plugins, no other origin).
@@ -28,6 +32,19 @@ pub(crate) async fn page() -> impl IntoResponse {
             (header::REFERRER_POLICY, "no-referrer"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        PAGE,
+        PAGE.as_str(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PAGE;
+
+    /// Review finding 9: the page's "days left" window is the server's, not a second 7.
+    #[test]
+    fn the_page_carries_the_servers_expiry_warning_window() {
+        let days = crate::tls::EXPIRY_WARNING_DAYS;
+        assert!(PAGE.contains(&format!("const warningDays = {days};")));
+        assert!(!PAGE.contains("EXPIRY_WARNING_DAYS"));
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls::pki_types::pem::PemObject;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     SerialNumber,
@@ -31,6 +33,29 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The extended key usages of a node's certificate: it serves and is a client of its peers.
+pub const NODE: &[ExtendedKeyUsagePurpose] = &[
+    ExtendedKeyUsagePurpose::ServerAuth,
+    ExtendedKeyUsagePurpose::ClientAuth,
+];
+
+/// When a certificate is valid.
+#[derive(Debug, Clone, Copy)]
+pub enum Validity {
+    /// rcgen's default: from 1975 to 4096.
+    Now,
+    /// In 2000 only.
+    Expired,
+    /// From yesterday until this many days from now.
+    Days(i64),
+    /// From 30 days from now.
+    NotYet,
+    /// From this many seconds from now, for a year.
+    InSeconds(i64),
+    /// From a minute ago until this many seconds from now.
+    ForSeconds(i64),
 }
 
 /// A test CA: its certificate is `<dir>/<name>-ca.pem`.
@@ -95,62 +120,54 @@ impl Ca {
 
     /// Like [`Ca::leaf`]; `expired` makes one that expired in 2001.
     pub fn leaf_with(&self, name: &str, serial: u64, expired: bool) -> Leaf {
-        let validity = expired.then(|| {
-            (
-                rcgen::date_time_ymd(2000, 1, 1),
-                rcgen::date_time_ymd(2001, 1, 1),
-            )
-        });
-        self.leaf_valid(name, serial, validity)
-    }
-
-    /// Like [`Ca::leaf`], valid from a minute ago for `secs` more seconds only.
-    pub fn leaf_expiring(&self, name: &str, serial: u64, secs: i64) -> Leaf {
-        let now = time::OffsetDateTime::now_utc();
-        let validity = (
-            now - time::Duration::minutes(1),
-            now + time::Duration::seconds(secs),
-        );
-        self.leaf_valid(name, serial, Some(validity))
-    }
-
-    fn leaf_valid(
-        &self,
-        name: &str,
-        serial: u64,
-        validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
-    ) -> Leaf {
-        let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        self.issue(name, serial, sans, usages, validity)
+        let validity = if expired {
+            Validity::Expired
+        } else {
+            Validity::Now
+        };
+        self.issue(name, serial, &["localhost", "127.0.0.1"], NODE, validity)
     }
 
     /// An agent's certificate: client use only, for the DNS name `name` (not `localhost`).
     pub fn client_leaf(&self, name: &str, serial: u64) -> Leaf {
-        let usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue(name, serial, vec![name.to_owned()], usages, None)
+        let usages = &[ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(name, serial, &[name], usages, Validity::Now)
     }
 
-    fn issue(
+    /// A certificate for the names (DNS names or IP addresses) `sans`, with the extended key
+    /// usages `usages` (none: no EKU extension) and `validity`.
+    pub fn issue(
         &self,
         name: &str,
         serial: u64,
-        sans: Vec<String>,
-        usages: Vec<ExtendedKeyUsagePurpose>,
-        validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+        sans: &[&str],
+        usages: &[ExtendedKeyUsagePurpose],
+        validity: Validity,
     ) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
+        let sans = sans.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut params = CertificateParams::new(sans).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.serial_number = Some(SerialNumber::from(serial));
-        params.extended_key_usages = usages;
-        if let Some((not_before, not_after)) = validity {
-            params.not_before = not_before;
-            params.not_after = not_after;
-        }
+        params.extended_key_usages = usages.to_vec();
+        let in_days = |days: i64| time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        (params.not_before, params.not_after) = match validity {
+            Validity::Now => (params.not_before, params.not_after),
+            Validity::Expired => (
+                rcgen::date_time_ymd(2000, 1, 1),
+                rcgen::date_time_ymd(2001, 1, 1),
+            ),
+            Validity::Days(days) => (in_days(-1), in_days(days)),
+            Validity::NotYet => (in_days(30), in_days(365)),
+            Validity::InSeconds(secs) => (
+                time::OffsetDateTime::now_utc() + time::Duration::seconds(secs),
+                in_days(365),
+            ),
+            Validity::ForSeconds(secs) => (
+                time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+                time::OffsetDateTime::now_utc() + time::Duration::seconds(secs),
+            ),
+        };
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         let leaf = Leaf {
             cert: self.dir.join(format!("{}-{name}-{serial}.pem", self.name)),
@@ -160,6 +177,19 @@ impl Ca {
         std::fs::write(&leaf.key, key.serialize_pem()).expect("write key");
         leaf
     }
+}
+
+/// The earliest not-after of the certificates in the PEM file `path`, in Unix seconds.
+pub fn not_after(path: &Path) -> i64 {
+    let pem = std::fs::read(path).expect("read certificate");
+    rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .map(|der| {
+            let der = der.expect("a PEM certificate");
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("X.509");
+            cert.validity().not_after.timestamp()
+        })
+        .min()
+        .expect("a certificate")
 }
 
 /// The serial number (hex, as `openssl x509 -serial` prints it) of the certificate a TLS
