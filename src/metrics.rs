@@ -571,7 +571,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a heartbeat.
     /// Counts a TLS handshake that gave no connection.
     pub(crate) fn tls_handshake_failed(&self, reason: HandshakeFailure) {
         self.tls_handshakes_failed
@@ -579,6 +578,7 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a heartbeat.
     pub(crate) fn heartbeat(&self, result: HeartbeatResult) {
         self.heartbeats
             .get_or_create(&HeartbeatLabels { result })

@@ -66,58 +66,146 @@ const PLAINTEXT_REFUSED: &str =
     "this xDS port speaks TLS only: use TLS channel credentials (in an xDS bootstrap: channel_creds type tls)";
 
 /// HTTP/2 frame types and flags (RFC 9113 section 6) used by [`refuse_grpc`].
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
-const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
+const END_STREAM: u8 = 0x1;
+const END_STREAM_AND_HEADERS: u8 = END_STREAM | 0x4;
 
-/// Most bytes of frames read from a plaintext client before its first request's headers.
+/// Most bytes (frame headers included) read from a plaintext client before its first
+/// request's headers.
 const PLAINTEXT_READ: usize = 64 * 1024;
 
+/// Most frames read from a plaintext client before its first request's headers: a client sends
+/// its SETTINGS, maybe a WINDOW_UPDATE and a PING, then HEADERS. Empty frames cost nothing in
+/// bytes, so without this a client could keep the connection busy for all of [`REFUSAL_TIME`].
+const PLAINTEXT_FRAMES: usize = 32;
+
+/// An HTTP/2 frame header: payload length (24 bits), type, flags, stream id.
+const FRAME_HEADER: usize = 9;
+
 /// Answers a plaintext HTTP/2 client on the TLS port in a way gRPC reports: its first call ends
-/// at once with `UNAVAILABLE` and [`PLAINTEXT_REFUSED`] as the message (a trailers-only
-/// response), then a GOAWAY closes the connection. Anything shorter of a gRPC answer (a GOAWAY
-/// alone, a TLS alert, a reset) reaches gRPC users as a parse error or as a connection that
-/// keeps being retried, naming no cause. A client that is not HTTP/2 gets nothing.
-async fn refuse_grpc<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
-    let mut preface = [0u8; PREFACE.len()];
-    stream.read_exact(&mut preface).await?;
-    if &preface != PREFACE {
-        return drain_and_close(&mut stream).await;
-    }
-    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
-    let mut left = PLAINTEXT_READ;
-    let stream_id = loop {
-        let mut head = [0u8; 9];
-        stream.read_exact(&mut head).await?;
-        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        if length > left {
+/// at once with `UNAVAILABLE` and [`PLAINTEXT_REFUSED`] as the message (see [`refuse_call`]).
+async fn refuse_grpc<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> std::io::Result<()> {
+    refuse_call(stream, GRPC_UNAVAILABLE, PLAINTEXT_REFUSED).await
+}
+
+/// gRPC status codes [`refuse_call`] answers with.
+pub(crate) const GRPC_UNAVAILABLE: u8 = 14;
+/// The client is not who it must be (a client certificate refused under `all`).
+pub(crate) const GRPC_UNAUTHENTICATED: u8 = 16;
+
+/// Answers the first call of an HTTP/2 client (from its connection preface on) with a
+/// trailers-only response of gRPC status `status` and `message` (printable ASCII, as gRPC
+/// sends it unencoded), then a GOAWAY, then closes, within [`REFUSAL_TIME`]. Anything short of
+/// a gRPC answer (a GOAWAY alone, a TLS alert, a reset) reaches gRPC users as a parse error or
+/// as a connection that keeps being retried, naming no cause. A client that is not HTTP/2, or
+/// sends more than [`PLAINTEXT_FRAMES`] frames or [`PLAINTEXT_READ`] bytes before its first
+/// request, gets nothing.
+pub(crate) async fn refuse_call<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    status: u8,
+    message: &str,
+) -> std::io::Result<()> {
+    // Frames are read a header at a time: buffered, a flood of small frames costs one read(2)
+    // per buffer, not two per frame.
+    let mut stream = tokio::io::BufReader::new(stream);
+    let answer = async {
+        let mut preface = [0u8; PREFACE.len()];
+        stream.read_exact(&mut preface).await?;
+        if &preface != PREFACE {
             return drain_and_close(&mut stream).await;
         }
-        left -= length;
-        let mut payload = vec![0u8; length];
-        stream.read_exact(&mut payload).await?;
-        if head[3] == HEADERS {
-            break u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        stream.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
+        let mut budget = Budget::default();
+        let first = budget
+            .until(&mut stream, |kind, _, _| kind == HEADERS)
+            .await?;
+        let Some(stream_id) = first else {
+            return drain_and_close(&mut stream).await;
+        };
+        // Trailers-only, HPACK without the dynamic table or Huffman: `:status: 200` (static
+        // index 8), `content-type` (static name 31), then two literal names.
+        let mut block = vec![0x88, 0x0f, 31 - 15];
+        hpack_string(&mut block, b"application/grpc");
+        for (name, value) in [
+            ("grpc-status", status.to_string().as_str()),
+            ("grpc-message", message),
+        ] {
+            block.push(0);
+            hpack_string(&mut block, name.as_bytes());
+            hpack_string(&mut block, value.as_bytes());
         }
+        stream
+            .write_all(&frame(HEADERS, END_STREAM_AND_HEADERS, stream_id, &block))
+            .await?;
+        stream.flush().await?;
+        // The GOAWAY waits for the client to be done with the call (gRPC resets it on the
+        // answer, or half-closes it): one that reads both at once may drop the call's status
+        // and report the GOAWAY instead ("Stream removed"). Bounded by the same budget, and
+        // by CALL_DONE_WAIT.
+        let done = |kind, flags, id| {
+            id == stream_id && (kind == RST_STREAM || (kind == DATA && flags & END_STREAM != 0))
+        };
+        let _ = tokio::time::timeout(CALL_DONE_WAIT, budget.until(&mut stream, done)).await;
+        let mut goaway = stream_id.to_be_bytes().to_vec();
+        goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR: the call was answered
+        goaway.extend_from_slice(message.as_bytes());
+        stream.write_all(&frame(GOAWAY, 0, 0, &goaway)).await?;
+        drain_and_close(&mut stream).await
     };
-    // Trailers-only, HPACK without the dynamic table or Huffman: `:status: 200` (static index
-    // 8), `content-type` (static name 31), then two literal names.
-    let mut block = vec![0x88, 0x0f, 31 - 15];
-    hpack_string(&mut block, b"application/grpc");
-    for (name, value) in [("grpc-status", "14"), ("grpc-message", PLAINTEXT_REFUSED)] {
-        block.push(0);
-        hpack_string(&mut block, name.as_bytes());
-        hpack_string(&mut block, value.as_bytes());
+    tokio::time::timeout(REFUSAL_TIME, answer)
+        .await
+        .unwrap_or(Ok(()))
+}
+
+/// How long a refused call's client is given to end its side of the call before the GOAWAY.
+const CALL_DONE_WAIT: Duration = Duration::from_millis(500);
+
+/// What is left of the frames and bytes read from a refused client ([`PLAINTEXT_FRAMES`],
+/// [`PLAINTEXT_READ`]).
+struct Budget {
+    frames: usize,
+    bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget {
+            frames: PLAINTEXT_FRAMES,
+            bytes: PLAINTEXT_READ,
+        }
     }
-    stream
-        .write_all(&frame(HEADERS, END_STREAM_AND_HEADERS, stream_id, &block))
-        .await?;
-    let mut goaway = stream_id.to_be_bytes().to_vec();
-    goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR: the call was answered
-    goaway.extend_from_slice(PLAINTEXT_REFUSED.as_bytes());
-    stream.write_all(&frame(GOAWAY, 0, 0, &goaway)).await?;
-    drain_and_close(&mut stream).await
+}
+
+impl Budget {
+    /// Reads frames up to one that `wanted(type, flags, stream id)`; its stream id, or `None`
+    /// once the client sent more frames or bytes than are left.
+    async fn until<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        wanted: impl Fn(u8, u8, u32) -> bool,
+    ) -> std::io::Result<Option<u32>> {
+        while let Some(frames) = self.frames.checked_sub(1) {
+            self.frames = frames;
+            let mut head = [0u8; FRAME_HEADER];
+            stream.read_exact(&mut head).await?;
+            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let Some(bytes) = self.bytes.checked_sub(FRAME_HEADER + length) else {
+                return Ok(None);
+            };
+            self.bytes = bytes;
+            let mut payload = vec![0u8; length];
+            stream.read_exact(&mut payload).await?;
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if wanted(head[3], head[4], id) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// One HTTP/2 frame.
@@ -162,6 +250,45 @@ mod tests {
         hpack_string(&mut out, &[b'x'; 300]);
         assert_eq!(&out[..3], &[127, 173, 1]);
         assert_eq!(out.len(), 3 + 300);
+    }
+
+    /// What a client that sends `before` (after the preface) then a request's HEADERS is
+    /// answered.
+    async fn answer_after(before: &[u8]) -> Vec<u8> {
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let refused = tokio::spawn(refuse_grpc(server));
+        client.write_all(PREFACE).await.unwrap();
+        client.write_all(before).await.unwrap();
+        client
+            .write_all(&frame(HEADERS, 0x4, 1, &[0x83, 0x86]))
+            .await
+            .unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        refused.await.unwrap().unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_client_is_answered_within_32_frames_and_not_one_more() {
+        let settings = frame(SETTINGS, 0, 0, &[]);
+        let empty = frame(SETTINGS, 0, 0, &[]);
+        let within = answer_after(&empty.repeat(PLAINTEXT_FRAMES - 1)).await;
+        assert!(within.len() > settings.len(), "answered: {within:?}");
+        let past = answer_after(&empty.repeat(PLAINTEXT_FRAMES)).await;
+        assert_eq!(past, settings, "one frame past: no answer, closed");
+    }
+
+    #[tokio::test]
+    async fn frame_headers_count_against_the_bytes_read_from_a_plaintext_client() {
+        let settings = frame(SETTINGS, 0, 0, &[]);
+        // With the request's HEADERS (9 + 2 bytes), exactly PLAINTEXT_READ: answered.
+        let fits = frame(0x8, 0, 0, &vec![0; PLAINTEXT_READ - 2 * FRAME_HEADER - 2]);
+        assert!(answer_after(&fits).await.len() > settings.len());
+        // One byte more: its payload alone would have fit, headers not counted.
+        let over = frame(0x8, 0, 0, &vec![0; PLAINTEXT_READ - 2 * FRAME_HEADER - 1]);
+        assert_eq!(answer_after(&over).await, settings);
     }
 
     #[tokio::test]

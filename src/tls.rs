@@ -94,8 +94,9 @@ pub enum ClientAuth {
 /// The TLS flags of `discovery serve`, as given.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TlsArgs {
-    /// This node's certificate chain (PEM). With --tls-key, --listen serves HTTPS only, and
-    /// the node presents it to its peers as its client certificate.
+    /// This node's certificate chain (PEM). With --tls-key, --listen serves HTTPS only and
+    /// --xds-listen gRPC over TLS only (xDS clients need TLS credentials: see README,
+    /// "Upgrading"), and the node presents it to its peers as its client certificate.
     #[arg(long, env = "DISCOVERY_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
@@ -204,26 +205,32 @@ pub(crate) struct ClientCert {
 const NOT_A_PEER: &str =
     "the client certificate is not valid for this cluster's --tls-peer-name: only nodes may gossip";
 
+/// Why a chain of more than [`MAX_CHAIN`] certificates or [`MAX_CHAIN_BYTES`] is refused.
+const CHAIN_TOO_LONG: &str =
+    "the client certificate chain is too long: at most 1 + 6 certificates and 16 KiB";
+
+/// Why a chain does not verify against `--tls-ca`, in a client's words.
+fn invalid(error: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as Cert;
+    match error {
+        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+            "the client certificate has expired"
+        }
+        rustls::Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
+            "the client certificate is not signed by this node's CA"
+        }
+        _ => "the client certificate is not valid for a client of this node",
+    }
+}
+
 impl ClientCert {
-    /// `presented`: the chain's verdict against `--tls-ca`, then whether it names a peer.
-    fn of(presented: Option<Result<bool, rustls::Error>>, mode: ClientAuth) -> ClientCert {
-        use rustls::CertificateError as Cert;
+    /// `presented`: whether the chain verified against `--tls-ca` and names a peer, or why it
+    /// did not verify.
+    fn of(presented: Option<Result<bool, &'static str>>, mode: ClientAuth) -> ClientCert {
         let (peer, not_peer) = match presented {
             Some(Ok(true)) => (true, None),
             Some(Ok(false)) => (false, Some(NOT_A_PEER)),
-            Some(Err(rustls::Error::InvalidCertificate(
-                Cert::Expired | Cert::ExpiredContext { .. },
-            ))) => (false, Some("the client certificate has expired")),
-            Some(Err(rustls::Error::InvalidCertificate(
-                Cert::UnknownIssuer | Cert::BadSignature,
-            ))) => (
-                false,
-                Some("the client certificate is not signed by this node's CA"),
-            ),
-            Some(Err(_)) => (
-                false,
-                Some("the client certificate is not valid for a client of this node"),
-            ),
+            Some(Err(why)) => (false, Some(why)),
             None => (
                 false,
                 Some("this node requires a client certificate signed by its CA (--cert and --key)"),
@@ -562,12 +569,19 @@ impl Tls {
             let tls = tokio_rustls::TlsAcceptor::from(config)
                 .accept(stream)
                 .await?;
-            let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec);
-            let cert = self.judge(&material, chain.as_deref());
+            let chain = Presented::of(tls.get_ref().1.peer_certificates());
+            let expiries = chain.expiries();
+            let judged_passed = passed(&expiries);
+            let cert = self.judge(&material, &chain);
             let identity = Identity {
                 tls: self.clone(),
                 chain,
-                judged: parking_lot::Mutex::new((material.generation, cert)),
+                expiries,
+                judged: parking_lot::Mutex::new(Judged {
+                    generation: material.generation,
+                    passed: judged_passed,
+                    cert,
+                }),
             };
             Ok(Handshake::Done(Box::pin(tls), Arc::new(identity)))
         };
@@ -611,7 +625,15 @@ impl Tls {
 
     /// What `chain` (the client's, if it presented one) comes to under `material`: verified
     /// against `--tls-ca`, then whether it names a peer.
-    fn judge(&self, material: &Material, chain: Option<&[CertificateDer<'static>]>) -> ClientCert {
+    fn judge(&self, material: &Material, chain: &Presented) -> ClientCert {
+        let chain = match chain {
+            Presented::None => None,
+            Presented::Chain(chain) => Some(&chain[..]),
+            Presented::TooLong => {
+                let presented = material.clients.is_some().then_some(Err(CHAIN_TOO_LONG));
+                return ClientCert::of(presented, self.files.client_auth);
+            }
+        };
         let presented = chain.and_then(|chain| {
             let (end_entity, intermediates) = chain.split_first()?;
             let verifier = material.clients.as_ref()?;
@@ -626,7 +648,11 @@ impl Tls {
                         .is_ok()
                 })
             };
-            Some(verified.map(|_| self.files.peer_name.as_ref().is_none_or(peer)))
+            Some(
+                verified
+                    .map(|_| self.files.peer_name.as_ref().is_none_or(peer))
+                    .map_err(|e| invalid(&e)),
+            )
         });
         ClientCert::of(presented, self.files.client_auth)
     }
@@ -740,51 +766,217 @@ impl<F: Future> Future for Paced<F> {
     }
 }
 
+/// Most certificates of a client's chain that are verified (the client's own and 6
+/// intermediates, webpki's own depth limit), and most bytes: a longer chain is refused
+/// unverified ([`CHAIN_TOO_LONG`]) and not kept, so that a client cannot make each connection
+/// hold, and each judgement verify, a hundred junk intermediates.
+const MAX_CHAIN: usize = 1 + 6;
+/// See [`MAX_CHAIN`].
+const MAX_CHAIN_BYTES: usize = 16 * 1024;
+
+/// The client certificate chain of a connection, as kept.
+enum Presented {
+    /// None presented (or none asked for).
+    None,
+    /// At most [`MAX_CHAIN`] certificates and [`MAX_CHAIN_BYTES`].
+    Chain(Vec<CertificateDer<'static>>),
+    /// Longer: refused without being verified.
+    TooLong,
+}
+
+impl Presented {
+    fn of(chain: Option<&[CertificateDer<'static>]>) -> Presented {
+        match chain {
+            None | Some([]) => Presented::None,
+            Some(chain)
+                if chain.len() > MAX_CHAIN
+                    || chain.iter().map(|c| c.len()).sum::<usize>() > MAX_CHAIN_BYTES =>
+            {
+                Presented::TooLong
+            }
+            Some(chain) => Presented::Chain(chain.to_vec()),
+        }
+    }
+
+    /// When the chain's certificates expire (their notAfter, Unix seconds), in order: the
+    /// chain is judged again as each passes. Each, not the first alone: an intermediate
+    /// the verifier does not use may expire first, and its expiry must not stand for the
+    /// others'. One whose validity cannot be read is left out (the verifier refuses it if it
+    /// is on the path).
+    fn expiries(&self) -> Vec<u64> {
+        let Presented::Chain(chain) = self else {
+            return Vec::new();
+        };
+        let mut expiries: Vec<u64> = chain.iter().filter_map(|c| not_after(c)).collect();
+        expiries.sort_unstable();
+        expiries.dedup();
+        expiries
+    }
+}
+
 /// A TLS connection's client certificate: the chain it presented at the handshake, and what
 /// that comes to under the node's current material. A reload (a new CA, or one that no longer
 /// holds the issuer) makes the next [`Identity::cert`] judge the chain again, so a connection
-/// kept alive across a CA swap is held to the new CA from its next request on.
+/// kept alive across a CA swap is held to the new CA from its next request on; so does the
+/// chain's expiry, so a certificate that expires during a connection is refused from then on.
 pub(crate) struct Identity {
     tls: Arc<Tls>,
-    /// As presented; `None` without one (or when no certificate was asked for).
-    chain: Option<Vec<CertificateDer<'static>>>,
-    /// The generation of the material it was last judged under, and the verdict. Requests of
-    /// one connection take it in turn, briefly.
-    judged: parking_lot::Mutex<(u64, ClientCert)>,
+    /// As presented (bounded).
+    chain: Presented,
+    /// When its certificates expire (Unix seconds; see [`Presented::expiries`]).
+    expiries: Vec<u64>,
+    /// The last judgement. Requests of one connection take it in turn, briefly.
+    judged: parking_lot::Mutex<Judged>,
+}
+
+/// What a chain came to, and under what.
+struct Judged {
+    /// The generation of the material it was judged under.
+    generation: u64,
+    /// How many of the chain's expiries had passed when it was judged.
+    passed: usize,
+    cert: ClientCert,
 }
 
 impl Identity {
     /// What the connection's client certificate comes to now: judged again when the material
-    /// changed since it was last judged (a reload; otherwise a generation compare).
+    /// changed since it was last judged (a reload) or a certificate of the chain has expired
+    /// since; otherwise a generation compare and a clock read.
     pub(crate) fn cert(&self) -> ClientCert {
         let material = self.tls.current.load();
+        let passed = self.passed();
         let mut judged = self.judged.lock();
-        if judged.0 != material.generation {
-            *judged = (
-                material.generation,
-                self.tls.judge(&material, self.chain.as_deref()),
-            );
+        if judged.generation != material.generation || judged.passed != passed {
+            *judged = Judged {
+                generation: material.generation,
+                passed,
+                cert: self.tls.judge(&material, &self.chain),
+            };
         }
-        judged.1
+        judged.cert
     }
 
-    /// A receiver of reloads, for [`Identity::withdrawn`]; take it when the stream starts.
+    /// A receiver of reloads, for [`Identity::withdrawn`].
     pub(crate) fn reloads(&self) -> watch::Receiver<u64> {
         self.tls.reloaded.subscribe()
     }
 
-    /// Waits for a reload after which every request of this connection is refused, and says
-    /// why: a long-lived stream ends then rather than serve a client the new CA does not trust.
+    /// How many of the chain's expiries have passed.
+    fn passed(&self) -> usize {
+        passed(&self.expiries)
+    }
+
+    /// How long until the next of the chain's expiries has passed, if one is to come.
+    fn until_expiry(&self) -> Option<Duration> {
+        let at = (self.expiries.get(self.passed())? + 1).checked_mul(1_000_000)?;
+        at.checked_sub(crate::state::now())
+            .map(Duration::from_micros)
+    }
+
+    /// Waits for every request of this connection to be refused, and says why: a reload after
+    /// which the chain no longer verifies, or its expiry. A long-lived stream ends then rather
+    /// than serve a client the node no longer trusts.
     pub(crate) async fn withdrawn(&self, reloads: &mut watch::Receiver<u64>) -> &'static str {
+        let mut reloading = true;
         loop {
-            if reloads.changed().await.is_err() {
-                return std::future::pending().await;
-            }
+            // First, and not only after a change: a reload between the caller's own check
+            // and its taking `reloads` is not a change for this receiver.
             if let Some(why) = self.cert().refused {
                 return why;
             }
+            let expiry = self.until_expiry();
+            tokio::select! {
+                changed = reloads.changed(), if reloading => reloading = changed.is_ok(),
+                () = tokio::time::sleep(expiry.unwrap_or_default()), if expiry.is_some() => {}
+                else => return std::future::pending().await,
+            }
         }
     }
+}
+
+/// How many of `expiries` (sorted, Unix seconds) have passed: webpki's rule, expired once the
+/// time is past notAfter.
+fn passed(expiries: &[u64]) -> usize {
+    let now = crate::state::now() / 1_000_000;
+    expiries.partition_point(|&at| at < now)
+}
+
+/// The notAfter of a DER X.509 certificate (RFC 5280 4.1.2.5), in Unix seconds, or `None`
+/// when it does not parse (then webpki refuses the certificate anyway).
+fn not_after(cert: &[u8]) -> Option<u64> {
+    const SEQUENCE: u8 = 0x30;
+    let (cert, _) = der(cert, SEQUENCE)?;
+    let (tbs, _) = der(cert, SEQUENCE)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = der(rest, 0xa0)?.1; // version
+    }
+    rest = der(rest, 0x02)?.1; // serialNumber
+    rest = der(rest, SEQUENCE)?.1; // signature
+    rest = der(rest, SEQUENCE)?.1; // issuer
+    let (validity, _) = der(rest, SEQUENCE)?;
+    let (_, after) = der(validity, *validity.first()?)?; // notBefore
+    let tag = *after.first()?;
+    let (time, _) = der(after, tag)?;
+    unix_seconds(tag, std::str::from_utf8(time).ok()?)
+}
+
+/// One DER element of tag `tag` at the start of `bytes`: its contents, and what follows.
+fn der(bytes: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&first, rest) = bytes.split_first()?;
+    let (&length, mut rest) = rest.split_first()?;
+    if first != tag {
+        return None;
+    }
+    let length = match length {
+        0..=0x7f => usize::from(length),
+        0x81..=0x83 => {
+            let (digits, after) = rest.split_at_checked(usize::from(length & 0x7f))?;
+            rest = after;
+            digits.iter().fold(0, |n, &d| n << 8 | usize::from(d))
+        }
+        _ => return None,
+    };
+    rest.split_at_checked(length)
+}
+
+/// A UTCTime (tag 0x17, `YYMMDDHHMMSSZ`) or GeneralizedTime (0x18, `YYYYMMDDHHMMSSZ`), as
+/// RFC 5280 4.1.2.5 has them, in Unix seconds.
+fn unix_seconds(tag: u8, time: &str) -> Option<u64> {
+    let digits = |range: std::ops::Range<usize>| {
+        let text = time.get(range)?;
+        text.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| text.parse::<u64>().ok())?
+    };
+    let (year, rest) = match (tag, time.len()) {
+        (0x17, 13) => match digits(0..2)? {
+            yy @ 0..50 => (2000 + yy, 2),
+            yy => (1900 + yy, 2),
+        },
+        (0x18, 15) => (digits(0..4)?, 4),
+        _ => return None,
+    };
+    if !time.ends_with('Z') {
+        return None;
+    }
+    let field = |i: usize| digits(rest + i..rest + i + 2);
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    if year < 1970 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let (era, year_of_era) = (y / 400, y % 400);
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = (era * 146_097 + day_of_era).checked_sub(719_468)?;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 /// A stream whose first byte can be looked at without taking it.
@@ -1392,6 +1584,65 @@ mod tests {
         client_tx.send(()).unwrap();
         assert!(paced.await);
         assert_eq!(slots.available_permits(), 1);
+    }
+
+    /// A self-signed certificate valid until `not_after`.
+    fn valid_until(not_after: time::OffsetDateTime) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".into()]).unwrap();
+        params.not_after = not_after;
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_certificates_expiry_is_read_from_its_der_in_both_time_forms() {
+        for (year, month, day, unix) in [
+            // UTCTime until 2049, GeneralizedTime from 2050 on (RFC 5280 4.1.2.5).
+            (2030, 1, 2, 1_893_542_400),
+            (2024, 2, 29, 1_709_164_800),
+            (2049, 12, 31, 2_524_521_600),
+            (2060, 3, 1, 2_845_324_800),
+        ] {
+            let cert = valid_until(rcgen::date_time_ymd(year, month, day));
+            assert_eq!(not_after(&cert), Some(unix), "{year}-{month}-{day}");
+        }
+        assert_eq!(not_after(b"\x30\x03\x02\x01\x01"), None);
+        assert_eq!(not_after(&[]), None);
+        assert_eq!(unix_seconds(0x17, "700101000001Z"), Some(1));
+        assert_eq!(unix_seconds(0x17, "7001010000+1Z"), None);
+    }
+
+    #[test]
+    fn every_expiry_of_a_chain_is_kept_in_order_and_unreadable_ones_left_out() {
+        let later = valid_until(rcgen::date_time_ymd(2040, 1, 1));
+        let sooner = valid_until(rcgen::date_time_ymd(2030, 1, 2));
+        let junk = CertificateDer::from(vec![0x30, 0x00]);
+        let chain = Presented::Chain(vec![later, junk, sooner.clone(), sooner]);
+        assert_eq!(chain.expiries(), vec![1_893_542_400, 2_208_988_800]);
+        assert_eq!(passed(&chain.expiries()), 0);
+        assert_eq!(passed(&[1, 2, 2_208_988_800]), 2);
+    }
+
+    #[test]
+    fn a_chain_past_seven_certificates_or_16_kib_is_not_kept() {
+        let cert = |len: usize| CertificateDer::from(vec![0u8; len]);
+        let chain = |n: usize, len: usize| vec![cert(len); n];
+        assert!(matches!(Presented::of(None), Presented::None));
+        assert!(matches!(
+            Presented::of(Some(&chain(MAX_CHAIN, 1000))),
+            Presented::Chain(c) if c.len() == MAX_CHAIN
+        ));
+        assert!(matches!(
+            Presented::of(Some(&chain(MAX_CHAIN + 1, 100))),
+            Presented::TooLong
+        ));
+        assert!(matches!(
+            Presented::of(Some(&chain(2, MAX_CHAIN_BYTES / 2))),
+            Presented::Chain(_)
+        ));
+        let mut over = chain(2, MAX_CHAIN_BYTES / 2);
+        over.push(cert(1));
+        assert!(matches!(Presented::of(Some(&over)), Presented::TooLong));
     }
 
     #[test]

@@ -20,6 +20,13 @@ def binary() -> str:
     return path
 
 
+def xds_off(args) -> bool:
+    """Whether `args` turn the xDS listener off; any other "off" (`--tls-client-auth off`)
+    leaves it on, and the node prints its xDS line."""
+    pairs = zip(args, args[1:])
+    return "--xds-listen=off" in args or ("--xds-listen", "off") in pairs
+
+
 class Node:
     """A running registry node; `url` is its base URL."""
 
@@ -39,7 +46,7 @@ class Node:
         self.context = None
         # The gRPC xDS address (on a free port beside --listen's, unless --xds-listen off).
         self.xds = None
-        if "off" not in args:
+        if not xds_off(args):
             line = self.proc.stdout.readline().strip()
             if line.startswith("xds listening on "):
                 self.xds = line.removeprefix("xds listening on ")

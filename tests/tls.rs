@@ -1304,3 +1304,70 @@ fn stalled_handshakes_keep_no_well_behaved_client_waiting() {
         handshake_timeouts(&ca, node) == Some(200.0)
     });
 }
+
+#[test]
+fn a_connection_kept_alive_past_its_client_certificates_expiry_is_refused_from_then_on() {
+    let dir = TempDir::new("tls-expiry");
+    let ca = Ca::new(&dir.0, "exp");
+    let mut args = tls_args(&ca.leaf("node", 1), &ca, &["--tls-client-auth", "all"]);
+    args.extend(strings(&[
+        "--tls-peer-name",
+        "localhost",
+        "--read-timeout",
+        "60s",
+    ]));
+    let node = start(&args);
+    let localhost = ["localhost", "127.0.0.1"];
+    let short = ca.issue("short", 2, &localhost, NODE, Validity::ForSeconds(3));
+    let mut kept = KeptAlive::open(node.addr(), &ca, &short);
+    assert_eq!(kept.get("/v1/services").0, 200, "valid at first");
+    let url = format!("{}/v1/services", node.url);
+    wait_until("a new connection with it is refused", WAIT, || {
+        curl_tls(&ca, Some(&short), "GET", &url, None).0 == 401
+    });
+    // The kept connection was judged valid at its handshake: judged again at expiry.
+    let (status, body, close) = kept.get("/v1/services");
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("the client certificate has expired"),
+        "{body}"
+    );
+    assert!(close && kept.closed());
+}
+
+/// `client`'s certificate followed by `extra` copies of `junk`'s, as one chain file.
+fn padded_chain(dir: &TempDir, client: &Leaf, junk: &Ca, extra: usize) -> Leaf {
+    let cert = dir.path(&format!("padded-{extra}.pem"));
+    let mut pem = std::fs::read_to_string(&client.cert).unwrap();
+    pem.push_str(&std::fs::read_to_string(&junk.pem).unwrap().repeat(extra));
+    std::fs::write(&cert, pem).unwrap();
+    Leaf {
+        cert,
+        key: client.key.clone(),
+    }
+}
+
+#[test]
+fn a_client_chain_of_more_than_seven_certificates_is_refused_unverified() {
+    let dir = TempDir::new("tls-long-chain");
+    let ca = Ca::new(&dir.0, "chain");
+    let junk = Ca::new(&dir.0, "junk");
+    let mut args = tls_args(&ca.leaf("node", 1), &ca, &["--tls-client-auth", "all"]);
+    args.extend(strings(&["--tls-peer-name", "localhost"]));
+    let node = start(&args);
+    let client = ca.leaf("client", 2);
+    // The client's certificate and 6 intermediates (unused ones: the path is still found).
+    let mut within = KeptAlive::open(node.addr(), &ca, &padded_chain(&dir, &client, &junk, 6));
+    assert_eq!(within.get("/v1/services").0, 200);
+    let mut past = KeptAlive::open(node.addr(), &ca, &padded_chain(&dir, &client, &junk, 7));
+    let (status, body, _) = past.get("/v1/services");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("chain is too long"), "{body}");
+}
+
+#[test]
+fn a_node_with_client_auth_off_still_serves_xds() {
+    // The test harness once took any "off" for `--xds-listen off` (review finding 9).
+    let (_dir, _ca, nodes) = cluster("tls-auth-off", 1, &["--tls-client-auth", "off"]);
+    assert!(nodes[0].xds.is_some(), "its xDS listener was read");
+}

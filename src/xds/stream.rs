@@ -123,10 +123,14 @@ impl Streams {
         only: Option<Kind>,
     ) -> Result<Response<Outbound<P::Response>>, Status> {
         let conn = request.extensions().get::<ConnInfo>().cloned();
-        let identity = conn.as_ref().and_then(|c| c.identity.clone());
+        // Subscribed before the check: a reload after it wakes the stream's task.
+        let identity = conn
+            .as_ref()
+            .and_then(|c| c.identity.clone())
+            .map(|i| (i.reloads(), i));
         // A connection whose client certificate is refused (now: a reload may have withdrawn
         // it since the handshake) opens no stream, as it reaches no HTTP handler.
-        if let Some(why) = identity.as_ref().and_then(|i| i.cert().refused) {
+        if let Some(why) = identity.as_ref().and_then(|(_, i)| i.cert().refused) {
             return Err(Status::unauthenticated(why));
         }
         let headers = request.metadata().clone().into_headers();
@@ -185,14 +189,13 @@ impl<R: Send + 'static> Task<R> {
         mut self,
         mut inbound: Streaming<P::Request>,
         peer: Option<SocketAddr>,
-        identity: Option<Arc<Identity>>,
+        identity: Option<(watch::Receiver<u64>, Arc<Identity>)>,
     ) {
-        // A reload that withdraws the client certificate ends the stream.
-        let mut reloads = identity.as_ref().map(|i| i.reloads());
-        let withdrawn = async {
-            match (&identity, &mut reloads) {
-                (Some(identity), Some(reloads)) => identity.withdrawn(reloads).await,
-                _ => std::future::pending().await,
+        // A reload that withdraws the client certificate, or its expiry, ends the stream.
+        let withdrawn = async move {
+            match identity {
+                Some((mut reloads, identity)) => identity.withdrawn(&mut reloads).await,
+                None => std::future::pending().await,
             }
         };
         tokio::pin!(withdrawn);

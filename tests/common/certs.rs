@@ -54,6 +54,8 @@ pub enum Validity {
     NotYet,
     /// From this many seconds from now, for a year.
     InSeconds(i64),
+    /// From a minute ago until this many seconds from now.
+    ForSeconds(i64),
 }
 
 /// A test CA: its certificate is `<dir>/<name>-ca.pem`.
@@ -160,6 +162,10 @@ impl Ca {
             Validity::InSeconds(secs) => (
                 time::OffsetDateTime::now_utc() + time::Duration::seconds(secs),
                 in_days(365),
+            ),
+            Validity::ForSeconds(secs) => (
+                time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+                time::OffsetDateTime::now_utc() + time::Duration::seconds(secs),
             ),
         };
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");

@@ -25,6 +25,12 @@ pub struct Node {
     pub args: Vec<String>,
 }
 
+/// Whether `args` turn the xDS listener off (`--xds-listen off` or `--xds-listen=off`); any
+/// other "off" (`--tls-client-auth off`) leaves it on, and the node prints its xDS line.
+fn xds_off(args: &[&str]) -> bool {
+    args.contains(&"--xds-listen=off") || args.windows(2).any(|w| w == ["--xds-listen", "off"])
+}
+
 /// The `discovery` binary built for these tests.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_discovery")
@@ -86,7 +92,7 @@ impl Node {
             .to_owned();
         // The xDS line follows at once, unless xDS is off.
         let mut xds = None;
-        if !args.contains(&"off") {
+        if !xds_off(args) {
             line.clear();
             stdout.read_line(&mut line).expect("read the xds line");
             xds = line

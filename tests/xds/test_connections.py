@@ -6,6 +6,7 @@ held until its stream closes (finding 8)."""
 import json
 import socket
 import threading
+import time
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -137,3 +138,30 @@ def test_a_stream_that_stopped_reading_keeps_its_slot_until_it_closes(start_node
     register(node, "web", "10.0.0.1", 80)
     s.send(type_url=EDS, resource_names=["web"])
     assert cla(s.recv(timeout=10).resources[0]).cluster_name == "web", "freed when closed"
+
+
+def test_a_client_that_never_reads_is_cut_after_the_write_timeout(start_node):
+    """HTTP/2 frames that each call for an answer (SETTINGS, acknowledged) sent without ever
+    reading: the node's answers fill both socket buffers, its write waits, and the connection
+    is cut --write-timeout later and counted, as on the HTTP port (review of issue 11,
+    finding 1: it was held for ever with ~4 MB of send buffer)."""
+    node = start_node("--write-timeout", "1s")
+    host, port = node.xds.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00" * 1000
+    sock.settimeout(1)
+    deadline = time.monotonic() + 60
+    cut = False
+    while not cut:
+        assert time.monotonic() < deadline, "the connection was never cut"
+        try:
+            sock.send(settings)
+        except socket.timeout:
+            pass  # the node stopped reading too: its write is the one waiting
+        except OSError:
+            cut = True
+    status, _, body = node.request("GET", "/metrics")
+    assert status == 200
+    assert "discovery_write_timeouts_total 1" in body.decode(), "counted"

@@ -2,13 +2,20 @@
 HTTP port's certificate and client certificate policy. Streams checked message by message over
 grpc.secure_channel; a client without a certificate under `all` refused with the reason; a
 plaintext client failing at once with the cause; a CA swap ending the streams of clients the
-new CA no longer trusts."""
+new CA no longer trusts, and closing their connections; a client certificate that expires
+during a stream ending it (review of the change, findings 2 and 3). Connections whose
+frames matter are spoken by hand with the h2 package."""
 
 import signal
+import socket
 import ssl
 import time
+import urllib.parse
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
@@ -124,3 +131,98 @@ def test_a_ca_swap_ends_the_streams_of_clients_the_new_ca_no_longer_trusts(
     register(node, "web", "10.0.0.2", 80)
     assert addresses(cla(a.recv(timeout=10).resources[0])) == ["10.0.0.1:80", "10.0.0.2:80"]
     a.close()
+
+
+ADS_PATH = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+
+def h2_call(node, ca, client=None):
+    """A TLS connection to the node's xDS port, HTTP/2 spoken by hand, with one ADS call
+    started (headers only): (socket, h2 connection)."""
+    context = ssl.create_default_context(cafile=str(ca.pem))
+    context.set_alpn_protocols(["h2"])
+    if client is not None:
+        context.load_cert_chain(str(client.cert), str(client.key))
+    host, port = node.xds.rsplit(":", 1)
+    sock = context.wrap_socket(socket.create_connection((host, int(port))),
+                               server_hostname="localhost")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":scheme", "https"), (":authority", "localhost"),
+                          (":path", ADS_PATH), ("content-type", "application/grpc"),
+                          ("te", "trailers")])
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def h2_read(sock, conn, until, timeout=10.0):
+    """Reads the connection's events (answering pings) until `until(event)` or until the node
+    closes it; returns the events and whether it was closed. Fails after `timeout`."""
+    events = []
+    sock.settimeout(timeout)
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            data = b""
+        if not data:
+            return events, True
+        for event in conn.receive_data(data):
+            events.append(event)
+            if until(event):
+                return events, False
+        try:
+            sock.sendall(conn.data_to_send())
+        except OSError:
+            return events, True
+
+
+def grpc_status(events):
+    """The grpc-status and grpc-message of the call, from its headers or trailers."""
+    fields = {}
+    for event in events:
+        if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+            fields.update((k.decode(), v.decode()) for k, v in event.headers)
+    return fields.get("grpc-status"), urllib.parse.unquote(fields.get("grpc-message", ""))
+
+
+def test_under_all_a_connection_without_a_client_certificate_is_told_why_and_closed(
+        start_node, cas):
+    ca, _ = cas
+    node = tls_node(start_node, ca, "all", "--tls-peer-name", "localhost", client=ca.leaf("c", 2))
+    sock, conn = h2_call(node, ca)
+    started = time.monotonic()
+    events, closed = h2_read(sock, conn, until=lambda e: False)
+    assert closed and time.monotonic() - started < 5, "closed at once, not kept (finding 2)"
+    status, message = grpc_status(events)
+    assert status == "16" and "requires a client certificate" in message, events
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events), "a GOAWAY"
+
+
+def test_a_connection_whose_certificate_a_reload_withdraws_is_closed(start_node, cas, tmp_path):
+    kept, dropped = cas
+    ca_file = bundle(tmp_path / "bundle.pem", kept, dropped)
+    node = tls_node(start_node, kept, "all", "--tls-peer-name", "localhost", "--tls-poll", "1h",
+                    ca_file=ca_file, client=kept.leaf("trusted", 2))
+    sock, conn = h2_call(node, kept, dropped.leaf("untrusted", 3))
+    events, closed = h2_read(sock, conn, until=lambda e: isinstance(e, h2.events.ResponseReceived))
+    assert not closed, events
+    bundle(ca_file, kept)
+    node.proc.send_signal(signal.SIGHUP)  # reload
+    later, closed = h2_read(sock, conn, until=lambda e: False)
+    assert closed, "the connection is closed, not only its stream ended"
+    status, message = grpc_status(events + later)
+    assert status == "16" and "not signed by this node's CA" in message, later
+
+
+def test_a_stream_ends_when_its_client_certificate_expires(start_node, cas):
+    ca, _ = cas
+    node = tls_node(start_node, ca, "all", "--tls-peer-name", "localhost", client=ca.leaf("c", 2))
+    register(node, "web", "10.0.0.1", 80)
+    short = ca.leaf("short", 3, seconds=4)
+    s = ads(secure(node, ca, short))
+    s.send(type_url=EDS, resource_names=["web"])
+    assert cla(s.recv(timeout=10).resources[0]).cluster_name == "web"
+    err = s.error(timeout=15)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err
+    assert "expired" in err.details(), err.details()
