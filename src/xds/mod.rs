@@ -110,29 +110,30 @@ pub(crate) fn spawn(
 /// burst's resources built before the streams wake (they take [`Catalog::latest`]). While no
 /// stream runs nothing is built: the first request of a stream builds what it needs. A build
 /// that fails (a bug: it panicked) wakes nobody, so that no stream takes the old snapshot for
-/// the new one; it is counted and tried again after [`RETRY`], doubling up to [`RETRY_MAX`],
-/// as long as no new change comes (which starts a build of its own).
+/// the new one; it is tried again after [`RETRY`], doubling up to [`RETRY_MAX`], as long as
+/// no new change comes (which starts a build of its own). A stream whose request's build
+/// failed tells the pump ([`Catalog::retry`]), which builds and wakes it.
 async fn pump(shared: Arc<NodeState>, catalog: Arc<Catalog>, changes_tx: watch::Sender<u64>) {
     let mut changes = shared.routing_changes();
     let mut retry: Option<Duration> = None;
     loop {
-        if let Some(wait) = retry {
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => return,
-                changed = changes.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(wait) => {}
+        let wait = async {
+            match retry {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
             }
-        } else {
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => return,
-                changed = changes.changed() => if changed.is_err() { return },
-            }
+        };
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+            () = wait => {}
+            // A stream's request failed to build: it waits for this pump's build.
+            () = catalog.retry.notified() => {}
         }
         // Gathers the rest of a burst: the writes of one heartbeat storm or gossip round.
         tokio::time::sleep(COALESCE).await;
         let generation = *changes.borrow_and_update();
         if catalog.read() && catalog.at_least(&shared, generation, true).await.is_err() {
-            shared.metrics.xds_build_failures.inc();
             retry = Some(retry.map_or(RETRY, |r| (r * 2).min(RETRY_MAX)));
             continue;
         }
@@ -201,6 +202,42 @@ mod tests {
         beat(&shared, "10.0.0.3");
         changes_rx.changed().await.unwrap();
         assert!(Arc::ptr_eq(&catalog.latest(), &built), "none runs any more");
+        shared.shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_build_failed_is_woken_by_the_pumps_build() {
+        let shared = node();
+        let catalog = Arc::new(Catalog::default());
+        let _reader = catalog.reader();
+        let (changes_tx, mut changes_rx) = watch::channel(0u64);
+        tokio::spawn(pump(shared.clone(), catalog.clone(), changes_tx));
+        tokio::task::yield_now().await;
+        catalog.fail.store(1, Ordering::Relaxed);
+        let web = ServiceName::parse("web").unwrap();
+        let registration = Registration {
+            ip: None,
+            port: Port::new(80).unwrap(),
+            revision: Revision::parse("r1").unwrap(),
+            service_repo_name: RepoName::empty(),
+            tags: Tags::default(),
+            ttl: Some(600),
+            status: HostStatus::Up,
+            auto_ip: false,
+        };
+        let now = crate::state::now();
+        let ip = "10.0.0.1".parse().unwrap();
+        shared
+            .registry
+            .heartbeat(&web, ip, &registration, now)
+            .unwrap();
+        // Not published: only the request knows of it, as a request that follows a write
+        // may, before the pump's burst ends.
+        let generation = shared.routing_generation();
+        assert!(catalog.at_least(&shared, generation, false).await.is_err());
+        changes_rx.changed().await.unwrap();
+        assert_eq!(catalog.latest().all(Kind::Endpoints).len(), 1);
+        assert_eq!(shared.metrics.xds_build_failures.get(), 1);
         shared.shutdown.cancel();
     }
 

@@ -239,6 +239,8 @@ pub(crate) struct Catalog {
     /// The routing generation whose build failed last, if the builds since have failed too:
     /// requests do not build it again (each would fail alike); the pump retries it.
     failed: Mutex<Option<u64>>,
+    /// Told when a request's build failed: the pump builds again, and wakes the streams.
+    pub(crate) retry: tokio::sync::Notify,
     /// Builds that fail from now on, in tests.
     #[cfg(test)]
     pub(crate) fail: AtomicUsize,
@@ -251,6 +253,7 @@ impl Default for Catalog {
             building: tokio::sync::Mutex::new(()),
             readers: AtomicUsize::new(0),
             failed: Mutex::new(None),
+            retry: tokio::sync::Notify::new(),
             #[cfg(test)]
             fail: AtomicUsize::new(0),
         }
@@ -293,7 +296,9 @@ impl Catalog {
     /// it does, else one built now (on a blocking thread: the first build of a large registry
     /// encodes every host) at the node's current generation. A stream's request asks with
     /// `retry` false: when the last build failed at `generation` or later, it is not tried
-    /// again for every request (the pump retries it, and wakes the streams once it succeeds).
+    /// again for every request; the pump retries it (told by [`Catalog::retry`] when a
+    /// request's build failed) and wakes the streams once it succeeds. Failures are counted
+    /// in `discovery_xds_build_failures_total`.
     pub(crate) async fn at_least(
         &self,
         shared: &Arc<NodeState>,
@@ -338,7 +343,11 @@ impl Catalog {
             }
             Err(e) => {
                 *failed = Some(generation);
+                shared.metrics.xds_build_failures.inc();
                 tracing::error!(error = %e, generation, "building the xDS resources failed");
+                if !retry {
+                    self.retry.notify_one();
+                }
                 Err(BuildFailed)
             }
         }
@@ -590,6 +599,10 @@ mod tests {
         // The next build would succeed: a request does not start it.
         assert!(catalog.at_least(&shared, generation, false).await.is_err());
         assert!(catalog.latest().all(Kind::Endpoints).is_empty());
+        assert_eq!(shared.metrics.xds_build_failures.get(), 1);
+        tokio::time::timeout(std::time::Duration::from_secs(1), catalog.retry.notified())
+            .await
+            .expect("the pump is told to build again");
         let retried = catalog.at_least(&shared, generation, true).await.unwrap();
         assert_eq!(names(&retried, Kind::Endpoints), ["web"]);
 

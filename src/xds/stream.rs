@@ -265,12 +265,15 @@ impl<R: Send + 'static> Task<R> {
             // A change's wake-up comes with its snapshot built. A request is answered with
             // every change before it, such as the write its client just made: a change not yet
             // through the pump is built now (once, for every stream that asks meanwhile).
-            // If that build fails, the latest snapshot answers (the pump builds again and
-            // wakes the stream once it succeeds).
+            // If that build fails, the request waits (still pending) for the pump's build,
+            // which wakes the stream: an older snapshot, or the empty one before any build,
+            // would answer without changes the client may have made, or with nothing.
             let snapshot = if asked {
                 let generation = shared.routing_generation();
-                let built = self.catalog.at_least(&shared, generation, false).await;
-                built.unwrap_or_else(|_| self.catalog.latest())
+                match self.catalog.at_least(&shared, generation, false).await {
+                    Ok(snapshot) => snapshot,
+                    Err(_) => continue,
+                }
             } else {
                 self.catalog.latest()
             };
