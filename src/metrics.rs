@@ -295,6 +295,8 @@ pub(crate) struct Metrics {
     pub(crate) xds_streams: Gauge,
     /// xDS responses sent, accepted and rejected, by resource type.
     xds_messages: Family<XdsLabels, Counter>,
+    /// Builds of the xDS resources that failed (each is retried).
+    pub(crate) xds_build_failures: Counter,
 }
 
 impl RefusedMessage {
@@ -470,6 +472,12 @@ impl Metrics {
         );
         let xds_streams = Gauge::default();
         registry.register("xds_streams", "Open xDS streams", xds_streams.clone());
+        let xds_build_failures = Counter::default();
+        registry.register(
+            "xds_build_failures",
+            "Builds of the xDS resources that failed (a bug; each is retried)",
+            xds_build_failures.clone(),
+        );
         let xds_messages = Family::<XdsLabels, Counter>::default();
         registry.register(
             "xds_messages",
@@ -552,6 +560,7 @@ impl Metrics {
             gossip_messages_refused,
             xds_streams,
             xds_messages,
+            xds_build_failures,
         }
     }
 

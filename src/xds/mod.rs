@@ -107,30 +107,163 @@ pub(crate) fn spawn(
 }
 
 /// Turns the change hub's counter into the streams' wake-up signal, one per burst, with the
-/// burst's resources built before the streams wake (they take [`Catalog::latest`]).
+/// burst's resources built before the streams wake (they take [`Catalog::latest`]). While no
+/// stream runs nothing is built: the first request of a stream builds what it needs. A build
+/// that fails (a bug: it panicked) wakes nobody, so that no stream takes the old snapshot for
+/// the new one; it is tried again after [`RETRY`], doubling up to [`RETRY_MAX`], as long as
+/// no new change comes (which starts a build of its own). A stream whose request's build
+/// failed tells the pump ([`Catalog::retry`]), which builds and wakes it.
 async fn pump(shared: Arc<NodeState>, catalog: Arc<Catalog>, changes_tx: watch::Sender<u64>) {
     let mut changes = shared.routing_changes();
+    let mut retry: Option<Duration> = None;
     loop {
+        let wait = async {
+            match retry {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
+            () = wait => {}
+            // A stream's request failed to build: it waits for this pump's build.
+            () = catalog.retry.notified() => {}
         }
         // Gathers the rest of a burst: the writes of one heartbeat storm or gossip round.
         tokio::time::sleep(COALESCE).await;
         let generation = *changes.borrow_and_update();
-        catalog.at_least(&shared, generation).await;
+        if catalog.read() && catalog.at_least(&shared, generation, true).await.is_err() {
+            retry = Some(retry.map_or(RETRY, |r| (r * 2).min(RETRY_MAX)));
+            continue;
+        }
+        retry = None;
         changes_tx.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
+/// How long the pump waits before building again after a build failed; doubled per failure.
+const RETRY: Duration = Duration::from_millis(100);
+/// The longest wait between two builds after failures.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use discovery_api::{HostStatus, Port, Registration, RepoName, Revision, ServiceName, Tags};
+
+    use super::resources::{Kind, Source};
     use super::*;
+
+    fn beat(shared: &NodeState, ip: &str) {
+        let registration = Registration {
+            ip: None,
+            port: Port::new(80).unwrap(),
+            revision: Revision::parse("r1").unwrap(),
+            service_repo_name: RepoName::empty(),
+            tags: Tags::default(),
+            ttl: Some(600),
+            status: HostStatus::Up,
+            auto_ip: false,
+        };
+        let web = ServiceName::parse("web").unwrap();
+        let now = crate::state::now();
+        shared
+            .registry
+            .heartbeat(&web, ip.parse().unwrap(), &registration, now)
+            .unwrap();
+        shared.poke();
+    }
+
+    fn node() -> Arc<NodeState> {
+        let config = crate::config::config(&["--node-id", "n1"]).unwrap();
+        Arc::new(NodeState::new(config))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_built_while_no_stream_runs() {
+        let shared = node();
+        let catalog = Arc::new(Catalog::default());
+        let (changes_tx, mut changes_rx) = watch::channel(0u64);
+        tokio::spawn(pump(shared.clone(), catalog.clone(), changes_tx));
+        tokio::task::yield_now().await;
+        beat(&shared, "10.0.0.1");
+        changes_rx.changed().await.unwrap();
+        let latest = catalog.latest();
+        assert!(latest.all(Kind::Endpoints).is_empty(), "no service encoded");
+
+        let reader = catalog.reader();
+        beat(&shared, "10.0.0.2");
+        changes_rx.changed().await.unwrap();
+        let built = catalog.latest();
+        assert_eq!(built.all(Kind::Endpoints).len(), 1, "a stream runs: built");
+        drop(reader);
+        beat(&shared, "10.0.0.3");
+        changes_rx.changed().await.unwrap();
+        assert!(Arc::ptr_eq(&catalog.latest(), &built), "none runs any more");
+        shared.shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_build_failed_is_woken_by_the_pumps_build() {
+        let shared = node();
+        let catalog = Arc::new(Catalog::default());
+        let _reader = catalog.reader();
+        let (changes_tx, mut changes_rx) = watch::channel(0u64);
+        tokio::spawn(pump(shared.clone(), catalog.clone(), changes_tx));
+        tokio::task::yield_now().await;
+        catalog.fail.store(1, Ordering::Relaxed);
+        let web = ServiceName::parse("web").unwrap();
+        let registration = Registration {
+            ip: None,
+            port: Port::new(80).unwrap(),
+            revision: Revision::parse("r1").unwrap(),
+            service_repo_name: RepoName::empty(),
+            tags: Tags::default(),
+            ttl: Some(600),
+            status: HostStatus::Up,
+            auto_ip: false,
+        };
+        let now = crate::state::now();
+        let ip = "10.0.0.1".parse().unwrap();
+        shared
+            .registry
+            .heartbeat(&web, ip, &registration, now)
+            .unwrap();
+        // Not published: only the request knows of it, as a request that follows a write
+        // may, before the pump's burst ends.
+        let generation = shared.routing_generation();
+        assert!(catalog.at_least(&shared, generation, false).await.is_err());
+        changes_rx.changed().await.unwrap();
+        assert_eq!(catalog.latest().all(Kind::Endpoints).len(), 1);
+        assert_eq!(shared.metrics.xds_build_failures.get(), 1);
+        shared.shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_build_wakes_no_stream_and_is_counted_and_retried() {
+        let shared = node();
+        let catalog = Arc::new(Catalog::default());
+        let _reader = catalog.reader();
+        let (changes_tx, mut changes_rx) = watch::channel(0u64);
+        tokio::spawn(pump(shared.clone(), catalog.clone(), changes_tx));
+        tokio::task::yield_now().await;
+        catalog.fail.store(3, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        beat(&shared, "10.0.0.1");
+        changes_rx.changed().await.unwrap();
+        // Woken only once the change is built: after 3 failures, 100 + 200 + 400 ms apart.
+        assert_eq!(catalog.latest().all(Kind::Endpoints).len(), 1);
+        assert_eq!(shared.metrics.xds_build_failures.get(), 3);
+        assert!(start.elapsed() >= RETRY * 7, "{:?}", start.elapsed());
+        assert_eq!(*changes_rx.borrow_and_update(), 1, "one wake-up");
+        shared.shutdown.cancel();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_changes_wakes_streams_once() {
-        let config = crate::config::config(&["--node-id", "n1"]).unwrap();
-        let shared = Arc::new(NodeState::new(config));
+        let shared = node();
         let (changes_tx, mut changes_rx) = watch::channel(0u64);
         tokio::spawn(pump(shared.clone(), Arc::default(), changes_tx));
         tokio::task::yield_now().await;

@@ -144,15 +144,16 @@ impl Subscription {
                 out.push(r);
             }
         }
-        if keep {
+        // Without a wildcard, the names cover what is held and came out in order, once each.
+        if keep && self.wildcard {
             let mut in_all = Cursor::new(all);
-            for r in held.iter().filter(|r| self.covers(&r.name)) {
+            for r in held {
                 if in_all.find(&r.name).is_none() {
                     out.push(r.clone());
                 }
             }
         }
-        if out.len() > all.len() {
+        if self.wildcard && out.len() > all.len() {
             out.sort_by(|a, b| a.name.cmp(&b.name));
             out.dedup_by(|a, b| a.name == b.name);
         }
@@ -270,8 +271,12 @@ struct TypeState {
     sent: Sent,
     /// SotW: the version the client said it has when it (re)connected.
     client_version: String,
-    /// SotW: the resources in the latest response, sorted by name.
-    sent_resources: Vec<Arc<Resource>>,
+    /// The listeners and clusters the client holds, sorted by name (SotW: those of the
+    /// latest response; delta: those `known` at their version). They depend on their name
+    /// only, so each wake reuses them instead of building one per name, hosts or not; and
+    /// they are never deleted (see the module docs). Endpoints are not kept: they are
+    /// looked up in the snapshot, and a snapshot's must not outlive it here.
+    held: Vec<Arc<Resource>>,
     /// Delta: what the client holds, name to version, counting what was sent as held...
     known: BTreeMap<String, String>,
     /// ...until a NACK says otherwise: the entries of `known` as they were before the
@@ -359,7 +364,7 @@ impl Sotw {
         } = &mut self.0;
         *pending = false;
         for (kind, state) in types {
-            let resources = state.sub.resources(*kind, source, &state.sent_resources);
+            let resources = state.sub.resources(*kind, source, &state.held);
             let version = resources.version();
             let current = state
                 .sent
@@ -379,7 +384,9 @@ impl Sotw {
                 type_url: kind.url(),
                 nonce: state.sent.nonce.clone(),
             });
-            state.sent_resources = resources.0;
+            if *kind != Kind::Endpoints {
+                state.held = resources.0;
+            }
         }
         out
     }
@@ -457,55 +464,81 @@ impl Delta {
         } = &mut self.0;
         *pending = false;
         for (kind, state) in types {
-            // What the client holds is in `known` by version; listeners and clusters it holds
-            // are never removed (see the module docs) and, depending on their name only, never
-            // change: those the registry no longer has need no look-up.
-            let resources = state.sub.resources(*kind, source, &[]);
-            let changed: Vec<&Arc<Resource>> = resources
-                .0
-                .iter()
-                .filter(|r| state.known.get(&r.name) != Some(&r.version))
-                .collect();
-            let removed: Vec<String> = match kind {
-                Kind::Endpoints => {
-                    let mut now = Cursor::new(&resources.0);
-                    let known = state.known.keys();
-                    known
-                        .filter(|name| now.find(name).is_none())
-                        .cloned()
-                        .collect()
-                }
-                Kind::Listener | Kind::Cluster => Vec::new(),
-            };
-            if changed.is_empty() && removed.is_empty() {
-                continue;
-            }
-            let version = resources.version();
-            if state.sent.nacked.as_deref() == Some(&version) {
-                continue;
-            }
-            *nonce += 1;
-            state.sent.nonce = nonce.to_string();
-            state.sent.answered = false;
-            let response = DeltaResponse {
-                system_version_info: version.clone(),
-                resources: changed.iter().map(|r| Arc::clone(r)).collect(),
-                type_url: kind.url(),
-                removed_resources: removed.clone(),
-                nonce: state.sent.nonce.clone(),
-            };
-            for r in changed {
-                let before = state.known.insert(r.name.clone(), r.version.clone());
-                state.unacked.entry(r.name.clone()).or_insert(before);
-            }
-            for name in &removed {
-                let before = state.known.remove(name);
-                state.unacked.entry(name.clone()).or_insert(before);
-            }
-            state.sent.version = Some(version);
-            out.push(response);
+            // What the client holds is in `known` by version; the listeners and clusters it
+            // holds, in `held`, are never removed (see the module docs) and, depending on
+            // their name only, never change: they are taken as they are, not built again.
+            let resources = state.sub.resources(*kind, source, &state.held);
+            out.extend(Self::response(*kind, state, nonce, resources));
         }
         out
+    }
+
+    /// The response of one type, if there is anything to send; counts what it sends as held.
+    fn response(
+        kind: Kind,
+        state: &mut TypeState,
+        nonce: &mut u64,
+        resources: Resources,
+    ) -> Option<DeltaResponse> {
+        let keep = kind != Kind::Endpoints;
+        let changed: Vec<&Arc<Resource>> = resources
+            .0
+            .iter()
+            .filter(|r| state.known.get(&r.name) != Some(&r.version))
+            .collect();
+        let removed: Vec<String> = match kind {
+            Kind::Endpoints => {
+                let mut now = Cursor::new(&resources.0);
+                let known = state.known.keys();
+                known
+                    .filter(|name| now.find(name).is_none())
+                    .cloned()
+                    .collect()
+            }
+            Kind::Listener | Kind::Cluster => Vec::new(),
+        };
+        if changed.is_empty() && removed.is_empty() {
+            if keep {
+                // All held at their version.
+                state.held = resources.0;
+            }
+            return None;
+        }
+        let version = resources.version();
+        if state.sent.nacked.as_deref() == Some(&version) {
+            if keep {
+                let known = &state.known;
+                let held = resources.0.into_iter();
+                state.held = held
+                    .filter(|r| known.get(&r.name) == Some(&r.version))
+                    .collect();
+            }
+            return None;
+        }
+        *nonce += 1;
+        state.sent.nonce = nonce.to_string();
+        state.sent.answered = false;
+        let response = DeltaResponse {
+            system_version_info: version.clone(),
+            resources: changed.iter().map(|r| Arc::clone(r)).collect(),
+            type_url: kind.url(),
+            removed_resources: removed.clone(),
+            nonce: state.sent.nonce.clone(),
+        };
+        for r in changed {
+            let before = state.known.insert(r.name.clone(), r.version.clone());
+            state.unacked.entry(r.name.clone()).or_insert(before);
+        }
+        for name in &removed {
+            let before = state.known.remove(name);
+            state.unacked.entry(name.clone()).or_insert(before);
+        }
+        state.sent.version = Some(version);
+        if keep {
+            // Sent or held already: all held at their version now.
+            state.held = resources.0;
+        }
+        Some(response)
     }
 
     /// See [`Types::pending`].
@@ -535,6 +568,8 @@ mod tests {
     struct Fixed {
         versions: BTreeMap<String, String>,
         all: [Vec<Arc<Resource>>; 3],
+        /// Resources built by `resource`: what a snapshot builds for a name without hosts.
+        built: std::cell::Cell<usize>,
     }
 
     impl Fixed {
@@ -581,6 +616,7 @@ mod tests {
                 type_url: kind.url().into(),
                 value: format!("{name}@{version}").into_bytes(),
             };
+            self.built.set(self.built.get() + 1);
             Some(Arc::new(Resource::new(name.into(), version.clone(), &any)))
         }
     }
@@ -741,6 +777,58 @@ mod tests {
         b.request(Kind::Endpoints, &sotw_req(&["web"], &version, ""))
             .unwrap();
         assert!(b.responses(&src).is_empty());
+    }
+
+    #[test]
+    fn listeners_and_clusters_of_names_without_hosts_are_built_once_per_stream_not_per_wake() {
+        let ghosts: Vec<String> = (0..100).map(|i| format!("ghost-{i:03}")).collect();
+        let ghosts: Vec<&str> = ghosts.iter().map(String::as_str).collect();
+        for kind in [Kind::Listener, Kind::Cluster] {
+            let mut src = Fixed::default();
+            let mut d = Delta::default();
+            let mut req = delta_req(&ghosts, &[], "");
+            req.type_url = kind.url().into();
+            d.request(kind, &req).unwrap();
+            let mut s = Sotw::default();
+            let mut req = sotw_req(&ghosts, "", "");
+            req.type_url = kind.url().into();
+            s.request(kind, &req).unwrap();
+
+            let before = src.built.get();
+            assert_eq!(d.responses(&src)[0].resources.len(), 100);
+            assert_eq!(s.responses(&src)[0].resources.len(), 100);
+            assert_eq!(
+                src.built.get() - before,
+                200,
+                "each stream builds each name once"
+            );
+
+            // Changes of other services wake the streams: what they hold is not built again.
+            for version in ["1", "2", "3"] {
+                src.set("web", version);
+                let before = src.built.get();
+                assert!(d.responses(&src).is_empty());
+                assert!(s.responses(&src).is_empty());
+                assert_eq!(src.built.get(), before, "held, not built again");
+            }
+        }
+    }
+
+    #[test]
+    fn only_listeners_and_clusters_are_kept_per_stream() {
+        let mut src = Fixed::default();
+        src.set("web", "1");
+        let mut s = Sotw::default();
+        for kind in [Kind::Listener, Kind::Cluster, Kind::Endpoints] {
+            let mut req = sotw_req(&["web"], "", "");
+            req.type_url = kind.url().into();
+            s.request(kind, &req).unwrap();
+        }
+        assert_eq!(s.responses(&src).len(), 3);
+        let held = |kind| s.0.types[&kind].held.len();
+        assert_eq!(held(Kind::Listener), 1);
+        assert_eq!(held(Kind::Cluster), 1);
+        assert_eq!(held(Kind::Endpoints), 0, "endpoints are the snapshot's");
     }
 
     #[test]

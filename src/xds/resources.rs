@@ -13,14 +13,17 @@
 //! it could still make with the endpoints it holds.
 //!
 //! Streams do not read the registry: they read a [`Snapshot`], every service's resources
-//! encoded once per routing generation and shared through `Arc`s. The pump builds one per burst
-//! of changes before it wakes the streams ([`Catalog::at_least`]); a request that needs a newer
-//! one (it follows a write) waits for that build instead of starting its own. A build costs a
+//! encoded once per routing generation and shared through `Arc`s. While any stream runs, the
+//! pump builds one per burst of changes before it wakes the streams ([`Catalog::at_least`]);
+//! while none does, nothing is built (a node nobody reads xDS from pays nothing for it). A
+//! request that needs a newer one (it follows a write, or is a stream's first) waits for that
+//! build instead of starting its own. A build costs a
 //! lookup per service plus the encoding of the services whose content changed, however many
 //! streams watch them; each stream then only picks what it subscribed to and compares versions.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -230,6 +233,17 @@ pub(crate) struct Catalog {
     /// Held while building: callers that need a newer snapshot wait for the build under way
     /// rather than starting their own.
     building: tokio::sync::Mutex<()>,
+    /// Streams running: while there are none, the pump builds nothing (a node nobody reads
+    /// xDS from pays nothing for it); a stream's first request builds what it needs.
+    readers: AtomicUsize,
+    /// The routing generation whose build failed last, if the builds since have failed too:
+    /// requests do not build it again (each would fail alike); the pump retries it.
+    failed: Mutex<Option<u64>>,
+    /// Told when a request's build failed: the pump builds again, and wakes the streams.
+    pub(crate) retry: tokio::sync::Notify,
+    /// Builds that fail from now on, in tests.
+    #[cfg(test)]
+    pub(crate) fail: AtomicUsize,
 }
 
 impl Default for Catalog {
@@ -237,7 +251,27 @@ impl Default for Catalog {
         Catalog {
             latest: ArcSwap::from_pointee(Snapshot::empty()),
             building: tokio::sync::Mutex::new(()),
+            readers: AtomicUsize::new(0),
+            failed: Mutex::new(None),
+            retry: tokio::sync::Notify::new(),
+            #[cfg(test)]
+            fail: AtomicUsize::new(0),
         }
+    }
+}
+
+/// A build of the resources that did not complete (it panicked): a bug, logged where it
+/// happened; the previous snapshot stays the latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("building the xDS resources failed")]
+pub(crate) struct BuildFailed;
+
+/// A running stream, counted in [`Catalog::readers`] until dropped.
+pub(crate) struct Reader(Arc<Catalog>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.readers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -247,36 +281,74 @@ impl Catalog {
         self.latest.load_full()
     }
 
+    /// Counts a stream as running until the returned guard drops.
+    pub(crate) fn reader(self: &Arc<Self>) -> Reader {
+        self.readers.fetch_add(1, Ordering::Relaxed);
+        Reader(self.clone())
+    }
+
+    /// Whether any stream is running.
+    pub(crate) fn read(&self) -> bool {
+        self.readers.load(Ordering::Relaxed) > 0
+    }
+
     /// A snapshot that holds every change up to routing generation `generation`: the latest if
     /// it does, else one built now (on a blocking thread: the first build of a large registry
-    /// encodes every host) at the node's current generation.
-    pub(crate) async fn at_least(&self, shared: &Arc<NodeState>, generation: u64) -> Arc<Snapshot> {
+    /// encodes every host) at the node's current generation. A stream's request asks with
+    /// `retry` false: when the last build failed at `generation` or later, it is not tried
+    /// again for every request; the pump retries it (told by [`Catalog::retry`] when a
+    /// request's build failed) and wakes the streams once it succeeds. Failures are counted
+    /// in `discovery_xds_build_failures_total`.
+    pub(crate) async fn at_least(
+        &self,
+        shared: &Arc<NodeState>,
+        generation: u64,
+        retry: bool,
+    ) -> Result<Arc<Snapshot>, BuildFailed> {
         let fresh = |s: &Snapshot| s.generation.is_some_and(|g| g >= generation);
         let latest = self.latest();
         if fresh(&latest) {
-            return latest;
+            return Ok(latest);
         }
         let _building = self.building.lock().await;
         let latest = self.latest();
         if fresh(&latest) {
-            return latest;
+            return Ok(latest);
+        }
+        let failed = *self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if !retry && failed.is_some_and(|g| g >= generation) {
+            return Err(BuildFailed);
         }
         let state = shared.clone();
         let before = latest.clone();
+        let generation = state.routing_generation();
+        #[cfg(test)]
+        let fail = self
+            .fail
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
         let built = tokio::task::spawn_blocking(move || {
-            let generation = state.routing_generation();
+            #[cfg(test)]
+            assert!(!fail, "a build made to fail");
             Snapshot::build(&before, &state.registry, now(), generation)
         })
         .await;
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
         match built {
             Ok(snapshot) => {
+                *failed = None;
                 let snapshot = Arc::new(snapshot);
                 self.latest.store(snapshot.clone());
-                snapshot
+                Ok(snapshot)
             }
             Err(e) => {
-                tracing::error!(error = %e, "building the xDS resources failed; serving the previous ones");
-                latest
+                *failed = Some(generation);
+                shared.metrics.xds_build_failures.inc();
+                tracing::error!(error = %e, generation, "building the xDS resources failed");
+                if !retry {
+                    self.retry.notify_one();
+                }
+                Err(BuildFailed)
             }
         }
     }
@@ -479,9 +551,15 @@ mod tests {
         let config = crate::config::config(&["--node-id", "n1"]).unwrap();
         let shared = Arc::new(NodeState::new(config));
         let catalog = Catalog::default();
-        let empty = catalog.at_least(&shared, shared.routing_generation()).await;
+        let empty = catalog
+            .at_least(&shared, shared.routing_generation(), false)
+            .await
+            .unwrap();
         assert!(empty.all(Kind::Endpoints).is_empty());
-        let again = catalog.at_least(&shared, shared.routing_generation()).await;
+        let again = catalog
+            .at_least(&shared, shared.routing_generation(), false)
+            .await
+            .unwrap();
         assert!(
             Arc::ptr_eq(&empty, &again),
             "the same generation: not built again"
@@ -494,12 +572,51 @@ mod tests {
             Arc::ptr_eq(&catalog.latest(), &empty),
             "built only when asked"
         );
-        let fresh = catalog.at_least(&shared, shared.routing_generation()).await;
+        let fresh = catalog
+            .at_least(&shared, shared.routing_generation(), false)
+            .await
+            .unwrap();
         assert_eq!(names(&fresh, Kind::Endpoints), ["web"]);
         assert!(Arc::ptr_eq(&catalog.latest(), &fresh));
         // An older generation is served by the newest snapshot.
-        let old = catalog.at_least(&shared, 0).await;
+        let old = catalog.at_least(&shared, 0, false).await.unwrap();
         assert!(Arc::ptr_eq(&old, &fresh));
+    }
+
+    #[tokio::test]
+    async fn a_failed_build_is_not_tried_again_per_request_only_by_the_pump() {
+        let config = crate::config::config(&["--node-id", "n1"]).unwrap();
+        let shared = Arc::new(NodeState::new(config));
+        let catalog = Catalog::default();
+        catalog.fail.store(1, Ordering::Relaxed);
+        beat(&shared.registry, "web", "10.0.0.1", "r1");
+        shared.poke();
+        let generation = shared.routing_generation();
+        assert_eq!(
+            catalog.at_least(&shared, generation, false).await.err(),
+            Some(BuildFailed)
+        );
+        // The next build would succeed: a request does not start it.
+        assert!(catalog.at_least(&shared, generation, false).await.is_err());
+        assert!(catalog.latest().all(Kind::Endpoints).is_empty());
+        assert_eq!(shared.metrics.xds_build_failures.get(), 1);
+        tokio::time::timeout(std::time::Duration::from_secs(1), catalog.retry.notified())
+            .await
+            .expect("the pump is told to build again");
+        let retried = catalog.at_least(&shared, generation, true).await.unwrap();
+        assert_eq!(names(&retried, Kind::Endpoints), ["web"]);
+
+        // A newer change is built for a request again.
+        catalog.fail.store(1, Ordering::Relaxed);
+        beat(&shared.registry, "db", "10.0.0.2", "r1");
+        shared.poke();
+        let generation = shared.routing_generation();
+        assert!(catalog.at_least(&shared, generation, false).await.is_err());
+        beat(&shared.registry, "db", "10.0.0.3", "r1");
+        shared.poke();
+        let generation = shared.routing_generation();
+        let built = catalog.at_least(&shared, generation, false).await.unwrap();
+        assert_eq!(names(&built, Kind::Endpoints), ["db", "web"]);
     }
 
     fn names(s: &Snapshot, kind: Kind) -> Vec<&str> {

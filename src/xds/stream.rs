@@ -206,6 +206,7 @@ impl<R: Send + 'static> Task<R> {
             .open(peer.clone(), self.protocol, rfc3339(now()));
         shared.metrics.xds_streams.inc();
         let mut state = P::default();
+        let _reader = self.catalog.reader();
         let mut node_id = None;
         let mut pace = Pace::new(tokio::time::Instant::now());
         // Made once: every stream waits on the same token, and a wait made anew each turn of
@@ -264,13 +265,21 @@ impl<R: Send + 'static> Task<R> {
             // A change's wake-up comes with its snapshot built. A request is answered with
             // every change before it, such as the write its client just made: a change not yet
             // through the pump is built now (once, for every stream that asks meanwhile).
+            // If that build fails, the request waits (still pending) for the pump's build,
+            // which wakes the stream: an older snapshot, or the empty one before any build,
+            // would answer without changes the client may have made, or with nothing.
             let snapshot = if asked {
                 let generation = shared.routing_generation();
-                self.catalog.at_least(&shared, generation).await
+                match self.catalog.at_least(&shared, generation, false).await {
+                    Ok(snapshot) => snapshot,
+                    Err(_) => continue,
+                }
             } else {
                 self.catalog.latest()
             };
             let responses = state.responses(&*snapshot);
+            // Not held while waiting on a slow client: a newer one may replace it meanwhile.
+            drop(snapshot);
             if responses.is_empty() {
                 continue;
             }
