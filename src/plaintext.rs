@@ -293,18 +293,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_plaintext_grpc_call_gets_a_trailers_only_unavailable_with_the_reason() {
-        let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let refused = tokio::spawn(refuse_grpc(server));
-        client.write_all(PREFACE).await.unwrap();
-        client.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
-        client
-            .write_all(&frame(HEADERS, 0x4, 1, &[0x83, 0x86]))
-            .await
-            .unwrap();
-        client.shutdown().await.unwrap();
-        let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.unwrap();
-        refused.await.unwrap().unwrap();
+        let answer = answer_after(&frame(SETTINGS, 0, 0, &[])).await;
         assert_eq!(&answer[..9], &frame(SETTINGS, 0, 0, &[])[..]);
         let headers = &answer[9..];
         let length = u32::from_be_bytes([0, headers[0], headers[1], headers[2]]) as usize;

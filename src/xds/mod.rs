@@ -156,7 +156,8 @@ mod tests {
     use super::resources::{Kind, Source};
     use super::*;
 
-    fn beat(shared: &NodeState, ip: &str) {
+    /// A heartbeat of `web` from `ip`, not yet published to the pump.
+    fn record(shared: &NodeState, ip: &str) {
         let registration = Registration {
             ip: None,
             port: Port::new(80).unwrap(),
@@ -173,6 +174,11 @@ mod tests {
             .registry
             .heartbeat(&web, ip.parse().unwrap(), &registration, now)
             .unwrap();
+    }
+
+    /// A heartbeat of `web` from `ip`, published as a write's is.
+    fn beat(shared: &NodeState, ip: &str) {
+        record(shared, ip);
         shared.poke();
     }
 
@@ -214,23 +220,7 @@ mod tests {
         tokio::spawn(pump(shared.clone(), catalog.clone(), changes_tx));
         tokio::task::yield_now().await;
         catalog.fail.store(1, Ordering::Relaxed);
-        let web = ServiceName::parse("web").unwrap();
-        let registration = Registration {
-            ip: None,
-            port: Port::new(80).unwrap(),
-            revision: Revision::parse("r1").unwrap(),
-            service_repo_name: RepoName::empty(),
-            tags: Tags::default(),
-            ttl: Some(600),
-            status: HostStatus::Up,
-            auto_ip: false,
-        };
-        let now = crate::state::now();
-        let ip = "10.0.0.1".parse().unwrap();
-        shared
-            .registry
-            .heartbeat(&web, ip, &registration, now)
-            .unwrap();
+        record(&shared, "10.0.0.1");
         // Not published: only the request knows of it, as a request that follows a write
         // may, before the pump's burst ends.
         let generation = shared.routing_generation();
