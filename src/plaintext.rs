@@ -3,8 +3,11 @@
 //! on `--listen` gets a 400 saying to use `https://`; plaintext HTTP/2 (gRPC) on
 //! `--xds-listen` gets its first call ended with `UNAVAILABLE` and the reason.
 //!
-//! [`crate::tls`] calls it once a connection's first byte is not a TLS record. It writes a
-//! fixed answer and reads at most a few frames (bounded in bytes and time), then closes.
+//! [`crate::tls`] calls it once a connection's first byte is not a TLS record. The xDS
+//! listener also ends, through [`refuse_call`], the first call of a TLS connection whose
+//! client certificate `all` refuses, with `UNAUTHENTICATED` and the reason. Either way it
+//! writes a fixed answer and reads at most [`PLAINTEXT_FRAMES`] frames and [`PLAINTEXT_READ`]
+//! bytes within a bounded time, then closes.
 
 use std::time::Duration;
 

@@ -23,6 +23,11 @@
 //! with the reason, before any handler; under `peers` the gossip endpoint requires a verified
 //! one ([`gossip_allowed`]) and the rest of the API serves clients without one.
 //!
+//! Each load also verifies the node's own chain with webpki, as its peers and clients will
+//! (a server certificate for a name it holds; a client one too under `--tls-ca`), and
+//! publishes its expiry (`discovery_tls_certificate_not_after_seconds`, warned of within
+//! [`EXPIRY_WARNING_DAYS`] days).
+//!
 //! This module does not parse HTTP or HTTP/2, and owns no route: it only hands the listeners
 //! a stream and each request its [`ClientCert`].
 

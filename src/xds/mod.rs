@@ -12,7 +12,8 @@
 //!
 //! Changes reach streams through one signal: the change hub's counter, which [`pump`]
 //! coalesces (a burst of writes within [`COALESCE`] wakes each stream once) after building the
-//! burst's resources once for every stream (a [`resources::Snapshot`]). This layer reads
+//! burst's resources once for every stream (a [`resources::Snapshot`]; nothing is built while
+//! no stream runs, and a failed build wakes no stream and is retried). This layer reads
 //! `NodeState` like the HTTP layer does and never talks to gossip or HTTP.
 
 pub(crate) mod clients;
