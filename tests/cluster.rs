@@ -591,6 +591,28 @@ fn nodes_sharing_one_peer_list_with_their_own_advertised_address_list_the_others
     rows_stay(&nodes[0], &others(0));
 }
 
+/// An `--advertise` that names another node by mistake (that node is also in `--peers`)
+/// hides nothing: the node gossips with that peer, lists it, and warns that its advertised
+/// address reaches another node.
+#[test]
+fn an_advertise_that_names_a_peer_keeps_the_peer_and_is_warned_of() {
+    let interval = ["--gossip-interval", "200ms"];
+    let b = Node::start(&[&["--node-id", "b"][..], &interval].concat());
+    let (a, logs) = Node::start_logged(
+        &[
+            &["--node-id", "a", "--advertise", &b.url, "--peers", &b.url][..],
+            &interval,
+        ]
+        .concat(),
+    );
+    wait_until("a lists b alive", WAIT, || {
+        peer_rows(&a).0 == [(b.url.clone(), "alive".to_owned())]
+    });
+    wait_until("a warns of its --advertise", WAIT, || {
+        logs.contains("this node's --advertise address reaches another node")
+    });
+}
+
 /// The ok rounds a node has made.
 fn ok_rounds(node: &Node) -> f64 {
     common::metric(node, "discovery_gossip_rounds_total{kind=\"ok\"}").unwrap_or(0.0)
