@@ -3,7 +3,8 @@
 //! `accept` (out of file descriptors) backs off instead of spinning.
 //!
 //! It hands out a connection with its permit; what is served on it, and for how long, is the
-//! caller's business. It must not read from the socket.
+//! caller's business, but for the write timeout both listeners put on it
+//! ([`with_write_timeout`]). It must not read from the socket.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,4 +110,17 @@ impl Acceptor {
 
 fn now_secs() -> u64 {
     now() / 1_000_000
+}
+
+/// A connection whose writes are cut after `timeout` without progress (a client that never
+/// reads), as both listeners serve them. The timeout counts only while a write is pending
+/// (the socket's send buffer is full) and costs a flag test per write otherwise. Boxed once
+/// per connection because it holds a timer and hyper and tonic want an `Unpin` socket.
+pub(crate) fn with_write_timeout(
+    stream: TcpStream,
+    timeout: Duration,
+) -> std::pin::Pin<Box<tokio_io_timeout::TimeoutWriter<TcpStream>>> {
+    let mut stream = tokio_io_timeout::TimeoutWriter::new(stream);
+    stream.set_timeout(Some(timeout));
+    Box::pin(stream)
 }

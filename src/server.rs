@@ -23,11 +23,11 @@ use futures_util::future::Either;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_io_timeout::TimeoutWriter;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::{Acceptor, Port};
+use crate::accept::{with_write_timeout, Acceptor, Port};
 use crate::config::Config;
 use crate::gossip;
 use crate::http;
@@ -248,12 +248,7 @@ async fn accept_loop(
         let shared = shared.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
-            // The timeout counts only while a write is pending (the socket's send buffer is
-            // full), and costs a flag test per write otherwise. Boxed once per connection
-            // because it holds a timer and hyper wants an `Unpin` socket.
-            let mut stream = TimeoutWriter::new(stream);
-            stream.set_timeout(Some(write_timeout));
-            let stream = Box::pin(stream);
+            let stream = with_write_timeout(stream, write_timeout);
             // With TLS, the handshake runs here, in the connection's task, so a slow client
             // never holds up the accept loop; it is bounded by its own timeout.
             let secured = tls::secure(
@@ -304,7 +299,7 @@ async fn accept_loop(
 }
 
 /// Whether a connection ended because a write made no progress for `--write-timeout` (the
-/// `TimedOut` of [`TimeoutWriter`], which hyper passes on as the error's source).
+/// `TimedOut` of [`tokio_io_timeout::TimeoutWriter`], which hyper passes on as the error's source).
 fn is_write_timeout(error: &hyper::Error) -> bool {
     std::error::Error::source(error)
         .and_then(|e| e.downcast_ref::<std::io::Error>())

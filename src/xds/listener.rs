@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::accept::{Acceptor, Io, Port};
+use crate::accept::{with_write_timeout, Acceptor, Io, Port};
 use crate::plaintext::{self, PREFACE};
 use crate::state::NodeState;
 use crate::tls::{self, Identity, Tls};
@@ -85,10 +85,7 @@ pub(crate) fn incoming(
                 // Both bounds count from the accept.
                 let deadline = tokio::time::Instant::now() + preface_timeout;
                 let tcp = stream.connect_info();
-                // As on the HTTP port: the timeout counts only while a write is pending.
-                let mut stream = tokio_io_timeout::TimeoutWriter::new(stream);
-                stream.set_timeout(Some(write_timeout));
-                let stream = Box::pin(stream);
+                let stream = with_write_timeout(stream, write_timeout);
                 let secured = tls::secure(
                     tls.as_ref(),
                     stream,
