@@ -1111,6 +1111,27 @@ mod tests {
         assert!(t.get("https://10.0.0.3:1").is_some());
     }
 
+    /// The one bounded memory behind the misnamed addresses and the aliases
+    /// ([`MAX_MISNAMED`], [`MAX_ALIASES`]): one past the bound forgets the oldest; an entry
+    /// already held is updated in place, forgetting nothing.
+    #[test]
+    fn remembered_addresses_stay_within_their_bound_oldest_forgotten_first() {
+        let mut map = HashMap::new();
+        for (addr, at) in [("a", 3), ("b", 1), ("c", 2)] {
+            remember(&mut map, addr.to_owned(), at, 3, |at| *at);
+        }
+        remember(&mut map, "c".to_owned(), 4, 3, |at| *at);
+        assert_eq!(map.len(), 3, "an update forgets nothing");
+        remember(&mut map, "d".to_owned(), 5, 3, |at| *at);
+        let mut held: Vec<_> = map.into_iter().collect();
+        held.sort();
+        assert_eq!(
+            held,
+            [("a".into(), 3), ("c".into(), 4), ("d".into(), 5)],
+            "one past the bound: the oldest (b) forgotten"
+        );
+    }
+
     #[test]
     fn a_flood_of_misnamed_addresses_is_remembered_within_a_bound() {
         let mut t = PeerTable::new("me", None, &[], 0);
