@@ -812,7 +812,10 @@ impl Presented {
         let Presented::Chain(chain) = self else {
             return Vec::new();
         };
-        let mut expiries: Vec<u64> = chain.iter().filter_map(|c| not_after(c)).collect();
+        let mut expiries: Vec<u64> = chain
+            .iter()
+            .filter_map(|c| u64::try_from(not_after(c).ok()?).ok())
+            .collect();
         expiries.sort_unstable();
         expiries.dedup();
         expiries
@@ -906,82 +909,11 @@ fn passed(expiries: &[u64]) -> usize {
     expiries.partition_point(|&at| at < now)
 }
 
-/// The notAfter of a DER X.509 certificate (RFC 5280 4.1.2.5), in Unix seconds, or `None`
-/// when it does not parse (then webpki refuses the certificate anyway).
-fn not_after(cert: &[u8]) -> Option<u64> {
-    const SEQUENCE: u8 = 0x30;
-    let (cert, _) = der(cert, SEQUENCE)?;
-    let (tbs, _) = der(cert, SEQUENCE)?;
-    let mut rest = tbs;
-    if rest.first() == Some(&0xa0) {
-        rest = der(rest, 0xa0)?.1; // version
-    }
-    rest = der(rest, 0x02)?.1; // serialNumber
-    rest = der(rest, SEQUENCE)?.1; // signature
-    rest = der(rest, SEQUENCE)?.1; // issuer
-    let (validity, _) = der(rest, SEQUENCE)?;
-    let (_, after) = der(validity, *validity.first()?)?; // notBefore
-    let tag = *after.first()?;
-    let (time, _) = der(after, tag)?;
-    unix_seconds(tag, std::str::from_utf8(time).ok()?)
-}
-
-/// One DER element of tag `tag` at the start of `bytes`: its contents, and what follows.
-fn der(bytes: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&first, rest) = bytes.split_first()?;
-    let (&length, mut rest) = rest.split_first()?;
-    if first != tag {
-        return None;
-    }
-    let length = match length {
-        0..=0x7f => usize::from(length),
-        0x81..=0x83 => {
-            let (digits, after) = rest.split_at_checked(usize::from(length & 0x7f))?;
-            rest = after;
-            digits.iter().fold(0, |n, &d| n << 8 | usize::from(d))
-        }
-        _ => return None,
-    };
-    rest.split_at_checked(length)
-}
-
-/// A UTCTime (tag 0x17, `YYMMDDHHMMSSZ`) or GeneralizedTime (0x18, `YYYYMMDDHHMMSSZ`), as
-/// RFC 5280 4.1.2.5 has them, in Unix seconds.
-fn unix_seconds(tag: u8, time: &str) -> Option<u64> {
-    let digits = |range: std::ops::Range<usize>| {
-        let text = time.get(range)?;
-        text.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| text.parse::<u64>().ok())?
-    };
-    let (year, rest) = match (tag, time.len()) {
-        (0x17, 13) => match digits(0..2)? {
-            yy @ 0..50 => (2000 + yy, 2),
-            yy => (1900 + yy, 2),
-        },
-        (0x18, 15) => (digits(0..4)?, 4),
-        _ => return None,
-    };
-    if !time.ends_with('Z') {
-        return None;
-    }
-    let field = |i: usize| digits(rest + i..rest + i + 2);
-    let (month, day) = (field(0)?, field(2)?);
-    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    if year < 1970 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let (era, year_of_era) = (y / 400, y % 400);
-    let day_of_year = (153 * m + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = (era * 146_097 + day_of_era).checked_sub(719_468)?;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+/// The notAfter of a DER X.509 certificate (RFC 5280 4.1.2.5), in Unix seconds.
+fn not_after(cert: &[u8]) -> Result<i64, String> {
+    x509_parser::parse_x509_certificate(cert)
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .map_err(|e| e.to_string())
 }
 
 /// A stream whose first byte can be looked at without taking it.
@@ -1097,11 +1029,9 @@ fn build(files: &TlsFiles, contents: &Snapshot, generation: u64) -> Result<Mater
 
 /// The not-after (Unix seconds) of a certificate of the file at `path`.
 fn not_after_of(path: &Path, der: &CertificateDer<'_>) -> Result<i64, TlsError> {
-    x509_parser::parse_x509_certificate(der)
-        .map(|(_, cert)| cert.validity().not_after.timestamp())
-        .map_err(|e| {
-            TlsError::Refused(format!("{}: not an X.509 certificate: {e}", path.display()))
-        })
+    not_after(der).map_err(|e| {
+        TlsError::Refused(format!("{}: not an X.509 certificate: {e}", path.display()))
+    })
 }
 
 /// The names of `leaf`'s subjectAltName as a client would ask for them: its DNS names (a
@@ -1609,12 +1539,10 @@ mod tests {
             (2060, 3, 1, 2_845_324_800),
         ] {
             let cert = valid_until(rcgen::date_time_ymd(year, month, day));
-            assert_eq!(not_after(&cert), Some(unix), "{year}-{month}-{day}");
+            assert_eq!(not_after(&cert), Ok(unix), "{year}-{month}-{day}");
         }
-        assert_eq!(not_after(b"\x30\x03\x02\x01\x01"), None);
-        assert_eq!(not_after(&[]), None);
-        assert_eq!(unix_seconds(0x17, "700101000001Z"), Some(1));
-        assert_eq!(unix_seconds(0x17, "7001010000+1Z"), None);
+        assert!(not_after(b"\x30\x03\x02\x01\x01").is_err());
+        assert!(not_after(&[]).is_err());
     }
 
     #[test]
